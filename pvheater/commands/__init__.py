@@ -1,0 +1,1 @@
+"""Subcommands of the `pvheater` command line, one module each."""

@@ -1,0 +1,310 @@
+"""Configuration: frozen dataclasses as the schema, loaded from YAML and validated.
+
+Each field's metadata carries its documentation and its limits, so the schema,
+the checks and the error messages come from one place. Errors name the key
+path and what was expected, in one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pvheater.errors import ConfigError
+from pvheater.paths import packaged_config
+
+
+def setting(default: Any, doc: str, **limits: Any) -> Any:
+    """A config field with its default, a one-line doc and optional min/max/choices."""
+    return field(default=default, metadata={"doc": doc, **limits})
+
+
+@dataclass(frozen=True)
+class UnitIds:
+    """Modbus unit ID of each device role on the GX; null when that device is not installed."""
+
+    system: int = setting(100, "system service (always 100)", min=0, max=247)
+    vebus: int | None = setting(242, "MultiPlus / VE.Bus (Venus GX VE.Bus port: 242)", min=0, max=247)
+    mppt: int | None = setting(245, "solar charger (Venus GX VE.Direct 1: 245)", min=0, max=247)
+    bms: int | None = setting(225, "CAN-bus BMS battery (Venus GX: 225)", min=0, max=247)
+    grid: int | None = setting(40, "grid meter, e.g. ET340 (its VRM instance)", min=0, max=247)
+
+
+@dataclass(frozen=True)
+class GxConfig:
+    """Where the Venus GX's Modbus-TCP server is and how to talk to it."""
+
+    host: str = setting("venus.local", "GX address or host name")
+    port: int = setting(502, "Modbus-TCP port", min=1, max=65535)
+    timeout_s: float = setting(3.0, "seconds to wait for one answer", min=0.2, max=30.0)
+    reconnect_min_s: float = setting(1.0, "first wait before reconnecting", min=0.1, max=600.0)
+    reconnect_max_s: float = setting(60.0, "longest wait between reconnects", min=0.1, max=3600.0)
+    unit_ids: UnitIds = field(default_factory=UnitIds, metadata={"doc": "unit ID per device"})
+
+    def check(self) -> list[tuple[str, str]]:
+        """Cross-field checks: (key, message) pairs."""
+        if self.reconnect_min_s > self.reconnect_max_s:
+            return [(
+                "reconnect_min_s",
+                "must not exceed gx.reconnect_max_s "
+                f"(got {self.reconnect_min_s} > {self.reconnect_max_s})",
+            )]
+        return []
+
+
+@dataclass(frozen=True)
+class PollConfig:
+    """How often the GX is read and the controller steps."""
+
+    interval_s: float = setting(1.0, "seconds between reads (the GX updates about 1/s)", min=0.5, max=60.0)
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """How much of the surplus the heater may take (see pvheater/controller.py)."""
+
+    min_soc_pct: float = setting(95.0, "no heating below this battery SoC", min=10.0, max=100.0)
+    soc_hysteresis_pct: float = setting(
+        2.0, "after stopping for low SoC, heat again only above min_soc_pct + this", min=0.0, max=20.0
+    )
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """The relay that switches the heater circuit: the safety guard."""
+
+    pin: str = setting("GPIO17", "GPIO pin driving the relay board (GPIO or BOARD name)")
+    active_high: bool = setting(
+        True, "false for relay boards that switch on when the pin is low (many 5 V boards)"
+    )
+    min_on_s: float = setting(60.0, "once on, stay on at least this long (unless unsafe)", min=0.0, max=3600.0)
+    min_off_s: float = setting(120.0, "once off, stay off at least this long", min=0.0, max=3600.0)
+    max_switches_per_hour: int = setting(6, "most relay switchings in any hour", min=1, max=60)
+    confirm_samples: int = setting(
+        3, "fresh samples in a row that must want heat before the relay closes", min=2, max=60
+    )
+    stale_after_s: float = setting(
+        5.0, "relay off when the newest GX data are older than this", min=1.0, max=300.0
+    )
+    window_start: str | None = setting(None, "optional local time HH:MM before which it never heats")
+    window_end: str | None = setting(None, "optional local time HH:MM after which it never heats")
+
+    def check(self) -> list[tuple[str, str]]:
+        """Time windows must be HH:MM."""
+        problems = []
+        for key in ("window_start", "window_end"):
+            text = getattr(self, key)
+            if text is not None and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", text):
+                problems.append((key, f"expected a time HH:MM such as 09:00, got {text!r}"))
+        return problems
+
+
+@dataclass(frozen=True)
+class ServoConfig:
+    """The servo that turns the SCR regulator's knob."""
+
+    pin: str = setting("GPIO18", "GPIO pin of the servo signal (GPIO or BOARD name)")
+    min_pulse_width_ms: float = setting(1.0, "pulse width at min_angle_deg", min=0.3, max=3.0)
+    max_pulse_width_ms: float = setting(2.0, "pulse width at max_angle_deg", min=0.3, max=3.0)
+    frame_width_ms: float = setting(20.0, "servo frame (20 ms = 50 Hz)", min=5.0, max=50.0)
+    min_angle_deg: float = setting(0.0, "servo angle at min_pulse_width_ms", min=-360.0, max=360.0)
+    max_angle_deg: float = setting(180.0, "servo angle at max_pulse_width_ms", min=-360.0, max=360.0)
+    knob_zero_deg: float = setting(0.0, "servo angle where the regulator knob is at zero", min=-360.0, max=360.0)
+    knob_full_deg: float = setting(180.0, "servo angle where the knob is at full power", min=-360.0, max=360.0)
+    min_move_deg: float = setting(1.0, "smaller changes are not worth moving the servo", min=0.0, max=20.0)
+    detach_after_s: float = setting(
+        2.0, "stop the pulses this long after a move so the servo does not buzz", min=0.2, max=60.0
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        """Pulse widths and angles must be ordered; the knob must lie in the servo's range."""
+        if self.min_pulse_width_ms >= self.max_pulse_width_ms:
+            return [("min_pulse_width_ms", "must be less than servo.max_pulse_width_ms "
+                     f"(got {self.min_pulse_width_ms} >= {self.max_pulse_width_ms})")]
+        if self.max_pulse_width_ms >= self.frame_width_ms:
+            return [("max_pulse_width_ms", "must be less than servo.frame_width_ms "
+                     f"(got {self.max_pulse_width_ms} >= {self.frame_width_ms})")]
+        if self.min_angle_deg == self.max_angle_deg:
+            return [("max_angle_deg", f"must differ from servo.min_angle_deg (both {self.min_angle_deg})")]
+        lo, hi = sorted((self.min_angle_deg, self.max_angle_deg))
+        for key in ("knob_zero_deg", "knob_full_deg"):
+            value = getattr(self, key)
+            if not lo <= value <= hi:
+                return [(key, f"must lie between servo.min_angle_deg and servo.max_angle_deg "
+                         f"({lo}..{hi}), got {value}")]
+        if self.knob_zero_deg == self.knob_full_deg:
+            return [("knob_full_deg", f"must differ from servo.knob_zero_deg (both {self.knob_zero_deg})")]
+        return []
+
+
+@dataclass(frozen=True)
+class HeaterConfig:
+    """The water heater behind the SCR regulator."""
+
+    max_power_w: float = setting(2000.0, "heater power at full knob", min=100.0, max=10000.0)
+    calibration_file: str | None = setting(
+        None, "YAML written by `pvheater calibrate-servo`; null: linear from knob zero to full"
+    )
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    """Which gpiozero pin library drives the pins."""
+
+    pin_factory: str | None = setting(
+        None,
+        "null: gpiozero's choice; or lgpio, pigpio, rpigpio, native, mock",
+        choices=("lgpio", "pigpio", "rpigpio", "native", "mock"),
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole pvheater configuration."""
+
+    gx: GxConfig = field(default_factory=GxConfig, metadata={"doc": "the Venus GX"})
+    poll: PollConfig = field(default_factory=PollConfig, metadata={"doc": "polling"})
+    control: ControlConfig = field(default_factory=ControlConfig, metadata={"doc": "control"})
+    relay: RelayConfig = field(default_factory=RelayConfig, metadata={"doc": "relay"})
+    servo: ServoConfig = field(default_factory=ServoConfig, metadata={"doc": "servo"})
+    heater: HeaterConfig = field(default_factory=HeaterConfig, metadata={"doc": "heater"})
+    gpio: GpioConfig = field(default_factory=GpioConfig, metadata={"doc": "pin library"})
+
+
+# --- loading -----------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if tp in names:
+        return names[tp]
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return str(tp)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _convert(path: str, tp: Any, value: Any, meta: typing.Mapping[str, Any]) -> Any:
+    """Check one value against its annotated type and limits; return it converted."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(path, args[0], value, meta)
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {_describe(value)}")
+        return _build(tp, value, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {_describe(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected {_limits_text(tp, meta)}, got {_describe(value)}")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path}: expected {_limits_text(tp, meta)}, got {_describe(value)}")
+        value = float(value)
+    elif tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected {_limits_text(tp, meta)}, got {_describe(value)}")
+    else:  # pragma: no cover - a schema error, not a user error
+        raise TypeError(f"unsupported config type {tp!r} at {path}")
+    lo, hi, choices = meta.get("min"), meta.get("max"), meta.get("choices")
+    if (lo is not None and value < lo) or (hi is not None and value > hi) or (
+        choices is not None and value not in choices
+    ):
+        raise ConfigError(f"{path}: expected {_limits_text(tp, meta)}, got {_describe(value)}")
+    return value
+
+
+def _limits_text(tp: Any, meta: typing.Mapping[str, Any]) -> str:
+    if meta.get("choices") is not None:
+        return "one of " + ", ".join(str(c) for c in meta["choices"])
+    lo, hi = meta.get("min"), meta.get("max")
+    text = _type_name(tp)
+    if lo is not None and hi is not None:
+        return f"{text} from {lo} to {hi}"
+    if lo is not None:
+        return f"{text} >= {lo}"
+    if hi is not None:
+        return f"{text} <= {hi}"
+    return text
+
+
+def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(
+                f"{where}: unknown key (expected one of: {', '.join(known)})"
+            )
+    kwargs = {}
+    for name, fld in known.items():
+        if name in data:
+            path = f"{prefix}.{name}" if prefix else name
+            kwargs[name] = _convert(path, hints[name], data[name], fld.metadata)
+    obj = cls(**kwargs)
+    checker = getattr(obj, "check", None)
+    if checker is not None:
+        for key, message in checker():
+            where = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(f"{where}: {message}")
+    return obj
+
+
+def config_from_dict(data: dict[str, Any] | None) -> Config:
+    """Validate a parsed config mapping and build the Config."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"top level: expected a mapping of sections, got {_describe(data)}")
+    return _build(Config, data, "")
+
+
+def default_config_path() -> Path:
+    """./config.yaml when it exists, else the config.yaml shipped with pvheater."""
+    local = Path("config.yaml")
+    return local if local.is_file() else packaged_config()
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    """Read, parse and validate a config file; raise ConfigError with a one-line reason."""
+    file = Path(path) if path is not None else default_config_path()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot be read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{file}: not valid YAML{where}: {problem}") from None
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{file}: {exc}") from None
