@@ -1,0 +1,1 @@
+"""Simulation: the Venus GX Modbus server, the plant model, scenarios and the bench."""
