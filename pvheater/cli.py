@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from pvheater import __version__
+from pvheater.config import load_config
 from pvheater.errors import ConfigError, GxError, PvHeaterError, RegisterMapError
 
 #: Subcommand name -> module under pvheater.commands with add_arguments() and run().
@@ -50,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pvheater` console script."""
     args = build_parser().parse_args(argv)
     try:
+        args.cfg = load_config(args.config)
         return int(args.handler(args))
     except (ConfigError, RegisterMapError) as exc:
         print(f"pvheater: config error: {exc}", file=sys.stderr)

@@ -74,6 +74,33 @@ class ControlConfig:
     soc_hysteresis_pct: float = setting(
         2.0, "after stopping for low SoC, heat again only above min_soc_pct + this", min=0.0, max=20.0
     )
+    policy: str = setting(
+        "battery_first",
+        "battery_first: heater takes only PV that would be curtailed or exported; "
+        "heater_first: above min_soc_pct the heater also takes what the battery would charge",
+        choices=("battery_first", "heater_first"),
+    )
+    grid_import_allowance_w: float = setting(
+        30.0, "grid import tolerated before backing off", min=0.0, max=1000.0
+    )
+    battery_discharge_allowance_w: float = setting(
+        30.0, "battery discharge tolerated before backing off", min=0.0, max=1000.0
+    )
+    export_margin_w: float = setting(
+        50.0, "with DC feed-in: export left unused as a margin", min=0.0, max=2000.0
+    )
+    deadband_w: float = setting(40.0, "errors smaller than this are ignored (no hunting)", min=0.0, max=500.0)
+    kp: float = setting(0.3, "proportional gain (W per W of error)", min=0.0, max=2.0)
+    ki_per_s: float = setting(0.35, "integral gain (W per W of error per second)", min=0.0, max=5.0)
+    raise_w_per_s: float = setting(
+        120.0, "fastest rise of the heater power (backing off is never limited)", min=5.0, max=5000.0
+    )
+    probe_w: float = setting(
+        400.0, "error assumed while PV is hidden (MPPT limited in absorption/float)", min=10.0, max=5000.0
+    )
+    idle_off_s: float = setting(
+        900.0, "stop wanting heat after this long without any surplus seen", min=0.0, max=7200.0
+    )
 
 
 @dataclass(frozen=True)

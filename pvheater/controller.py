@@ -1,0 +1,163 @@
+"""The surplus controller: a pure step from (state, measurements, settings, now) to a heat request.
+
+The error signal is the *spare power* in watts, positive when PV is going to
+waste, negative when the heater takes power it should not:
+
+- grid import above `grid_import_allowance_w` or battery discharge above
+  `battery_discharge_allowance_w`: the negative excess (back off at once);
+- PV hidden by the MPPT (MppOperationMode 1 with the charger in absorption or
+  float, battery not discharging): `probe_w`, an assumed surplus, so the power
+  rises at a bounded rate until the MPPT tracks again or the battery/grid gives;
+- otherwise export beyond `export_margin_w` (DC feed-in) counts as spare, and
+  the battery: with `battery_first` a charge below what the battery took while
+  PV was being wasted (its acceptance) is negative spare -- the heater is taking
+  the battery's share; with `heater_first` any charge power is spare.
+
+A PI acts on that error (deadband, anti-windup by clamping the integral to the
+heater's range, rises limited to `raise_w_per_s`). No I/O, no clock: `now_s`
+comes in as an argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from pvheater.config import Config, ControlConfig
+from pvheater.heating import HeatRequest
+from pvheater.measurements import Measurements
+
+#: Weight of a new sample in the battery-acceptance estimate.
+_ACCEPT_SMOOTHING = 0.3
+#: Longest gap between two samples the integral trusts, seconds.
+_MAX_DT_S = 5.0
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    """What the controller needs from the config."""
+
+    control: ControlConfig
+    max_power_w: float
+
+    @classmethod
+    def from_config(cls, config: Config) -> ControllerSettings:
+        """Take the control section and the heater's maximum power."""
+        return cls(control=config.control, max_power_w=config.heater.max_power_w)
+
+
+@dataclass(frozen=True)
+class ControllerState:
+    """What the controller remembers between steps."""
+
+    integral_w: float = 0.0
+    power_w: float = 0.0
+    soc_ok: bool = False
+    accept_ref_w: float | None = None
+    last_surplus_s: float | None = None
+    last_sample_s: float | None = None
+    error_w: float = 0.0
+
+
+def soc_allows_heating(soc_pct: float | None, was_allowed: bool, min_soc_pct: float, hysteresis_pct: float) -> bool:
+    """SoC gate with hysteresis: allowed at >= min, after a stop only again above min + hysteresis."""
+    if soc_pct is None:
+        return False
+    threshold = min_soc_pct if was_allowed else min_soc_pct + hysteresis_pct
+    return soc_pct >= threshold
+
+
+def spare_power_w(
+    m: Measurements, accept_ref_w: float | None, settings: ControlConfig
+) -> tuple[float | None, bool]:
+    """The error signal (W, + = PV going to waste) and whether the battery is saturated.
+
+    Returns (None, False) when grid and battery power are both unknown.
+    """
+    grid_w = m.grid_w
+    battery_w = m.battery_w
+    if grid_w is None and battery_w is None:
+        return None, False
+    grid = grid_w or 0.0
+    battery = battery_w or 0.0
+    excess_w = max(0.0, grid - settings.grid_import_allowance_w) + max(
+        0.0, -battery - settings.battery_discharge_allowance_w
+    )
+    if excess_w > 0:
+        return -excess_w, False
+    export_w = max(0.0, -grid)
+    hidden = m.pv_curtailed and battery >= -settings.battery_discharge_allowance_w
+    saturated = hidden or export_w > settings.export_margin_w
+    if hidden:
+        return settings.probe_w, saturated
+    spare = max(0.0, export_w - settings.export_margin_w)
+    if settings.policy == "heater_first":
+        spare += battery
+    elif not saturated and accept_ref_w is not None:
+        # battery_first: charging less than it accepted while PV was wasted
+        # means the heater takes the battery's share.
+        spare += min(0.0, battery - accept_ref_w)
+    return spare, saturated
+
+
+def step(
+    state: ControllerState, m: Measurements | None, settings: ControllerSettings, now_s: float, relay_on: bool
+) -> tuple[ControllerState, HeatRequest]:
+    """One control step: the new state and the heat request for the relay guard."""
+    c = settings.control
+    if m is None:
+        return replace(state, integral_w=0.0, power_w=0.0, error_w=0.0), HeatRequest(False, 0.0, "no data")
+
+    soc_ok = soc_allows_heating(m.soc_pct, state.soc_ok, c.min_soc_pct, c.soc_hysteresis_pct)
+    if not soc_ok:
+        reason = "SoC unknown" if m.soc_pct is None else f"charging battery first (SoC {m.soc_pct:.0f} %)"
+        new = replace(state, soc_ok=False, integral_w=0.0, power_w=0.0, error_w=0.0, last_sample_s=m.time_s)
+        return new, HeatRequest(False, 0.0, reason)
+
+    error_w, saturated = spare_power_w(m, state.accept_ref_w, c)
+    if error_w is None:
+        new = replace(state, soc_ok=True, integral_w=0.0, power_w=0.0, error_w=0.0, last_sample_s=m.time_s)
+        return new, HeatRequest(False, 0.0, "grid and battery power unknown")
+
+    accept_ref = state.accept_ref_w
+    if saturated and m.battery_w is not None:
+        battery = max(0.0, m.battery_w)
+        accept_ref = battery if accept_ref is None else accept_ref + _ACCEPT_SMOOTHING * (battery - accept_ref)
+    last_surplus = now_s if error_w > 0 or saturated else state.last_surplus_s
+    if abs(error_w) < c.deadband_w:
+        error_w = 0.0
+
+    dt_s = 0.0 if state.last_sample_s is None else min(max(m.time_s - state.last_sample_s, 0.0), _MAX_DT_S)
+    if relay_on:
+        integral = min(max(state.integral_w + c.ki_per_s * error_w * dt_s, 0.0), settings.max_power_w)
+        power = min(max(integral + c.kp * error_w, 0.0), settings.max_power_w)
+        ceiling = state.power_w + c.raise_w_per_s * dt_s
+        if power > ceiling:
+            power = ceiling
+            integral = min(integral, ceiling)  # anti-windup against the rise limit
+    else:
+        integral, power = 0.0, 0.0
+
+    recent = last_surplus is not None and now_s - last_surplus <= c.idle_off_s
+    want = recent or power > 0
+    new = ControllerState(
+        integral_w=integral,
+        power_w=power,
+        soc_ok=True,
+        accept_ref_w=accept_ref,
+        last_surplus_s=last_surplus,
+        last_sample_s=m.time_s,
+        error_w=error_w,
+    )
+    if not want:
+        return new, HeatRequest(False, 0.0, "no surplus")
+    return new, HeatRequest(True, power, _describe(error_w, m))
+
+
+def _describe(error_w: float, m: Measurements) -> str:
+    if error_w < 0:
+        return f"backing off {-error_w:.0f} W"
+    if m.pv_curtailed:
+        return "PV held back by the MPPT: raising"
+    if error_w > 0:
+        return f"surplus {error_w:.0f} W"
+    return "holding"

@@ -1,0 +1,134 @@
+"""The pure controller, table-driven: error signal, SoC gate, PI limits."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import pytest
+
+from pvheater.config import Config, ControlConfig
+from pvheater.controller import ControllerSettings, ControllerState, soc_allows_heating, spare_power_w, step
+from pvheater.measurements import Measurements
+
+SETTINGS = ControllerSettings.from_config(Config())
+C = SETTINGS.control
+
+
+def meas(
+    t: float, *, soc: float = 98, grid: float = 0, battery: float = 0, mode: int = 2, state: int = 4
+) -> Measurements:
+    return Measurements(
+        time_s=t,
+        values={
+            "battery_soc_pct": soc,
+            "grid_l1_w": grid,
+            "battery_power_w": battery,
+            "mppt_operation_mode": mode,
+            "mppt_state": state,
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "accept_ref", "policy", "expected", "saturated"),
+    [
+        ({"mode": 1, "state": 5}, None, "battery_first", C.probe_w, True),  # hidden surplus in float
+        ({"mode": 1, "state": 4}, None, "battery_first", C.probe_w, True),  # ... in absorption
+        ({"mode": 1, "state": 3}, None, "battery_first", 0.0, False),  # limited in bulk: not surplus
+        ({"mode": 1, "state": 5, "battery": -300}, None, "battery_first", -270.0, False),  # discharging wins
+        ({"grid": 330}, None, "battery_first", -300.0, False),  # import beyond allowance
+        ({"grid": 20}, None, "battery_first", 0.0, False),  # import within allowance
+        ({"grid": -600}, None, "battery_first", 550.0, True),  # DC feed-in export
+        ({"battery": 200}, 500.0, "battery_first", -300.0, False),  # heater takes battery's share
+        ({"battery": 600}, 500.0, "battery_first", 0.0, False),  # battery gets more than before: fine
+        ({"battery": 800}, None, "heater_first", 800.0, False),  # heater first takes the charge
+        ({"battery": 800}, None, "battery_first", 0.0, False),  # battery first leaves it
+    ],
+)
+def test_spare_power(kwargs: dict, accept_ref: float | None, policy: str, expected: float, saturated: bool) -> None:
+    control = replace(C, policy=policy)
+    spare, sat = spare_power_w(meas(0, **kwargs), accept_ref, control)
+    assert spare == pytest.approx(expected)
+    assert sat is saturated
+
+
+def test_spare_unknown_without_grid_and_battery() -> None:
+    assert spare_power_w(Measurements(time_s=0, values={"battery_soc_pct": 99}), None, C) == (None, False)
+
+
+@pytest.mark.parametrize(
+    ("soc", "was", "allowed"),
+    [
+        (95, True, True),
+        (94.9, True, False),
+        (95, False, False),
+        (96.9, False, False),
+        (97, False, True),
+        (None, True, False),
+    ],
+)
+def test_soc_gate_hysteresis(soc: float | None, was: bool, allowed: bool) -> None:
+    assert soc_allows_heating(soc, was, 95, 2) is allowed
+
+
+def run(samples: list[Measurements], relay_on: bool = True, state: ControllerState | None = None):
+    state = state or ControllerState()
+    out = []
+    for m in samples:
+        state, request = step(state, m, SETTINGS, m.time_s, relay_on)
+        out.append((state, request))
+    return out
+
+
+def test_below_min_soc_never_wants_heat_even_with_surplus() -> None:
+    results = run([meas(t, soc=90, mode=1, state=5) for t in range(10)])
+    assert all(not r.want_heat and r.power_w == 0 for _, r in results)
+    assert "charging battery first" in results[-1][1].reason
+
+
+def test_hidden_surplus_raises_at_bounded_rate() -> None:
+    results = run([meas(t, mode=1, state=5) for t in range(30)])
+    powers = [r.power_w for _, r in results]
+    assert all(b - a <= C.raise_w_per_s * 1.0 + 1e-9 for a, b in itertools.pairwise(powers))
+    assert powers[-1] == pytest.approx(SETTINGS.max_power_w)  # clamps at the heater's maximum
+    assert results[-1][0].integral_w <= SETTINGS.max_power_w  # anti-windup
+
+
+def test_backs_off_fast_on_battery_discharge() -> None:
+    state = ControllerState(integral_w=1500, power_w=1500, soc_ok=True, last_sample_s=0, accept_ref_w=0)
+    results = run([meas(1, battery=-800), meas(2, battery=-400)], state=state)
+    assert results[0][1].power_w < 1500 - 400
+    assert results[1][1].power_w < results[0][1].power_w
+
+
+def test_deadband_holds() -> None:
+    state = ControllerState(integral_w=1000, power_w=1000, soc_ok=True, last_sample_s=0, accept_ref_w=300)
+    results = run([meas(t, battery=300 - 20) for t in range(1, 6)], state=state)
+    assert all(r.power_w == pytest.approx(1000) for _, r in results)
+
+
+def test_relay_off_keeps_power_zero_but_wants_heat() -> None:
+    results = run([meas(t, mode=1, state=5) for t in range(5)], relay_on=False)
+    assert all(r.want_heat and r.power_w == 0 for _, r in results)
+
+
+def test_stops_wanting_after_idle_off() -> None:
+    control = replace(C, idle_off_s=10)
+    settings = ControllerSettings(control=control, max_power_w=2000)
+    state = ControllerState()
+    state, r = step(state, meas(0, mode=1, state=5), settings, 0, relay_on=False)
+    assert r.want_heat
+    for t in range(1, 12):
+        state, r = step(state, meas(t), settings, t, relay_on=False)
+    assert not r.want_heat
+
+
+def test_no_data_no_heat() -> None:
+    state, r = step(ControllerState(power_w=500, integral_w=500), None, SETTINGS, 0, True)
+    assert not r.want_heat and r.power_w == 0 and state.integral_w == 0
+
+
+def test_settings_from_config_carry_heater_power() -> None:
+    cfg = Config()
+    assert ControllerSettings.from_config(cfg) == ControllerSettings(ControlConfig(), cfg.heater.max_power_w)
