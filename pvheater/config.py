@@ -137,7 +137,7 @@ class RelayConfig:
 class ServoConfig:
     """The servo that turns the SCR regulator's knob."""
 
-    pin: str = setting("GPIO18", "GPIO pin of the servo signal (GPIO or BOARD name)")
+    pin: str = setting("GPIO21", "GPIO pin of the servo signal (GPIO or BOARD name; the seed wiring: GPIO21)")
     min_pulse_width_ms: float = setting(1.0, "pulse width at min_angle_deg", min=0.3, max=3.0)
     max_pulse_width_ms: float = setting(2.0, "pulse width at max_angle_deg", min=0.3, max=3.0)
     frame_width_ms: float = setting(20.0, "servo frame (20 ms = 50 Hz)", min=5.0, max=50.0)
