@@ -17,6 +17,10 @@ from pvheater.paths import registers_dir
 TYPE_WORDS: Mapping[str, int] = MappingProxyType(
     {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2}
 )
+#: Range of the raw integer each register type can hold.
+TYPE_RANGE: Mapping[str, tuple[int, int]] = MappingProxyType(
+    {"int16": (-(2**15), 2**15 - 1), "uint16": (0, 2**16 - 1), "int32": (-(2**31), 2**31 - 1), "uint32": (0, 2**32 - 1)}
+)
 #: The most registers one Modbus read may ask for.
 MAX_BLOCK_WORDS = 125
 #: Device roles pvheater knows, in the order they are read and shown.
@@ -54,7 +58,21 @@ class Register:
 
     def decode_raw(self, raw: int) -> float:
         """Apply the scale: value = raw / scale."""
+        inverse = 1 / self.scale
+        if abs(self.scale) < 1 and inverse.is_integer():
+            return raw * inverse  # scale 0.1: raw x 10 exactly, without 1229.9999 noise
         return raw / self.scale
+
+    def encode_value(self, value: float) -> int:
+        """The raw integer the GX sends for a decoded value (raw = value x scale, rounded)."""
+        raw = round(value * self.scale)
+        low, high = TYPE_RANGE[self.type]
+        if not low <= raw <= high:
+            raise ValueError(
+                f"register {self.name!r}: {value} {self.unit} does not fit {self.type} "
+                f"with scale {self.scale:g} (raw {raw} outside {low}..{high})"
+            )
+        return raw
 
     def plausible(self, value: float) -> bool:
         """True when a decoded value may be trusted (range and the GX's invalid-0 rule)."""
@@ -73,12 +91,28 @@ class Register:
 
 @dataclass(frozen=True)
 class Device:
-    """One device role on the GX: its service, the ranges it serves, its registers."""
+    """One device role on the GX: its service, the ranges it serves, its registers.
+
+    `served` and `reserved` hold inclusive [first, last] address ranges; RESERVED
+    words lie inside served ranges and read 0xFFFF on the GX.
+    """
 
     role: str
     service: str
     served: tuple[tuple[int, int], ...]
     registers: tuple[Register, ...]
+    reserved: tuple[tuple[int, int], ...] = ()
+
+    def served_range(self, first: int, last: int) -> tuple[int, int] | None:
+        """The served range holding addresses first..last, or None when they cross a gap or lie outside."""
+        for low, high in self.served:
+            if low <= first and last <= high:
+                return low, high
+        return None
+
+    def serves(self, address: int) -> bool:
+        """True when the GX serves this address for the device's service."""
+        return self.served_range(address, address) is not None
 
 
 @dataclass(frozen=True)
@@ -104,6 +138,13 @@ class RegisterMap:
     def by_name(self) -> dict[str, Register]:
         """Registers keyed by value name."""
         return {r.name: r for r in self.all_registers()}
+
+    def role_at(self, address: int) -> str | None:
+        """The role whose served ranges hold an address (GX addresses belong to one service)."""
+        for device in self.devices.values():
+            if device.serves(address):
+                return device.role
+        return None
 
 
 def _fail(source: str, where: str, problem: str) -> RegisterMapError:
@@ -175,7 +216,7 @@ def _parse_register(source: str, role: str, index: int, raw: object) -> Register
 def _parse_device(source: str, doc: object) -> Device:
     if not isinstance(doc, dict):
         raise _fail(source, "top level", "must be a mapping with role, service, served, registers")
-    unknown = set(doc) - {"role", "service", "served", "registers"}
+    unknown = set(doc) - {"role", "service", "served", "reserved", "registers"}
     if unknown:
         raise _fail(source, "top level", f"unknown key(s) {', '.join(sorted(unknown))}")
     role = doc.get("role")
@@ -184,16 +225,11 @@ def _parse_device(source: str, doc: object) -> Device:
     served_raw = doc.get("served")
     if not isinstance(served_raw, list) or not served_raw:
         raise _fail(source, "served", "must be a list of [first, last] address ranges")
-    served: list[tuple[int, int]] = []
-    for rng in served_raw:
-        if (
-            not isinstance(rng, list)
-            or len(rng) != 2
-            or not all(isinstance(a, int) for a in rng)
-            or rng[0] > rng[1]
-        ):
-            raise _fail(source, "served", f"each range must be [first, last] (got {rng!r})")
-        served.append((rng[0], rng[1]))
+    served = _parse_ranges(source, "served", served_raw)
+    reserved_raw = doc.get("reserved", [])
+    if not isinstance(reserved_raw, list):
+        raise _fail(source, "reserved", "must be a list of [first, last] address ranges")
+    reserved = _parse_ranges(source, "reserved", reserved_raw)
     regs_raw = doc.get("registers")
     if not isinstance(regs_raw, list) or not regs_raw:
         raise _fail(source, "registers", "must be a non-empty list")
@@ -214,7 +250,40 @@ def _parse_device(source: str, doc: object) -> Device:
                 f"register {reg.name!r}",
                 f"address {reg.address}-{reg.end - 1} lies outside the served ranges {served}",
             )
-    return Device(str(role), str(doc.get("service", "")), tuple(served), tuple(ordered))
+    _check_reserved(source, served, reserved, ordered)
+    return Device(str(role), str(doc.get("service", "")), tuple(served), tuple(ordered), tuple(reserved))
+
+
+def _parse_ranges(source: str, key: str, raw: list[object]) -> list[tuple[int, int]]:
+    ranges: list[tuple[int, int]] = []
+    for rng in raw:
+        if (
+            not isinstance(rng, list)
+            or len(rng) != 2
+            or not all(isinstance(a, int) and not isinstance(a, bool) and 0 <= a <= 65535 for a in rng)
+            or rng[0] > rng[1]
+        ):
+            raise _fail(source, key, f"each range must be [first, last] addresses 0-65535 (got {rng!r})")
+        ranges.append((rng[0], rng[1]))
+    for before, after in itertools.pairwise(sorted(ranges)):
+        if after[0] <= before[1]:
+            raise _fail(source, key, f"range {list(after)} overlaps {list(before)}")
+    return ranges
+
+
+def _check_reserved(
+    source: str, served: list[tuple[int, int]], reserved: list[tuple[int, int]], registers: list[Register]
+) -> None:
+    for first, last in reserved:
+        if not any(low <= first and last <= high for low, high in served):
+            raise _fail(source, "reserved", f"range {[first, last]} lies outside the served ranges {served}")
+        for reg in registers:
+            if reg.address <= last and first <= reg.end - 1:
+                raise _fail(
+                    source,
+                    f"register {reg.name!r}",
+                    f"address {reg.address}-{reg.end - 1} overlaps the reserved range {[first, last]}",
+                )
 
 
 def load_register_map(directory: Path | None = None) -> RegisterMap:
@@ -233,6 +302,16 @@ def load_register_map(directory: Path | None = None) -> RegisterMap:
         device = _parse_device(path.name, doc)
         if device.role in devices:
             raise _fail(path.name, "role", f"{device.role!r} is defined twice")
+        for other in devices.values():
+            for first, last in device.served:
+                for low, high in other.served:
+                    if first <= high and low <= last:
+                        raise _fail(
+                            path.name,
+                            "served",
+                            f"range {[first, last]} overlaps {[low, high]} served for {other.role!r} "
+                            "(a GX address belongs to one service)",
+                        )
         for reg in device.registers:
             if reg.name in names:
                 raise _fail(path.name, f"register {reg.name!r}", f"name also used in {names[reg.name]}")
@@ -255,10 +334,10 @@ def plan_blocks(
     current: list[Register] = []
 
     def served_range(reg: Register) -> tuple[int, int]:
-        for first, last in device.served:
-            if first <= reg.address and reg.end - 1 <= last:
-                return first, last
-        raise RegisterMapError(f"register {reg.name!r} lies outside the served ranges")
+        found = device.served_range(reg.address, reg.end - 1)
+        if found is None:
+            raise RegisterMapError(f"register {reg.name!r} lies outside the served ranges")
+        return found
 
     def close() -> None:
         if current:

@@ -1,0 +1,276 @@
+"""Read the Venus GX over Modbus-TCP: one block read per device, decoded into a Measurements snapshot.
+
+This is the only module of the control path that imports pymodbus, and it
+only ever sends read requests (function code 3). Every Modbus or socket
+failure leaves it as one of our errors:
+
+- `GxUnavailable`: no connection, no answer within `timeout_s`, a dropped
+  link. The client is closed and the next attempt waits (capped exponential
+  backoff from `reconnect_min_s` to `reconnect_max_s`, measured with the
+  injected clock); until then `read()` fails at once without network traffic.
+- `DeviceAbsent`: the GX says no system service sits behind its unit ID.
+  Other absent devices (exception 0x0A / 0x0B) do not raise: their role goes
+  into `Measurements.absent_roles` and a message into `GxReader.problems`.
+- `GxError`: any other exception reply, e.g. 0x02 when the register map does
+  not match this GX.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+
+from pymodbus.client import ModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+
+from pvheater.config import GxConfig
+from pvheater.errors import DeviceAbsent, GxError, GxUnavailable
+from pvheater.measurements import Measurements
+from pvheater.registers import Block, Register, RegisterMap, plan_blocks
+
+log = logging.getLogger(__name__)
+# pymodbus logs every failed connect at ERROR on its own logger; we report those
+# ourselves as GxUnavailable. Without a handler Python's last-resort handler
+# would print them to stderr beside our one-line messages.
+logging.getLogger("pymodbus").addHandler(logging.NullHandler())
+
+#: pymodbus data type of each register type of the map.
+DATATYPES: dict[str, ModbusTcpClient.DATATYPE] = {
+    "int16": ModbusTcpClient.DATATYPE.INT16,
+    "uint16": ModbusTcpClient.DATATYPE.UINT16,
+    "int32": ModbusTcpClient.DATATYPE.INT32,
+    "uint32": ModbusTcpClient.DATATYPE.UINT32,
+}
+#: Exception codes meaning "no such device behind this unit ID" (0x0A since Venus OS 3.70, 0x0B before).
+ABSENT_CODES = frozenset({0x0A, 0x0B})
+ILLEGAL_ADDRESS = 0x02
+EXCEPTION_NAMES = {
+    0x01: "illegal function",
+    0x02: "illegal data address",
+    0x03: "illegal data value",
+    0x04: "server device failure",
+    0x05: "acknowledge",
+    0x06: "server device busy",
+    0x08: "memory parity error",
+    0x0A: "gateway path unavailable",
+    0x0B: "gateway target failed to respond",
+}
+#: Unit IDs a Venus GX family device commonly uses, probed first by discovery.
+KNOWN_UNIT_IDS: tuple[int, ...] = (100, 0, 242, 227, 228, 245, 243, 239, 225, 30, 40, 31, 32, 41, 226, 246, 244)
+
+
+def decode_words(register: Register, words: Sequence[int]) -> float | None:
+    """Decode one register from its words; None when the value is implausible."""
+    raw = ModbusTcpClient.convert_from_registers(list(words), DATATYPES[register.type])
+    if not isinstance(raw, int):  # pragma: no cover - integer types always give int
+        raise TypeError(f"register {register.name!r}: pymodbus returned {raw!r}")
+    value = register.decode_raw(raw)
+    return value if register.plausible(value) else None
+
+
+def absent_message(role: str, unit_id: int, code: int) -> str:
+    """The one-line explanation for a device the GX says is not there."""
+    return (
+        f"no {role} device at unit ID {unit_id} (GX answered 0x{code:02X}); check Settings > Services > "
+        "Modbus TCP > Available services on the GX, or run 'pvheater read-registers --discover'"
+    )
+
+
+class _ExceptionReply(Exception):
+    """Internal: the GX answered a request with a Modbus exception code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"exception 0x{code:02X}")
+        self.code = code
+
+
+class _ConnectFailed(ConnectionException):
+    """Internal: the TCP connection to the GX could not be opened."""
+
+
+class GxReader:
+    """Reads every mapped value from the GX over one persistent Modbus-TCP connection.
+
+    `clock` returns monotonic seconds; it stamps the snapshots and times the
+    reconnect backoff, so tests can inject a fake one.
+    """
+
+    def __init__(
+        self,
+        gx: GxConfig,
+        register_map: RegisterMap,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._gx = gx
+        self._map = register_map
+        self._clock = clock
+        self._client: ModbusTcpClient | None = None
+        self._plan: list[tuple[str, int, Block]] = []
+        for role, device in register_map.devices.items():
+            unit_id = getattr(gx.unit_ids, role, None)
+            if unit_id is not None:
+                self._plan.extend((role, unit_id, block) for block in plan_blocks(device))
+        #: Why each absent role was not read in the last read(), by role.
+        self.problems: dict[str, str] = {}
+        self._failures = 0
+        self._retry_at_s: float | None = None
+        self._last_failure = ""
+
+    @property
+    def endpoint(self) -> str:
+        """The GX as host:port."""
+        return f"{self._gx.host}:{self._gx.port}"
+
+    @property
+    def unit_ids(self) -> dict[str, int | None]:
+        """The configured unit ID of each mapped role (None: not installed)."""
+        return {role: getattr(self._gx.unit_ids, role, None) for role in self._map.devices}
+
+    def read(self) -> Measurements:
+        """Read every configured device once and return the decoded snapshot."""
+        now_s = self._clock()
+        self._check_backoff(now_s)
+        values: dict[str, float | None] = {reg.name: None for reg in self._map.all_registers()}
+        absent: dict[str, str] = {}
+        try:
+            client = self._connect()
+            for role, unit_id, block in self._plan:
+                if role in absent:
+                    continue
+                try:
+                    words = self._read_words(client, unit_id, block.address, block.count)
+                except _ExceptionReply as reply:
+                    absent[role] = self._explain(reply.code, role, unit_id, block)
+                    continue
+                for reg in block.registers:
+                    offset = reg.address - block.address
+                    values[reg.name] = decode_words(reg, words[offset : offset + reg.words])
+        except (ModbusException, OSError) as exc:
+            raise self._unavailable(exc) from None
+        self._succeeded()
+        for role in absent.keys() - self.problems.keys():
+            log.info("%s", absent[role])  # reported to the caller in absent_roles / problems
+        self.problems = absent
+        return Measurements(time_s=now_s, values=values, absent_roles=frozenset(absent))
+
+    def probe(self, unit_id: int) -> tuple[str, ...]:
+        """Which mapped roles answer at a unit ID (reads each role's first register; never writes)."""
+        self._check_backoff(self._clock())
+        found: list[str] = []
+        try:
+            client = self._connect()
+            for role, device in self._map.devices.items():
+                first = device.registers[0]
+                try:
+                    self._read_words(client, unit_id, first.address, first.words)
+                except _ExceptionReply:
+                    continue
+                found.append(role)
+        except (ModbusException, OSError) as exc:
+            raise self._unavailable(exc) from None
+        self._succeeded()
+        return tuple(found)
+
+    def close(self) -> None:
+        """Close the connection (the next read opens a new one)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> GxReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- internals ---------------------------------------------------------
+
+    def _connect(self) -> ModbusTcpClient:
+        if self._client is None:
+            self._client = ModbusTcpClient(
+                self._gx.host, port=self._gx.port, timeout=self._gx.timeout_s, retries=0
+            )
+        if not self._client.connected:
+            log.debug("connecting to GX at %s", self.endpoint)
+            if not self._client.connect():
+                raise _ConnectFailed(self.endpoint)
+        return self._client
+
+    @staticmethod
+    def _read_words(client: ModbusTcpClient, unit_id: int, address: int, count: int) -> list[int]:
+        """One read_holding_registers request (function code 3); the only request this module sends."""
+        response = client.read_holding_registers(address, count=count, device_id=unit_id)
+        if response.isError():
+            raise _ExceptionReply(int(getattr(response, "exception_code", 0)))
+        words = list(response.registers)
+        if len(words) != count:
+            raise ModbusIOException(f"asked for {count} registers at {address}, got {len(words)}")
+        return words
+
+    def _explain(self, code: int, role: str, unit_id: int, block: Block) -> str:
+        """Turn an exception reply into the message of an absent role, or raise."""
+        if code in ABSENT_CODES:
+            message = absent_message(role, unit_id, code)
+            if role == "system":
+                raise DeviceAbsent(
+                    role,
+                    unit_id,
+                    f"GX at {self.endpoint} has no system service at unit ID {unit_id} "
+                    f"(answered 0x{code:02X}); is gx.host a Victron GX? The system service answers on unit 100",
+                )
+            return message
+        last = block.address + block.count - 1
+        name = EXCEPTION_NAMES.get(code, "unknown exception")
+        if code == ILLEGAL_ADDRESS:
+            raise GxError(
+                f"GX at {self.endpoint} refused {role} registers {block.address}-{last} at unit ID {unit_id} "
+                f"(0x02 {name}): the register map does not match this GX's firmware"
+            )
+        raise GxError(
+            f"GX at {self.endpoint} answered 0x{code:02X} ({name}) reading {role} registers "
+            f"{block.address}-{last} at unit ID {unit_id}"
+        )
+
+    def _check_backoff(self, now_s: float) -> None:
+        if self._retry_at_s is not None and now_s < self._retry_at_s:
+            raise GxUnavailable(f"{self._last_failure}; next attempt in {self._retry_at_s - now_s:.1f} s")
+
+    def _unavailable(self, exc: BaseException) -> GxUnavailable:
+        """Close the link, schedule the next attempt and build the one-line error."""
+        self.close()
+        self._last_failure = (
+            f"GX at {self.endpoint} {self._describe(exc)}; check gx.host / gx.port and that Modbus TCP "
+            "is enabled on the GX (Settings > Services > Modbus TCP)"
+        )
+        self._failures += 1
+        doublings = min(self._failures - 1, 30)  # no float overflow after a long outage
+        delay_s = min(self._gx.reconnect_min_s * 2**doublings, self._gx.reconnect_max_s)
+        self._retry_at_s = self._clock() + delay_s
+        log.debug("GX unavailable (%s); next attempt in %.1f s", exc, delay_s)
+        return GxUnavailable(self._last_failure)
+
+    def _describe(self, exc: BaseException) -> str:
+        """What went wrong, in words, for the one-line error."""
+        if isinstance(exc, _ConnectFailed):
+            return f"cannot be reached (connection refused, unreachable or timed out after {self._gx.timeout_s:g} s)"
+        if isinstance(exc, ModbusIOException):
+            if "No response" in str(exc):
+                return f"did not answer within {self._gx.timeout_s:g} s"
+            return f"sent an unexpected reply ({exc})"
+        if isinstance(exc, ConnectionException):
+            return "closed the connection"
+        return f"failed with a socket error ({exc})"
+
+    def _succeeded(self) -> None:
+        if self._failures:
+            log.info("GX at %s answers again after %d failed attempt(s)", self.endpoint, self._failures)
+        self._failures = 0
+        self._retry_at_s = None
+        self._last_failure = ""
