@@ -1,0 +1,274 @@
+"""The relay guard: the last word before the pins. A pure step, no I/O, no clock, no logging.
+
+It turns the controller's HeatRequest into the HeaterOutput the pins get.
+
+Safety checks (each switches the relay off at once, whatever min_on_s says,
+and is never blocked by the switch limit):
+
+- `fault` given (GX unreachable, an error in the loop), no measurements;
+- stale data: `now_s - m.time_s > stale_after_s` (a sample stamped more than
+  stale_after_s in the *future* is refused too: the clocks disagree);
+- implausible data: SoC missing or outside 0..100 %, or grid and battery power
+  both missing;
+- a non-finite power request (a controller bug);
+- outside the time window (window_start..window_end local time, end exclusive;
+  end before start spans midnight; only one of them set bounds that side of
+  the day; start == end is an empty window). When a window is configured and
+  the wall clock is not trusted (`local_time` None) the window cannot be
+  checked, so it counts as outside: no heating;
+- SoC below min_soc_pct; after such a stop heating resumes only at
+  min_soc_pct + soc_hysteresis_pct (the gate starts closed, like the
+  controller's).
+
+Switching on needs `confirm_samples` consecutive *distinct* fresh samples
+(distinct `m.time_s`, repeats of the same sample do not count) that all want
+heat and pass every check, plus `min_off_s` since the last edge and room in
+the switch limit.
+
+Switch limit: every edge (on and off, safety offs included) is remembered for
+an hour. The relay closes only when the edges of the last hour leave room for
+this on *and* the off that must follow (count + 2 <= max_switches_per_hour),
+so the off is always within the limit and never has to wait for it; in any
+sliding hour there are at most max_switches_per_hour edges.
+
+When the controller stops wanting heat before min_on_s has passed, the relay
+stays closed with power 0, so a passing cloud does not cost a switch cycle.
+
+Output power: relay off -> 0 W; relay on -> the requested power, at least 0 W.
+
+The start state `GuardState()` is relay off with no history, so min_off_s
+does not delay the first switch-on; `GuardState.start(now_s)` makes it count
+from start-up (see there).
+
+max_switches_per_hour must be at least 2 for the relay to ever close (one on
+and its off); with 1 it stays open and says so.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from dataclasses import dataclass, replace
+
+from pvheater.config import Config, ControlConfig, RelayConfig
+from pvheater.heating import SAFE_OFF, HeaterOutput, HeatRequest
+from pvheater.measurements import Measurements
+
+#: The sliding window of the switch limit, seconds.
+SWITCH_WINDOW_S = 3600.0
+
+
+def parse_hhmm(text: str | None) -> datetime.time | None:
+    """'HH:MM' -> datetime.time; None stays None (validated by RelayConfig.check)."""
+    if text is None:
+        return None
+    hours, minutes = text.split(":")
+    return datetime.time(int(hours), int(minutes))
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    """What the guard needs from the relay and control sections of the config."""
+
+    stale_after_s: float = 5.0
+    confirm_samples: int = 3
+    min_on_s: float = 60.0
+    min_off_s: float = 120.0
+    max_switches_per_hour: int = 6
+    window_start: datetime.time | None = None
+    window_end: datetime.time | None = None
+    min_soc_pct: float = 95.0
+    soc_hysteresis_pct: float = 2.0
+
+    @classmethod
+    def from_sections(cls, relay: RelayConfig, control: ControlConfig) -> GuardSettings:
+        """Build from the relay section and the SoC limits of the control section."""
+        return cls(
+            stale_after_s=relay.stale_after_s,
+            confirm_samples=relay.confirm_samples,
+            min_on_s=relay.min_on_s,
+            min_off_s=relay.min_off_s,
+            max_switches_per_hour=relay.max_switches_per_hour,
+            window_start=parse_hhmm(relay.window_start),
+            window_end=parse_hhmm(relay.window_end),
+            min_soc_pct=control.min_soc_pct,
+            soc_hysteresis_pct=control.soc_hysteresis_pct,
+        )
+
+    @classmethod
+    def from_config(cls, config: Config) -> GuardSettings:
+        """Build from the whole config."""
+        return cls.from_sections(config.relay, config.control)
+
+    @property
+    def has_window(self) -> bool:
+        """True when a time window is configured."""
+        return self.window_start is not None or self.window_end is not None
+
+
+@dataclass(frozen=True)
+class GuardState:
+    """What the guard remembers between steps. The default is the start state: relay off."""
+
+    relay_on: bool = False
+    #: Time of the last relay edge (None: no edge yet, min_off_s does not apply).
+    changed_s: float | None = None
+    #: Times of the relay edges (on and off) within the last hour, oldest first.
+    switch_times_s: tuple[float, ...] = ()
+    #: Distinct fresh samples in a row that wanted heat and passed every check.
+    confirmed: int = 0
+    #: time_s of the newest sample counted in `confirmed`.
+    last_sample_s: float | None = None
+    #: SoC gate with hysteresis (starts closed: needs min + hysteresis first).
+    soc_ok: bool = False
+
+    @classmethod
+    def start(cls, now_s: float | None = None) -> GuardState:
+        """Relay off; with now_s, treat start-up as an off edge so min_off_s applies from now_s.
+
+        Passing now_s is the cautious choice for a service that may be
+        restarted in a loop: a restart cannot then bypass min_off_s. The edge
+        is not counted against the switch limit.
+        """
+        return cls(changed_s=now_s)
+
+    def switches_in_last_hour(self, now_s: float) -> int:
+        """Relay edges within the sliding hour ending at now_s."""
+        return sum(1 for t in self.switch_times_s if t > now_s - SWITCH_WINDOW_S)
+
+
+def shutdown() -> HeaterOutput:
+    """The output for shutting down: relay open, power 0."""
+    return SAFE_OFF
+
+
+def force_off(state: GuardState, now_s: float) -> GuardState:
+    """The state after the relay was opened outside step() (shutdown, loop error): an edge when it was on."""
+    return _off(state, now_s, "forced off")[0]
+
+
+def soc_gate(soc_pct: float, was_ok: bool, min_soc_pct: float, hysteresis_pct: float) -> bool:
+    """SoC gate with hysteresis: open at >= min, after a stop only again at >= min + hysteresis."""
+    return soc_pct >= (min_soc_pct if was_ok else min_soc_pct + hysteresis_pct)
+
+
+def in_window(local_time: datetime.time, start: datetime.time | None, end: datetime.time | None) -> bool:
+    """True when local_time lies in [start, end); end before start spans midnight; None = open side."""
+    if start is None and end is None:
+        return True
+    if start is None:
+        return local_time < end  # type: ignore[operator]
+    if end is None:
+        return local_time >= start
+    if start <= end:
+        return start <= local_time < end
+    return local_time >= start or local_time < end
+
+
+def _fmt(t: datetime.time | None) -> str:
+    return "--:--" if t is None else t.strftime("%H:%M")
+
+
+def _safety_problem(
+    request: HeatRequest,
+    m: Measurements | None,
+    settings: GuardSettings,
+    now_s: float,
+    local_time: datetime.time | None,
+    fault: str | None,
+) -> str | None:
+    """Why it is unsafe to heat regardless of the request (SoC aside), or None."""
+    if fault is not None:
+        return f"fault: {fault}"
+    if m is None:
+        return "no data"
+    age_s = now_s - m.time_s
+    if age_s > settings.stale_after_s:
+        return f"stale data ({age_s:.1f} s old)"
+    if age_s < -settings.stale_after_s:
+        return f"data time {-age_s:.1f} s in the future"
+    soc = m.soc_pct
+    if soc is None or not math.isfinite(soc) or not 0.0 <= soc <= 100.0:
+        return "implausible data: SoC " + ("missing" if soc is None else f"{soc}")
+    if m.grid_w is None and m.battery_w is None:
+        return "implausible data: grid and battery power missing"
+    if not math.isfinite(request.power_w):
+        return f"invalid power request ({request.power_w})"
+    if settings.has_window:
+        if local_time is None:
+            return "clock not trusted: time window cannot be checked"
+        if not in_window(local_time, settings.window_start, settings.window_end):
+            return f"outside time window {_fmt(settings.window_start)}-{_fmt(settings.window_end)}"
+    return None
+
+
+def _edge(state: GuardState, relay_on: bool, now_s: float) -> GuardState:
+    """Record a relay edge at now_s."""
+    recent = tuple(t for t in state.switch_times_s if t > now_s - SWITCH_WINDOW_S)
+    return replace(
+        state, relay_on=relay_on, changed_s=now_s, switch_times_s=(*recent, now_s), confirmed=0, last_sample_s=None
+    )
+
+
+def _off(state: GuardState, now_s: float, reason: str) -> tuple[GuardState, HeaterOutput]:
+    """Relay off now (an edge when it was on) and forget the confirmation."""
+    new = _edge(state, False, now_s) if state.relay_on else replace(state, confirmed=0, last_sample_s=None)
+    return new, HeaterOutput(relay_on=False, power_w=0.0, reason=reason)
+
+
+def step(
+    state: GuardState,
+    request: HeatRequest,
+    m: Measurements | None,
+    settings: GuardSettings,
+    now_s: float,
+    local_time: datetime.time | None,
+    fault: str | None = None,
+) -> tuple[GuardState, HeaterOutput]:
+    """One guard step: the new state and what the relay and heater get."""
+    problem = _safety_problem(request, m, settings, now_s, local_time, fault)
+    if problem is not None:
+        return _off(state, now_s, problem)
+    assert m is not None and m.soc_pct is not None  # checked above
+
+    was_ok = state.soc_ok
+    soc_ok = soc_gate(m.soc_pct, was_ok, settings.min_soc_pct, settings.soc_hysteresis_pct)
+    state = replace(state, soc_ok=soc_ok)
+    if not soc_ok:
+        threshold = settings.min_soc_pct if was_ok else settings.min_soc_pct + settings.soc_hysteresis_pct
+        return _off(state, now_s, f"SoC {m.soc_pct:g} % below {threshold:g} %")
+
+    since_edge_s = None if state.changed_s is None else now_s - state.changed_s
+    if state.relay_on:
+        if request.want_heat:
+            power_w = max(0.0, request.power_w)
+            return state, HeaterOutput(relay_on=True, power_w=power_w, reason=f"on: {request.reason or 'heating'}")
+        if since_edge_s is not None and since_edge_s < settings.min_on_s:
+            left_s = settings.min_on_s - since_edge_s
+            return state, HeaterOutput(relay_on=True, power_w=0.0, reason=f"min on time: {left_s:.0f} s left")
+        return _off(state, now_s, f"off: {request.reason or 'no heat wanted'}")
+
+    # Relay off: count distinct samples in a row that want heat.
+    if not request.want_heat:
+        return _off(state, now_s, f"off: {request.reason or 'no heat wanted'}")
+    if state.last_sample_s is None or m.time_s > state.last_sample_s:
+        state = replace(state, confirmed=state.confirmed + 1, last_sample_s=m.time_s)
+    if state.confirmed < settings.confirm_samples:
+        reason = f"waiting {state.confirmed}/{settings.confirm_samples} samples"
+        return state, HeaterOutput(relay_on=False, power_w=0.0, reason=reason)
+    if since_edge_s is not None and since_edge_s < settings.min_off_s:
+        left_s = settings.min_off_s - since_edge_s
+        return state, HeaterOutput(relay_on=False, power_w=0.0, reason=f"min off time: {left_s:.0f} s left")
+    recent = [t for t in state.switch_times_s if t > now_s - SWITCH_WINDOW_S]
+    limit = settings.max_switches_per_hour
+    if limit < 2:
+        reason = f"switch limit {limit}/h leaves no room for an on and its off"
+        return state, HeaterOutput(relay_on=False, power_w=0.0, reason=reason)
+    if len(recent) + 2 > limit:
+        # Room is needed for this on and the off after it: wait for the oldest edges to leave the hour.
+        free_in_s = recent[len(recent) + 2 - limit - 1] + SWITCH_WINDOW_S - now_s
+        reason = f"switch limit {limit}/h reached (room again in {free_in_s:.0f} s)"
+        return state, HeaterOutput(relay_on=False, power_w=0.0, reason=reason)
+    new = _edge(state, True, now_s)
+    power_w = max(0.0, request.power_w)
+    return new, HeaterOutput(relay_on=True, power_w=power_w, reason=f"on: {request.reason or 'heating'}")
