@@ -113,7 +113,9 @@ class RelayConfig:
     )
     min_on_s: float = setting(60.0, "once on, stay on at least this long (unless unsafe)", min=0.0, max=3600.0)
     min_off_s: float = setting(120.0, "once off, stay off at least this long", min=0.0, max=3600.0)
-    max_switches_per_hour: int = setting(6, "most relay switchings in any hour", min=1, max=60)
+    max_switches_per_hour: int = setting(
+        6, "most relay switchings (on and off edges) in any hour", min=2, max=60
+    )
     confirm_samples: int = setting(
         3, "fresh samples in a row that must want heat before the relay closes", min=2, max=60
     )
@@ -130,6 +132,9 @@ class RelayConfig:
             text = getattr(self, key)
             if text is not None and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", text):
                 problems.append((key, f"expected a time HH:MM such as 09:00, got {text!r}"))
+        if not problems and self.window_start is not None and self.window_start == self.window_end:
+            problems.append(("window_end", f"must differ from relay.window_start (both {self.window_end}); "
+                             "for no time limit set both to null"))
         return problems
 
 

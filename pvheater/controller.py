@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from pvheater.config import Config, ControlConfig
+from pvheater.guard import soc_gate
 from pvheater.heating import HeatRequest
 from pvheater.measurements import Measurements
 
@@ -56,14 +57,6 @@ class ControllerState:
     last_surplus_s: float | None = None
     last_sample_s: float | None = None
     error_w: float = 0.0
-
-
-def soc_allows_heating(soc_pct: float | None, was_allowed: bool, min_soc_pct: float, hysteresis_pct: float) -> bool:
-    """SoC gate with hysteresis: allowed at >= min, after a stop only again above min + hysteresis."""
-    if soc_pct is None:
-        return False
-    threshold = min_soc_pct if was_allowed else min_soc_pct + hysteresis_pct
-    return soc_pct >= threshold
 
 
 def spare_power_w(
@@ -107,7 +100,7 @@ def step(
     if m is None:
         return replace(state, integral_w=0.0, power_w=0.0, error_w=0.0), HeatRequest(False, 0.0, "no data")
 
-    soc_ok = soc_allows_heating(m.soc_pct, state.soc_ok, c.min_soc_pct, c.soc_hysteresis_pct)
+    soc_ok = m.soc_pct is not None and soc_gate(m.soc_pct, state.soc_ok, c.min_soc_pct, c.soc_hysteresis_pct)
     if not soc_ok:
         reason = "SoC unknown" if m.soc_pct is None else f"charging battery first (SoC {m.soc_pct:.0f} %)"
         new = replace(state, soc_ok=False, integral_w=0.0, power_w=0.0, error_w=0.0, last_sample_s=m.time_s)

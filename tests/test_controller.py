@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from pvheater.config import Config, ControlConfig
-from pvheater.controller import ControllerSettings, ControllerState, soc_allows_heating, spare_power_w, step
+from pvheater.controller import ControllerSettings, ControllerState, spare_power_w, step
 from pvheater.measurements import Measurements
 
 SETTINGS = ControllerSettings.from_config(Config())
@@ -65,11 +65,21 @@ def test_spare_unknown_without_grid_and_battery() -> None:
         (95, False, False),
         (96.9, False, False),
         (97, False, True),
-        (None, True, False),
     ],
 )
-def test_soc_gate_hysteresis(soc: float | None, was: bool, allowed: bool) -> None:
-    assert soc_allows_heating(soc, was, 95, 2) is allowed
+def test_soc_gate_hysteresis(soc: float, was: bool, allowed: bool) -> None:
+    state = ControllerState(soc_ok=was)
+    control = replace(C, min_soc_pct=95, soc_hysteresis_pct=2)
+    settings = ControllerSettings(control, 2000)
+    new, request = step(state, meas(0, soc=soc, mode=1, state=5), settings, 0, relay_on=False)
+    assert new.soc_ok is allowed
+    assert request.want_heat is allowed
+
+
+def test_unknown_soc_never_heats() -> None:
+    m = Measurements(time_s=0, values={"mppt_operation_mode": 1, "mppt_state": 5, "grid_l1_w": 0})
+    _, request = step(ControllerState(soc_ok=True), m, SETTINGS, 0, relay_on=True)
+    assert not request.want_heat and request.reason == "SoC unknown"
 
 
 def run(samples: list[Measurements], relay_on: bool = True, state: ControllerState | None = None):

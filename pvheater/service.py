@@ -1,0 +1,191 @@
+"""The service layer: one control tick (read, controller, relay guard, heater) and its logging.
+
+`ControlLoop.tick(now_s, local_time)` is the whole job the scheduler runs. It
+reads the clocks nowhere itself: the caller passes monotonic seconds and the
+wall-clock time of day (None when the clock is not trusted), so the same loop
+runs in real time on a Pi and in simulated time on the bench.
+
+Safety: a GX error makes the guard open the relay at once; any other error in
+the loop opens the relay, returns the knob to zero and resets the guard. Each
+error episode is logged once when it starts and once when it ends.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from pvheater import controller, guard
+from pvheater.calibration import Calibration
+from pvheater.config import Config
+from pvheater.errors import GxError
+from pvheater.heating import SAFE_OFF, HeaterOutput, HeatRequest
+from pvheater.measurements import Measurements
+
+log = logging.getLogger("pvheater")
+
+#: A status line is logged when the heater power moves by at least this much.
+STATUS_STEP_W = 100.0
+
+
+class MeasurementSource(Protocol):
+    """Anything with read() -> Measurements (the GX reader; a simulation's feed)."""
+
+    def read(self) -> Measurements:
+        """The newest snapshot; raises GxError when there is none."""
+        ...
+
+
+class HeaterPort(Protocol):
+    """The pins: one apply(output, now_s), housekeeping, and a safe off."""
+
+    @property
+    def relay_on(self) -> bool:
+        """True while the relay is closed."""
+        ...
+
+    @property
+    def servo_angle_deg(self) -> float | None:
+        """The last commanded servo angle."""
+        ...
+
+    @property
+    def calibration(self) -> Calibration:
+        """The watts-to-angle curve the heater uses."""
+        ...
+
+    def apply(self, output: HeaterOutput, now_s: float) -> None:
+        """Set relay and knob."""
+        ...
+
+    def safe_off(self, now_s: float) -> None:
+        """Relay open, knob to zero."""
+        ...
+
+
+@dataclass(frozen=True)
+class TickReport:
+    """What one tick saw and did."""
+
+    now_s: float
+    m: Measurements | None
+    request: HeatRequest
+    output: HeaterOutput
+    fault: str | None
+
+
+def status_line(m: Measurements | None, output: HeaterOutput, angle_deg: float | None) -> str:
+    """One human line: PV, battery, grid, heater, servo, relay, reason."""
+
+    def watts(value: float | None, signed: bool = False) -> str:
+        if value is None:
+            return "?"
+        return f"{value:+.0f} W" if signed else f"{value:.0f} W"
+
+    soc = "?" if m is None or m.soc_pct is None else f"{m.soc_pct:.0f} %"
+    pv = None if m is None else m.pv_w
+    battery = None if m is None else m.battery_w
+    grid = None if m is None else m.grid_w
+    angle = "-" if angle_deg is None else f"{angle_deg:.0f} deg"
+    relay = "ON" if output.relay_on else "off"
+    return (
+        f"PV {watts(pv)} | battery {watts(battery, True)} {soc} | grid {watts(grid, True)} | "
+        f"heater {output.power_w:.0f} W, servo {angle} | relay {relay} | {output.reason}"
+    )
+
+
+class ControlLoop:
+    """Reads, steps the controller and the guard, drives the heater; logs changes and error episodes."""
+
+    def __init__(self, source: MeasurementSource, heater: HeaterPort, config: Config) -> None:
+        self.source = source
+        self.heater = heater
+        # The heater cannot give more than its calibration's top point.
+        max_power_w = min(config.heater.max_power_w, heater.calibration.max_power_w)
+        self.controller_settings = controller.ControllerSettings(config.control, max_power_w)
+        self.guard_settings = guard.GuardSettings.from_config(config)
+        self.controller_state = controller.ControllerState()
+        self.guard_state = guard.GuardState()
+        self.last: TickReport | None = None
+        self._fault: str | None = None
+        self._fault_since_s: float | None = None
+        self._loop_error: str | None = None
+        self._absent: frozenset[str] = frozenset()
+        self._status_key: tuple[bool, int, str | None] | None = None
+
+    def tick(self, now_s: float, local_time: datetime.time | None) -> TickReport:
+        """One control step: read, decide, guard, apply. Never raises for a GX or loop error."""
+        try:
+            report = self._step(now_s, local_time)
+        except Exception as exc:  # any error in the loop: heater off, log the episode once
+            self._enter_loop_error(exc, now_s)
+            report = TickReport(now_s, None, HeatRequest(False, 0.0, "loop error"), SAFE_OFF, str(exc))
+        else:
+            if self._loop_error is not None:
+                log.info("control loop works again")
+                self._loop_error = None
+        self.last = report
+        return report
+
+    def shutdown(self, now_s: float) -> None:
+        """Relay open and knob to zero, e.g. on SIGTERM."""
+        self.heater.safe_off(now_s)
+        self.guard_state = guard.force_off(self.guard_state, now_s)
+        log.info("heater off: relay open, knob at zero")
+
+    # --- internals ---------------------------------------------------------
+
+    def _step(self, now_s: float, local_time: datetime.time | None) -> TickReport:
+        fault: str | None = None
+        m: Measurements | None
+        try:
+            m = self.source.read()
+        except GxError as exc:
+            m, fault = None, str(exc)
+        self._track_fault(fault, now_s)
+        if m is not None:
+            self._track_absent(m)
+        self.controller_state, request = controller.step(
+            self.controller_state, m, self.controller_settings, now_s, self.heater.relay_on
+        )
+        self.guard_state, output = guard.step(
+            self.guard_state, request, m, self.guard_settings, now_s, local_time, fault
+        )
+        self.heater.apply(output, now_s)
+        self._log_status(m, output)
+        return TickReport(now_s, m, request, output, fault)
+
+    def _enter_loop_error(self, exc: Exception, now_s: float) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        if self._loop_error != text:
+            log.error("control loop error, heater off: %s", text, exc_info=self._loop_error is None)
+            self._loop_error = text
+        try:
+            self.shutdown(now_s)
+        except Exception as off_exc:  # the pins themselves fail: nothing more we can do here
+            log.critical("cannot switch the heater off: %s", off_exc)
+
+    def _track_fault(self, fault: str | None, now_s: float) -> None:
+        if fault is not None and self._fault is None:
+            log.error("GX unavailable, heater off: %s", fault)
+            self._fault_since_s = now_s
+        elif fault is None and self._fault is not None:
+            lasted = 0.0 if self._fault_since_s is None else now_s - self._fault_since_s
+            log.info("GX data again after %.0f s", lasted)
+        self._fault = fault
+
+    def _track_absent(self, m: Measurements) -> None:
+        if m.absent_roles != self._absent:
+            if m.absent_roles:
+                log.warning("devices the GX does not have: %s", ", ".join(sorted(m.absent_roles)))
+            else:
+                log.info("all configured devices answer")
+            self._absent = m.absent_roles
+
+    def _log_status(self, m: Measurements | None, output: HeaterOutput) -> None:
+        key = (output.relay_on, round(output.power_w / STATUS_STEP_W), self._fault)
+        if key != self._status_key:
+            self._status_key = key
+            log.info("%s", status_line(m, output, self.heater.servo_angle_deg))
