@@ -1,0 +1,236 @@
+"""In-process runner: a strategy drives the plant through a simulated day (or a window of it).
+
+Timing per step of ``dt_s`` (1 s for whole days), at ``now_s`` = seconds since
+local midnight:
+
+1. **GX publish** at ``start + gx_phase_s + k * gx_period_s`` (every second): the
+   runner snapshots :meth:`Plant.gx_values` as a :class:`Measurements` stamped with
+   ``now_s``. During a scenario's GX outage nothing is published.
+2. **Decide** every ``strategy.interval_s``: the strategy gets the last published
+   snapshot (``None`` before the first publish; during an outage the same,
+   aging snapshot -- strategies judge staleness from ``now_s - m.time_s``), and
+   the plant's truth.
+3. **Step** the plant by ``dt_s`` with the actuation held.
+
+So a strategy never sees data newer than the last publish; their age is in
+[0, gx_period_s) while the GX publishes. The heater-off *baseline* is the same
+day with the relay held open (no strategy, no publishing).
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import time
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pvheater.measurements import Measurements
+from pvheater.sim.metrics import RunMetrics, compute_metrics
+from pvheater.sim.plant import EnergyTotals, Plant
+from pvheater.sim.scenarios import ScenarioDay, build_day
+from pvheater.sim.strategy import Actuation, Strategy, make_strategy
+
+_EPS_S = 1e-6
+
+
+@dataclass(frozen=True)
+class RunSeries:
+    """Per-step averages of a run, W (soc_pct in %); step k covers [start_s + k dt_s, start_s + (k+1) dt_s).
+
+    The runner fills compact ``array('d')`` sequences (8 bytes a value).
+    """
+
+    start_s: float
+    dt_s: float
+    pv_avail_w: Sequence[float]
+    pv_used_w: Sequence[float]
+    house_w: Sequence[float]
+    heater_w: Sequence[float]
+    battery_w: Sequence[float]
+    grid_w: Sequence[float]
+    soc_pct: Sequence[float]
+    surplus_w: Sequence[float]
+
+    def __len__(self) -> int:
+        return len(self.pv_used_w)
+
+    def times_s(self) -> list[float]:
+        """Start time of each step, seconds since midnight."""
+        return [self.start_s + k * self.dt_s for k in range(len(self))]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Everything one run produced."""
+
+    scenario: str
+    strategy: str | None  # None: the heater-off baseline
+    seed: int
+    start_s: float
+    end_s: float
+    dt_s: float
+    series: RunSeries
+    energy: EnergyTotals
+    relay_toggles: int
+    servo_travel_deg: float
+    servo_moves: int
+    start_soc_pct: float
+    end_soc_pct: float
+    decisions: int
+    publishes: int
+    wall_s: float
+    outages_s: tuple[tuple[float, float], ...] = ()
+    heater_max_w: float = 0.0
+
+
+def run_day(
+    day: ScenarioDay,
+    strategy: Strategy | None,
+    *,
+    dt_s: float = 1.0,
+    start_s: float = 0.0,
+    end_s: float | None = None,
+    soc_pct: float | None = None,
+    gx_period_s: float = 1.0,
+    gx_phase_s: float = 0.0,
+) -> RunResult:
+    """Run a strategy (None: heater off) over [start_s, end_s) of a day; see the module doc for timing."""
+    end = float(day.seconds if end_s is None else end_s)
+    if not end > start_s:
+        raise ValueError(f"end_s must be after start_s (got {start_s} .. {end})")
+    if not 0.0 < dt_s <= 1.0:
+        raise ValueError(f"dt_s must be in (0, 1] s for a run, got {dt_s}")
+    plant = Plant(day, start_s=start_s, soc_pct=soc_pct)
+    start_soc = plant.soc_pct
+    n = round((end - start_s) / dt_s)
+    pv_avail, pv_used, house, heater, battery, grid, soc, surplus = (array("d", bytes(8 * n)) for _ in range(8))
+    outages = day.scenario.gx_outages_s
+    act = Actuation(False, plant.servo_deg)
+    m: Measurements | None = None
+    next_pub = start_s + (gx_phase_s if gx_phase_s > 0 else gx_period_s)
+    next_dec = start_s
+    interval = strategy.interval_s if strategy is not None else 0.0
+    decisions = publishes = 0
+    step = plant.step
+    wall0 = time.perf_counter()
+    for k in range(n):
+        now = start_s + k * dt_s
+        if strategy is not None:
+            if now >= next_pub - _EPS_S:
+                if not outages or not any(a <= now < b for a, b in outages):
+                    m = Measurements(time_s=now, values=plant.gx_values())
+                    publishes += 1
+                while next_pub <= now + _EPS_S:
+                    next_pub += gx_period_s
+            if now >= next_dec - _EPS_S:
+                act = strategy.decide(now, m, plant.truth())
+                decisions += 1
+                while next_dec <= now + _EPS_S:
+                    next_dec += interval
+        step(dt_s, act)
+        pv_avail[k] = plant.pv_avail_w
+        pv_used[k] = plant.pv_used_w
+        house[k] = plant.house_w
+        heater[k] = plant.heater_w
+        battery[k] = plant.battery_w
+        grid[k] = plant.grid_w
+        soc[k] = plant.soc_pct
+        surplus[k] = plant.surplus_w
+    wall = time.perf_counter() - wall0
+    return RunResult(
+        scenario=day.name,
+        strategy=None if strategy is None else strategy.name,
+        seed=day.seed,
+        start_s=float(start_s),
+        end_s=end,
+        dt_s=dt_s,
+        series=RunSeries(float(start_s), dt_s, pv_avail, pv_used, house, heater, battery, grid, soc, surplus),
+        energy=plant.energy(),
+        relay_toggles=plant.relay_toggles,
+        servo_travel_deg=plant.servo_travel_deg,
+        servo_moves=plant.servo_moves,
+        start_soc_pct=start_soc,
+        end_soc_pct=plant.soc_pct,
+        decisions=decisions,
+        publishes=publishes,
+        wall_s=wall,
+        outages_s=outages,
+        heater_max_w=day.params.heater.max_power_w,
+    )
+
+
+def run_baseline(
+    day: ScenarioDay,
+    *,
+    dt_s: float = 1.0,
+    start_s: float = 0.0,
+    end_s: float | None = None,
+    soc_pct: float | None = None,
+) -> RunResult:
+    """The same day (or window) with the heater off: the reference for heater-caused draw."""
+    return run_day(day, None, dt_s=dt_s, start_s=start_s, end_s=end_s, soc_pct=soc_pct)
+
+
+# --- scenario x strategy matrix ----------------------------------------------------
+
+
+@functools.lru_cache(maxsize=2)  # a baseline costs ~0.1 s; keep memory small on a Pi
+def _cached_baseline(scenario: str, seed: int | None, dt_s: float) -> RunResult:
+    return run_day(build_day(scenario, seed), None, dt_s=dt_s)
+
+
+#: One matrix cell: the metrics, and the plot drawn of the run (if any).
+MatrixCell = tuple[RunMetrics, Path | None]
+
+
+def _run_pair(task: tuple[str, str, int | None, float, str | None]) -> MatrixCell:
+    """Worker: one scenario x strategy over a whole day against its (per-process cached) baseline; plot it."""
+    scenario, strategy_name, seed, dt_s, plot_pattern = task
+    day = build_day(scenario, seed)
+    baseline = _cached_baseline(scenario, seed, dt_s)
+    run = run_day(day, make_strategy(strategy_name, day), dt_s=dt_s)
+    metrics = compute_metrics(run, baseline)
+    if plot_pattern is None:
+        return metrics, None
+    from pvheater.sim.plot import plot_run
+
+    path = plot_run(run, plot_pattern.format(scenario=scenario, strategy=strategy_name), metrics)
+    return metrics, path
+
+
+def default_jobs() -> int:
+    """Worker processes for a matrix: the CPUs this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def run_matrix(
+    scenarios: list[str],
+    strategies: list[str],
+    *,
+    seed: int | None = None,
+    dt_s: float = 1.0,
+    jobs: int | None = None,
+    plot_pattern: str | None = None,
+) -> list[MatrixCell]:
+    """Whole days for every scenario x strategy, in that order: (RunMetrics, plot path or None) each.
+
+    Runs are spread over ``jobs`` processes (default: every CPU); a process reuses
+    a scenario's heater-off baseline for consecutive strategies. With
+    ``plot_pattern`` (e.g. ``"day-{scenario}-{strategy}.png"``) each run is drawn
+    where it ran (needs matplotlib).
+    """
+    tasks = [(sc, st, seed, dt_s, plot_pattern) for sc in scenarios for st in strategies]
+    workers = min(jobs or default_jobs(), len(tasks))
+    if workers <= 1:
+        return [_run_pair(t) for t in tasks]
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with ctx.Pool(workers) as pool:
+        return pool.map(_run_pair, tasks, chunksize=1)

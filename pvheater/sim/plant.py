@@ -1,0 +1,620 @@
+"""Physical model of a Victron ESS with the water heater, steppable in simulated time with any dt.
+
+What is modelled, per step (all powers in W, averages over the step):
+
+- **PV**: the scenario gives the DC power the array could deliver at its maximum
+  power point (``pv_avail_w``). A DC-coupled MPPT produces only what the DC bus
+  takes: ``pv_used = min(pv_avail, mppt_max, battery acceptance + inverter DC draw)``.
+  When it produces less than is available it is *curtailing*: MppOperationMode 1.
+  With a full battery and no feed-in that is the hidden surplus.
+- **Battery**: capacity, SoC, a charge acceptance that is flat in bulk and falls
+  linearly from ``taper_start_pct`` to 100 % (never below ``taper_floor_w`` until
+  full, so full is reached), and never more than fills it to 100 % within the step.
+  Charger state: bulk below the taper, absorption in it, float at 100 % (latched
+  until the SoC falls below ``rebulk_pct``).
+- **Inverter** (MultiPlus in ESS, grid setpoint 0 W): it supplies the AC loads
+  (house + heater) from DC, up to ``max_power_w``, with ``efficiency`` and an idle
+  draw; with DC feed-in it also converts PV the battery cannot take and exports it.
+  Its AC output follows the ESS target with a first-order lag (``tau_s``), integrated
+  exactly over the step, so a load step shows as grid import that decays in ~1-2 s.
+  At the ESS minimum SoC the battery is not discharged (loads beyond PV are imported).
+- **Phases**: single-phase (everything on L1), or ``three_phase``: a single-phase
+  MultiPlus on L1 behind a three-phase grid meter, house loads spread over L1-L3
+  (L2/L3 loads sit on the grid side), heater on L1, and the ESS regulating the *sum*
+  of the phases to 0 W (Victron's default), so the Multi exports on L1 what L2/L3 draw.
+- **Heater**: relay, a servo that slews toward the commanded angle at
+  ``servo_speed_deg_s``, a knob that spans ``knob_zero_deg``..``knob_full_deg`` of the
+  servo's range, and an SCR regulator whose power follows the phase-angle curve
+  after a dead zone (:func:`regulator_power_fraction`).
+- **GX**: :meth:`Plant.gx_values` gives the values the GX would publish now, keyed by
+  the register names of ``registers/*.yaml`` and rounded to the registers' scales;
+  None marks a value the GX would not have (e.g. L2/L3 on a single-phase system).
+
+Energy accounting (Wh, exact per step):
+``pv_used + grid_import - grid_export = house + heater + battery_net + losses``,
+where ``battery_net`` is DC energy into the battery terminals (charge positive)
+and ``losses`` are the inverter's conversion losses and idle draw.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pvheater.measurements import Measurements
+
+if TYPE_CHECKING:
+    from pvheater.sim.scenarios import ScenarioDay
+    from pvheater.sim.strategy import Actuation
+
+#: Charger (solarcharger /State) values the plant produces.
+MPPT_OFF, MPPT_BULK, MPPT_ABSORPTION, MPPT_FLOAT = 0, 3, 4, 5
+#: /MppOperationMode values.
+MODE_OFF, MODE_LIMITED, MODE_TRACKING = 0, 1, 2
+#: /Dc/Battery/State values (system service).
+BATTERY_IDLE, BATTERY_CHARGING, BATTERY_DISCHARGING = 0, 1, 2
+#: |battery power| below which the system reports the battery idle, W.
+BATTERY_IDLE_BAND_W = 30.0
+#: vebus /State while inverting, and while passing grid through.
+VEBUS_INVERTING, VEBUS_PASSTHRU = 9, 8
+
+
+# --- the heater: regulator curve and servo geometry ----------------------------
+
+
+@dataclass(frozen=True)
+class HeaterPlantParams:
+    """The heater, its SCR regulator and the servo turning the regulator's knob."""
+
+    max_power_w: float = 2000.0
+    servo_min_deg: float = 0.0
+    servo_max_deg: float = 180.0
+    #: Servo angles at which the knob sits at zero and at full (the pot uses part of the servo's travel).
+    knob_zero_deg: float = 20.0
+    knob_full_deg: float = 160.0
+    #: Knob fraction at the low end that gives no output at all.
+    dead_zone_frac: float = 0.08
+    #: Servo slew rate under the knob's load.
+    servo_speed_deg_s: float = 120.0
+
+
+def regulator_power_fraction(knob_frac: float, dead_zone_frac: float = 0.08) -> float:
+    """Regulator output P/Pmax for a knob fraction 0..1: dead zone, then the phase-angle curve.
+
+    After the dead zone the knob sets x = (knob - dead) / (1 - dead); the firing
+    angle is a = pi * (1 - x) and a resistive load gets P/Pmax = 1 - a/pi + sin(2a)/(2 pi).
+    """
+    if knob_frac <= dead_zone_frac:
+        return 0.0
+    if knob_frac >= 1.0:
+        return 1.0
+    x = (knob_frac - dead_zone_frac) / (1.0 - dead_zone_frac)
+    a = math.pi * (1.0 - x)
+    return 1.0 - a / math.pi + math.sin(2.0 * a) / (2.0 * math.pi)
+
+
+def regulator_knob_fraction(power_frac: float, dead_zone_frac: float = 0.08) -> float:
+    """Inverse of :func:`regulator_power_fraction`: the knob fraction giving P/Pmax (0 -> dead-zone edge)."""
+    if power_frac <= 0.0:
+        return dead_zone_frac
+    if power_frac >= 1.0:
+        return 1.0
+    # Solve f(x) = x - sin(2 pi x)/(2 pi) = y for x in [0, 1] (same curve with a = pi (1 - x)):
+    # f is monotonic with f'(x) = 1 - cos(2 pi x) = 2 sin^2(pi x). Safeguarded Newton.
+    lo, hi = 0.0, 1.0
+    x = power_frac
+    two_pi = 2.0 * math.pi
+    for _ in range(60):
+        f = x - math.sin(two_pi * x) / two_pi - power_frac
+        if abs(f) < 1e-12:
+            break
+        if f > 0:
+            hi = x
+        else:
+            lo = x
+        slope = 1.0 - math.cos(two_pi * x)
+        nxt = x - f / slope if slope > 1e-12 else -1.0
+        x = nxt if lo < nxt < hi else 0.5 * (lo + hi)
+    return dead_zone_frac + x * (1.0 - dead_zone_frac)
+
+
+def knob_fraction_for_angle(angle_deg: float, params: HeaterPlantParams) -> float:
+    """Knob position 0..1 for a servo angle (clamped at the pot's end stops)."""
+    frac = (angle_deg - params.knob_zero_deg) / (params.knob_full_deg - params.knob_zero_deg)
+    return 0.0 if frac < 0.0 else 1.0 if frac > 1.0 else frac
+
+
+def angle_for_knob_fraction(knob_frac: float, params: HeaterPlantParams) -> float:
+    """Servo angle that puts the knob at a fraction 0..1 of its travel."""
+    knob_frac = min(max(knob_frac, 0.0), 1.0)
+    return params.knob_zero_deg + knob_frac * (params.knob_full_deg - params.knob_zero_deg)
+
+
+def heater_power_w(relay_on: bool, angle_deg: float, params: HeaterPlantParams) -> float:
+    """True heater power for a relay state and an actual servo angle."""
+    if not relay_on:
+        return 0.0
+    frac = regulator_power_fraction(knob_fraction_for_angle(angle_deg, params), params.dead_zone_frac)
+    return params.max_power_w * frac
+
+
+def angle_for_power_w(power_w: float, params: HeaterPlantParams) -> float:
+    """Servo angle that makes the true regulator deliver power_w (inverts the true curve)."""
+    frac = regulator_knob_fraction(power_w / params.max_power_w, params.dead_zone_frac)
+    return angle_for_knob_fraction(frac, params)
+
+
+# --- the rest of the plant -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatteryParams:
+    """A lithium battery behind a BMS (defaults: 2 x Pylontech US2000, 4.8 kWh, 48 V)."""
+
+    capacity_wh: float = 4800.0
+    max_charge_w: float = 2400.0
+    max_discharge_w: float = 2400.0
+    #: Acceptance falls linearly from max_charge_w here to 0 at 100 %.
+    taper_start_pct: float = 92.0
+    #: Smallest acceptance while not yet full, so 100 % is reached in finite time.
+    taper_floor_w: float = 40.0
+    #: Float ends (charger back to bulk/absorption) below this SoC.
+    rebulk_pct: float = 95.0
+    charge_efficiency: float = 0.97
+    discharge_efficiency: float = 0.97
+    #: Open-circuit voltage at 0 % and 100 % (linear), and internal resistance.
+    voltage_empty_v: float = 47.0
+    voltage_full_v: float = 53.2
+    resistance_ohm: float = 0.02
+
+
+@dataclass(frozen=True)
+class InverterParams:
+    """A MultiPlus in ESS mode with grid setpoint 0 W (defaults: MultiPlus 48/3000)."""
+
+    max_power_w: float = 2400.0
+    efficiency: float = 0.93
+    #: First-order lag of the ESS grid regulation behind load steps.
+    tau_s: float = 1.0
+    #: DC drawn by the inverter whatever its load.
+    idle_w: float = 20.0
+    #: ESS minimum SoC: below it the battery is not discharged for the loads.
+    min_soc_pct: float = 10.0
+    #: ESS "feed-in excess DC-coupled PV".
+    dc_feed_in: bool = False
+    feed_in_limit_w: float = 5000.0
+
+
+@dataclass(frozen=True)
+class PlantParams:
+    """The whole plant; defaults follow the original project's system (seed README).
+
+    2.5 kWp PV on a BlueSolar MPPT 150/45, a MultiPlus 48/3000, 2 x 2.4 kWh
+    Pylontech, a 2 kW heater behind the SCR regulator.
+    """
+
+    heater: HeaterPlantParams = field(default_factory=HeaterPlantParams)
+    battery: BatteryParams = field(default_factory=BatteryParams)
+    inverter: InverterParams = field(default_factory=InverterParams)
+    #: Largest MPPT output (its 45 A current limit at battery voltage).
+    mppt_max_w: float = 2400.0
+    #: PV string voltage at the maximum power point and open circuit.
+    pv_vmp_v: float = 120.0
+    pv_voc_v: float = 145.0
+    three_phase: bool = False
+    meter_import_kwh0: float = 12345.0
+    meter_export_kwh0: float = 678.0
+
+
+@dataclass(frozen=True, slots=True)
+class PlantTruth:
+    """The plant's true state now and the scenario for look-ahead: for oracles only.
+
+    ``pv_avail_w`` and ``house_w`` are the inputs of the step about to be simulated;
+    ``surplus_w`` is what the heater could take in that step without reducing the
+    battery's charge or importing (battery-first), limited by the inverter.
+    """
+
+    time_s: float
+    pv_avail_w: float
+    house_w: float
+    soc_pct: float
+    battery_accept_w: float
+    surplus_w: float
+    heater_w: float
+    servo_deg: float
+    day: ScenarioDay
+    params: PlantParams
+
+
+@dataclass(frozen=True)
+class EnergyTotals:
+    """Energy integrated by the plant since it started, Wh."""
+
+    pv_avail_wh: float
+    pv_used_wh: float
+    house_wh: float
+    heater_wh: float
+    battery_charge_wh: float
+    battery_discharge_wh: float
+    losses_wh: float
+    grid_import_wh: float
+    grid_export_wh: float
+
+    @property
+    def battery_net_wh(self) -> float:
+        """Net DC energy into the battery (charge minus discharge)."""
+        return self.battery_charge_wh - self.battery_discharge_wh
+
+    @property
+    def balance_error_wh(self) -> float:
+        """PV used - (house + heater + battery net + losses - net grid import): 0 when energy is conserved."""
+        net_import = self.grid_import_wh - self.grid_export_wh
+        return self.pv_used_wh - (self.house_wh + self.heater_wh + self.battery_net_wh + self.losses_wh - net_import)
+
+
+class Plant:
+    """The ESS and the heater, advanced by :meth:`step` with any dt; inputs from a ScenarioDay.
+
+    After each step the attributes ``pv_avail_w``, ``pv_used_w``, ``house_w``,
+    ``heater_w``, ``battery_w`` (+ charging), ``grid_w`` (+ import, sum of phases),
+    ``inverter_w`` (AC out), ``surplus_w``, ``soc_pct``, ``servo_deg`` hold the
+    step's averages / end state. Scenario inputs are per second and wrap at the
+    end of the day, so a real-time run may go on past 24 h.
+    """
+
+    def __init__(
+        self,
+        day: ScenarioDay,
+        *,
+        start_s: float = 0.0,
+        soc_pct: float | None = None,
+        params: PlantParams | None = None,
+        servo_deg: float | None = None,
+    ) -> None:
+        self.day = day
+        self.params = p = params if params is not None else day.params
+        self._pv = day.pv_avail_w
+        self._h1, self._h2, self._h3 = day.house_l1_w, day.house_l2_w, day.house_l3_w
+        self._n = len(self._pv)
+        hp, bp, ip = p.heater, p.battery, p.inverter
+        self._heater = hp
+        self.time_s = float(start_s)
+        self.soc_pct = float(day.scenario.initial_soc_pct if soc_pct is None else soc_pct)
+        if not 0.0 <= self.soc_pct <= 100.0:
+            raise ValueError(f"soc_pct must be 0..100, got {self.soc_pct}")
+        self.relay_on = False
+        self.servo_deg = hp.knob_zero_deg if servo_deg is None else float(servo_deg)
+        self._servo_cmd_deg = self.servo_deg
+        self._heater_cache: tuple[bool, float, float] = (False, self.servo_deg, 0.0)
+        self.float_latched = self.soc_pct >= 100.0
+        # last-step averages
+        i = int(self.time_s) % self._n
+        self.pv_avail_w = self._pv[i]
+        self.pv_used_w = 0.0
+        self.house_l1_w, self.house_l2_w, self.house_l3_w = self._h1[i], self._h2[i], self._h3[i]
+        self.house_w = self.house_l1_w + self.house_l2_w + self.house_l3_w
+        self.heater_w = 0.0
+        self.inverter_w = self.house_w  # settled on the loads at start
+        self._inv_end_w = self.inverter_w
+        self.battery_w = 0.0
+        self.grid_w = 0.0
+        self.accept_w = self._acceptance(1.0)
+        self.surplus_w = 0.0
+        # counters
+        self.relay_toggles = 0
+        self.servo_travel_deg = 0.0
+        self.servo_moves = 0
+        # energy accumulators, Wh
+        self._e = [0.0] * 9
+        self._import_wh = p.meter_import_kwh0 * 1000.0
+        self._export_wh = p.meter_export_kwh0 * 1000.0
+        # constants
+        self._lag_dt = -1.0
+        self._lag_end = 0.0
+        self._lag_avg = 0.0
+        self._cap_pct_wh = bp.capacity_wh / 100.0
+        self._eff = ip.efficiency
+
+    # -- inputs and helpers ---------------------------------------------------------
+
+    def _acceptance(self, dt_s: float) -> float:
+        """Battery charge acceptance now, W, including the room left to 100 % within dt."""
+        bp = self.params.battery
+        soc = self.soc_pct
+        if soc >= 100.0:
+            return 0.0
+        if soc < bp.taper_start_pct:
+            acc = bp.max_charge_w
+        else:
+            acc = max(bp.max_charge_w * (100.0 - soc) / (100.0 - bp.taper_start_pct), bp.taper_floor_w)
+        room_w = (100.0 - soc) * bp.capacity_wh / 100.0 * 3600.0 / (dt_s * bp.charge_efficiency)
+        return acc if acc < room_w else room_w
+
+    def _surplus(self, pv_w: float, house_w: float, accept_w: float) -> float:
+        """AC power the heater could take without cutting battery charge or importing."""
+        ip = self.params.inverter
+        pv_w = min(pv_w, self.params.mppt_max_w)
+        spare = min((pv_w - accept_w - ip.idle_w) * ip.efficiency, ip.max_power_w) - house_w
+        return spare if spare > 0.0 else 0.0
+
+    def truth(self) -> PlantTruth:
+        """The true state now and the inputs of the coming step (for oracles)."""
+        i = int(self.time_s) % self._n
+        pv = self._pv[i]
+        house = self._h1[i] + self._h2[i] + self._h3[i]
+        accept = self._acceptance(1.0)
+        return PlantTruth(
+            time_s=self.time_s,
+            pv_avail_w=pv,
+            house_w=house,
+            soc_pct=self.soc_pct,
+            battery_accept_w=accept,
+            surplus_w=self._surplus(pv, house, accept),
+            heater_w=self.heater_w,
+            servo_deg=self.servo_deg,
+            day=self.day,
+            params=self.params,
+        )
+
+    # -- stepping ---------------------------------------------------------------------
+
+    def step(self, dt_s: float, actuation: Actuation) -> None:
+        """Advance the plant by dt_s seconds with the actuation held; steps longer than 1 s are split."""
+        if not dt_s > 0.0:
+            raise ValueError(f"dt_s must be positive, got {dt_s}")
+        relay = bool(actuation.relay_on)
+        cmd = float(actuation.servo_angle_deg)
+        while dt_s > 1.0 + 1e-9:
+            self._advance(1.0, relay, cmd)
+            dt_s -= 1.0
+        self._advance(dt_s, relay, cmd)
+
+    def _advance(self, dt: float, relay: bool, cmd: float) -> None:
+        p = self.params
+        hp = self._heater
+        ip = p.inverter
+        bp = p.battery
+        i = int(self.time_s) % self._n
+        pv_avail = self._pv[i]
+        pv = pv_avail if pv_avail < p.mppt_max_w else p.mppt_max_w
+        h1 = self._h1[i]
+        h2 = self._h2[i]
+        h3 = self._h3[i]
+
+        # relay and servo
+        if relay != self.relay_on:
+            self.relay_toggles += 1
+            self.relay_on = relay
+        lo, hi = hp.servo_min_deg, hp.servo_max_deg
+        cmd = lo if cmd < lo else hi if cmd > hi else cmd
+        if cmd != self._servo_cmd_deg:
+            self._servo_cmd_deg = cmd
+            if abs(cmd - self.servo_deg) > 1e-9:
+                self.servo_moves += 1
+        servo = self.servo_deg
+        diff = cmd - servo
+        if diff != 0.0:
+            reach = hp.servo_speed_deg_s * dt
+            if abs(diff) <= reach:
+                servo = cmd
+                self.servo_travel_deg += abs(diff)
+            else:
+                servo += reach if diff > 0 else -reach
+                self.servo_travel_deg += reach
+            self.servo_deg = servo
+        c_relay, c_servo, c_power = self._heater_cache
+        if relay == c_relay and servo == c_servo:
+            heater = c_power
+        else:
+            heater = heater_power_w(relay, servo, hp)
+            self._heater_cache = (relay, servo, heater)
+
+        # ESS target for the inverter's AC output
+        house = h1 + h2 + h3
+        load = house + heater
+        accept = self._acceptance(dt)
+        eff = self._eff
+        idle = ip.idle_w
+        target = load
+        if ip.dc_feed_in:
+            spare_ac = (pv - accept - idle) * eff
+            cap = load + ip.feed_in_limit_w
+            spare_ac = spare_ac if spare_ac < cap else cap
+            if spare_ac > target:
+                target = spare_ac
+        dc_avail = pv + (bp.max_discharge_w if self.soc_pct > ip.min_soc_pct else 0.0)
+        dc_cap = (dc_avail - idle) * eff
+        if target > dc_cap:
+            target = dc_cap
+        if target > ip.max_power_w:
+            target = ip.max_power_w
+        if target < 0.0:
+            target = 0.0
+
+        # first-order lag, integrated exactly over the step
+        if dt != self._lag_dt:
+            self._lag_dt = dt
+            self._lag_end = math.exp(-dt / ip.tau_s)
+            self._lag_avg = ip.tau_s / dt * (1.0 - self._lag_end)
+        p0 = self._inv_end_w
+        inv_avg = target + (p0 - target) * self._lag_avg
+        self._inv_end_w = target + (p0 - target) * self._lag_end
+
+        # DC bus: MPPT gives what the bus takes; the battery balances
+        dc_draw = inv_avg / eff + idle
+        take = accept + dc_draw
+        pv_used = pv if pv < take else take
+        if pv_used < 0.0:
+            pv_used = 0.0
+        battery = pv_used - dc_draw
+        soc = self.soc_pct
+        if battery >= 0.0:
+            soc += battery * bp.charge_efficiency * dt / 3600.0 / self._cap_pct_wh
+        else:
+            soc += battery / bp.discharge_efficiency * dt / 3600.0 / self._cap_pct_wh
+        if soc > 100.0:  # only rounding can get here: acceptance leaves no more room
+            soc = 100.0
+        elif soc < 0.0:
+            soc = 0.0
+        self.soc_pct = soc
+        if soc >= 100.0 - 1e-9:
+            self.float_latched = True
+        elif soc < bp.rebulk_pct:
+            self.float_latched = False
+
+        grid = load - inv_avg
+
+        # energy, Wh
+        h = dt / 3600.0
+        e = self._e
+        e[0] += pv_avail * h
+        e[1] += pv_used * h
+        e[2] += house * h
+        e[3] += heater * h
+        if battery >= 0.0:
+            e[4] += battery * h
+        else:
+            e[5] -= battery * h
+        e[6] += (dc_draw - inv_avg) * h
+        if grid >= 0.0:
+            e[7] += grid * h
+            self._import_wh += grid * h
+        else:
+            e[8] -= grid * h
+            self._export_wh -= grid * h
+
+        # step averages for observers
+        self.pv_avail_w = pv_avail
+        self.pv_used_w = pv_used
+        self.house_l1_w = h1
+        self.house_l2_w = h2
+        self.house_l3_w = h3
+        self.house_w = house
+        self.heater_w = heater
+        self.inverter_w = inv_avg
+        self.battery_w = battery
+        self.grid_w = grid
+        self.accept_w = accept
+        spare = (pv - accept - idle) * eff
+        if spare > ip.max_power_w:
+            spare = ip.max_power_w
+        spare -= house
+        self.surplus_w = spare if spare > 0.0 else 0.0
+        self.time_s += dt
+
+    # -- what the GX shows ---------------------------------------------------------------
+
+    @property
+    def mppt_state(self) -> int:
+        """Solar charger /State now: 0 off (no PV), 3 bulk, 4 absorption, 5 float."""
+        if self.pv_avail_w < 5.0:
+            return MPPT_OFF
+        if self.float_latched:
+            return MPPT_FLOAT
+        return MPPT_ABSORPTION if self.soc_pct >= self.params.battery.taper_start_pct else MPPT_BULK
+
+    @property
+    def mppt_mode(self) -> int:
+        """/MppOperationMode now: 0 off, 1 limited (curtailing), 2 tracking."""
+        if self.pv_avail_w < 5.0:
+            return MODE_OFF
+        return MODE_LIMITED if self.pv_used_w < self.pv_avail_w - 1.0 else MODE_TRACKING
+
+    @property
+    def battery_state(self) -> int:
+        """/Dc/Battery/State: 0 idle, 1 charging, 2 discharging."""
+        if self.battery_w > BATTERY_IDLE_BAND_W:
+            return BATTERY_CHARGING
+        if self.battery_w < -BATTERY_IDLE_BAND_W:
+            return BATTERY_DISCHARGING
+        return BATTERY_IDLE
+
+    @property
+    def battery_voltage_v(self) -> float:
+        """Battery terminal voltage: linear open-circuit curve plus I x R."""
+        bp = self.params.battery
+        v_oc = bp.voltage_empty_v + (bp.voltage_full_v - bp.voltage_empty_v) * self.soc_pct / 100.0
+        return v_oc + bp.resistance_ohm * self.battery_w / v_oc
+
+    def energy(self) -> EnergyTotals:
+        """Energy integrated since the plant started."""
+        e = self._e
+        return EnergyTotals(
+            pv_avail_wh=e[0],
+            pv_used_wh=e[1],
+            house_wh=e[2],
+            heater_wh=e[3],
+            battery_charge_wh=e[4],
+            battery_discharge_wh=e[5],
+            losses_wh=e[6],
+            grid_import_wh=e[7],
+            grid_export_wh=e[8],
+        )
+
+    def gx_values(self) -> dict[str, float | None]:
+        """What the GX publishes now, by register name, rounded as the registers carry it."""
+        p = self.params
+        three = p.three_phase
+        heater = self.heater_w
+        out_l1 = self.house_l1_w + heater
+        inv = self.inverter_w
+        if three:
+            grid_l1 = out_l1 - inv
+            grid_l2: float | None = round(self.house_l2_w)
+            grid_l3: float | None = round(self.house_l3_w)
+            cons_l2: float | None = grid_l2
+            cons_l3: float | None = grid_l3
+        else:
+            grid_l1 = self.grid_w
+            grid_l2 = grid_l3 = cons_l2 = cons_l3 = None
+        battery = self.battery_w
+        volts = self.battery_voltage_v
+        pv_avail = self.pv_avail_w
+        if pv_avail < 5.0:
+            pv_v = 0.0
+        else:
+            vmp = p.pv_vmp_v * (0.93 + 0.07 * min(1.0, pv_avail / 3000.0))
+            limited = 1.0 - self.pv_used_w / pv_avail
+            pv_v = vmp + (p.pv_voc_v - vmp) * (limited if limited > 0.0 else 0.0)
+        soc = self.soc_pct
+        battery_w = round(battery) + 0
+        return {
+            "ac_consumption_l1_w": round(out_l1),
+            "ac_consumption_l2_w": cons_l2,
+            "ac_consumption_l3_w": cons_l3,
+            "grid_l1_w": round(grid_l1) + 0,
+            "grid_l2_w": grid_l2,
+            "grid_l3_w": grid_l3,
+            "active_input_source": 1,
+            "battery_voltage_v": round(volts, 1),
+            "battery_current_a": round(battery / volts, 1) + 0.0,
+            "battery_power_w": battery_w,
+            "battery_soc_pct": round(soc),
+            "battery_state": self.battery_state,
+            "pv_dc_w": round(self.pv_used_w),
+            "mppt_state": self.mppt_state,
+            "mppt_pv_voltage_v": round(pv_v, 2),
+            "mppt_operation_mode": self.mppt_mode,
+            "mppt_yield_w": round(self.pv_used_w),
+            "bms_power_w": battery_w,
+            "bms_soc_pct": round(soc, 1),
+            "meter_l1_w": round(grid_l1) + 0,
+            "meter_l2_w": grid_l2,
+            "meter_l3_w": grid_l3,
+            "meter_import_kwh": round(self._import_wh / 1000.0, 2),
+            "meter_export_kwh": round(self._export_wh / 1000.0, 2),
+            "vebus_ac_in_l1_w": round(out_l1 - inv, -1) + 0.0,
+            "vebus_ac_in_l2_w": None,
+            "vebus_ac_in_l3_w": None,
+            "vebus_ac_out_l1_w": round(out_l1, -1) + 0.0,
+            "vebus_ac_out_l2_w": None,
+            "vebus_ac_out_l3_w": None,
+            "vebus_state": VEBUS_INVERTING if inv > 20.0 else VEBUS_PASSTHRU,
+            "vebus_mode": 3,
+        }
+
+    def measurements(self, time_s: float | None = None) -> Measurements:
+        """A Measurements snapshot of :meth:`gx_values`, stamped with time_s (default: the plant's time)."""
+        return Measurements(time_s=self.time_s if time_s is None else time_s, values=self.gx_values())
