@@ -86,14 +86,28 @@ class ControlConfig:
     battery_discharge_allowance_w: float = setting(
         30.0, "battery discharge tolerated before backing off", min=0.0, max=1000.0
     )
+    inverter_lag_s: float = setting(
+        3.0,
+        "grid import while PV is still held back is the inverter catching up: back off only after this long",
+        min=0.0, max=30.0,
+    )
     export_margin_w: float = setting(
         50.0, "with DC feed-in: export left unused as a margin", min=0.0, max=2000.0
     )
-    deadband_w: float = setting(40.0, "errors smaller than this are ignored (no hunting)", min=0.0, max=500.0)
+    deadband_w: float = setting(40.0, "spare power smaller than this is left alone (no hunting)", min=0.0, max=500.0)
+    deficit_tolerance_w: float = setting(
+        10.0, "a deficit (heater taking battery/grid power) smaller than this is left alone", min=0.0, max=500.0
+    )
     kp: float = setting(0.3, "proportional gain (W per W of error)", min=0.0, max=2.0)
     ki_per_s: float = setting(0.35, "integral gain (W per W of error per second)", min=0.0, max=5.0)
     raise_w_per_s: float = setting(
         120.0, "fastest rise of the heater power (backing off is never limited)", min=5.0, max=5000.0
+    )
+    probe_start_w_per_s: float = setting(
+        15.0, "rise when hidden PV first shows (speeds up to raise_w_per_s)", min=1.0, max=5000.0
+    )
+    probe_accel_s: float = setting(
+        10.0, "seconds of hidden PV until the rise reaches raise_w_per_s", min=0.0, max=600.0
     )
     probe_w: float = setting(
         400.0, "error assumed while PV is hidden (MPPT limited in absorption/float)", min=10.0, max=5000.0
@@ -198,6 +212,16 @@ class GpioConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    """Where `pvheater run` logs, besides the console."""
+
+    file: str | None = setting("pvheater.log", "rotating log file; null: console only")
+    level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    max_bytes: int = setting(1_000_000, "rotate the file at this size", min=10_000, max=1_000_000_000)
+    backups: int = setting(5, "rotated files kept", min=0, max=100)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole pvheater configuration."""
 
@@ -208,6 +232,7 @@ class Config:
     servo: ServoConfig = field(default_factory=ServoConfig, metadata={"doc": "servo"})
     heater: HeaterConfig = field(default_factory=HeaterConfig, metadata={"doc": "heater"})
     gpio: GpioConfig = field(default_factory=GpioConfig, metadata={"doc": "pin library"})
+    log: LogConfig = field(default_factory=LogConfig, metadata={"doc": "logging"})
 
 
 # --- loading -----------------------------------------------------------------

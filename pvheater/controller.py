@@ -13,7 +13,8 @@ waste, negative when the heater takes power it should not:
   PV was being wasted (its acceptance) is negative spare -- the heater is taking
   the battery's share; with `heater_first` any charge power is spare.
 
-A PI acts on that error (deadband, anti-windup by clamping the integral to the
+A PI acts on that error (a deadband for spare power, a smaller tolerance for
+deficits, anti-windup by clamping the integral to the
 heater's range, rises limited to `raise_w_per_s`). No I/O, no clock: `now_s`
 comes in as an argument.
 """
@@ -55,16 +56,20 @@ class ControllerState:
     soc_ok: bool = False
     accept_ref_w: float | None = None
     last_surplus_s: float | None = None
+    hidden_since_s: float | None = None
     last_sample_s: float | None = None
     error_w: float = 0.0
+    import_since_s: float | None = None
 
 
 def spare_power_w(
-    m: Measurements, accept_ref_w: float | None, settings: ControlConfig
+    m: Measurements, accept_ref_w: float | None, settings: ControlConfig, import_lag_ok: bool = False
 ) -> tuple[float | None, bool]:
     """The error signal (W, + = PV going to waste) and whether the battery is saturated.
 
-    Returns (None, False) when grid and battery power are both unknown.
+    With `import_lag_ok`, grid import while PV is still held back counts as the
+    inverter catching up with the last rise: hold (error 0) instead of backing
+    off. Returns (None, False) when grid and battery power are both unknown.
     """
     grid_w = m.grid_w
     battery_w = m.battery_w
@@ -72,13 +77,14 @@ def spare_power_w(
         return None, False
     grid = grid_w or 0.0
     battery = battery_w or 0.0
-    excess_w = max(0.0, grid - settings.grid_import_allowance_w) + max(
-        0.0, -battery - settings.battery_discharge_allowance_w
-    )
-    if excess_w > 0:
-        return -excess_w, False
-    export_w = max(0.0, -grid)
     hidden = m.pv_curtailed and battery >= -settings.battery_discharge_allowance_w
+    import_w = max(0.0, grid - settings.grid_import_allowance_w)
+    discharge_w = max(0.0, -battery - settings.battery_discharge_allowance_w)
+    if discharge_w > 0 or (import_w > 0 and not (hidden and import_lag_ok)):
+        return -(import_w + discharge_w), False
+    if import_w > 0:
+        return 0.0, True  # the inverter is catching up; more PV is there
+    export_w = max(0.0, -grid)
     saturated = hidden or export_w > settings.export_margin_w
     if hidden:
         return settings.probe_w, saturated
@@ -106,24 +112,29 @@ def step(
         new = replace(state, soc_ok=False, integral_w=0.0, power_w=0.0, error_w=0.0, last_sample_s=m.time_s)
         return new, HeatRequest(False, 0.0, reason)
 
-    error_w, saturated = spare_power_w(m, state.accept_ref_w, c)
+    importing = m.grid_w is not None and m.grid_w > c.grid_import_allowance_w
+    import_since = (state.import_since_s if state.import_since_s is not None else now_s) if importing else None
+    lag_ok = import_since is not None and now_s - import_since < c.inverter_lag_s
+    error_w, saturated = spare_power_w(m, state.accept_ref_w, c, import_lag_ok=lag_ok)
     if error_w is None:
         new = replace(state, soc_ok=True, integral_w=0.0, power_w=0.0, error_w=0.0, last_sample_s=m.time_s)
         return new, HeatRequest(False, 0.0, "grid and battery power unknown")
 
     accept_ref = state.accept_ref_w
-    if saturated and m.battery_w is not None:
+    if saturated and m.battery_w is not None and import_since is None:
         battery = max(0.0, m.battery_w)
         accept_ref = battery if accept_ref is None else accept_ref + _ACCEPT_SMOOTHING * (battery - accept_ref)
     last_surplus = now_s if error_w > 0 or saturated else state.last_surplus_s
-    if abs(error_w) < c.deadband_w:
-        error_w = 0.0
+    hidden = m.pv_curtailed and error_w >= 0
+    hidden_since = (state.hidden_since_s if state.hidden_since_s is not None else now_s) if hidden else None
+    if -c.deficit_tolerance_w < error_w < c.deadband_w:
+        error_w = 0.0  # hold: spare PV below the deadband, or a deficit within tolerance
 
     dt_s = 0.0 if state.last_sample_s is None else min(max(m.time_s - state.last_sample_s, 0.0), _MAX_DT_S)
     if relay_on:
         integral = min(max(state.integral_w + c.ki_per_s * error_w * dt_s, 0.0), settings.max_power_w)
         power = min(max(integral + c.kp * error_w, 0.0), settings.max_power_w)
-        ceiling = state.power_w + c.raise_w_per_s * dt_s
+        ceiling = state.power_w + _raise_rate_w_per_s(c, hidden_since, now_s) * dt_s
         if power > ceiling:
             power = ceiling
             integral = min(integral, ceiling)  # anti-windup against the rise limit
@@ -138,12 +149,28 @@ def step(
         soc_ok=True,
         accept_ref_w=accept_ref,
         last_surplus_s=last_surplus,
+        hidden_since_s=hidden_since,
+        import_since_s=import_since,
         last_sample_s=m.time_s,
         error_w=error_w,
     )
     if not want:
         return new, HeatRequest(False, 0.0, "no surplus")
     return new, HeatRequest(True, power, _describe(error_w, m))
+
+
+def _raise_rate_w_per_s(c: ControlConfig, hidden_since_s: float | None, now_s: float) -> float:
+    """How fast the power may rise now.
+
+    A measured surplus (export) may be followed at `raise_w_per_s`. Hidden PV
+    is probed: the rise starts at `probe_start_w_per_s` -- after a back-off the
+    limit is usually close, and a slow probe overshoots it by little -- and
+    speeds up to `raise_w_per_s` over `probe_accel_s` while PV stays hidden.
+    """
+    if hidden_since_s is None:
+        return c.raise_w_per_s
+    ramp = min(1.0, (now_s - hidden_since_s) / c.probe_accel_s) if c.probe_accel_s > 0 else 1.0
+    return c.probe_start_w_per_s + (c.raise_w_per_s - c.probe_start_w_per_s) * ramp
 
 
 def _describe(error_w: float, m: Measurements) -> str:

@@ -1,0 +1,104 @@
+"""The real control loop as a bench strategy: `pvheater` (battery first) and `pvheater_heater_first`.
+
+The strategy runs the same `ControlLoop` as `pvheater run` -- controller,
+relay guard, calibration -- with the GX snapshot handed in by the day runner
+instead of read over Modbus, and a `SimHeater` in place of the gpiozero pins.
+The config is the shipped default with the simulated hardware filled in, as a
+user would: the servo angles of the knob's ends and the heater's power.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import replace
+
+from pvheater.calibration import Calibration, calibration_from_config
+from pvheater.config import Config
+from pvheater.errors import GxUnavailable
+from pvheater.heating import HeaterOutput
+from pvheater.measurements import Measurements
+from pvheater.service import ControlLoop
+from pvheater.sim.plant import HeaterPlantParams, PlantTruth
+from pvheater.sim.scenarios import ScenarioDay
+from pvheater.sim.strategy import Actuation, register_strategy
+
+
+def config_for_plant(heater: HeaterPlantParams, base: Config | None = None) -> Config:
+    """The config a user of this simulated hardware would write: knob angles and heater power."""
+    cfg = base or Config()
+    servo = replace(
+        cfg.servo,
+        min_angle_deg=heater.servo_min_deg,
+        max_angle_deg=heater.servo_max_deg,
+        knob_zero_deg=heater.knob_zero_deg,
+        knob_full_deg=heater.knob_full_deg,
+    )
+    return replace(cfg, servo=servo, heater=replace(cfg.heater, max_power_w=heater.max_power_w))
+
+
+class HandedSource:
+    """A measurement source fed by the caller (the day runner's last GX publish)."""
+
+    def __init__(self) -> None:
+        self.m: Measurements | None = None
+
+    def read(self) -> Measurements:
+        """The snapshot handed in; GxUnavailable before the first one."""
+        if self.m is None:
+            raise GxUnavailable("no GX data published yet")
+        return self.m
+
+
+class SimHeater:
+    """The heater port without pins: relay and servo angle through the calibration, as `Heater` does."""
+
+    def __init__(self, calibration: Calibration, min_move_deg: float) -> None:
+        self.calibration = calibration
+        self.min_move_deg = min_move_deg
+        self.relay_on = False
+        self.servo_angle_deg: float | None = calibration.zero_angle_deg
+
+    def apply(self, output: HeaterOutput, now_s: float) -> None:
+        """Relay and knob; small moves are skipped like the real servo's."""
+        target = self.calibration.angle_for(output.power_w) if output.relay_on else self.calibration.zero_angle_deg
+        current = self.servo_angle_deg
+        at_zero = target == self.calibration.zero_angle_deg
+        if current is None or at_zero or abs(target - current) >= self.min_move_deg:
+            self.servo_angle_deg = target
+        self.relay_on = output.relay_on
+
+    def safe_off(self, now_s: float) -> None:
+        """Relay open, knob to zero."""
+        self.relay_on = False
+        self.servo_angle_deg = self.calibration.zero_angle_deg
+
+
+class ControllerStrategy:
+    """The real loop (controller + guard + calibration) driving the simulated plant."""
+
+    def __init__(self, day: ScenarioDay, config: Config | None = None, name: str = "pvheater") -> None:
+        cfg = config_for_plant(day.params.heater, config)
+        self.name = name
+        self.interval_s = cfg.poll.interval_s
+        self.source = HandedSource()
+        self.heater = SimHeater(calibration_from_config(cfg), cfg.servo.min_move_deg)
+        self.loop = ControlLoop(self.source, self.heater, cfg)
+
+    def decide(self, now_s: float, m: Measurements | None, truth: PlantTruth | None) -> Actuation:
+        """One tick of the real loop on the last published snapshot."""
+        self.source.m = m
+        seconds = int(now_s) % 86400
+        local_time = datetime.time(seconds // 3600, seconds % 3600 // 60, seconds % 60)
+        self.loop.tick(now_s, local_time)
+        angle = self.heater.servo_angle_deg
+        return Actuation(self.heater.relay_on, self.heater.calibration.zero_angle_deg if angle is None else angle)
+
+
+def _heater_first(day: ScenarioDay) -> ControllerStrategy:
+    cfg = Config()
+    cfg = replace(cfg, control=replace(cfg.control, policy="heater_first"))
+    return ControllerStrategy(day, cfg, name="pvheater_heater_first")
+
+
+register_strategy("pvheater", ControllerStrategy, replace=True)
+register_strategy("pvheater_heater_first", _heater_first, replace=True)

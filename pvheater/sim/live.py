@@ -1,0 +1,270 @@
+"""The plant in real time behind the GX simulator, its heater driven by gpiozero mock pins.
+
+This is what `pvheater run --simulate` and the closed-loop tests run against:
+the real control loop reads the GX simulator over Modbus-TCP and drives
+gpiozero devices on a `MockFactory`; this module reads those pins -- the relay
+pin's level and the servo pin's pulse width -- as the plant's inputs, steps
+the plant (and a heater-off twin for the metrics) in fixed steps that follow
+the wall clock, and publishes the plant's values to the GX simulator once a
+second, like a real GX.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from pvheater.config import Config
+from pvheater.sim.day import RunResult, RunSeries
+from pvheater.sim.gx_server import GxSimulator
+from pvheater.sim.metrics import RunMetrics, compute_metrics
+from pvheater.sim.plant import Plant
+from pvheater.sim.scenarios import ScenarioDay
+from pvheater.sim.strategy import Actuation
+
+if TYPE_CHECKING:
+    from pvheater.service import TickReport
+
+
+class MockPinWiring:
+    """Reads the heater's inputs off gpiozero mock pins: relay level and servo pulse width."""
+
+    def __init__(self, pin_factory: Any, config: Config) -> None:
+        self._relay_pin = pin_factory.pin(config.relay.pin)
+        self._servo_pin = pin_factory.pin(config.servo.pin)
+        self._active_high = config.relay.active_high
+        s = config.servo
+        self._min_pulse_s = s.min_pulse_width_ms / 1000.0
+        self._max_pulse_s = s.max_pulse_width_ms / 1000.0
+        self._frame_s = s.frame_width_ms / 1000.0
+        self._min_angle = s.min_angle_deg
+        self._max_angle = s.max_angle_deg
+        self._angle_deg: float | None = None
+
+    @property
+    def relay_closed(self) -> bool:
+        """True when the relay pin's level closes the relay."""
+        high = bool(self._relay_pin.state)
+        return high if self._active_high else not high
+
+    def servo_angle_deg(self) -> float | None:
+        """The angle the servo's pulses command; the last one while detached (the servo holds)."""
+        duty = self._servo_pin.state
+        if self._servo_pin.frequency and duty:
+            pulse_s = duty * self._frame_s
+            frac = (pulse_s - self._min_pulse_s) / (self._max_pulse_s - self._min_pulse_s)
+            self._angle_deg = self._min_angle + frac * (self._max_angle - self._min_angle)
+        return self._angle_deg
+
+    def actuation(self, rest_deg: float) -> Actuation:
+        """What the pins tell the plant; rest_deg until the servo was ever driven."""
+        angle = self.servo_angle_deg()
+        return Actuation(self.relay_closed, rest_deg if angle is None else angle)
+
+
+class _Recorder:
+    """Per-step series of a plant, for the bench's metrics."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[float]] = {
+            k: [] for k in ("pv_avail", "pv_used", "house", "heater", "battery", "grid", "soc", "surplus")
+        }
+
+    def add(self, p: Plant) -> None:
+        r = self.rows
+        r["pv_avail"].append(p.pv_avail_w)
+        r["pv_used"].append(p.pv_used_w)
+        r["house"].append(p.house_w)
+        r["heater"].append(p.heater_w)
+        r["battery"].append(p.battery_w)
+        r["grid"].append(p.grid_w)
+        r["soc"].append(p.soc_pct)
+        r["surplus"].append(p.surplus_w)
+
+    def series(self, start_s: float, dt_s: float) -> RunSeries:
+        r = self.rows
+        return RunSeries(
+            start_s, dt_s, r["pv_avail"], r["pv_used"], r["house"], r["heater"],
+            r["battery"], r["grid"], r["soc"], r["surplus"],
+        )
+
+
+class LiveSimulation:
+    """Steps the plant in real time (fixed steps of step_s), publishing to the GX simulator every second."""
+
+    def __init__(
+        self,
+        day: ScenarioDay,
+        gx: GxSimulator,
+        wiring: MockPinWiring,
+        *,
+        start_s: float,
+        step_s: float = 0.1,
+        publish_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.day = day
+        self.gx = gx
+        self.wiring = wiring
+        self.start_s = start_s
+        self.step_s = step_s
+        self.publish_s = publish_s
+        self._clock = clock
+        self.plant = Plant(day, start_s=start_s)
+        self._baseline = Plant(day, start_s=start_s)
+        self._rest = Actuation(False, self.plant.servo_deg)
+        self._run_rec, self._base_rec = _Recorder(), _Recorder()
+        self._steps = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.gx.set_values(self.plant.gx_values())  # a GX has values from the start
+
+    @property
+    def sim_time_s(self) -> float:
+        """Seconds since local midnight in the simulated day."""
+        return self.start_s + self._steps * self.step_s
+
+    def start(self) -> LiveSimulation:
+        """Start stepping in real time in a background thread."""
+        self._thread = threading.Thread(target=self._run, name="pvheater-live-plant", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop stepping (idempotent)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def advance(self, steps: int) -> None:
+        """Step the plant and its heater-off twin, reading the pins before each step."""
+        with self._lock:
+            for _ in range(steps):
+                self.plant.step(self.step_s, self.wiring.actuation(self._rest.servo_angle_deg))
+                self._baseline.step(self.step_s, self._rest)
+                self._run_rec.add(self.plant)
+                self._base_rec.add(self._baseline)
+                self._steps += 1
+                per_publish = max(1, round(self.publish_s / self.step_s))
+                if self._steps % per_publish == 0:
+                    self.gx.set_values(self.plant.gx_values())
+
+    def _run(self) -> None:
+        started = self._clock()
+        while not self._stop.wait(self.step_s / 2):
+            due = int((self._clock() - started) / self.step_s) - self._steps
+            if due > 0:
+                self.advance(due)
+
+    def results(self) -> tuple[RunResult, RunResult]:
+        """The run so far and its heater-off twin, as the bench's results."""
+        with self._lock:
+            end_s = self.sim_time_s
+            runs = []
+            for plant, rec, name in ((self.plant, self._run_rec, "pvheater"), (self._baseline, self._base_rec, None)):
+                runs.append(
+                    RunResult(
+                        scenario=self.day.name,
+                        strategy=name,
+                        seed=self.day.seed,
+                        start_s=self.start_s,
+                        end_s=end_s,
+                        dt_s=self.step_s,
+                        series=rec.series(self.start_s, self.step_s),
+                        energy=plant.energy(),
+                        relay_toggles=plant.relay_toggles,
+                        servo_travel_deg=plant.servo_travel_deg,
+                        servo_moves=plant.servo_moves,
+                        start_soc_pct=rec.rows["soc"][0] if rec.rows["soc"] else plant.soc_pct,
+                        end_soc_pct=plant.soc_pct,
+                        decisions=0,
+                        publishes=0,
+                        wall_s=0.0,
+                        outages_s=(),
+                        heater_max_w=self.day.params.heater.max_power_w,
+                    )
+                )
+        return runs[0], runs[1]
+
+    def metrics(self) -> RunMetrics | None:
+        """The bench's metrics of the run so far; None before the first step."""
+        run, baseline = self.results()
+        if not run.series.pv_used_w:
+            return None
+        return compute_metrics(run, baseline)
+
+
+class SimulatedRig:
+    """The whole installation in simulation: GX simulator and plant, mock pins, and the real reader, heater, loop.
+
+    Everything pvheater runs is the real thing -- Modbus-TCP over loopback,
+    gpiozero devices on mock pins, the control loop -- only the GX and the
+    house behind it are simulated. `clock` stamps the reader's snapshots and is
+    the loop's time: the wall clock for `run --simulate`, the simulated day's
+    clock for tests (`step()` then advances plant and loop together).
+    """
+
+    def __init__(
+        self,
+        day: ScenarioDay,
+        config: Config | None = None,
+        *,
+        start_s: float,
+        step_s: float = 0.1,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        from pvheater.actuators import Heater, make_pin_factory
+        from pvheater.reader import GxReader
+        from pvheater.registers import load_register_map
+        from pvheater.service import ControlLoop
+        from pvheater.sim.controller_strategy import config_for_plant
+
+        cfg = config_for_plant(day.params.heater, config)
+        cfg = replace(
+            cfg, gpio=replace(cfg.gpio, pin_factory="mock"), heater=replace(cfg.heater, calibration_file=None)
+        )
+        register_map = load_register_map()
+        self.gx = GxSimulator(register_map, cfg.gx.unit_ids).start()
+        self.config = cfg = replace(cfg, gx=replace(cfg.gx, host="127.0.0.1", port=self.gx.port))
+        self.pin_factory = make_pin_factory("mock")
+        self.heater = Heater.from_config(cfg, pin_factory=self.pin_factory)
+        self.live = LiveSimulation(day, self.gx, MockPinWiring(self.pin_factory, cfg), start_s=start_s, step_s=step_s)
+        self.clock = clock if clock is not None else (lambda: self.live.sim_time_s)
+        self.reader = GxReader(cfg.gx, register_map, clock=self.clock)
+        self.loop = ControlLoop(self.reader, self.heater, cfg)
+
+    @property
+    def plant(self) -> Plant:
+        """The simulated ESS and heater."""
+        return self.live.plant
+
+    def local_time(self) -> datetime.time:
+        """The simulated time of day."""
+        s = int(self.live.sim_time_s) % 86400
+        return datetime.time(s // 3600, s % 3600 // 60, s % 60)
+
+    def step(self, seconds: float = 1.0) -> TickReport:
+        """Simulated time: advance the plant by `seconds`, then run one tick of the real loop."""
+        self.live.advance(round(seconds / self.live.step_s))
+        return self.loop.tick(self.clock(), self.local_time())
+
+    def close(self) -> None:
+        """Heater off and pins released, reader closed, GX simulator stopped."""
+        self.live.stop()
+        try:
+            self.loop.shutdown(self.clock())
+        finally:
+            self.heater.close()
+            self.reader.close()
+            self.gx.stop()
+
+    def __enter__(self) -> SimulatedRig:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

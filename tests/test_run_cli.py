@@ -1,0 +1,87 @@
+"""`pvheater run`: the APScheduler job, signals, the simulated demo and hardware errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pvheater.cli import main
+from pvheater.commands.run import Service
+from pvheater.config import Config
+from pvheater.sim.live import SimulatedRig
+from pvheater.sim.scenarios import constant_day
+
+
+def test_service_job_is_the_real_tick_in_real_time() -> None:
+    cfg = Config()
+    cfg = replace(cfg, gx=replace(cfg.gx, timeout_s=0.5))
+    day = constant_day(3000, 300, seconds=3600)
+    with SimulatedRig(day, cfg, start_s=0.0, clock=time.monotonic) as rig:
+        service = Service(rig.loop, 0.5, local_time=rig.local_time)
+        reports = [service.job() for _ in range(3)]
+        assert all(r is not None and r.fault is None for r in reports)
+        assert reports[-1].m is not None and reports[-1].m.soc_pct == 100
+        # a tick after the service stopped does nothing
+        service.stop()
+
+
+def test_run_simulate_ends_by_itself_and_prints_a_summary(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("log:\n  file: null\n", encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pvheater.cli", "run", "--simulate", "--duration", "4"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("pvheater run --simulate: scenario 'house_steps'")
+    assert any("relay" in line and "heater" in line and "servo" in line for line in lines[1:])
+    assert any(line.startswith("summary: heated") for line in lines)
+    assert "Traceback" not in proc.stderr
+
+
+def test_sigterm_stops_cleanly_with_exit_0(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("log:\n  file: run.log\n", encoding="utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pvheater.cli", "run", "--simulate", "--duration", "60"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    ticks = 0
+    for line in proc.stdout:  # wait until the loop has run a few ticks
+        ticks += "| relay" in line
+        if ticks == 3:
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "summary: heated" in out
+    log = (tmp_path / "run.log").read_text(encoding="utf-8")
+    assert "SIGTERM received: stopping" in log
+    assert "heater off: relay open, knob at zero" in log
+
+
+def test_missing_pin_library_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if os.path.exists("/dev/gpiochip0"):
+        pytest.skip("this machine has GPIO: the library may well work")
+    path = tmp_path / "config.yaml"
+    path.write_text("gpio:\n  pin_factory: lgpio\nlog:\n  file: null\n", encoding="utf-8")
+    code = main(["run", "--config", str(path), "--duration", "1"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "lgpio" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_unknown_scenario_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("log:\n  file: null\n", encoding="utf-8")
+    code = main(["run", "--config", str(path), "--simulate", "--scenario", "mars"])
+    assert code == 1
+    assert "unknown scenario 'mars'" in capsys.readouterr().err
