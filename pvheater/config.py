@@ -109,6 +109,9 @@ class ControlConfig:
     probe_accel_s: float = setting(
         10.0, "seconds of hidden PV until the rise reaches raise_w_per_s", min=0.0, max=600.0
     )
+    probe_hold_s: float = setting(
+        60.0, "after probes of hidden PV hit the same limit, stay below it up to this long", min=0.0, max=3600.0
+    )
     probe_w: float = setting(
         400.0, "error assumed while PV is hidden (MPPT limited in absorption/float)", min=10.0, max=5000.0
     )

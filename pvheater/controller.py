@@ -32,6 +32,10 @@ from pvheater.measurements import Measurements
 _ACCEPT_SMOOTHING = 0.3
 #: Longest gap between two samples the integral trusts, seconds.
 _MAX_DT_S = 5.0
+#: Limits of hidden PV found this close together count as the same (steady sun).
+_STEADY_LIMIT_W = 150.0
+#: Shortest stay below a limit just found.
+_MIN_HOLD_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,11 @@ class ControllerState:
     last_sample_s: float | None = None
     error_w: float = 0.0
     import_since_s: float | None = None
+    #: Power at which the last probe of hidden PV hit the limit, and when.
+    limit_w: float | None = None
+    limit_s: float | None = None
+    #: How long to stay below that limit: doubles while limits repeat (steady sun), short when they move.
+    hold_s: float = 0.0
 
 
 def spare_power_w(
@@ -131,10 +140,25 @@ def step(
         error_w = 0.0  # hold: spare PV below the deadband, or a deficit within tolerance
 
     dt_s = 0.0 if state.last_sample_s is None else min(max(m.time_s - state.last_sample_s, 0.0), _MAX_DT_S)
+    limit_w, limit_s, hold_s = state.limit_w, state.limit_s, state.hold_s
+    if error_w < 0 and state.error_w >= 0 and state.power_w > 0:
+        # A deficit begins: the limit lies just below this power. Found again where it was
+        # (steady sun): hold longer; somewhere else (clouds): probe again soon.
+        steady = limit_w is not None and abs(state.power_w - limit_w) <= _STEADY_LIMIT_W
+        hold_s = min(max(2.0 * hold_s, _MIN_HOLD_S), c.probe_hold_s) if steady else _MIN_HOLD_S
+        limit_w, limit_s = state.power_w, now_s
+    if limit_s is not None and now_s - limit_s > hold_s:
+        limit_s = None
     if relay_on:
         integral = min(max(state.integral_w + c.ki_per_s * error_w * dt_s, 0.0), settings.max_power_w)
         power = min(max(integral + c.kp * error_w, 0.0), settings.max_power_w)
         ceiling = state.power_w + _raise_rate_w_per_s(c, hidden_since, now_s) * dt_s
+        if hidden and limit_s is not None and limit_w is not None:
+            # PV is hidden, but the limit was found a moment ago: stay below it for a while
+            # rather than probing again at once (each probe takes a little from the battery);
+            # the next probe starts slowly again.
+            ceiling = min(ceiling, max(state.power_w, limit_w - c.deadband_w))
+            hidden_since = now_s
         if power > ceiling:
             power = ceiling
             integral = min(integral, ceiling)  # anti-windup against the rise limit
@@ -151,6 +175,9 @@ def step(
         last_surplus_s=last_surplus,
         hidden_since_s=hidden_since,
         import_since_s=import_since,
+        limit_w=limit_w,
+        limit_s=limit_s,
+        hold_s=hold_s,
         last_sample_s=m.time_s,
         error_w=error_w,
     )

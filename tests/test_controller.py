@@ -143,3 +143,27 @@ def test_no_data_no_heat() -> None:
 def test_settings_from_config_carry_heater_power() -> None:
     cfg = Config()
     assert ControllerSettings.from_config(cfg) == ControllerSettings(ControlConfig(), cfg.heater.max_power_w)
+
+
+def test_probe_holds_below_a_limit_just_found() -> None:
+    # hidden PV: power rises; a deficit at ~600 W marks the limit; hidden again: no new probe above it
+    state = ControllerState(integral_w=600, power_w=600, soc_ok=True, last_sample_s=0, accept_ref_w=0)
+    state, r = step(state, meas(1, battery=-200), SETTINGS, 1, True)  # deficit begins at 600 W
+    assert state.limit_w == pytest.approx(600) and r.power_w < 600
+    powers = []
+    for t in range(2, 2 + 4):  # hidden again within the hold: stays below limit - deadband
+        state, r = step(state, meas(t, mode=1, state=5), SETTINGS, t, True)
+        powers.append(r.power_w)
+    assert max(powers) <= 600 - C.deadband_w + 1e-9
+    for t in range(6, 6 + 20):  # after the (short, first) hold the probe resumes
+        state, r = step(state, meas(t, mode=1, state=5), SETTINGS, t, True)
+    assert r.power_w > 600
+
+
+def test_grid_import_while_pv_hidden_is_inverter_lag_for_a_while() -> None:
+    state = ControllerState(integral_w=800, power_w=800, soc_ok=True, last_sample_s=0, accept_ref_w=0)
+    state, r = step(state, meas(1, grid=120, mode=1, state=5), SETTINGS, 1, True)
+    assert r.power_w == pytest.approx(800)  # hold: the inverter is catching up
+    for t in range(2, 2 + int(C.inverter_lag_s) + 1):
+        state, r = step(state, meas(t, grid=120, mode=1, state=5), SETTINGS, t, True)
+    assert r.power_w < 800  # it lasted too long: the inverter is at its limit, back off
