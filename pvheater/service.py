@@ -99,7 +99,10 @@ def status_line(m: Measurements | None, output: HeaterOutput, angle_deg: float |
 class ControlLoop:
     """Reads, steps the controller and the guard, drives the heater; logs changes and error episodes."""
 
-    def __init__(self, source: MeasurementSource, heater: HeaterPort, config: Config) -> None:
+    def __init__(
+        self, source: MeasurementSource, heater: HeaterPort, config: Config, logger: logging.Logger = log
+    ) -> None:
+        self.log = logger
         self.source = source
         self.heater = heater
         # The heater cannot give more than its calibration's top point.
@@ -124,7 +127,7 @@ class ControlLoop:
             report = TickReport(now_s, None, HeatRequest(False, 0.0, "loop error"), SAFE_OFF, str(exc))
         else:
             if self._loop_error is not None:
-                log.info("control loop works again")
+                self.log.info("control loop works again")
                 self._loop_error = None
         self.last = report
         return report
@@ -133,7 +136,7 @@ class ControlLoop:
         """Relay open and knob to zero, e.g. on SIGTERM."""
         self.heater.safe_off(now_s)
         self.guard_state = guard.force_off(self.guard_state, now_s)
-        log.info("heater off: relay open, knob at zero")
+        self.log.info("heater off: relay open, knob at zero")
 
     # --- internals ---------------------------------------------------------
 
@@ -160,32 +163,32 @@ class ControlLoop:
     def _enter_loop_error(self, exc: Exception, now_s: float) -> None:
         text = f"{type(exc).__name__}: {exc}"
         if self._loop_error != text:
-            log.error("control loop error, heater off: %s", text, exc_info=self._loop_error is None)
+            self.log.error("control loop error, heater off: %s", text, exc_info=self._loop_error is None)
             self._loop_error = text
         try:
             self.shutdown(now_s)
         except Exception as off_exc:  # the pins themselves fail: nothing more we can do here
-            log.critical("cannot switch the heater off: %s", off_exc)
+            self.log.critical("cannot switch the heater off: %s", off_exc)
 
     def _track_fault(self, fault: str | None, now_s: float) -> None:
         if fault is not None and self._fault is None:
-            log.error("GX unavailable, heater off: %s", fault)
+            self.log.error("GX unavailable, heater off: %s", fault)
             self._fault_since_s = now_s
         elif fault is None and self._fault is not None:
             lasted = 0.0 if self._fault_since_s is None else now_s - self._fault_since_s
-            log.info("GX data again after %.0f s", lasted)
+            self.log.info("GX data again after %.0f s", lasted)
         self._fault = fault
 
     def _track_absent(self, m: Measurements) -> None:
         if m.absent_roles != self._absent:
             if m.absent_roles:
-                log.warning("devices the GX does not have: %s", ", ".join(sorted(m.absent_roles)))
+                self.log.warning("devices the GX does not have: %s", ", ".join(sorted(m.absent_roles)))
             else:
-                log.info("all configured devices answer")
+                self.log.info("all configured devices answer")
             self._absent = m.absent_roles
 
     def _log_status(self, m: Measurements | None, output: HeaterOutput) -> None:
         key = (output.relay_on, round(output.power_w / STATUS_STEP_W), self._fault)
         if key != self._status_key:
             self._status_key = key
-            log.info("%s", status_line(m, output, self.heater.servo_angle_deg))
+            self.log.info("%s", status_line(m, output, self.heater.servo_angle_deg))

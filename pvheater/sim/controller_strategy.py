@@ -10,6 +10,7 @@ user would: the servo angles of the knob's ends and the heater's power.
 from __future__ import annotations
 
 import datetime
+import logging
 from dataclasses import replace
 
 from pvheater.calibration import Calibration, calibration_from_config
@@ -21,6 +22,11 @@ from pvheater.service import ControlLoop
 from pvheater.sim.plant import HeaterPlantParams, PlantTruth
 from pvheater.sim.scenarios import ScenarioDay
 from pvheater.sim.strategy import Actuation, register_strategy
+
+#: A whole simulated day logs nothing: the bench reports the day's numbers instead.
+_QUIET = logging.getLogger("pvheater.sim.quiet")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
 
 
 def config_for_plant(heater: HeaterPlantParams, base: Config | None = None) -> Config:
@@ -82,7 +88,7 @@ class ControllerStrategy:
         self.interval_s = cfg.poll.interval_s
         self.source = HandedSource()
         self.heater = SimHeater(calibration_from_config(cfg), cfg.servo.min_move_deg)
-        self.loop = ControlLoop(self.source, self.heater, cfg)
+        self.loop = ControlLoop(self.source, self.heater, cfg, logger=_QUIET)
 
     def decide(self, now_s: float, m: Measurements | None, truth: PlantTruth | None) -> Actuation:
         """One tick of the real loop on the last published snapshot."""
