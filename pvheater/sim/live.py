@@ -122,7 +122,8 @@ class LiveSimulation:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.gx.set_values(self.plant.gx_values())  # a GX has values from the start
+        self.advance(1)  # settle the plant on its inputs,
+        self.gx.set_values(self.plant.gx_values())  # and a GX has values from the start
 
     @property
     def sim_time_s(self) -> float:
