@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from pvheater.config import Config
+from pvheater.config import Config, read_yaml_file
 from pvheater.errors import ConfigError
 
 #: Metadata keys that must be numbers when present.
@@ -183,19 +183,7 @@ def calibration_from_dict(data: Any) -> Calibration:
 def load_calibration(path: Path | str) -> Calibration:
     """Read and validate a calibration YAML file; raise ConfigError naming the file and the problem."""
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{file}: calibration file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot be read ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{file}: not valid YAML{where}: {problem}") from None
+    data = read_yaml_file(file, "calibration")
     try:
         return calibration_from_dict(data)
     except ConfigError as exc:

@@ -348,22 +348,27 @@ def default_config_path() -> Path:
     return local if local.is_file() else packaged_config()
 
 
-def load_config(path: Path | str | None = None) -> Config:
-    """Read, parse and validate a config file; raise ConfigError with a one-line reason."""
-    file = Path(path) if path is not None else default_config_path()
+def read_yaml_file(file: Path, kind: str) -> Any:
+    """Read and parse a YAML file; ConfigError naming the file (and line) when it cannot be."""
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{file}: config file not found") from None
+        raise ConfigError(f"{file}: {kind} file not found") from None
     except OSError as exc:
         raise ConfigError(f"{file}: cannot be read ({exc.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{file}: not valid YAML{where}: {problem}") from None
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    """Read, parse and validate a config file; raise ConfigError with a one-line reason."""
+    file = Path(path) if path is not None else default_config_path()
+    data = read_yaml_file(file, "config")
     try:
         return config_from_dict(data)
     except ConfigError as exc:
