@@ -1,16 +1,350 @@
-"""Not built yet (see the open issues)."""
+"""Calibrate the servo: measure the heater's watts at each knob angle and write the calibration file.
+
+`pvheater calibrate-servo` closes the relay and turns the SCR regulator's knob
+in steps from `servo.knob_zero_deg` to `servo.knob_full_deg`, reads the
+heater's power from the GX at each angle (the rise in AC consumption over a
+heater-off baseline), and writes a monotonic angle -> watts table that
+`pvheater run` interpolates (`heater.calibration_file`). The sweep and the
+fit are in pvheater/calibrate.py.
+
+- `--manual`: the same steps, but a person types the watts a meter shows.
+- `--limits`: no heating; the servo moves slowly to the knob's two ends and
+  back, printing the pulse widths, so they can be set without straining the pot.
+- `--simulate`: against the built-in GX simulator and simulated heater, in
+  simulated time (`--speed` times faster than real time).
+
+It refuses to start when the GX does not answer or the battery is below
+`control.min_soc_pct`. Ctrl-C, SIGTERM or any error open the relay and return
+the knob to zero; nothing is written then. Exit codes: 0 written, 1 refused,
+discarded or aborted, 2 bad configuration, 130 Ctrl-C.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import signal
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from pvheater.calibrate import (
+    Bench,
+    CalibrationAborted,
+    CalibrationDiscarded,
+    CalibrationRefused,
+    Fit,
+    Sweep,
+    SweepSettings,
+    calibration_metadata,
+    fit_sweep,
+    preflight,
+    run_limits,
+    run_manual,
+    run_sweep,
+)
+from pvheater.calibration import Calibration, save_calibration
+from pvheater.config import Config, ServoConfig
+from pvheater.errors import PvHeaterError
+from pvheater.measurements import Measurements
+
+if TYPE_CHECKING:
+    from pvheater.sim.live import SimulatedRig
+
+DEFAULT_OUT = "calibration.yaml"
+DEFAULT_SIM_OUT = "calibration-simulated.yaml"
+DEFAULT_SPEED = 10.0
+#: After the run: how long the knob gets to reach zero before the pins are released (the relay is open).
+PARK_S = 1.0
+#: --simulate: a steady sunny noon with a full battery (PV W, house W).
+SIM_PV_W = 3000.0
+SIM_HOUSE_W = 350.0
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """No options yet."""
+    """Options of `pvheater calibrate-servo`."""
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--manual", action="store_true", help="type the watts a meter shows at each angle")
+    mode.add_argument(
+        "--limits", action="store_true",
+        help="no heating: move slowly to the knob's ends and back, to set the pulse widths",
+    )
+    parser.add_argument(
+        "--out", metavar="PATH",
+        help=f"calibration file to write (default: {DEFAULT_OUT}; with --simulate {DEFAULT_SIM_OUT})",
+    )
+    parser.add_argument(
+        "--simulate", action="store_true",
+        help="against the built-in GX simulator and a simulated heater, with mock pins, in simulated time",
+    )
+    parser.add_argument(
+        "--speed", type=_positive_float, default=DEFAULT_SPEED, metavar="X",
+        help=f"with --simulate: simulated seconds per real second (default {DEFAULT_SPEED:g})",
+    )
+    parser.add_argument(
+        "--scenario", metavar="NAME",
+        help="with --simulate: a named simulated day instead of a steady sunny noon",
+    )
+    parser.add_argument("--start", default="12:00", metavar="HH:MM", help="with --scenario: the time of day")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def pulse_width_ms(servo: ServoConfig, angle_deg: float) -> float:
+    """The pulse width gpiozero sends for a servo angle."""
+    frac = (angle_deg - servo.min_angle_deg) / (servo.max_angle_deg - servo.min_angle_deg)
+    return servo.min_pulse_width_ms + frac * (servo.max_pulse_width_ms - servo.min_pulse_width_ms)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _fail(text: str) -> None:
+    print(f"pvheater: {text}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a successful calibration wrote."""
+
+    path: Path
+    sweep: Sweep
+    fit: Fit
+
+
+def execute(
+    bench: Bench,
+    cfg: Config,
+    *,
+    mode: str = "sweep",
+    out_path: Path | None = None,
+    ask: Callable[[str], str] = input,
+    report: Callable[[str], None] = _say,
+    date: str | None = None,
+) -> tuple[int, Written | None]:
+    """Run one calibration mode ("sweep", "manual" or "limits") on a bench; (exit code, what was written).
+
+    Prints progress with `report` and a one-line reason on stderr when it
+    refuses, discards or aborts; the relay is open and the knob at zero
+    whenever it returns.
+    """
+    settings = SweepSettings.from_config(cfg)
+    if mode == "limits":
+        return _limits(bench, cfg, settings, report), None
+    out = Path(out_path or DEFAULT_OUT)
+    angles = settings.angles()
+    first: Measurements | None = None
+    try:
+        try:
+            first = preflight(bench, settings, manual=mode == "manual")
+            if mode == "sweep":
+                per_angle_s = settings.settle_samples * settings.interval_s
+                report(
+                    f"sweeping the knob from {settings.zero_deg:g} to {settings.full_deg:g} deg in {len(angles)} "
+                    f"steps of {settings.step_deg:g} deg with the relay closed (about "
+                    f"{(len(angles) + 2) * per_angle_s:.0f} s, at most {settings.max_duration_s:g} s); keep the "
+                    "house load steady. Ctrl-C stops it: relay off, knob to zero, nothing written"
+                )
+                sweep = run_sweep(bench, settings, report, first)
+            else:
+                report(
+                    f"manual calibration: the relay closes and the knob steps from {settings.zero_deg:g} to "
+                    f"{settings.full_deg:g} deg in {len(angles)} steps; type the watts your meter shows at each. "
+                    "Ctrl-C stops it: relay off, knob to zero, nothing written"
+                )
+                sweep = run_manual(bench, settings, ask, report, first)
+            fit = fit_sweep(sweep, noise_w=settings.settle_tolerance_w / 2, drop_tolerance_w=settings.house_tolerance_w)
+        finally:
+            if first is not None:  # the pins were driven: the relay is open, give the knob time to reach zero
+                bench.pause(PARK_S)
+    except KeyboardInterrupt:
+        _fail("calibration aborted (interrupted): relay off, knob at zero; nothing written")
+        return EXIT_INTERRUPTED, None
+    except CalibrationRefused as exc:
+        _fail(f"calibrate-servo refused to start: {exc}; the relay stayed open")
+        return EXIT_FAILED, None
+    except CalibrationDiscarded as exc:
+        _fail(f"calibration discarded: {exc}; nothing written")
+        return EXIT_FAILED, None
+    except CalibrationAborted as exc:
+        _fail(f"calibration aborted: {exc}; relay off, knob at zero, nothing written")
+        return EXIT_FAILED, None
+    stamp = date or datetime.datetime.now().isoformat(timespec="seconds")
+    save_calibration(out, fit.calibration, calibration_metadata(sweep, fit, stamp))
+    _report_fit(fit, cfg, out, report)
+    return 0, Written(out, sweep, fit)
+
+
+def _report_fit(fit: Fit, cfg: Config, out: Path, report: Callable[[str], None]) -> None:
+    full = "not reached: the sweep stopped at calibration.max_test_power_w" if fit.full_power_deg is None else (
+        f"{fit.max_power_w:.0f} W from {fit.full_power_deg:g} deg"
+    )
+    report(f"dead zone: no power up to {fit.dead_zone_deg:g} deg; full power: {full}")
+    report(fit.fit_note)
+    if fit.full_power_deg is not None and abs(fit.max_power_w - cfg.heater.max_power_w) > 0.05 * cfg.heater.max_power_w:
+        report(
+            f"note: the heater took {fit.max_power_w:.0f} W at full, heater.max_power_w is "
+            f"{cfg.heater.max_power_w:g} W; set heater.max_power_w: {fit.max_power_w:.0f}"
+        )
+    report(f"wrote {out}")
+    report(f"to use it, set in config.yaml: heater.calibration_file: {out.resolve()}")
+
+
+def _limits(bench: Bench, cfg: Config, settings: SweepSettings, report: Callable[[str], None]) -> int:
+    report(
+        f"relay stays open; the servo moves to knob zero ({settings.zero_deg:g} deg), slowly "
+        f"({settings.limits_speed_deg_s:g} deg/s) to knob full ({settings.full_deg:g} deg) and back. "
+        "Watch the knob: it should just reach its end stops"
+    )
+    try:
+        run_limits(bench, settings, lambda a: pulse_width_ms(cfg.servo, a), report)
+    except KeyboardInterrupt:
+        _fail("limits check interrupted: relay off, knob to zero")
+        return EXIT_INTERRUPTED
+    report(
+        "if the knob hits an end stop before the servo stops, move servo.knob_zero_deg / knob_full_deg inwards; "
+        "if the servo's own travel is off, adjust servo.min_pulse_width_ms / max_pulse_width_ms"
+    )
+    return 0
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM during a calibration: leave like Ctrl-C (relay off, knob to zero, nothing written)."""
+    raise KeyboardInterrupt
 
 
 def run(args: argparse.Namespace) -> int:
-    """Say that this command does not exist yet and fail."""
-    print(f"pvheater: '{args.command}' is not implemented yet", file=sys.stderr)
-    return 1
+    """Calibrate on the real pins and GX, or with --simulate on the simulator."""
+    mode = "limits" if args.limits else "manual" if args.manual else "sweep"
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        if args.simulate:
+            return _run_simulated(args, mode)
+        return _run_real(args.cfg, mode, Path(args.out or DEFAULT_OUT))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_real(cfg: Config, mode: str, out: Path) -> int:
+    from pvheater.actuators import Heater
+    from pvheater.reader import GxReader
+    from pvheater.registers import load_register_map
+
+    SweepSettings.from_config(cfg)  # a config error before any pin is touched
+    # The sweep drives relay and servo directly; an existing calibration file is not needed (nor trusted).
+    heater = Heater.from_config(replace(cfg, heater=replace(cfg.heater, calibration_file=None)))
+    try:
+        with GxReader(cfg.gx, load_register_map()) as reader:
+            bench = Bench(heater.relay, heater.servo, reader.read, time.monotonic, time.sleep)
+            code, _ = execute(bench, cfg, mode=mode, out_path=out)
+            return code
+    finally:
+        heater.close()
+
+
+@contextmanager
+def simulated_rig(args: argparse.Namespace) -> Iterator[SimulatedRig]:
+    """The rig --simulate runs on: a steady sunny noon with a full battery, or a named scenario."""
+    from pvheater.sim.live import SimulatedRig
+    from pvheater.sim.scenarios import build_day, constant_day, get_scenario, hhmm, scenario_names
+
+    if args.scenario is None:
+        day = constant_day(SIM_PV_W, SIM_HOUSE_W, seconds=4 * 3600, initial_soc_pct=100.0, name="steady noon")
+        start_s = 0.0
+    else:
+        if args.scenario not in scenario_names():
+            raise PvHeaterError(
+                f"unknown scenario {args.scenario!r} (expected one of: {', '.join(scenario_names())})"
+            )
+        try:
+            start_s = hhmm(args.start)
+        except ValueError:
+            raise PvHeaterError(f"--start: expected a time HH:MM, got {args.start!r}") from None
+        day = build_day(get_scenario(args.scenario))
+    with SimulatedRig(day, args.cfg, start_s=start_s) as rig:
+        yield rig
+
+
+def rig_bench(rig: SimulatedRig, speed: float | None = None) -> Bench:
+    """A bench on a simulated rig in simulated time; with speed, paced at speed x real time."""
+
+    def wait(seconds: float) -> None:
+        rig.live.advance(max(1, round(seconds / rig.live.step_s)))
+        if speed is not None:
+            time.sleep(seconds / speed)
+
+    return Bench(rig.heater.relay, rig.heater.servo, rig.reader.read, rig.clock, wait)
+
+
+def _run_simulated(args: argparse.Namespace, mode: str) -> int:
+    out = Path(args.out or DEFAULT_SIM_OUT)
+    with simulated_rig(args) as rig:
+        hp = rig.plant.params.heater
+        _say(
+            f"pvheater calibrate-servo --simulate: {rig.live.day.name!r}, simulated time at {args.speed:g}x real "
+            f"time; GX simulator on 127.0.0.1:{rig.gx.port}, mock pins; the simulated linkage puts the knob at "
+            f"{hp.knob_zero_deg:g}..{hp.knob_full_deg:g} deg, a {hp.max_power_w:.0f} W heater"
+        )
+
+        def ask(prompt: str) -> str:
+            return input(f"[the simulated meter shows {rig.plant.heater_w:.0f} W] {prompt}")
+
+        bench = rig_bench(rig, args.speed)
+        code, written = execute(bench, rig.config, mode=mode, out_path=out, ask=ask)
+        if written is not None:
+            for line in simulator_check(rig, written.fit.calibration, bench):
+                _say(line)
+    return code
+
+
+def true_edges_deg(rig: SimulatedRig) -> tuple[float, float]:
+    """The simulated regulator's true dead-zone edge and full-power angle."""
+    hp = rig.plant.params.heater
+    return hp.knob_zero_deg + hp.dead_zone_frac * (hp.knob_full_deg - hp.knob_zero_deg), hp.knob_full_deg
+
+
+def simulator_check(rig: SimulatedRig, calibration: Calibration, bench: Bench) -> list[str]:
+    """Compare a calibration with the simulated regulator, and command 1000 W with it once."""
+    from pvheater.actuators import Heater
+    from pvheater.heating import HeaterOutput
+    from pvheater.sim.plant import heater_power_w
+
+    hp = rig.plant.params.heater
+    lo, hi = sorted((hp.servo_min_deg, hp.servo_max_deg))
+    grid = [lo + (hi - lo) * k / 360 for k in range(361)]
+    err_w = max(abs(calibration.power_at(a) - heater_power_w(True, a, hp)) for a in grid)
+    dz_deg, full_deg = true_edges_deg(rig)
+    target_w = min(1000.0, 0.5 * calibration.max_power_w)
+    heater = Heater(rig.heater.relay, rig.heater.servo, calibration)
+    moves = heater.moves
+    heater.apply(HeaterOutput(relay_on=True, power_w=target_w), bench.clock())
+    bench.pause(3.0)
+    got_w = rig.plant.heater_w
+    moves = heater.moves - moves
+    heater.safe_off(bench.clock())
+    bench.pause(PARK_S)
+    return [
+        f"simulator check: the table is within {err_w:.0f} W ({100 * err_w / hp.max_power_w:.1f} % of full) of the "
+        f"simulated regulator; its dead zone ends at {dz_deg:g} deg, full power from {full_deg:g} deg",
+        f"simulator check: commanding {target_w:.0f} W with the new table took {moves} servo move(s), "
+        f"the simulated heater then takes {got_w:.0f} W ({100 * (got_w - target_w) / target_w:+.1f} %)",
+    ]

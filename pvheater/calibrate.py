@@ -1,0 +1,750 @@
+"""The servo calibration: sweep the knob, measure the heater on the GX, fit a monotonic angle -> watts table.
+
+`pvheater calibrate-servo` (pvheater/commands/calibrate_servo.py) wires this
+to the pins and the GX; everything here takes its hardware, its clock and its
+`wait(seconds)` as arguments (a `Bench`), so tests run it in simulated time.
+
+**Sweep.** With the relay open and the knob at zero, the AC consumption the GX
+reports is read until it settles: the *baseline*. Then the relay closes and
+the servo steps from `servo.knob_zero_deg` to `servo.knob_full_deg`; at each
+angle the consumption is read every `poll.interval_s` until
+`calibration.settle_samples` readings in a row lie within
+`calibration.settle_tolerance_w`, and the heater's power is their mean minus
+the baseline. At the end the relay opens, the knob returns to zero and the
+baseline is read again: when the house load moved by more than
+`calibration.house_tolerance_w` the run is discarded. Where the heater takes
+more than `calibration.max_test_power_w` the sweep turns no further; after
+`calibration.max_duration_s` it is aborted. Whatever happens, it ends with the
+relay open and the knob at zero.
+
+**Fit.** The measured powers are made monotonic along the knob with an
+isotonic (pool-adjacent-violators) fit; a drop larger than the house
+tolerance means the house load or the heater's thermostat changed, and the
+run is discarded. The SCR regulator's phase-angle control starts and ends
+very flat (power ~ cube of the conduction angle), so "the last angle with
+~0 W" would put the dead-zone edge 10-15 degrees late. Instead the conduction
+fraction x is recovered from each power with the ideal phase-angle curve of a
+resistive load, P/Pmax = x - sin(2 pi x) / (2 pi), and x is fitted as a
+straight line in the angle over the low (2-35 % of full) and the high
+(65-98 %) part of the curve; where the lines reach x = 0 and x = 1 are the
+dead-zone edge and the full-power angle. Only those edges use the model; the
+table itself is the measurement. Without enough points for a line it falls
+back to the last angle with ~0 W and the first with ~full power.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pvheater.calibration import Calibration
+from pvheater.config import Config
+from pvheater.errors import ConfigError, GxError, PvHeaterError
+from pvheater.measurements import Measurements
+
+#: Where the straight-line fits of the conduction fraction take their points, as fractions of full power.
+ONSET_FIT_RANGE = (0.02, 0.35)
+TOP_FIT_RANGE = (0.65, 0.98)
+#: Below this fraction of full power (or the noise) a point counts as ~0 W, above 1 - it as ~full.
+NEAR_FRACTION = 0.01
+#: The heater must show at least this much, or this many times the settle tolerance, to be calibrated.
+MIN_FULL_POWER_W = 100.0
+#: Table angles and powers are rounded to these.
+ANGLE_DECIMALS = 2
+POWER_DECIMALS = 1
+#: GX readings a manual step waits before it asks (the servo slews, a meter updates).
+MANUAL_WAIT_READINGS = 2
+#: How long --limits holds each end of the knob.
+LIMITS_HOLD_S = 3.0
+
+
+class CalibrationRefused(PvHeaterError):
+    """The calibration did not start: the GX is silent or the battery too low. The relay never closed."""
+
+
+class CalibrationDiscarded(PvHeaterError):
+    """The calibration ran but its measurements cannot be trusted; nothing was written."""
+
+
+class CalibrationAborted(PvHeaterError):
+    """The calibration stopped half-way (GX failure, time cap); relay off, knob at zero, nothing written."""
+
+
+class RelayPort(Protocol):
+    """The relay as the calibration drives it."""
+
+    def set(self, on: bool) -> None:
+        """Close (on) or open (off) the relay."""
+
+
+class ServoPort(Protocol):
+    """The knob's servo as the calibration drives it."""
+
+    angle_deg: float | None  # the last commanded angle
+
+    def move_to(self, angle_deg: float, now_s: float) -> bool:
+        """Command an angle."""
+
+    def tick(self, now_s: float) -> None:
+        """Housekeeping between moves (stop the pulses after a while)."""
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What a calibration drives and reads: relay, servo, the GX, and time (real or simulated)."""
+
+    relay: RelayPort
+    servo: ServoPort
+    read: Callable[[], Measurements]
+    clock: Callable[[], float]
+    wait: Callable[[float], None]
+
+    def pause(self, seconds: float) -> None:
+        """Let time pass, then let the servo stop its pulses when due."""
+        self.wait(seconds)
+        self.servo.tick(self.clock())
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """The calibration settings in one place, taken from the config."""
+
+    zero_deg: float
+    full_deg: float
+    step_deg: float
+    interval_s: float
+    settle_samples: int
+    settle_tolerance_w: float
+    settle_timeout_s: float
+    house_tolerance_w: float
+    max_test_power_w: float
+    max_duration_s: float
+    min_soc_pct: float
+    limits_speed_deg_s: float
+    min_move_deg: float
+
+    def angles(self) -> list[float]:
+        """The sweep's angles, no two closer than the servo moves."""
+        return sweep_angles(self.zero_deg, self.full_deg, self.step_deg, min_gap_deg=self.min_move_deg)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> SweepSettings:
+        """The settings of a Config; ConfigError when they do not fit together."""
+        c = cfg.calibration
+        if c.settle_timeout_s < (c.settle_samples + 1) * cfg.poll.interval_s:
+            raise ConfigError(
+                f"calibration.settle_timeout_s must allow settle_samples + 1 readings every poll.interval_s "
+                f"(got {c.settle_timeout_s:g} s < ({c.settle_samples} + 1) x {cfg.poll.interval_s:g} s)"
+            )
+        if c.step_deg <= cfg.servo.min_move_deg:
+            raise ConfigError(
+                f"calibration.step_deg must be larger than servo.min_move_deg, or the servo skips the steps "
+                f"(got {c.step_deg:g} <= {cfg.servo.min_move_deg:g})"
+            )
+        return cls(
+            zero_deg=cfg.servo.knob_zero_deg,
+            full_deg=cfg.servo.knob_full_deg,
+            step_deg=c.step_deg,
+            interval_s=cfg.poll.interval_s,
+            settle_samples=c.settle_samples,
+            settle_tolerance_w=c.settle_tolerance_w,
+            settle_timeout_s=c.settle_timeout_s,
+            house_tolerance_w=c.house_tolerance_w,
+            max_test_power_w=c.max_test_power_w,
+            max_duration_s=c.max_duration_s,
+            min_soc_pct=cfg.control.min_soc_pct,
+            limits_speed_deg_s=c.limits_speed_deg_s,
+            min_move_deg=cfg.servo.min_move_deg,
+        )
+
+
+def sweep_angles(zero_deg: float, full_deg: float, step_deg: float, min_gap_deg: float = 0.0) -> list[float]:
+    """Angles from the knob's zero end to its full end in steps of step_deg, both ends included.
+
+    A last gap shorter than a quarter step (or than min_gap_deg) is not
+    measured on its own: the last step is stretched to the full end instead.
+    """
+    if step_deg <= 0:
+        raise ValueError(f"step_deg must be positive, got {step_deg}")
+    span_deg = full_deg - zero_deg
+    sign = 1.0 if span_deg > 0 else -1.0
+    n = math.floor(abs(span_deg) / step_deg + 1e-9)
+    angles = [zero_deg + sign * k * step_deg for k in range(n + 1)]
+    if abs(angles[-1] - full_deg) > 1e-9:
+        if abs(angles[-1] - full_deg) <= max(0.25 * step_deg, min_gap_deg) and len(angles) > 1:
+            angles[-1] = full_deg  # a sliver of a step: end exactly at the knob's full end
+        else:
+            angles.append(full_deg)
+    return [round(a, 6) for a in angles]
+
+
+# --- what the GX shows of the heater ------------------------------------------------
+
+#: Sources of the heater's power: the GX's AC consumption (L1-L3), else the MultiPlus' AC output.
+SOURCE_CONSUMPTION = "ac_consumption"
+SOURCE_AC_OUT = "vebus_ac_out"
+SOURCE_TEXT = {
+    SOURCE_CONSUMPTION: "AC consumption (system /Ac/Consumption L1-L3)",
+    SOURCE_AC_OUT: "VE.Bus AC-out (vebus /Ac/Out L1-L3)",
+}
+
+
+def _ac_out_w(m: Measurements) -> float | None:
+    phases = [m.get(f"vebus_ac_out_l{n}_w") for n in (1, 2, 3)]
+    valid = [p for p in phases if p is not None]
+    return sum(valid) if valid else None
+
+
+def power_source(m: Measurements) -> str | None:
+    """Which GX value carries the heater's load: AC consumption, else VE.Bus AC-out; None when neither."""
+    if m.consumption_w is not None:
+        return SOURCE_CONSUMPTION
+    if _ac_out_w(m) is not None:
+        return SOURCE_AC_OUT
+    return None
+
+
+def load_w(m: Measurements, source: str) -> float:
+    """The AC load (house + heater) a snapshot shows on source; CalibrationAborted when it went missing."""
+    value = m.consumption_w if source == SOURCE_CONSUMPTION else _ac_out_w(m)
+    if value is None:
+        raise CalibrationAborted(f"the GX stopped reporting {SOURCE_TEXT[source]}")
+    return value
+
+
+def check_soc(m: Measurements, min_soc_pct: float) -> None:
+    """CalibrationRefused when the battery SoC is unknown or below min_soc_pct."""
+    soc = m.soc_pct
+    if soc is None:
+        raise CalibrationRefused("the GX reports no battery SoC (no system or BMS value); cannot check it is charged")
+    if soc < min_soc_pct:
+        raise CalibrationRefused(
+            f"battery SoC {soc:g} % is below control.min_soc_pct ({min_soc_pct:g} %); "
+            "calibrate when the battery is charged"
+        )
+
+
+def check_ready(m: Measurements, min_soc_pct: float) -> str:
+    """The power source to measure on; CalibrationRefused when the battery is low or no load value is read."""
+    check_soc(m, min_soc_pct)
+    source = power_source(m)
+    if source is None:
+        raise CalibrationRefused(
+            "the GX reports neither AC consumption nor VE.Bus AC-out, so the heater cannot be measured; "
+            "use --manual and read the watts on a meter"
+        )
+    return source
+
+
+# --- settling ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A settled value: the mean of the last readings that agreed, all readings taken, and how long it took."""
+
+    value_w: float
+    readings_w: tuple[float, ...]
+    elapsed_s: float
+
+
+def settle(
+    sample: Callable[[], float],
+    bench: Bench,
+    settings: SweepSettings,
+    what: str,
+    deadline_s: float | None = None,
+) -> Settled:
+    """Read every interval until settle_samples readings agree within the tolerance; raise after the timeout.
+
+    CalibrationDiscarded when `what` has not settled within settle_timeout_s;
+    CalibrationAborted when the run's deadline passes first.
+    """
+    start_s = bench.clock()
+    readings: list[float] = []
+    n = settings.settle_samples
+    while True:
+        bench.pause(settings.interval_s)
+        readings.append(sample())
+        recent = readings[-n:]
+        if len(recent) == n and max(recent) - min(recent) <= settings.settle_tolerance_w:
+            return Settled(sum(recent) / n, tuple(readings), bench.clock() - start_s)
+        now_s = bench.clock()
+        if deadline_s is not None and now_s >= deadline_s:
+            raise CalibrationAborted(
+                f"the calibration took longer than calibration.max_duration_s ({settings.max_duration_s:g} s)"
+            )
+        if now_s - start_s >= settings.settle_timeout_s:
+            shown = ", ".join(f"{r:.0f}" for r in readings[-2 * n:])
+            raise CalibrationDiscarded(
+                f"{what} did not settle within calibration.settle_timeout_s ({settings.settle_timeout_s:g} s): "
+                f"the last readings ({shown} W) vary by more than calibration.settle_tolerance_w "
+                f"({settings.settle_tolerance_w:g} W); is the house load steady?"
+            )
+
+
+# --- the automatic sweep -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One measured angle: the heater's power, the GX value it came from, and the time to settle."""
+
+    angle_deg: float
+    power_w: float
+    load_w: float | None = None
+    settle_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The measurements of one calibration run, before the fit."""
+
+    points: tuple[SweepPoint, ...]
+    method: str  # "sweep" or "manual"
+    source: str | None = None
+    baseline_start_w: float | None = None
+    baseline_end_w: float | None = None
+    soc_pct: float | None = None
+    stopped_at_cap: bool = False
+    duration_s: float = 0.0
+
+
+class _OverCap(Exception):
+    """Internal: a reading showed the heater above max_test_power_w."""
+
+    def __init__(self, power_w: float) -> None:
+        super().__init__(f"{power_w:.0f} W")
+        self.power_w = power_w
+
+
+def safe_off(bench: Bench, zero_deg: float) -> None:
+    """Relay open first, then the knob to zero."""
+    try:
+        bench.relay.set(False)
+    finally:
+        bench.servo.move_to(zero_deg, bench.clock())
+
+
+def _move(bench: Bench, angle_deg: float) -> None:
+    """Move to a sweep angle; CalibrationAborted if the servo skipped it (a step below servo.min_move_deg)."""
+    if not bench.servo.move_to(angle_deg, bench.clock()) and angle_deg != bench.servo.angle_deg:
+        raise CalibrationAborted(f"the servo skipped the move to {angle_deg:g} deg (smaller than servo.min_move_deg)")
+
+
+def preflight(bench: Bench, settings: SweepSettings, manual: bool = False) -> Measurements:
+    """Read the GX once and check the battery (and, unless manual, that the heater can be measured).
+
+    CalibrationRefused when the GX does not answer, the SoC is below
+    min_soc_pct or unknown, or no AC load value is read. Touches no pin.
+    """
+    try:
+        first = bench.read()
+    except GxError as exc:
+        raise CalibrationRefused(str(exc)) from None
+    if manual:
+        check_soc(first, settings.min_soc_pct)
+    else:
+        check_ready(first, settings.min_soc_pct)
+    return first
+
+
+def run_sweep(
+    bench: Bench,
+    settings: SweepSettings,
+    report: Callable[[str], None] = print,
+    first: Measurements | None = None,
+) -> Sweep:
+    """The automatic sweep (see the module doc); the relay is open and the knob at zero when it returns or raises.
+
+    `first` is the reading preflight() checked; without it the sweep runs the preflight itself.
+    """
+    start_s = bench.clock()
+    deadline_s = start_s + settings.max_duration_s
+    first = preflight(bench, settings) if first is None else first
+    source = check_ready(first, settings.min_soc_pct)
+    report(f"battery SoC {first.soc_pct:g} %; measuring the heater as the rise in {SOURCE_TEXT[source]}")
+    zero = settings.zero_deg
+    points: list[SweepPoint] = []
+    stopped_at_cap = False
+    try:
+        safe_off(bench, zero)
+
+        def load() -> float:
+            return load_w(bench.read(), source)
+
+        before = settle(load, bench, settings, "the heater-off baseline", deadline_s)
+        report(f"baseline, heater off: {before.value_w:.0f} W")
+        bench.relay.set(True)
+        for angle in settings.angles():
+            _move(bench, angle)
+
+            def heater_w() -> float:
+                power = load() - before.value_w
+                if power > settings.max_test_power_w:
+                    raise _OverCap(power)
+                return power
+
+            try:
+                got = settle(heater_w, bench, settings, f"the power at {angle:g} deg", deadline_s)
+            except _OverCap as over:
+                stopped_at_cap = True
+                report(
+                    f"{angle:7.1f} deg  {over.power_w:6.0f} W  above calibration.max_test_power_w "
+                    f"({settings.max_test_power_w:g} W): the sweep stops here, the table ends at the angle before"
+                )
+                break
+            points.append(SweepPoint(angle, got.value_w, got.value_w + before.value_w, got.elapsed_s))
+            report(f"{angle:7.1f} deg  {got.value_w:6.0f} W  (settled after {got.elapsed_s:.0f} s)")
+        safe_off(bench, zero)
+        after = settle(load, bench, settings, "the heater-off baseline at the end", deadline_s)
+        report(f"baseline, heater off again: {after.value_w:.0f} W")
+    except GxError as exc:
+        raise CalibrationAborted(f"the GX failed during the sweep: {exc}") from None
+    finally:
+        safe_off(bench, zero)
+    moved_w = after.value_w - before.value_w
+    if abs(moved_w) > settings.house_tolerance_w:
+        raise CalibrationDiscarded(
+            f"the house load changed during the calibration: the heater-off baseline was {before.value_w:.0f} W "
+            f"before and {after.value_w:.0f} W after ({moved_w:+.0f} W, more than calibration.house_tolerance_w "
+            f"{settings.house_tolerance_w:g} W); run it again while the house load is steady"
+        )
+    if len(points) < 2:
+        raise CalibrationDiscarded(
+            f"only {len(points)} angle(s) measured before the heater exceeded calibration.max_test_power_w "
+            f"({settings.max_test_power_w:g} W); raise it or check the knob's zero angle"
+        )
+    return Sweep(
+        points=tuple(points),
+        method="sweep",
+        source=source,
+        baseline_start_w=before.value_w,
+        baseline_end_w=after.value_w,
+        soc_pct=first.soc_pct,
+        stopped_at_cap=stopped_at_cap,
+        duration_s=bench.clock() - start_s,
+    )
+
+
+# --- manual mode --------------------------------------------------------------------------
+
+
+def parse_watts(text: str) -> float | None:
+    """A person's answer in watts ('1200', '1.2 kW', '800W'); None when it is not one."""
+    t = text.strip().lower().replace(",", ".")
+    scale = 1.0
+    if t.endswith("kw"):
+        t, scale = t[:-2], 1000.0
+    elif t.endswith("w"):
+        t = t[:-1]
+    try:
+        value = float(t) * scale
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def run_manual(
+    bench: Bench,
+    settings: SweepSettings,
+    ask: Callable[[str], str],
+    report: Callable[[str], None] = print,
+    first: Measurements | None = None,
+) -> Sweep:
+    """Step through the angles with the relay closed and ask a person for the watts their meter shows.
+
+    An empty answer skips the angle, 'q' ends the sweep early (the table ends
+    at the last answer); anything else that is not watts is asked again.
+    `first` is the reading preflight() checked; without it the preflight runs here.
+    """
+    start_s = bench.clock()
+    first = preflight(bench, settings, manual=True) if first is None else first
+    zero = settings.zero_deg
+    points: list[SweepPoint] = []
+    stopped_at_cap = False
+    try:
+        safe_off(bench, zero)
+        bench.pause(settings.interval_s)
+        bench.relay.set(True)
+        for angle in settings.angles():
+            _move(bench, angle)
+            bench.pause(MANUAL_WAIT_READINGS * settings.interval_s)
+            answer = _ask_watts(ask, f"knob at {angle:g} deg: heater watts on your meter (Enter: skip, q: stop)? ")
+            if answer == "stop":
+                break
+            if answer is None:
+                continue
+            if answer > settings.max_test_power_w:
+                stopped_at_cap = True
+                report(f"{answer:.0f} W is above calibration.max_test_power_w ({settings.max_test_power_w:g} W): "
+                       "the sweep stops here, the table ends at the angle before")
+                break
+            points.append(SweepPoint(angle, answer))
+    finally:
+        safe_off(bench, zero)
+    if len(points) < 2:
+        raise CalibrationDiscarded(f"only {len(points)} angle(s) answered; at least 2 are needed")
+    return Sweep(
+        points=tuple(points), method="manual", soc_pct=first.soc_pct, stopped_at_cap=stopped_at_cap,
+        duration_s=bench.clock() - start_s,
+    )
+
+
+def _ask_watts(ask: Callable[[str], str], prompt: str) -> float | str | None:
+    """Watts, 'stop', or None (skip); asks again after an answer that is neither."""
+    while True:
+        text = ask(prompt).strip()
+        if not text:
+            return None
+        if text.lower() in ("q", "quit", "stop"):
+            return "stop"
+        watts = parse_watts(text)
+        if watts is not None:
+            return watts
+        prompt = f"not a number of watts: {text!r}; " + prompt.split(": ", 1)[-1]
+
+
+# --- --limits ---------------------------------------------------------------------------------
+
+
+def move_slowly(bench: Bench, from_deg: float, to_deg: float, speed_deg_s: float, step_deg: float) -> None:
+    """Move the servo from one angle to another in small steps at about speed_deg_s."""
+    span = to_deg - from_deg
+    steps = max(1, math.floor(abs(span) / step_deg * (1.0 - 1e-9)))  # each move a little over step_deg
+    for k in range(1, steps + 1):
+        bench.servo.move_to(from_deg + span * k / steps, bench.clock())
+        bench.pause(abs(span) / steps / speed_deg_s)
+
+
+def run_limits(
+    bench: Bench,
+    settings: SweepSettings,
+    pulse_ms: Callable[[float], float],
+    report: Callable[[str], None] = print,
+) -> None:
+    """Relay open: knob to zero, slowly to full, hold, slowly back to zero; report the pulse width at each end."""
+    zero, full = settings.zero_deg, settings.full_deg
+    step = max(settings.min_move_deg, 1.0)
+    try:
+        bench.relay.set(False)
+        bench.servo.move_to(zero, bench.clock())
+        report(f"knob zero: servo at {zero:g} deg, pulse {pulse_ms(zero):.3f} ms")
+        bench.pause(LIMITS_HOLD_S)
+        move_slowly(bench, zero, full, settings.limits_speed_deg_s, step)
+        report(f"knob full: servo at {full:g} deg, pulse {pulse_ms(full):.3f} ms")
+        bench.pause(LIMITS_HOLD_S)
+        move_slowly(bench, full, zero, settings.limits_speed_deg_s, step)
+        report(f"back at knob zero: servo at {zero:g} deg, pulse {pulse_ms(zero):.3f} ms")
+    finally:
+        safe_off(bench, zero)
+
+
+# --- the fit ------------------------------------------------------------------------------------
+
+
+def isotonic_fit(values: Sequence[float]) -> list[float]:
+    """The least-squares non-decreasing fit of a sequence (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [sum, count] of each pooled block
+    for v in values:
+        blocks.append([float(v), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            total, count = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += count
+    fitted: list[float] = []
+    for total, count in blocks:
+        fitted.extend([total / count] * int(count))
+    return fitted
+
+
+def largest_drop(values: Sequence[float]) -> tuple[float, int, int]:
+    """The largest fall of a later value below an earlier one: (watts, index of the high, index of the low)."""
+    best, hi_i, lo_i = 0.0, 0, 0
+    peak_i = 0
+    for i, v in enumerate(values):
+        if v > values[peak_i]:
+            peak_i = i
+        if values[peak_i] - v > best:
+            best, hi_i, lo_i = values[peak_i] - v, peak_i, i
+    return best, hi_i, lo_i
+
+
+def phase_angle_power_fraction(conduction: float) -> float:
+    """P/Pmax of a resistive load under phase-angle control at a conduction fraction 0..1."""
+    x = min(max(conduction, 0.0), 1.0)
+    return x - math.sin(2.0 * math.pi * x) / (2.0 * math.pi)
+
+
+def conduction_for_power_fraction(power_frac: float) -> float:
+    """The conduction fraction 0..1 that gives P/Pmax under phase-angle control (bisection)."""
+    if power_frac <= 0.0:
+        return 0.0
+    if power_frac >= 1.0:
+        return 1.0
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if phase_angle_power_fraction(mid) < power_frac:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def _line_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float] | None:
+    """Least-squares y = a + b x; None without two distinct xs."""
+    n = len(xs)
+    if n < 2:
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx <= 0:
+        return None
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    return my - b * mx, b
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The fitted calibration and what was found on the way."""
+
+    calibration: Calibration
+    dead_zone_deg: float
+    full_power_deg: float | None  # None when the sweep stopped at the power cap
+    max_power_w: float
+    adjusted_points: int
+    largest_adjustment_w: float
+    dead_zone_method: str
+    full_power_method: str
+
+    @property
+    def fit_note(self) -> str:
+        """One line saying how the table was made monotonic."""
+        if not self.adjusted_points:
+            return "made monotonic by an isotonic fit (pool adjacent violators): no measured point needed adjusting"
+        return (
+            f"made monotonic by an isotonic fit (pool adjacent violators): {self.adjusted_points} measured "
+            f"point(s) adjusted, the largest by {self.largest_adjustment_w:.0f} W"
+        )
+
+
+def fit_sweep(sweep: Sweep, noise_w: float, drop_tolerance_w: float) -> Fit:
+    """A monotonic Calibration from a sweep, with its dead-zone edge and full-power angle (see the module doc).
+
+    CalibrationDiscarded when the power falls by more than drop_tolerance_w
+    while the knob turns up, or the heater never took a clear power.
+    """
+    angles = [p.angle_deg for p in sweep.points]
+    raw = [p.power_w for p in sweep.points]
+    sign = 1.0 if angles[-1] > angles[0] else -1.0
+    pos = [sign * a for a in angles]  # rises along the knob in both mountings
+    drop_w, hi_i, lo_i = largest_drop(raw)
+    if drop_w > drop_tolerance_w:
+        raise CalibrationDiscarded(
+            f"the measured power fell by {drop_w:.0f} W while the knob turned up ({raw[hi_i]:.0f} W at "
+            f"{angles[hi_i]:g} deg, {raw[lo_i]:.0f} W at {angles[lo_i]:g} deg; more than "
+            f"calibration.house_tolerance_w {drop_tolerance_w:g} W): the house load changed or the heater's "
+            "thermostat switched; run it again while the house load is steady"
+        )
+    fitted = [max(q, 0.0) for q in isotonic_fit(raw)]
+    adjustments = [abs(f - r) for f, r in zip(fitted, raw, strict=True)]
+    adjusted = sum(1 for a in adjustments if a > 1e-9)
+    top_w = fitted[-1]
+    if top_w < max(MIN_FULL_POWER_W, 5.0 * noise_w):
+        raise CalibrationDiscarded(
+            f"the heater took no clear power at any angle (at most {top_w:.0f} W): is the regulator fed through "
+            "the relay, and the water not already hot (heater thermostat open)?"
+        )
+    near_w = max(NEAR_FRACTION * top_w, noise_w)
+    fracs = [q / top_w for q in fitted]
+
+    # dead-zone edge: where the low part's conduction line reaches x = 0
+    onset = [i for i, f in enumerate(fracs) if ONSET_FIT_RANGE[0] <= f <= ONSET_FIT_RANGE[1]]
+    line = _line_fit([pos[i] for i in onset], [conduction_for_power_fraction(fracs[i]) for i in onset])
+    first_on = next((i for i, f in enumerate(fracs) if f >= ONSET_FIT_RANGE[0]), len(pos) - 1)
+    if line is not None and line[1] > 0:
+        dz_pos = min(max(-line[0] / line[1], pos[0]), pos[first_on])
+        dz_method = f"phase-angle line through {len(onset)} points at {ONSET_FIT_RANGE[0]:.0%}-{ONSET_FIT_RANGE[1]:.0%}"
+    else:
+        zero_is = [i for i, q in enumerate(fitted) if q <= near_w]
+        dz_pos = pos[zero_is[-1]] if zero_is else pos[0]
+        dz_method = f"last angle with at most {near_w:.0f} W"
+
+    # full-power angle: where the high part's conduction line reaches x = 1
+    full_pos: float | None = None
+    full_method = "none: the sweep stopped at calibration.max_test_power_w"
+    if not sweep.stopped_at_cap:
+        top = [i for i, f in enumerate(fracs) if TOP_FIT_RANGE[0] <= f <= TOP_FIT_RANGE[1]]
+        line = _line_fit([pos[i] for i in top], [conduction_for_power_fraction(fracs[i]) for i in top])
+        if line is not None and line[1] > 0:
+            full_pos = min(max((1.0 - line[0]) / line[1], pos[top[-1]], dz_pos), pos[-1])
+            full_method = f"phase-angle line through {len(top)} points at {TOP_FIT_RANGE[0]:.0%}-{TOP_FIT_RANGE[1]:.0%}"
+        else:
+            full_pos = next(pos[i] for i, q in enumerate(fitted) if q >= top_w - near_w)
+            full_method = f"first angle within {near_w:.0f} W of full"
+
+    table: list[tuple[float, float]] = [(dz_pos, 0.0)]
+    if full_pos is not None:
+        table.append((full_pos, top_w))
+    for p, q in zip(pos, fitted, strict=True):
+        if p <= dz_pos:
+            q = 0.0
+        elif full_pos is not None and p >= full_pos:
+            q = top_w
+        table.append((p, q))
+    table.sort(key=lambda item: item[0])
+    merged: list[tuple[float, float]] = []
+    for p, q in table:
+        a = round(sign * p, ANGLE_DECIMALS) + 0.0
+        w = round(q, POWER_DECIMALS) + 0.0
+        if merged and abs(a - merged[-1][0]) < 10 ** -ANGLE_DECIMALS / 2:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], w))
+        else:
+            merged.append((a, w))
+    dead_zone_deg = round(sign * dz_pos, ANGLE_DECIMALS) + 0.0
+    full_deg = None if full_pos is None else round(sign * full_pos, ANGLE_DECIMALS) + 0.0
+    return Fit(
+        calibration=Calibration(tuple(merged)),
+        dead_zone_deg=dead_zone_deg,
+        full_power_deg=full_deg,
+        max_power_w=round(top_w, POWER_DECIMALS),
+        adjusted_points=adjusted,
+        largest_adjustment_w=max(adjustments),
+        dead_zone_method=dz_method,
+        full_power_method=full_method,
+    )
+
+
+def calibration_metadata(sweep: Sweep, fit: Fit, date: str) -> dict[str, Any]:
+    """What the calibration file records beside the table: when, how, and the GX readings used."""
+    meta: dict[str, Any] = {
+        "date": date,
+        "method": "automatic sweep, GX" if sweep.method == "sweep" else "manual, watts read by a person",
+        "dead_zone_deg": fit.dead_zone_deg,
+    }
+    if fit.full_power_deg is not None:
+        meta["full_power_deg"] = fit.full_power_deg
+    meta["max_power_w"] = fit.max_power_w
+    meta["dead_zone_found_by"] = fit.dead_zone_method
+    meta["full_power_found_by"] = fit.full_power_method
+    meta["monotonic_fit"] = fit.fit_note
+    if sweep.stopped_at_cap:
+        meta["stopped_at"] = "calibration.max_test_power_w"
+    if sweep.method == "sweep":
+        meta["gx_readings"] = {
+            "source": SOURCE_TEXT[sweep.source] if sweep.source else None,
+            "battery_soc_pct": sweep.soc_pct,
+            "baseline_before_w": round(sweep.baseline_start_w or 0.0, 1),
+            "baseline_after_w": round(sweep.baseline_end_w or 0.0, 1),
+            "columns": ["angle_deg", "load_w", "heater_w", "settle_s"],
+            "readings": [
+                [p.angle_deg, round(p.load_w or 0.0, 1), round(p.power_w, 1), round(p.settle_s or 0.0, 1)]
+                for p in sweep.points
+            ],
+        }
+    else:
+        meta["readings"] = [[p.angle_deg, p.power_w] for p in sweep.points]
+    return meta
