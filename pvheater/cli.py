@@ -18,6 +18,9 @@ COMMANDS: dict[str, str] = {
     "calibrate-servo": "calibrate_servo",
     "simulate": "simulate",
     "gx-sim": "gx_sim",
+    "stats": "stats",
+    "reload": "reload",
+    "install-service": "install_service",
 }
 
 #: Exit codes: 0 ok, 1 the GX or hardware failed, 2 bad configuration or usage.

@@ -204,6 +204,29 @@ class HeaterConfig:
 
 
 @dataclass(frozen=True)
+class CalibrationConfig:
+    """How `pvheater calibrate-servo` sweeps the knob, when a step counts as settled, and its safety caps."""
+
+    step_deg: float = setting(5.0, "servo step between measured angles", min=0.5, max=45.0)
+    settle_samples: int = setting(3, "GX readings in a row that must agree before an angle counts as settled",
+                                  min=2, max=20)
+    settle_tolerance_w: float = setting(20.0, "readings agree when they lie within this many watts", min=1.0,
+                                        max=500.0)
+    settle_timeout_s: float = setting(20.0, "discard the run when an angle has not settled after this long",
+                                      min=2.0, max=300.0)
+    house_tolerance_w: float = setting(
+        50.0, "discard the run when the house load moved more than this (heater-off baseline before vs after)",
+        min=5.0, max=2000.0,
+    )
+    max_test_power_w: float = setting(4000.0, "stop the sweep at the angle where the heater takes more than this",
+                                      min=50.0, max=10000.0)
+    max_duration_s: float = setting(600.0, "abort (relay off, nothing written) after this long", min=30.0,
+                                    max=3600.0)
+    limits_speed_deg_s: float = setting(10.0, "--limits: how fast the servo moves to the knob's ends and back",
+                                        min=1.0, max=180.0)
+
+
+@dataclass(frozen=True)
 class GpioConfig:
     """Which gpiozero pin library drives the pins."""
 
@@ -225,6 +248,107 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class HistoryConfig:
+    """The SQLite history `pvheater run` keeps and `pvheater stats` reads."""
+
+    file: str | None = setting("pvheater.db", "SQLite file of ticks and events; null: no history")
+    retention_days: int = setting(90, "rows and events older than this are deleted once a day", min=1, max=3650)
+    row_every_s: float = setting(
+        60.0, "a row at least this often, besides one on every change", min=5.0, max=3600.0
+    )
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """How the running service can be found by `pvheater reload`."""
+
+    pid_file: str | None = setting(
+        "pvheater.pid", "`pvheater run` writes its process ID here for `pvheater reload`; null: none"
+    )
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """Where the panels are: for the sun rule (no network) and the forecast."""
+
+    latitude_deg: float | None = setting(
+        None, "degrees north (south negative); null (with longitude_deg): no sun rule, no forecast", min=-90.0, max=90.0
+    )
+    longitude_deg: float | None = setting(None, "degrees east (west negative)", min=-180.0, max=180.0)
+    min_sun_elevation_deg: float = setting(
+        -0.833,
+        "never heat while the sun's centre stands lower than this (-0.833: between sunrise and sunset)",
+        min=-18.0, max=60.0,
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        """Latitude and longitude come together."""
+        if (self.latitude_deg is None) != (self.longitude_deg is None):
+            missing = "latitude_deg" if self.latitude_deg is None else "longitude_deg"
+            return [(missing, "set both site.latitude_deg and site.longitude_deg, or neither")]
+        return []
+
+    @property
+    def located(self) -> bool:
+        """True when latitude and longitude are set."""
+        return self.latitude_deg is not None and self.longitude_deg is not None
+
+
+@dataclass(frozen=True)
+class PlaneConfig:
+    """One plane of panels for the forecast."""
+
+    declination_deg: float = setting(35.0, "tilt: 0 horizontal .. 90 vertical", min=0.0, max=90.0)
+    azimuth_deg: float = setting(0.0, "-90 east, 0 south, 90 west, +-180 north", min=-180.0, max=180.0)
+    kwp: float = setting(2.5, "peak power of the plane's modules, kW", min=0.01, max=1000.0)
+
+
+@dataclass(frozen=True)
+class ForecastConfig:
+    """Optional forecast.solar estimate and the forecast-aware battery reserve (see pvheater/forecast.py)."""
+
+    enabled: bool = setting(False, "fetch a forecast and let it allow heating below control.min_soc_pct")
+    base_url: str = setting("https://api.forecast.solar", "the forecast.solar API (public, no key)")
+    planes: tuple[PlaneConfig, ...] = setting((PlaneConfig(),), "the planes of panels; one request each")
+    fetch_times: str = setting(
+        "05:20,10:20,13:20", "local times HH:MM of the fetches, comma-separated (the cron job)"
+    )
+    max_requests_per_hour: int = setting(
+        6, "never more requests than this in any hour (the public API allows 12)", min=1, max=12
+    )
+    timeout_s: float = setting(10.0, "seconds to wait for an answer", min=1.0, max=120.0)
+    cache_file: str = setting("forecast.json", "the last forecast and the request log; a restart reads it")
+    max_age_h: float = setting(12.0, "a forecast older than this is not used", min=1.0, max=48.0)
+    battery_capacity_wh: float = setting(4800.0, "usable battery capacity", min=100.0, max=1_000_000.0)
+    early_min_soc_pct: float = setting(
+        30.0, "early heating never below this SoC, whatever the forecast", min=10.0, max=100.0
+    )
+    safety_factor: float = setting(0.7, "only this share of the forecast energy is counted on", min=0.1, max=1.0)
+    house_base_w: float = setting(250.0, "house load assumed for the rest of the day", min=0.0, max=10_000.0)
+    fill_margin_h: float = setting(
+        2.0, "the battery is planned full this long before the forecast's sunset", min=0.0, max=8.0
+    )
+    reality_factor: float = setting(
+        0.8, "stop early heating while measured PV is below this share of the forecast", min=0.1, max=1.5
+    )
+    reality_tau_min: float = setting(
+        30.0, "smoothing of measured and forecast PV for that comparison, minutes", min=1.0, max=240.0
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        """Fetch times must be HH:MM; at least one plane."""
+        from pvheater.forecast import parse_fetch_times
+
+        try:
+            parse_fetch_times(self.fetch_times)
+        except ValueError as exc:
+            return [("fetch_times", str(exc))]
+        if not self.planes:
+            return [("planes", "expected at least one plane")]
+        return []
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole pvheater configuration."""
 
@@ -234,8 +358,22 @@ class Config:
     relay: RelayConfig = field(default_factory=RelayConfig, metadata={"doc": "relay"})
     servo: ServoConfig = field(default_factory=ServoConfig, metadata={"doc": "servo"})
     heater: HeaterConfig = field(default_factory=HeaterConfig, metadata={"doc": "heater"})
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig, metadata={"doc": "calibrate-servo"})
     gpio: GpioConfig = field(default_factory=GpioConfig, metadata={"doc": "pin library"})
     log: LogConfig = field(default_factory=LogConfig, metadata={"doc": "logging"})
+    history: HistoryConfig = field(default_factory=HistoryConfig, metadata={"doc": "history database"})
+    service: ServiceConfig = field(default_factory=ServiceConfig, metadata={"doc": "running as a service"})
+    site: SiteConfig = field(default_factory=SiteConfig, metadata={"doc": "where the panels are"})
+    forecast: ForecastConfig = field(default_factory=ForecastConfig, metadata={"doc": "PV forecast"})
+
+    def check(self) -> list[tuple[str, str]]:
+        """A GX that stops answering must fail a read before the data count as stale."""
+        if self.gx.timeout_s >= self.relay.stale_after_s:
+            return [("gx.timeout_s", "must be less than relay.stale_after_s, or a silent GX keeps the heater on "
+                     f"past the stale limit (got {self.gx.timeout_s} >= {self.relay.stale_after_s})")]
+        if self.forecast.enabled and not self.site.located:
+            return [("forecast.enabled", "needs site.latitude_deg and site.longitude_deg")]
+        return []
 
 
 # --- loading -----------------------------------------------------------------
@@ -266,6 +404,12 @@ def _convert(path: str, tp: Any, value: Any, meta: typing.Mapping[str, Any]) -> 
         if value is None:
             return None
         return _convert(path, args[0], value, meta)
+    if origin is tuple:
+        if not isinstance(value, list) or not value:
+            got = "an empty list" if value == [] else _describe(value)
+            raise ConfigError(f"{path}: expected a non-empty list, got {got}")
+        item_tp = typing.get_args(tp)[0]
+        return tuple(_convert(f"{path}[{i}]", item_tp, item, {}) for i, item in enumerate(value))
     if dataclasses.is_dataclass(tp):
         if value is None:
             value = {}

@@ -17,16 +17,25 @@ A PI acts on that error (a deadband for spare power, a smaller tolerance for
 deficits, anti-windup by clamping the integral to the
 heater's range, rises limited to `raise_w_per_s`). No I/O, no clock: `now_s`
 comes in as an argument.
+
+With a forecast (`reserve`, see pvheater/forecast.py) the SoC gate uses the
+reserve's lower limit, and below `min_soc_pct` the battery's charge counts as
+spare beyond the share of (battery + heater) the battery must keep to be full
+in time. Without one (None) the plain rule applies, unchanged.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from pvheater.config import Config, ControlConfig
 from pvheater.guard import soc_gate
 from pvheater.heating import HeatRequest
 from pvheater.measurements import Measurements
+
+if TYPE_CHECKING:
+    from pvheater.forecast import ReserveAdvice
 
 #: Weight of a new sample in the battery-acceptance estimate.
 _ACCEPT_SMOOTHING = 0.3
@@ -72,13 +81,20 @@ class ControllerState:
 
 
 def spare_power_w(
-    m: Measurements, accept_ref_w: float | None, settings: ControlConfig, import_lag_ok: bool = False
+    m: Measurements,
+    accept_ref_w: float | None,
+    settings: ControlConfig,
+    import_lag_ok: bool = False,
+    battery_share: float | None = None,
+    heater_w: float = 0.0,
 ) -> tuple[float | None, bool]:
     """The error signal (W, + = PV going to waste) and whether the battery is saturated.
 
     With `import_lag_ok`, grid import while PV is still held back counts as the
     inverter catching up with the last rise: hold (error 0) instead of backing
-    off. Returns (None, False) when grid and battery power are both unknown.
+    off. With `battery_share` (early heating on a forecast) the battery's charge
+    beyond that share of (battery + heater_w) is spare, whatever the policy.
+    Returns (None, False) when grid and battery power are both unknown.
     """
     grid_w = m.grid_w
     battery_w = m.battery_w
@@ -98,7 +114,9 @@ def spare_power_w(
     if hidden:
         return settings.probe_w, saturated
     spare = max(0.0, export_w - settings.export_margin_w)
-    if settings.policy == "heater_first":
+    if battery_share is not None:
+        spare += battery - battery_share * max(0.0, battery + heater_w)
+    elif settings.policy == "heater_first":
         spare += battery
     elif not saturated and accept_ref_w is not None:
         # battery_first: charging less than it accepted while PV was wasted
@@ -108,14 +126,20 @@ def spare_power_w(
 
 
 def step(
-    state: ControllerState, m: Measurements | None, settings: ControllerSettings, now_s: float, relay_on: bool
+    state: ControllerState,
+    m: Measurements | None,
+    settings: ControllerSettings,
+    now_s: float,
+    relay_on: bool,
+    reserve: ReserveAdvice | None = None,
 ) -> tuple[ControllerState, HeatRequest]:
-    """One control step: the new state and the heat request for the relay guard."""
+    """One control step: the new state and the heat request for the relay guard (reserve: early heating advice)."""
     c = settings.control
     if m is None:
         return replace(state, integral_w=0.0, power_w=0.0, error_w=0.0), HeatRequest(False, 0.0, "no data")
 
-    soc_ok = m.soc_pct is not None and soc_gate(m.soc_pct, state.soc_ok, c.min_soc_pct, c.soc_hysteresis_pct)
+    min_soc_pct = c.min_soc_pct if reserve is None else reserve.min_soc_pct
+    soc_ok = m.soc_pct is not None and soc_gate(m.soc_pct, state.soc_ok, min_soc_pct, c.soc_hysteresis_pct)
     if not soc_ok:
         reason = "SoC unknown" if m.soc_pct is None else f"charging battery first (SoC {m.soc_pct:.0f} %)"
         new = replace(state, soc_ok=False, integral_w=0.0, power_w=0.0, error_w=0.0, last_sample_s=m.time_s)
@@ -124,7 +148,12 @@ def step(
     importing = m.grid_w is not None and m.grid_w > c.grid_import_allowance_w
     import_since = (state.import_since_s if state.import_since_s is not None else now_s) if importing else None
     lag_ok = import_since is not None and now_s - import_since < c.inverter_lag_s
-    error_w, saturated = spare_power_w(m, state.accept_ref_w, c, import_lag_ok=lag_ok)
+    share = None
+    if reserve is not None and m.soc_pct is not None and m.soc_pct < c.min_soc_pct:
+        share = reserve.battery_share  # early heating: the battery keeps what it needs to be full in time
+    error_w, saturated = spare_power_w(
+        m, state.accept_ref_w, c, import_lag_ok=lag_ok, battery_share=share, heater_w=state.power_w
+    )
     if error_w is None:
         new = replace(state, soc_ok=True, integral_w=0.0, power_w=0.0, error_w=0.0, last_sample_s=m.time_s)
         return new, HeatRequest(False, 0.0, "grid and battery power unknown")

@@ -16,9 +16,14 @@ and is never blocked by the switch limit):
   the day; start == end is an empty window). When a window is configured and
   the wall clock is not trusted (`local_time` None) the window cannot be
   checked, so it counts as outside: no heating;
+- the sun below `min_sun_elevation_deg` at the site (when latitude and
+  longitude are configured), computed from `utc_s` by pvheater.sun; with an
+  untrusted clock (`local_time` or `utc_s` None) it cannot be checked: no
+  heating;
 - SoC below min_soc_pct; after such a stop heating resumes only at
   min_soc_pct + soc_hysteresis_pct (the gate starts closed, like the
-  controller's).
+  controller's). A forecast reserve may pass a lower limit for this tick
+  (`min_soc_pct` argument of step()).
 
 Switching on needs `confirm_samples` consecutive *distinct* fresh samples
 (distinct `m.time_s`, repeats of the same sample do not count) that all want
@@ -50,9 +55,10 @@ import datetime
 import math
 from dataclasses import dataclass, replace
 
-from pvheater.config import Config, ControlConfig, RelayConfig
+from pvheater.config import Config, ControlConfig, RelayConfig, SiteConfig
 from pvheater.heating import SAFE_OFF, HeaterOutput, HeatRequest
 from pvheater.measurements import Measurements
+from pvheater.sun import sun_elevation_deg
 
 #: The sliding window of the switch limit, seconds.
 SWITCH_WINDOW_S = 3600.0
@@ -79,11 +85,21 @@ class GuardSettings:
     window_end: datetime.time | None = None
     min_soc_pct: float = 95.0
     soc_hysteresis_pct: float = 2.0
+    #: The sun rule: no heating while the sun is below min_sun_elevation_deg (None: no rule).
+    latitude_deg: float | None = None
+    longitude_deg: float | None = None
+    min_sun_elevation_deg: float = -0.833
 
     @classmethod
-    def from_sections(cls, relay: RelayConfig, control: ControlConfig) -> GuardSettings:
-        """Build from the relay section and the SoC limits of the control section."""
+    def from_sections(
+        cls, relay: RelayConfig, control: ControlConfig, site: SiteConfig | None = None
+    ) -> GuardSettings:
+        """Build from the relay section, the SoC limits of the control section and the site (sun rule)."""
+        site = site if site is not None else SiteConfig()
         return cls(
+            latitude_deg=site.latitude_deg,
+            longitude_deg=site.longitude_deg,
+            min_sun_elevation_deg=site.min_sun_elevation_deg,
             stale_after_s=relay.stale_after_s,
             confirm_samples=relay.confirm_samples,
             min_on_s=relay.min_on_s,
@@ -98,12 +114,17 @@ class GuardSettings:
     @classmethod
     def from_config(cls, config: Config) -> GuardSettings:
         """Build from the whole config."""
-        return cls.from_sections(config.relay, config.control)
+        return cls.from_sections(config.relay, config.control, config.site)
 
     @property
     def has_window(self) -> bool:
         """True when a time window is configured."""
         return self.window_start is not None or self.window_end is not None
+
+    @property
+    def has_sun_rule(self) -> bool:
+        """True when the site is known, so the sun's elevation is checked."""
+        return self.latitude_deg is not None and self.longitude_deg is not None
 
 
 @dataclass(frozen=True)
@@ -176,6 +197,7 @@ def _safety_problem(
     now_s: float,
     local_time: datetime.time | None,
     fault: str | None,
+    utc_s: float | None = None,
 ) -> str | None:
     """Why it is unsafe to heat regardless of the request (SoC aside), or None."""
     if fault is not None:
@@ -199,6 +221,13 @@ def _safety_problem(
             return "clock not trusted: time window cannot be checked"
         if not in_window(local_time, settings.window_start, settings.window_end):
             return f"outside time window {_fmt(settings.window_start)}-{_fmt(settings.window_end)}"
+    if settings.has_sun_rule:
+        if local_time is None or utc_s is None:
+            return "clock not trusted: sun position cannot be checked"
+        assert settings.latitude_deg is not None and settings.longitude_deg is not None
+        elevation_deg = sun_elevation_deg(utc_s, settings.latitude_deg, settings.longitude_deg)
+        if elevation_deg < settings.min_sun_elevation_deg:
+            return f"sun below {settings.min_sun_elevation_deg:g} deg ({elevation_deg:.1f} deg)"
     return None
 
 
@@ -224,18 +253,26 @@ def step(
     now_s: float,
     local_time: datetime.time | None,
     fault: str | None = None,
+    *,
+    min_soc_pct: float | None = None,
+    utc_s: float | None = None,
 ) -> tuple[GuardState, HeaterOutput]:
-    """One guard step: the new state and what the relay and heater get."""
-    problem = _safety_problem(request, m, settings, now_s, local_time, fault)
+    """One guard step: the new state and what the relay and heater get.
+
+    `min_soc_pct` replaces settings.min_soc_pct for this tick (a forecast
+    reserve's lower limit); `utc_s` is the trusted wall clock for the sun rule.
+    """
+    problem = _safety_problem(request, m, settings, now_s, local_time, fault, utc_s)
     if problem is not None:
         return _off(state, now_s, problem)
     assert m is not None and m.soc_pct is not None  # checked above
 
     was_ok = state.soc_ok
-    soc_ok = soc_gate(m.soc_pct, was_ok, settings.min_soc_pct, settings.soc_hysteresis_pct)
+    limit_pct = settings.min_soc_pct if min_soc_pct is None else min_soc_pct
+    soc_ok = soc_gate(m.soc_pct, was_ok, limit_pct, settings.soc_hysteresis_pct)
     state = replace(state, soc_ok=soc_ok)
     if not soc_ok:
-        threshold = settings.min_soc_pct if was_ok else settings.min_soc_pct + settings.soc_hysteresis_pct
+        threshold = limit_pct if was_ok else limit_pct + settings.soc_hysteresis_pct
         return _off(state, now_s, f"SoC {m.soc_pct:g} % below {threshold:g} %")
 
     since_edge_s = None if state.changed_s is None else now_s - state.changed_s

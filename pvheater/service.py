@@ -3,7 +3,9 @@
 `ControlLoop.tick(now_s, local_time)` is the whole job the scheduler runs. It
 reads the clocks nowhere itself: the caller passes monotonic seconds and the
 wall-clock time of day (None when the clock is not trusted), so the same loop
-runs in real time on a Pi and in simulated time on the bench.
+runs in real time on a Pi and in simulated time on the bench. `utc_s`, the
+trusted wall clock as UTC epoch seconds (None when untrusted), feeds the sun
+rule and the forecast reserve; the forecast comes from a provider in memory.
 
 Safety: a GX error makes the guard open the relay at once; any other error in
 the loop opens the relay, returns the knob to zero and resets the guard. Each
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +24,7 @@ from pvheater import controller, guard
 from pvheater.calibration import Calibration
 from pvheater.config import Config
 from pvheater.errors import GxError
+from pvheater.forecast import ForecastProvider, ReserveAdvice, ReserveSettings, ReserveState, reserve_step
 from pvheater.heating import SAFE_OFF, HeaterOutput, HeatRequest
 from pvheater.measurements import Measurements
 
@@ -28,6 +32,8 @@ log = logging.getLogger("pvheater")
 
 #: A status line is logged when the heater power moves by at least this much.
 STATUS_STEP_W = 100.0
+#: Guard reasons (see guard._safety_problem) that mean "no usable data": the fail-safe holds the relay open.
+FAILSAFE_REASONS = ("fault:", "no data", "stale data", "data time", "implausible data")
 
 
 class MeasurementSource(Protocol):
@@ -74,6 +80,13 @@ class TickReport:
     request: HeatRequest
     output: HeaterOutput
     fault: str | None
+    #: True when the tick failed inside the loop (not a GX error): the heater was switched off.
+    loop_error: bool = False
+
+    @property
+    def failsafe(self) -> bool:
+        """True when the relay is held open because data are missing, stale or implausible, or the loop failed."""
+        return self.loop_error or self.fault is not None or self.output.reason.startswith(FAILSAFE_REASONS)
 
 
 def status_line(m: Measurements | None, output: HeaterOutput, angle_deg: float | None) -> str:
@@ -100,15 +113,25 @@ class ControlLoop:
     """Reads, steps the controller and the guard, drives the heater; logs changes and error episodes."""
 
     def __init__(
-        self, source: MeasurementSource, heater: HeaterPort, config: Config, logger: logging.Logger = log
+        self,
+        source: MeasurementSource,
+        heater: HeaterPort,
+        config: Config,
+        logger: logging.Logger = log,
+        on_report: Callable[[TickReport], None] | None = None,
+        forecast: ForecastProvider | None = None,
     ) -> None:
         self.log = logger
+        #: Where the newest PV forecast comes from (None: no forecast, the plain min_soc rule).
+        self.forecast = forecast
+        self.reserve_state = ReserveState()
+        self._reserve_early = False
         self.source = source
         self.heater = heater
-        # The heater cannot give more than its calibration's top point.
-        max_power_w = min(config.heater.max_power_w, heater.calibration.max_power_w)
-        self.controller_settings = controller.ControllerSettings(config.control, max_power_w)
-        self.guard_settings = guard.GuardSettings.from_config(config)
+        #: Called with every TickReport (e.g. the history recorder); its errors are logged, never raised.
+        self.on_report = on_report
+        self._on_report_error: str | None = None
+        self.apply_config(config)
         self.controller_state = controller.ControllerState()
         self.guard_state = guard.GuardState()
         self.last: TickReport | None = None
@@ -118,19 +141,29 @@ class ControlLoop:
         self._absent: frozenset[str] = frozenset()
         self._status_key: tuple[bool, int, str | None] | None = None
 
-    def tick(self, now_s: float, local_time: datetime.time | None) -> TickReport:
+    def tick(self, now_s: float, local_time: datetime.time | None, utc_s: float | None = None) -> TickReport:
         """One control step: read, decide, guard, apply. Never raises for a GX or loop error."""
         try:
-            report = self._step(now_s, local_time)
+            report = self._step(now_s, local_time, utc_s)
         except Exception as exc:  # any error in the loop: heater off, log the episode once
             self._enter_loop_error(exc, now_s)
-            report = TickReport(now_s, None, HeatRequest(False, 0.0, "loop error"), SAFE_OFF, str(exc))
+            report = TickReport(now_s, None, HeatRequest(False, 0.0, "loop error"), SAFE_OFF, str(exc), True)
         else:
             if self._loop_error is not None:
                 self.log.info("control loop works again")
                 self._loop_error = None
         self.last = report
+        if self.on_report is not None:
+            self._report(report)
         return report
+
+    def apply_config(self, config: Config) -> None:
+        """Take the controller and guard settings from config (at start and on a reload); state is kept."""
+        # The heater cannot give more than its calibration's top point.
+        max_power_w = min(config.heater.max_power_w, self.heater.calibration.max_power_w)
+        self.controller_settings = controller.ControllerSettings(config.control, max_power_w)
+        self.guard_settings = guard.GuardSettings.from_config(config)
+        self.reserve_settings = ReserveSettings.from_config(config)
 
     def shutdown(self, now_s: float) -> None:
         """Relay open and knob to zero, e.g. on SIGTERM."""
@@ -140,7 +173,7 @@ class ControlLoop:
 
     # --- internals ---------------------------------------------------------
 
-    def _step(self, now_s: float, local_time: datetime.time | None) -> TickReport:
+    def _step(self, now_s: float, local_time: datetime.time | None, utc_s: float | None = None) -> TickReport:
         fault: str | None = None
         m: Measurements | None
         try:
@@ -150,15 +183,48 @@ class ControlLoop:
         self._track_fault(fault, now_s)
         if m is not None:
             self._track_absent(m)
+        early = self._reserve(m, utc_s if local_time is not None else None)
         self.controller_state, request = controller.step(
-            self.controller_state, m, self.controller_settings, now_s, self.heater.relay_on
+            self.controller_state, m, self.controller_settings, now_s, self.heater.relay_on, early
         )
         self.guard_state, output = guard.step(
-            self.guard_state, request, m, self.guard_settings, now_s, local_time, fault
+            self.guard_state, request, m, self.guard_settings, now_s, local_time, fault,
+            min_soc_pct=None if early is None else early.min_soc_pct, utc_s=utc_s,
         )
         self.heater.apply(output, now_s)
         self._log_status(m, output)
         return TickReport(now_s, m, request, output, fault)
+
+    def _reserve(self, m: Measurements | None, utc_s: float | None) -> ReserveAdvice | None:
+        """The forecast reserve's advice when it allows early heating, else None (the plain rule); logs changes."""
+        if self.forecast is None:
+            return None
+        self.reserve_state, advice = reserve_step(
+            self.reserve_state, m, self.forecast.latest(), utc_s, self.reserve_settings
+        )
+        early = advice is not None and advice.early
+        if early != self._reserve_early:
+            if early:
+                assert advice is not None
+                self.log.info("heating below %g %% SoC allowed: %s", self.reserve_settings.min_soc_pct, advice.reason)
+            else:
+                why = "no usable forecast" if advice is None else advice.reason
+                self.log.info("early heating ended, plain min_soc rule: %s", why)
+            self._reserve_early = early
+        return advice if early else None
+
+    def _report(self, report: TickReport) -> None:
+        """Hand the report to on_report; its failure is logged once per episode and never stops control."""
+        assert self.on_report is not None
+        try:
+            self.on_report(report)
+        except Exception as exc:  # an observer (history) must never break control
+            text = f"{type(exc).__name__}: {exc}"
+            if self._on_report_error != text:
+                self.log.error("tick observer failed (control goes on): %s", text, exc_info=True)
+                self._on_report_error = text
+        else:
+            self._on_report_error = None
 
     def _enter_loop_error(self, exc: Exception, now_s: float) -> None:
         text = f"{type(exc).__name__}: {exc}"

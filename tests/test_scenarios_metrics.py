@@ -33,7 +33,8 @@ from pvheater.sim.strategy import (
 
 def test_the_named_scenarios() -> None:
     assert scenario_names() == [
-        "clear", "clouds", "morning60", "house_steps", "dc_feedin", "three_phase", "gx_outage"
+        "clear", "clouds", "morning60", "house_steps", "dc_feedin", "three_phase", "gx_outage",
+        "morning60_forecast_good", "morning60_forecast_over",
     ]
     with pytest.raises(ValueError, match=r"unknown scenario 'sunny'.*clear, clouds"):
         get_scenario("sunny")

@@ -5,6 +5,11 @@ relay guard, calibration -- with the GX snapshot handed in by the day runner
 instead of read over Modbus, and a `SimHeater` in place of the gpiozero pins.
 The config is the shipped default with the simulated hardware filled in, as a
 user would: the servo angles of the knob's ends and the heater's power.
+
+`pvheater_forecast` is the same loop with the forecast reserve fed the day's
+hourly forecast (`ScenarioDay.forecast_w`, with the scenario's seeded error),
+"fetched" at the default fetch times. Simulated days run at
+`SIM_DAY_UTC_S` + seconds since midnight as their UTC clock (local time = UTC).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import replace
 from pvheater.calibration import Calibration, calibration_from_config
 from pvheater.config import Config
 from pvheater.errors import GxUnavailable
+from pvheater.forecast import Forecast, StaticForecast, parse_fetch_times
 from pvheater.heating import HeaterOutput
 from pvheater.measurements import Measurements
 from pvheater.service import ControlLoop
@@ -27,6 +33,27 @@ from pvheater.sim.strategy import Actuation, register_strategy
 _QUIET = logging.getLogger("pvheater.sim.quiet")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
+
+#: UTC epoch seconds of a simulated day's midnight (2024-06-21, a midsummer day; local time = UTC).
+SIM_DAY_UTC_S = datetime.datetime(2024, 6, 21, tzinfo=datetime.UTC).timestamp()
+
+
+class SimForecast(StaticForecast):
+    """The day's forecast, as a fetcher would hold it: none before the first fetch time, then refreshed at each."""
+
+    def __init__(self, forecast: Forecast, fetch_times: str) -> None:
+        super().__init__(None)
+        self._content = forecast
+        self._fetch_s = [t.hour * 3600.0 + t.minute * 60.0 for t in parse_fetch_times(fetch_times)]
+
+    def at(self, now_s: float) -> None:
+        """Bring the held forecast up to simulated time now_s (seconds since midnight)."""
+        done = [t for t in self._fetch_s if t <= now_s % 86400.0]
+        fetched = SIM_DAY_UTC_S + done[-1] if done else None
+        if fetched is None:
+            self.forecast = None
+        elif self.forecast is None or self.forecast.fetched_utc_s != fetched:
+            self.forecast = replace(self._content, fetched_utc_s=fetched)
 
 
 def config_for_plant(heater: HeaterPlantParams, base: Config | None = None) -> Config:
@@ -82,20 +109,28 @@ class SimHeater:
 class ControllerStrategy:
     """The real loop (controller + guard + calibration) driving the simulated plant."""
 
-    def __init__(self, day: ScenarioDay, config: Config | None = None, name: str = "pvheater") -> None:
+    def __init__(
+        self, day: ScenarioDay, config: Config | None = None, name: str = "pvheater", forecast: bool = False
+    ) -> None:
         cfg = config_for_plant(day.params.heater, config)
         self.name = name
         self.interval_s = cfg.poll.interval_s
         self.source = HandedSource()
         self.heater = SimHeater(calibration_from_config(cfg), cfg.servo.min_move_deg)
-        self.loop = ControlLoop(self.source, self.heater, cfg, logger=_QUIET)
+        self.forecast: SimForecast | None = None
+        if forecast:
+            content = Forecast.from_hourly(SIM_DAY_UTC_S, day.forecast_w, SIM_DAY_UTC_S)
+            self.forecast = SimForecast(content, cfg.forecast.fetch_times)
+        self.loop = ControlLoop(self.source, self.heater, cfg, logger=_QUIET, forecast=self.forecast)
 
     def decide(self, now_s: float, m: Measurements | None, truth: PlantTruth | None) -> Actuation:
         """One tick of the real loop on the last published snapshot."""
         self.source.m = m
         seconds = int(now_s) % 86400
         local_time = datetime.time(seconds // 3600, seconds % 3600 // 60, seconds % 60)
-        self.loop.tick(now_s, local_time)
+        if self.forecast is not None:
+            self.forecast.at(now_s)
+        self.loop.tick(now_s, local_time, SIM_DAY_UTC_S + now_s)
         angle = self.heater.servo_angle_deg
         return Actuation(self.heater.relay_on, self.heater.calibration.zero_angle_deg if angle is None else angle)
 
@@ -106,5 +141,12 @@ def _heater_first(day: ScenarioDay) -> ControllerStrategy:
     return ControllerStrategy(day, cfg, name="pvheater_heater_first")
 
 
+def _with_forecast(day: ScenarioDay) -> ControllerStrategy:
+    cfg = Config()
+    cfg = replace(cfg, forecast=replace(cfg.forecast, battery_capacity_wh=day.params.battery.capacity_wh))
+    return ControllerStrategy(day, cfg, name="pvheater_forecast", forecast=True)
+
+
 register_strategy("pvheater", ControllerStrategy, replace=True)
+register_strategy("pvheater_forecast", _with_forecast, replace=True)
 register_strategy("pvheater_heater_first", _heater_first, replace=True)

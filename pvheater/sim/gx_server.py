@@ -17,7 +17,9 @@ Values are set in decoded units with `set_values()`, from any thread; that is
 the whole interface a plant model needs. Every request is recorded in
 `requests` as (unit_id, function_code, address, count). For fault tests:
 `silent = True` accepts connections but never answers, `exception_override`
-forces an exception code per role, `remove_device()` makes a device absent.
+forces an exception code per role, `remove_device()` makes a device absent,
+`drop_connections()` resets the clients' connections, `stop()`/`start()` is a
+restart on the same port.
 """
 
 from __future__ import annotations
@@ -164,6 +166,7 @@ class GxSimulator:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
+        self._server: ModbusTcpServer | None = None
         self._start_error = ""
 
     # --- configuration and values (any thread) -------------------------------
@@ -251,6 +254,24 @@ class GxSimulator:
         thread.join(START_TIMEOUT_S)
         self._thread = None
 
+    def drop_connections(self) -> int:
+        """Reset every client connection now, as a dropped link does; the server keeps listening. How many."""
+        loop = self._loop
+        if self._thread is None or loop is None:
+            return 0
+        return asyncio.run_coroutine_threadsafe(self._drop_connections(), loop).result(START_TIMEOUT_S)
+
+    async def _drop_connections(self) -> int:
+        server = self._server
+        if server is None:
+            return 0
+        connections = list(server.active_connections.values())
+        for connection in connections:
+            transport = connection.transport
+            if transport is not None:
+                transport.abort()  # type: ignore[attr-defined]
+        return len(connections)
+
     def __enter__(self) -> GxSimulator:
         return self.start()
 
@@ -281,8 +302,10 @@ class GxSimulator:
         sockets = getattr(listener, "sockets", None) or ()
         if sockets:
             self._port = int(sockets[0].getsockname()[1])
+        self._server = server
         ready.set()
         await self._stop_event.wait()
+        self._server = None
         await server.shutdown()
 
     # --- answering (server thread) -------------------------------------------

@@ -106,6 +106,7 @@ class LiveSimulation:
         step_s: float = 0.1,
         publish_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        record: bool = True,
     ) -> None:
         self.day = day
         self.gx = gx
@@ -118,12 +119,16 @@ class LiveSimulation:
         self._baseline = Plant(day, start_s=start_s)
         self._rest = Actuation(False, self.plant.servo_deg)
         self._run_rec, self._base_rec = _Recorder(), _Recorder()
+        #: False: keep no per-step series (a long soak would run out of memory); results() then has none.
+        self.record = record
+        #: Values published instead of the plant's, by register name (fault injection: SoC 250, invalid 0 ...).
+        self.overrides: dict[str, float | None] = {}
         self._steps = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.advance(1)  # settle the plant on its inputs,
-        self.gx.set_values(self.plant.gx_values())  # and a GX has values from the start
+        self.publish()  # and a GX has values from the start
 
     @property
     def sim_time_s(self) -> float:
@@ -148,12 +153,20 @@ class LiveSimulation:
             for _ in range(steps):
                 self.plant.step(self.step_s, self.wiring.actuation(self._rest.servo_angle_deg))
                 self._baseline.step(self.step_s, self._rest)
-                self._run_rec.add(self.plant)
-                self._base_rec.add(self._baseline)
+                if self.record:
+                    self._run_rec.add(self.plant)
+                    self._base_rec.add(self._baseline)
                 self._steps += 1
                 per_publish = max(1, round(self.publish_s / self.step_s))
                 if self._steps % per_publish == 0:
-                    self.gx.set_values(self.plant.gx_values())
+                    self.publish()
+
+    def publish(self) -> None:
+        """Hand the plant's values (with the overrides) to the GX simulator."""
+        values = self.plant.gx_values()
+        if self.overrides:
+            values.update(self.overrides)
+        self.gx.set_values(values)
 
     def _run(self) -> None:
         started = self._clock()
@@ -208,6 +221,9 @@ class SimulatedRig:
     house behind it are simulated. `clock` stamps the reader's snapshots and is
     the loop's time: the wall clock for `run --simulate`, the simulated day's
     clock for tests (`step()` then advances plant and loop together).
+    `calibration_file` gives the heater a measured calibration (default: the
+    straight line between the knob angles); `record=False` keeps no per-step
+    series (for runs of days).
     """
 
     def __init__(
@@ -218,6 +234,8 @@ class SimulatedRig:
         start_s: float,
         step_s: float = 0.1,
         clock: Callable[[], float] | None = None,
+        calibration_file: str | None = None,
+        record: bool = True,
     ) -> None:
         from pvheater.actuators import Heater, make_pin_factory
         from pvheater.reader import GxReader
@@ -227,14 +245,17 @@ class SimulatedRig:
 
         cfg = config_for_plant(day.params.heater, config)
         cfg = replace(
-            cfg, gpio=replace(cfg.gpio, pin_factory="mock"), heater=replace(cfg.heater, calibration_file=None)
+            cfg, gpio=replace(cfg.gpio, pin_factory="mock"),
+            heater=replace(cfg.heater, calibration_file=calibration_file),
         )
         register_map = load_register_map()
         self.gx = GxSimulator(register_map, cfg.gx.unit_ids).start()
         self.config = cfg = replace(cfg, gx=replace(cfg.gx, host="127.0.0.1", port=self.gx.port))
         self.pin_factory = make_pin_factory("mock")
         self.heater = Heater.from_config(cfg, pin_factory=self.pin_factory)
-        self.live = LiveSimulation(day, self.gx, MockPinWiring(self.pin_factory, cfg), start_s=start_s, step_s=step_s)
+        self.live = LiveSimulation(
+            day, self.gx, MockPinWiring(self.pin_factory, cfg), start_s=start_s, step_s=step_s, record=record
+        )
         self.clock = clock if clock is not None else (lambda: self.live.sim_time_s)
         self.reader = GxReader(cfg.gx, register_map, clock=self.clock)
         self.loop = ControlLoop(self.reader, self.heater, cfg)

@@ -9,8 +9,10 @@ shape ``peak * sin(pi * (t - sunrise) / (sunset - sunrise)) ** 1.5``, times a
 cloud factor (steps and ramps) in the cloudy scenario. The house load is a base
 load with a fridge cycling and a little noise, plus appliance programs (kettle,
 washing machine, dishwasher, oven ...) at seeded times; on a three-phase system
-they are spread over L1-L3. The forecast (for the original algorithm) is the
-hourly mean of PV available times a seeded error: a day bias and an hourly error.
+they are spread over L1-L3. The forecast (for the original algorithm and the
+forecast reserve) is the hourly mean of PV available times a seeded error: a
+day bias and an hourly error, plus an optional fixed bias; with
+`forecast_clear_sky` it is made from the clear-sky PV, so it misses the clouds.
 """
 
 from __future__ import annotations
@@ -57,6 +59,12 @@ class Scenario:
     #: Forecast error: standard deviation of the day's bias and of each hour's error (fractions).
     forecast_bias_sd: float = 0.08
     forecast_hour_sd: float = 0.12
+    #: A fixed forecast error added to the seeded day bias (0.3: the forecast is 30 % too high).
+    forecast_bias: float = 0.0
+    #: The forecast is made from the clear-sky PV: clouds of the day are not in it.
+    forecast_clear_sky: bool = False
+    #: When the clouds (with `clouds`) begin.
+    clouds_from: str = "07:30"
     heater: HeaterPlantParams = field(default_factory=HeaterPlantParams)
     battery: BatteryParams = field(default_factory=BatteryParams)
 
@@ -219,11 +227,11 @@ def _clear_sky(scenario: Scenario, n: int) -> list[float]:
     return out
 
 
-def _cloud_factor(seed: int, n: int) -> list[float]:
-    """Broken cumulus: clouds as steps and ramps between 07:30 and 19:30, and a thin veil 15:00-16:30."""
+def _cloud_factor(seed: int, n: int, start: str = "07:30") -> list[float]:
+    """Broken cumulus: clouds as steps and ramps between `start` and 19:30, and a thin veil 15:00-16:30."""
     rng = random.Random(f"{seed}-clouds")
     factor = [1.0] * n
-    t = hhmm("07:30")
+    t = hhmm(start)
     end = hhmm("19:30")
     while t < end:
         t += max(30.0, rng.expovariate(1 / 300))
@@ -249,7 +257,7 @@ def _cloud_factor(seed: int, n: int) -> list[float]:
 def _forecast(pv: list[float], scenario: Scenario, seed: int) -> tuple[float, ...]:
     """Hourly forecast: the hour's mean PV available times (1 + day bias + hourly error), never negative."""
     rng = random.Random(f"{seed}-forecast")
-    bias = rng.gauss(0.0, scenario.forecast_bias_sd)
+    bias = rng.gauss(0.0, scenario.forecast_bias_sd) + scenario.forecast_bias
     out = []
     for hour in range(len(pv) // HOUR_S):
         chunk = pv[hour * HOUR_S : (hour + 1) * HOUR_S]
@@ -283,6 +291,17 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario("gx_outage", "clear day, the GX publishes nothing 12:00-12:20", seed=7,
                  gx_outages_s=((hhmm("12:00"), hhmm("12:20")),)),
+        Scenario(
+            "morning60_forecast_good",
+            "as morning60, with an accurate forecast (errors: day 3 %, hour 5 %)",
+            seed=3, initial_soc_pct=84.0, forecast_bias_sd=0.03, forecast_hour_sd=0.05,
+        ),
+        Scenario(
+            "morning60_forecast_over",
+            "as morning60 until 11:00, then broken clouds the forecast (for a clear day) does not show",
+            seed=3, initial_soc_pct=84.0, forecast_bias_sd=0.03, forecast_hour_sd=0.05,
+            clouds=True, clouds_from="11:00", forecast_clear_sky=True,
+        ),
     )
 }
 
@@ -314,9 +333,9 @@ def _build_named(name: str, seed: int | None, seconds: int) -> ScenarioDay:
 
 
 def _build(scenario: Scenario, seed: int, seconds: int) -> ScenarioDay:
-    pv = _clear_sky(scenario, seconds)
+    clear = pv = _clear_sky(scenario, seconds)
     if scenario.clouds:
-        pv = [p * f for p, f in zip(pv, _cloud_factor(seed, seconds), strict=True)]
+        pv = [p * f for p, f in zip(pv, _cloud_factor(seed, seconds, scenario.clouds_from), strict=True)]
     l1, l2, l3 = _house(scenario, seed, seconds)
     return ScenarioDay(
         scenario=scenario,
@@ -326,7 +345,7 @@ def _build(scenario: Scenario, seed: int, seconds: int) -> ScenarioDay:
         house_l1_w=tuple(l1),
         house_l2_w=tuple(l2),
         house_l3_w=tuple(l3),
-        forecast_w=_forecast(pv, scenario, seed),
+        forecast_w=_forecast(clear if scenario.forecast_clear_sky else pv, scenario, seed),
     )
 
 
