@@ -49,6 +49,7 @@ from pvheater.calibrate import (
     run_sweep,
 )
 from pvheater.calibration import Calibration, save_calibration
+from pvheater.commands import positive_float
 from pvheater.config import Config, ServoConfig
 from pvheater.errors import PvHeaterError
 from pvheater.measurements import Measurements
@@ -85,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="against the built-in GX simulator and a simulated heater, with mock pins, in simulated time",
     )
     parser.add_argument(
-        "--speed", type=_positive_float, default=DEFAULT_SPEED, metavar="X",
+        "--speed", type=positive_float, default=DEFAULT_SPEED, metavar="X",
         help=f"with --simulate: simulated seconds per real second (default {DEFAULT_SPEED:g})",
     )
     parser.add_argument(
@@ -93,16 +94,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --simulate: a named simulated day instead of a steady sunny noon",
     )
     parser.add_argument("--start", default="12:00", metavar="HH:MM", help="with --scenario: the time of day")
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
-    return value
 
 
 def pulse_width_ms(servo: ServoConfig, angle_deg: float) -> float:

@@ -39,6 +39,7 @@ from types import FrameType
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from pvheater import __version__
+from pvheater.commands import positive_float
 from pvheater.config import Config, LogConfig, default_config_path, load_config
 from pvheater.errors import ConfigError, PvHeaterError
 from pvheater.forecast import ForecastFetcher
@@ -64,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--duration",
-        type=_positive_seconds,
+        type=positive_float,
         metavar="SECONDS",
         help=f"stop after this long (default: never; with --simulate {DEFAULT_SIM_DURATION_S:.0f} s)",
     )
@@ -72,16 +73,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--start", default="12:05", metavar="HH:MM", help="with --simulate: time of day the simulation starts"
     )
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text}")
-    return value
 
 
 def trusted_local_time() -> datetime.time | None:
@@ -395,12 +386,25 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the control loop until stopped (or for --duration)."""
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    if args.simulate:
-        return _run_simulated(args)
-    cfg: Config = args.cfg
-    configure_logging(cfg.log)
-    return _run_real(cfg, args.duration, config_path(args))
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    previous_term = signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        if args.simulate:
+            return _run_simulated(args)
+        cfg: Config = args.cfg
+        configure_logging(cfg.log)
+        return _run_real(cfg, args.duration, config_path(args))
+    finally:  # leave the process as it was (tests and callers run more after us)
+        signal.signal(signal.SIGTERM, previous_term)
+        for handler in list(root.handlers):
+            if handler not in saved_handlers:
+                root.removeHandler(handler)
+                handler.close()
+        for handler in saved_handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(saved_level)
 
 
 def config_path(args: argparse.Namespace) -> Path:
