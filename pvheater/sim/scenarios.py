@@ -112,10 +112,6 @@ class ScenarioDay:
         hour = int(time_s // HOUR_S) % len(self.forecast_w)
         return self.forecast_w[hour]
 
-    def in_outage(self, time_s: float) -> bool:
-        """True while the GX publishes nothing."""
-        return any(start <= time_s < end for start, end in self.scenario.gx_outages_s)
-
 
 # --- house load ---------------------------------------------------------------------
 
