@@ -27,10 +27,10 @@ import gpiozero
 from gpiozero.exc import BadPinFactory, GPIOPinInUse, PinInvalidPin, PinPWMUnsupported
 from gpiozero.pins import Factory
 
-from pvheater.calibration import Calibration, calibration_from_config
+from pvheater.calibration.curve import Calibration, calibration_from_config
 from pvheater.config import Config, RelayConfig, ServoConfig
+from pvheater.control.messages import SAFE_OFF, HeaterOutput
 from pvheater.errors import ConfigError, HardwareError
-from pvheater.heating import SAFE_OFF, HeaterOutput
 
 
 @dataclass(frozen=True)

@@ -337,7 +337,7 @@ class ForecastConfig:
 
     def check(self) -> list[tuple[str, str]]:
         """Fetch times must be HH:MM; at least one plane."""
-        from pvheater.forecast import parse_fetch_times
+        from pvheater.control.timeofday import parse_fetch_times
 
         try:
             parse_fetch_times(self.fetch_times)

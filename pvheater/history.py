@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from pvheater.errors import PvHeaterError
-from pvheater.service import HeaterPort, TickReport
+from pvheater.service.loop import HeaterPort, TickReport
 
 log = logging.getLogger("pvheater")
 

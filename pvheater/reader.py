@@ -26,8 +26,8 @@ from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from pvheater.config import GxConfig
+from pvheater.control.measurements import Measurements
 from pvheater.errors import DeviceAbsent, GxError, GxUnavailable
-from pvheater.measurements import Measurements
 from pvheater.registers import Block, Register, RegisterMap, plan_blocks
 
 log = logging.getLogger(__name__)

@@ -14,10 +14,10 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from pvheater.actuators import Heater, Relay, Servo, make_pin_factory
-from pvheater.calibration import Calibration
+from pvheater.calibration.curve import Calibration
 from pvheater.config import Config, GpioConfig, HeaterConfig, RelayConfig, ServoConfig
+from pvheater.control.messages import SAFE_OFF, HeaterOutput
 from pvheater.errors import ConfigError, HardwareError
-from pvheater.heating import SAFE_OFF, HeaterOutput
 
 SERVO = ServoConfig(pin="GPIO21", min_move_deg=1.0, detach_after_s=2.0)
 RELAY = RelayConfig(pin="GPIO17")

@@ -12,7 +12,8 @@ import pytest
 from gpiozero.pins.mock import MockPin
 
 from pvheater.actuators import Heater
-from pvheater.calibrate import (
+from pvheater.calibration.curve import load_calibration
+from pvheater.calibration.sweep import (
     Bench,
     CalibrationDiscarded,
     Sweep,
@@ -29,13 +30,12 @@ from pvheater.calibrate import (
     settle,
     sweep_angles,
 )
-from pvheater.calibration import load_calibration
 from pvheater.cli import main
 from pvheater.commands.calibrate_servo import Written, execute, pulse_width_ms, rig_bench
 from pvheater.config import Config
+from pvheater.control.measurements import Measurements
+from pvheater.control.messages import HeaterOutput
 from pvheater.errors import ConfigError, GxUnavailable
-from pvheater.heating import HeaterOutput
-from pvheater.measurements import Measurements
 from pvheater.sim.live import SimulatedRig
 from pvheater.sim.plant import HeaterPlantParams, PlantParams, knob_fraction_for_angle, regulator_power_fraction
 from pvheater.sim.scenarios import ScenarioDay, constant_day

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pvheater.calibration import Calibration, calibration_from_config, load_calibration, save_calibration
+from pvheater.calibration.curve import Calibration, calibration_from_config, load_calibration, save_calibration
 from pvheater.config import Config, HeaterConfig, ServoConfig
 from pvheater.errors import ConfigError
 

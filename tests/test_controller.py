@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 
 from pvheater.config import Config, ControlConfig
-from pvheater.controller import ControllerSettings, ControllerState, spare_power_w, step
-from pvheater.measurements import Measurements
+from pvheater.control.controller import ControllerSettings, ControllerState, spare_power_w, step
+from pvheater.control.measurements import Measurements
 
 SETTINGS = ControllerSettings.from_config(Config())
 C = SETTINGS.control

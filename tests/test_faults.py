@@ -17,11 +17,11 @@ from dataclasses import replace
 
 import pytest
 
-from pvheater.commands import run as run_cmd
-from pvheater.commands.run import Service, trusted_local_time
 from pvheater.config import Config
 from pvheater.history import History, HistoryRecorder
-from pvheater.service import TickReport
+from pvheater.service import runtime as run_cmd
+from pvheater.service.loop import TickReport
+from pvheater.service.runtime import Service, trusted_local_time
 from pvheater.sim.live import SimulatedRig
 from pvheater.sim.scenarios import constant_day
 

@@ -18,31 +18,33 @@ from typing import Any
 import pytest
 
 from pvheater.config import Config, ForecastConfig, PlaneConfig, config_from_dict
-from pvheater.controller import ControllerSettings, ControllerState
-from pvheater.controller import step as controller_step
-from pvheater.errors import ConfigError
-from pvheater.forecast import (
+from pvheater.control.controller import ControllerSettings, ControllerState
+from pvheater.control.controller import step as controller_step
+from pvheater.control.guard import GuardSettings, GuardState
+from pvheater.control.guard import step as guard_step
+from pvheater.control.measurements import Measurements
+from pvheater.control.messages import HeatRequest
+from pvheater.control.reserve import (
     Forecast,
-    ForecastClient,
-    ForecastError,
-    ForecastFetcher,
-    RateBook,
     ReserveAdvice,
     ReserveSettings,
     ReserveState,
     StaticForecast,
     battery_share_needed,
-    latest_slot,
-    parse_estimate,
-    parse_fetch_times,
-    parse_timestamp,
     reserve_step,
     sum_curves,
 )
-from pvheater.guard import GuardSettings, GuardState
-from pvheater.guard import step as guard_step
-from pvheater.heating import HeatRequest
-from pvheater.measurements import Measurements
+from pvheater.control.timeofday import parse_fetch_times
+from pvheater.errors import ConfigError
+from pvheater.forecast import (
+    ForecastClient,
+    ForecastError,
+    ForecastFetcher,
+    RateBook,
+    latest_slot,
+    parse_estimate,
+    parse_timestamp,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 LAT, LON = 48.1486, 17.1077
@@ -653,7 +655,7 @@ def test_loop_logs_start_and_end_of_early_heating_once(caplog: pytest.LogCapture
 
 
 def test_service_forecast_job_waits_for_a_set_clock(tmp_path: Path, solar: FakeSolar) -> None:
-    from pvheater.commands.run import Service
+    from pvheater.service.runtime import Service
 
     fetcher = make_fetcher(tmp_path, solar.base_url)
     loop: Any = object()  # the forecast job does not touch the control loop

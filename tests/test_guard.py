@@ -11,9 +11,9 @@ from dataclasses import FrozenInstanceError, replace
 import pytest
 
 from pvheater.config import Config, ControlConfig, RelayConfig
-from pvheater.guard import SWITCH_WINDOW_S, GuardSettings, GuardState, force_off, in_window, shutdown, step
-from pvheater.heating import SAFE_OFF, HeaterOutput, HeatRequest
-from pvheater.measurements import Measurements
+from pvheater.control.guard import SWITCH_WINDOW_S, GuardSettings, GuardState, force_off, in_window, shutdown, step
+from pvheater.control.measurements import Measurements
+from pvheater.control.messages import SAFE_OFF, HeaterOutput, HeatRequest
 
 S = GuardSettings(
     stale_after_s=5.0,

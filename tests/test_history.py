@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from pvheater.calibration import Calibration
+from pvheater.calibration.curve import Calibration
 from pvheater.cli import main
-from pvheater.heating import HeaterOutput, HeatRequest
+from pvheater.control.measurements import Measurements
+from pvheater.control.messages import HeaterOutput, HeatRequest
 from pvheater.history import CLOCK_TRUSTED_FROM_S, History, HistoryRecorder, TickRow, captured_w
-from pvheater.measurements import Measurements
-from pvheater.service import TickReport
+from pvheater.service.loop import TickReport
 from pvheater.stats import compute_stats
 
 DAY0 = datetime.datetime(2025, 6, 2).timestamp()  # local midnight
@@ -352,7 +352,7 @@ def test_stats_without_a_database_says_so(tmp_path: Path, capsys: pytest.Capture
 
 def test_a_failing_recorder_never_stops_control(caplog: pytest.LogCaptureFixture) -> None:
     from pvheater.config import Config
-    from pvheater.service import ControlLoop
+    from pvheater.service.loop import ControlLoop
     from pvheater.sim.controller_strategy import HandedSource
 
     def broken(_: TickReport) -> None:

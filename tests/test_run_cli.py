@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from pvheater.cli import main
-from pvheater.commands.run import Service
 from pvheater.config import Config
+from pvheater.service.runtime import Service
 from pvheater.sim.live import SimulatedRig
 from pvheater.sim.scenarios import constant_day
 

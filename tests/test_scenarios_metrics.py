@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from pvheater.measurements import Measurements
+from pvheater.control.measurements import Measurements
 from pvheater.sim.day import RunResult, RunSeries, run_baseline, run_day
 from pvheater.sim.metrics import (
     compute_metrics,

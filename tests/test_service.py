@@ -9,9 +9,9 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from pvheater.actuators import Heater
 from pvheater.config import Config
+from pvheater.control.measurements import Measurements
 from pvheater.errors import GxUnavailable
-from pvheater.measurements import Measurements
-from pvheater.service import ControlLoop
+from pvheater.service.loop import ControlLoop
 
 
 class ScriptedSource:

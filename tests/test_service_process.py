@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from pvheater.cli import main
-from pvheater.commands.run import Service
 from pvheater.config import Config, load_config
 from pvheater.errors import ConfigError
 from pvheater.registers import load_register_map
+from pvheater.service.runtime import Service
 from pvheater.sim.gx_server import SAMPLE_VALUES, GxSimulator
 from pvheater.sim.live import SimulatedRig
 from pvheater.sim.scenarios import constant_day
@@ -284,7 +284,7 @@ def test_a_gx_timeout_at_or_over_the_stale_limit_is_refused(tmp_path: Path) -> N
 
 
 def test_reload_in_process_applies_live_keys(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from pvheater.commands.run import ConfigReloader
+    from pvheater.service.runtime import ConfigReloader
 
     caplog.set_level(logging.INFO, logger="pvheater")
     cfg_file = tmp_path / "config.yaml"

@@ -8,11 +8,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from pvheater.config import Config, config_from_dict
+from pvheater.control.guard import GuardSettings, GuardState, step
+from pvheater.control.measurements import Measurements
+from pvheater.control.messages import HeatRequest
+from pvheater.control.sun import SUNRISE_ELEVATION_DEG, sun_elevation_deg, sun_is_up, sun_position, sun_times
 from pvheater.errors import ConfigError
-from pvheater.guard import GuardSettings, GuardState, step
-from pvheater.heating import HeatRequest
-from pvheater.measurements import Measurements
-from pvheater.sun import SUNRISE_ELEVATION_DEG, sun_elevation_deg, sun_is_up, sun_position, sun_times
 
 # Published sunrise and sunset, local clock time, rounded to the minute (standard definition: the
 # sun's upper limb on the horizon with standard refraction, i.e. its centre at -0.833 deg).

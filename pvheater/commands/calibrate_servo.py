@@ -33,7 +33,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from pvheater.calibrate import (
+from pvheater.calibration.curve import Calibration, save_calibration
+from pvheater.calibration.sweep import (
     Bench,
     CalibrationAborted,
     CalibrationDiscarded,
@@ -48,11 +49,10 @@ from pvheater.calibrate import (
     run_manual,
     run_sweep,
 )
-from pvheater.calibration import Calibration, save_calibration
 from pvheater.commands import positive_float
 from pvheater.config import Config, ServoConfig
+from pvheater.control.measurements import Measurements
 from pvheater.errors import PvHeaterError
-from pvheater.measurements import Measurements
 
 if TYPE_CHECKING:
     from pvheater.sim.live import SimulatedRig
@@ -316,7 +316,7 @@ def true_edges_deg(rig: SimulatedRig) -> tuple[float, float]:
 def simulator_check(rig: SimulatedRig, calibration: Calibration, bench: Bench) -> list[str]:
     """Compare a calibration with the simulated regulator, and command 1000 W with it once."""
     from pvheater.actuators import Heater
-    from pvheater.heating import HeaterOutput
+    from pvheater.control.messages import HeaterOutput
     from pvheater.sim.plant import heater_power_w
 
     hp = rig.plant.params.heater

@@ -33,7 +33,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from pvheater.config import GxConfig
-from pvheater.measurements import Measurements
+from pvheater.control.measurements import Measurements
 from pvheater.reader import KNOWN_UNIT_IDS, GxReader
 from pvheater.registers import Register, RegisterMap, load_register_map
 

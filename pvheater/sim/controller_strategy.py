@@ -18,13 +18,14 @@ import datetime
 import logging
 from dataclasses import replace
 
-from pvheater.calibration import Calibration, calibration_from_config
+from pvheater.calibration.curve import Calibration, calibration_from_config
 from pvheater.config import Config
+from pvheater.control.measurements import Measurements
+from pvheater.control.messages import HeaterOutput
+from pvheater.control.reserve import Forecast, StaticForecast
+from pvheater.control.timeofday import parse_fetch_times
 from pvheater.errors import GxUnavailable
-from pvheater.forecast import Forecast, StaticForecast, parse_fetch_times
-from pvheater.heating import HeaterOutput
-from pvheater.measurements import Measurements
-from pvheater.service import ControlLoop
+from pvheater.service.loop import ControlLoop
 from pvheater.sim.plant import HeaterPlantParams, PlantTruth
 from pvheater.sim.scenarios import ScenarioDay
 from pvheater.sim.strategy import Actuation, register_strategy

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pvheater.measurements import Measurements
+from pvheater.control.measurements import Measurements
 from pvheater.sim.metrics import RunMetrics, compute_metrics
 from pvheater.sim.plant import EnergyTotals, Plant
 from pvheater.sim.scenarios import ScenarioDay, build_day

@@ -27,7 +27,7 @@ from pvheater.sim.scenarios import ScenarioDay
 from pvheater.sim.strategy import Actuation
 
 if TYPE_CHECKING:
-    from pvheater.service import TickReport
+    from pvheater.service.loop import TickReport
 
 
 class MockPinWiring:
@@ -240,7 +240,7 @@ class SimulatedRig:
         from pvheater.actuators import Heater, make_pin_factory
         from pvheater.reader import GxReader
         from pvheater.registers import load_register_map
-        from pvheater.service import ControlLoop
+        from pvheater.service.loop import ControlLoop
         from pvheater.sim.controller_strategy import config_for_plant
 
         cfg = config_for_plant(day.params.heater, config)

@@ -42,7 +42,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pvheater.measurements import Measurements
+from pvheater.control.measurements import Measurements
 
 if TYPE_CHECKING:
     from pvheater.sim.scenarios import ScenarioDay

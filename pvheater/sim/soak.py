@@ -34,12 +34,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pvheater.calibration import Calibration, save_calibration
+from pvheater.calibration.curve import Calibration, save_calibration
 from pvheater.config import Config
 from pvheater.history import History, HistoryRecorder, connect_read_only
 from pvheater.reader import GxReader
 from pvheater.registers import load_register_map
-from pvheater.service import ControlLoop
+from pvheater.service.loop import ControlLoop
 from pvheater.sim.live import SimulatedRig
 from pvheater.sim.plant import HeaterPlantParams, heater_power_w
 from pvheater.sim.scenarios import DAY_S, Scenario, ScenarioDay, build_day, get_scenario

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from pvheater.measurements import Measurements
+from pvheater.control.measurements import Measurements
 from pvheater.sim.plant import HeaterPlantParams, PlantTruth, angle_for_power_w
 
 if TYPE_CHECKING:

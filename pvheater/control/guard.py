@@ -17,7 +17,7 @@ and is never blocked by the switch limit):
   the wall clock is not trusted (`local_time` None) the window cannot be
   checked, so it counts as outside: no heating;
 - the sun below `min_sun_elevation_deg` at the site (when latitude and
-  longitude are configured), computed from `utc_s` by pvheater.sun; with an
+  longitude are configured), computed from `utc_s` by pvheater.control.sun; with an
   untrusted clock (`local_time` or `utc_s` None) it cannot be checked: no
   heating;
 - SoC below min_soc_pct; after such a stop heating resumes only at
@@ -56,9 +56,9 @@ import math
 from dataclasses import dataclass, replace
 
 from pvheater.config import Config, ControlConfig, RelayConfig, SiteConfig
-from pvheater.heating import SAFE_OFF, HeaterOutput, HeatRequest
-from pvheater.measurements import Measurements
-from pvheater.sun import sun_elevation_deg
+from pvheater.control.measurements import Measurements
+from pvheater.control.messages import SAFE_OFF, HeaterOutput, HeatRequest
+from pvheater.control.sun import sun_elevation_deg
 
 #: The sliding window of the switch limit, seconds.
 SWITCH_WINDOW_S = 3600.0

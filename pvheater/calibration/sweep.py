@@ -39,10 +39,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pvheater.calibration import Calibration
+from pvheater.calibration.curve import Calibration
 from pvheater.config import Config
+from pvheater.control.measurements import Measurements
 from pvheater.errors import ConfigError, GxError, PvHeaterError
-from pvheater.measurements import Measurements
 
 #: Where the straight-line fits of the conduction fraction take their points, as fractions of full power.
 ONSET_FIT_RANGE = (0.02, 0.35)

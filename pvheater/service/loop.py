@@ -20,13 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from pvheater import controller, guard
-from pvheater.calibration import Calibration
+from pvheater.calibration.curve import Calibration
 from pvheater.config import Config
+from pvheater.control import controller, guard
+from pvheater.control.measurements import Measurements
+from pvheater.control.messages import SAFE_OFF, HeaterOutput, HeatRequest
+from pvheater.control.reserve import ForecastProvider, ReserveAdvice, ReserveSettings, ReserveState, reserve_step
 from pvheater.errors import GxError
-from pvheater.forecast import ForecastProvider, ReserveAdvice, ReserveSettings, ReserveState, reserve_step
-from pvheater.heating import SAFE_OFF, HeaterOutput, HeatRequest
-from pvheater.measurements import Measurements
 
 log = logging.getLogger("pvheater")
 

@@ -30,12 +30,12 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from pvheater.config import Config, ControlConfig
-from pvheater.guard import soc_gate
-from pvheater.heating import HeatRequest
-from pvheater.measurements import Measurements
+from pvheater.control.guard import soc_gate
+from pvheater.control.measurements import Measurements
+from pvheater.control.messages import HeatRequest
 
 if TYPE_CHECKING:
-    from pvheater.forecast import ReserveAdvice
+    from pvheater.control.reserve import ReserveAdvice
 
 #: Weight of a new sample in the battery-acceptance estimate.
 _ACCEPT_SMOOTHING = 0.3

@@ -1,0 +1,1 @@
+"""The knob's curve (watts <-> angle), the calibration sweep and its fit."""

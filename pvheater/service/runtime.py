@@ -1,0 +1,429 @@
+"""The service runtime: the control tick on a monotonic timer, wall-clock jobs, signals, reload, PID file.
+
+`Service` runs a ControlLoop every `poll.interval_s` (time.monotonic; APScheduler
+runs the wall-clock jobs), handles SIGINT/SIGTERM (heater off, clean stop) and
+SIGHUP (re-read the config through `ConfigReloader`), keeps the history and
+speaks sd_notify when systemd started it (pvheater/systemd.py: READY,
+watchdog pings after healthy ticks, STOPPING). `run_service` wires it to the
+real GX and pins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import logging
+import logging.handlers
+import math
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from pvheater import __version__
+from pvheater.config import Config, LogConfig, load_config
+from pvheater.errors import ConfigError, PvHeaterError
+from pvheater.forecast import ForecastFetcher
+from pvheater.history import CLOCK_TRUSTED_FROM_S, History, HistoryRecorder
+from pvheater.service.loop import ControlLoop, TickReport, status_line
+from pvheater.systemd import Notifier
+
+log = logging.getLogger("pvheater")
+
+#: Before this year the Pi's clock has not been set (no RTC, no NTP yet): time windows cannot be trusted.
+_CLOCK_TRUSTED_FROM_YEAR = 2024
+#: Longest wait at shutdown for the servo to reach zero before its pins are released.
+_PARK_WAIT_S = 1.0
+
+
+def trusted_local_time() -> datetime.time | None:
+    """The wall-clock time of day, or None while the clock is clearly unset (a Pi booting in 1970)."""
+    now = datetime.datetime.now()
+    return now.time() if now.year >= _CLOCK_TRUSTED_FROM_YEAR else None
+
+
+def configure_logging(cfg: LogConfig, console_level: str | None = None) -> None:
+    """Console handler, plus a rotating file when configured; pymodbus' own connect errors muted."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    console.setLevel(console_level or cfg.level)
+    root.addHandler(console)
+    if cfg.file:
+        try:
+            file_handler = logging.handlers.RotatingFileHandler(
+                cfg.file, maxBytes=cfg.max_bytes, backupCount=cfg.backups, encoding="utf-8"
+            )
+        except OSError as exc:
+            raise PvHeaterError(f"log.file: cannot open {cfg.file!r} ({exc.strerror})") from None
+        file_handler.setFormatter(fmt)
+        file_handler.setLevel(cfg.level)
+        root.addHandler(file_handler)
+    root.setLevel(min(logging.getLevelName(cfg.level), logging.getLevelName(console_level or cfg.level)))
+    # The reader reports GX failures once per episode; pymodbus would log every reconnect attempt.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+class Service:
+    """The service side: the control tick on a monotonic timer, wall-clock jobs on APScheduler, signals, a clean stop.
+
+    The tick is timed with time.monotonic, not by APScheduler: APScheduler 3
+    times its jobs by the wall clock, which NTP moves by years on a Pi without
+    RTC (forward, an interval job would enumerate every missed second; back,
+    the tick would stop until the clock caught up). APScheduler runs the jobs
+    that belong to the wall clock: the daily history housekeeping and the
+    forecast fetches (forecast.fetch_times, when forecast.enabled).
+
+    SIGINT/SIGTERM stop it (heater off), SIGHUP re-reads the config before the
+    next tick (see ConfigReloader). With a Notifier it tells systemd READY,
+    pings the watchdog after healthy ticks and says STOPPING.
+    """
+
+    def __init__(
+        self,
+        loop: ControlLoop,
+        interval_s: float,
+        local_time: Callable[[], datetime.time | None] = trusted_local_time,
+        on_tick: Callable[[TickReport], None] | None = None,
+        *,
+        notifier: Notifier | None = None,
+        recorder: HistoryRecorder | None = None,
+        reloader: ConfigReloader | None = None,
+        retention_days: int | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        forecast: ForecastFetcher | None = None,
+    ) -> None:
+        self.loop = loop
+        self.interval_s = interval_s
+        self.local_time = local_time
+        self.on_tick = on_tick
+        self.notifier = notifier if notifier is not None else Notifier({})
+        self.recorder = recorder
+        self.reloader = reloader
+        self.retention_days = retention_days
+        self.wall_clock = wall_clock
+        self.forecast = forecast
+        self.scheduler = BackgroundScheduler()
+        self._tick_lock = threading.Lock()
+        self._stopping = False
+        self._stop_requested = False
+        self._reload_requested = False
+        self._deadline_s: float | None = None
+        self._wake: tuple[socket.socket, socket.socket] | None = None
+
+    def job(self) -> TickReport | None:
+        """The poll+control job: one tick of the loop (a plain function tests call directly)."""
+        with self._tick_lock:
+            if self._stopping:
+                return None
+            now_s = time.monotonic()
+            report = self.loop.tick(now_s, self.local_time(), self.wall_clock())
+        status = status_line(report.m, report.output, self.loop.heater.servo_angle_deg)
+        if report.loop_error:
+            self.notifier.status(f"loop error, heater off: {report.fault}")
+        else:
+            self.notifier.healthy(now_s, status)
+        if self._deadline_s is not None and now_s >= self._deadline_s:
+            self.stop()
+        if self.on_tick is not None:
+            self.on_tick(report)
+        return report
+
+    def housekeeping(self) -> None:
+        """The daily job: delete history older than retention_days (not while the wall clock is unset)."""
+        if self.recorder is None or self.retention_days is None:
+            return
+        now_s = self.wall_clock()
+        if now_s < CLOCK_TRUSTED_FROM_S:
+            log.debug("history housekeeping skipped: the wall clock is not set yet")
+            return
+        self.recorder.history.purge(now_s - self.retention_days * 86400.0)
+
+    def forecast_job(self) -> None:
+        """The forecast cron job: fetch within the rate limit and cache it (never raises; not with an unset clock)."""
+        if self.forecast is None:
+            return
+        if self.local_time() is None:
+            log.debug("forecast fetch skipped: the wall clock is not set yet")
+            return
+        self.forecast.run(self.wall_clock())
+
+    def reload(self) -> bool:
+        """Re-read the config file and apply what can change while running; False when rejected (old config stays)."""
+        if self.reloader is None:
+            log.warning("config reload is not supported here; restart to change the config")
+            return False
+        now_s = time.monotonic()
+        self.notifier.reloading(now_s)
+        try:
+            new_config, changed, need_restart = self.reloader.load()
+        except ConfigError as exc:
+            log.error("config reload rejected, the running config stays: %s", exc)
+            if self.recorder is not None:
+                self.recorder.event(now_s, "config_rejected", str(exc))
+            self.notifier.ready()
+            return False
+        with self._tick_lock:
+            self.loop.apply_config(new_config)
+            self.interval_s = new_config.poll.interval_s
+            self.retention_days = new_config.history.retention_days
+            if self.recorder is not None:
+                self.recorder.row_every_s = new_config.history.row_every_s
+        self.reloader.accept()
+        log.info("config reloaded from %s: %s", self.reloader.path, ", ".join(changed) or "nothing changed")
+        if need_restart:
+            log.warning("config reload: %s changed; that takes effect at the next restart", ", ".join(need_restart))
+        if self.recorder is not None:
+            detail = ", ".join(changed) or "nothing changed"
+            if need_restart:
+                detail += f"; at next restart: {', '.join(need_restart)}"
+            self.recorder.event(now_s, "config_reload", detail)
+        self.notifier.ready()
+        return True
+
+    def run(self, duration_s: float | None = None) -> None:
+        """Tick every interval until SIGINT/SIGTERM or duration_s; the heater is off afterwards."""
+        self._deadline_s = None if duration_s is None else time.monotonic() + duration_s
+        self._wake = socket.socketpair()
+        for sock in self._wake:
+            sock.setblocking(False)
+        if self.recorder is not None and self.retention_days is not None:
+            self.scheduler.add_job(
+                self.housekeeping, "interval", hours=24, max_instances=1, coalesce=True, id="housekeeping",
+                next_run_time=datetime.datetime.now() + datetime.timedelta(minutes=5),
+            )
+        if self.forecast is not None:
+            self.forecast.schedule(self.scheduler, self.forecast_job, datetime.datetime.now().astimezone())
+        handlers = {signal.SIGINT: self._on_signal, signal.SIGTERM: self._on_signal, signal.SIGHUP: self._on_sighup}
+        previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+        reason = "stopped"
+        try:
+            self.scheduler.start()
+            if self.recorder is not None:
+                self.recorder.start(time.monotonic(), f"pvheater {__version__}")
+            self.notifier.ready("running")
+            self._tick_loop()
+        except BaseException as exc:
+            reason = f"stopped by {type(exc).__name__}"
+            raise
+        finally:
+            self.notifier.stopping()
+            if self.scheduler.running:
+                self.scheduler.shutdown(wait=False)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            with self._tick_lock:  # let a tick in flight finish; none starts after this
+                self._stopping = True
+                now_s = time.monotonic()
+                self.loop.shutdown(now_s)
+                if self.recorder is not None:
+                    self.recorder.stop(now_s, reason)
+            for sock in self._wake:
+                sock.close()
+            self._wake = None
+
+    def stop(self) -> None:
+        """Stop after the tick in flight (from a job, a signal or another thread)."""
+        self._stop_requested = True
+        self._poke()
+
+    def request_reload(self) -> None:
+        """Re-read the config before the next tick (what SIGHUP does)."""
+        self._reload_requested = True
+        self._poke()
+
+    def _tick_loop(self) -> None:
+        next_s = time.monotonic()
+        while not self._stop_requested:
+            if self._reload_requested:
+                self._reload_requested = False
+                self.reload()
+                continue
+            self.job()
+            next_s += self.interval_s
+            now_s = time.monotonic()
+            if next_s <= now_s:  # the tick overran (a GX timeout): skip the missed ticks, keep the cadence
+                next_s += (math.floor((now_s - next_s) / self.interval_s) + 1) * self.interval_s
+            self._sleep(next_s - now_s)
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait up to seconds (monotonic), or until stop() / a reload request pokes the wake-up socket."""
+        if self._wake is None or self._stop_requested or self._reload_requested:
+            return
+        reader = self._wake[0]
+        ready, _, _ = select.select([reader], [], [], max(0.0, seconds))
+        if ready:
+            with contextlib.suppress(BlockingIOError):
+                while reader.recv(64):
+                    pass
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            with contextlib.suppress(OSError):  # full (already poked) or closed
+                self._wake[1].send(b"\0")
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        self.stop()
+
+    def _on_sighup(self, signum: int, frame: FrameType | None) -> None:
+        log.info("SIGHUP received: re-reading the config")
+        self.request_reload()
+
+
+#: Config keys that a reload applies at once; every other change waits for a restart.
+LIVE_SECTIONS = ("control", "relay", "poll")
+NOT_LIVE_KEYS = ("relay.pin", "relay.active_high")
+LIVE_KEYS = ("history.retention_days", "history.row_every_s")
+
+
+def _flatten(obj: object, prefix: str = "") -> dict[str, object]:
+    """A config as {dotted.key: value}."""
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            out.update(_flatten(value, key + "."))
+        else:
+            out[key] = value
+    return out
+
+
+def _is_live(key: str) -> bool:
+    if key in NOT_LIVE_KEYS:
+        return False
+    return key in LIVE_KEYS or key.split(".", 1)[0] in LIVE_SECTIONS
+
+
+class ConfigReloader:
+    """Re-reads the config file and merges what may change while running into the running config."""
+
+    def __init__(self, path: Path, file_config: Config, active: Config | None = None) -> None:
+        self.path = path
+        #: The config as read from the file at start (for what needs a restart) and at the last reload.
+        self.started = file_config
+        self.last = file_config
+        #: The config the loop runs with (the simulation adjusts some sections).
+        self.active = active if active is not None else file_config
+        self._pending: tuple[Config, Config] | None = None
+
+    def load(self) -> tuple[Config, list[str], list[str]]:
+        """(config to run with, live keys changed, keys that need a restart); ConfigError when the file is bad."""
+        new = load_config(self.path)
+        a = self.active
+        merged = dataclasses.replace(
+            a,
+            control=new.control,
+            poll=new.poll,
+            relay=dataclasses.replace(new.relay, pin=a.relay.pin, active_high=a.relay.active_high),
+            history=dataclasses.replace(
+                a.history, retention_days=new.history.retention_days, row_every_s=new.history.row_every_s
+            ),
+        )
+        for key, message in merged.check():
+            raise ConfigError(f"{self.path}: {key}: {message} (with the settings that need a restart unchanged)")
+        new_flat, last_flat, started_flat = _flatten(new), _flatten(self.last), _flatten(self.started)
+        changed = [k for k in new_flat if _is_live(k) and new_flat[k] != last_flat.get(k)]
+        need_restart = [k for k in new_flat if not _is_live(k) and new_flat[k] != started_flat.get(k)]
+        self._pending = (new, merged)
+        return merged, changed, need_restart
+
+    def accept(self) -> None:
+        """The config returned by the last load() is now running."""
+        if self._pending is not None:
+            self.last, self.active = self._pending
+            self._pending = None
+
+
+def exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    """Before the scheduler runs: leave through the finally blocks (they switch the heater off)."""
+    raise SystemExit(0)
+
+
+def run_service(cfg: Config, duration_s: float | None, path: Path) -> int:
+    from pvheater.actuators import Heater
+    from pvheater.reader import GxReader
+    from pvheater.registers import load_register_map
+
+    register_map = load_register_map()
+    heater = Heater.from_config(cfg)  # relay open from the first instant
+    history = None if cfg.history.file is None else History(cfg.history.file)
+    notifier = Notifier()
+    pid_file = _write_pid_file(cfg.service.pid_file)
+    try:
+        with GxReader(cfg.gx, register_map) as reader:
+            recorder = None
+            if history is not None:
+                recorder = HistoryRecorder(history, heater, time.time, cfg.history.row_every_s)
+            forecast = ForecastFetcher.from_config(cfg) if cfg.forecast.enabled else None
+            loop = ControlLoop(reader, heater, cfg, on_report=recorder, forecast=forecast)
+            log.info(
+                "pvheater running: GX %s, every %.1f s, relay %s, servo %s, history %s, config %s",
+                reader.endpoint, cfg.poll.interval_s, cfg.relay.pin, cfg.servo.pin, cfg.history.file or "off", path,
+            )
+            if notifier.watchdog_s is not None and cfg.poll.interval_s + cfg.gx.timeout_s > notifier.watchdog_s / 2:
+                log.warning("poll.interval_s + gx.timeout_s is long for the systemd watchdog (%.0f s): "
+                            "run `pvheater install-service` again to size it", notifier.watchdog_s)
+            service = Service(
+                loop, cfg.poll.interval_s, notifier=notifier, recorder=recorder,
+                reloader=ConfigReloader(path, cfg), retention_days=cfg.history.retention_days, forecast=forecast,
+            )
+            service.run(duration_s)
+            _park(heater, cfg)
+    finally:
+        heater.close()
+        if history is not None:
+            history.close()
+        _remove_pid_file(pid_file)
+        notifier.close()
+    log.info("pvheater stopped: relay open, knob at zero")
+    return 0
+
+
+def _write_pid_file(name: str | None) -> Path | None:
+    """Write our process ID for `pvheater reload`; a failure is logged, not fatal."""
+    if name is None:
+        return None
+    path = Path(name)
+    try:
+        path.write_text(f"{os.getpid()}\n", encoding="ascii")
+    except OSError as exc:
+        log.warning("service.pid_file: cannot write %s (%s); `pvheater reload` will not find this process",
+                    path, exc.strerror)
+        return None
+    return path
+
+
+def _remove_pid_file(path: Path | None) -> None:
+    """Remove the PID file when it still holds our process ID."""
+    if path is None:
+        return
+    with contextlib.suppress(OSError):
+        if path.read_text(encoding="ascii").strip() == str(os.getpid()):
+            path.unlink()
+
+
+def _park(heater: object, cfg: Config) -> None:
+    """Give the servo a moment to reach zero before its pins are released (the relay is already open)."""
+    tick = getattr(heater, "tick", None)
+    deadline = time.monotonic() + min(cfg.servo.detach_after_s, _PARK_WAIT_S)
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        if tick is not None:
+            tick(time.monotonic())
+
+
