@@ -8,7 +8,6 @@ path and what was expected, in one line.
 from __future__ import annotations
 
 import dataclasses
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from pvheater.control.timeofday import parse_fetch_times, parse_hhmm
 from pvheater.errors import ConfigError
 from pvheater.paths import packaged_config
 
@@ -147,8 +147,11 @@ class RelayConfig:
         problems = []
         for key in ("window_start", "window_end"):
             text = getattr(self, key)
-            if text is not None and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", text):
-                problems.append((key, f"expected a time HH:MM such as 09:00, got {text!r}"))
+            if text is not None:
+                try:
+                    parse_hhmm(text)
+                except ValueError as exc:
+                    problems.append((key, str(exc)))
         if not problems and self.window_start is not None and self.window_start == self.window_end:
             problems.append(("window_end", f"must differ from relay.window_start (both {self.window_end}); "
                              "for no time limit set both to null"))
@@ -337,8 +340,6 @@ class ForecastConfig:
 
     def check(self) -> list[tuple[str, str]]:
         """Fetch times must be HH:MM; at least one plane."""
-        from pvheater.control.timeofday import parse_fetch_times
-
         try:
             parse_fetch_times(self.fetch_times)
         except ValueError as exc:

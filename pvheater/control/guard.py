@@ -59,17 +59,11 @@ from pvheater.config import Config, ControlConfig, RelayConfig, SiteConfig
 from pvheater.control.measurements import Measurements
 from pvheater.control.messages import SAFE_OFF, HeaterOutput, HeatRequest
 from pvheater.control.sun import sun_elevation_deg
+from pvheater.control.timeofday import format_hhmm as _fmt
+from pvheater.control.timeofday import in_window, parse_hhmm
 
 #: The sliding window of the switch limit, seconds.
 SWITCH_WINDOW_S = 3600.0
-
-
-def parse_hhmm(text: str | None) -> datetime.time | None:
-    """'HH:MM' -> datetime.time; None stays None (validated by RelayConfig.check)."""
-    if text is None:
-        return None
-    hours, minutes = text.split(":")
-    return datetime.time(int(hours), int(minutes))
 
 
 @dataclass(frozen=True)
@@ -105,8 +99,8 @@ class GuardSettings:
             min_on_s=relay.min_on_s,
             min_off_s=relay.min_off_s,
             max_switches_per_hour=relay.max_switches_per_hour,
-            window_start=parse_hhmm(relay.window_start),
-            window_end=parse_hhmm(relay.window_end),
+            window_start=None if relay.window_start is None else parse_hhmm(relay.window_start),
+            window_end=None if relay.window_end is None else parse_hhmm(relay.window_end),
             min_soc_pct=control.min_soc_pct,
             soc_hysteresis_pct=control.soc_hysteresis_pct,
         )
@@ -171,23 +165,6 @@ def force_off(state: GuardState, now_s: float) -> GuardState:
 def soc_gate(soc_pct: float, was_ok: bool, min_soc_pct: float, hysteresis_pct: float) -> bool:
     """SoC gate with hysteresis: open at >= min, after a stop only again at >= min + hysteresis."""
     return soc_pct >= (min_soc_pct if was_ok else min_soc_pct + hysteresis_pct)
-
-
-def in_window(local_time: datetime.time, start: datetime.time | None, end: datetime.time | None) -> bool:
-    """True when local_time lies in [start, end); end before start spans midnight; None = open side."""
-    if start is None and end is None:
-        return True
-    if start is None:
-        return local_time < end  # type: ignore[operator]
-    if end is None:
-        return local_time >= start
-    if start <= end:
-        return start <= local_time < end
-    return local_time >= start or local_time < end
-
-
-def _fmt(t: datetime.time | None) -> str:
-    return "--:--" if t is None else t.strftime("%H:%M")
 
 
 def _safety_problem(
