@@ -43,6 +43,8 @@ log = logging.getLogger("pvheater")
 _CLOCK_TRUSTED_FROM_YEAR = 2024
 #: Longest wait at shutdown for the servo to reach zero before its pins are released.
 _PARK_WAIT_S = 1.0
+#: How often the independent fail-safe timer checks the age of the last fresh snapshot.
+FAILSAFE_PERIOD_S = 0.2
 
 
 def trusted_local_time() -> datetime.time | None:
@@ -123,6 +125,7 @@ class Service:
         self._reload_requested = False
         self._deadline_s: float | None = None
         self._wake: tuple[socket.socket, socket.socket] | None = None
+        self._failsafe_stop = threading.Event()
 
     def job(self) -> TickReport | None:
         """The poll+control job: one tick of the loop (a plain function tests call directly)."""
@@ -132,8 +135,11 @@ class Service:
             now_s = time.monotonic()
             report = self.loop.tick(now_s, self.local_time(), self.wall_clock())
         status = status_line(report.m, report.output, self.loop.heater.servo_angle_deg)
+        took_s = time.monotonic() - now_s
         if report.loop_error:
             self.notifier.status(f"loop error, heater off: {report.fault}")
+        elif took_s > self.loop.guard_settings.stale_after_s:  # an overrun tick is not a healthy one
+            self.notifier.status(f"tick took {took_s:.1f} s: {status}")
         else:
             self.notifier.healthy(now_s, status)
         if self._deadline_s is not None and now_s >= self._deadline_s:
@@ -210,7 +216,10 @@ class Service:
         handlers = {signal.SIGINT: self._on_signal, signal.SIGTERM: self._on_signal, signal.SIGHUP: self._on_sighup}
         previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
         reason = "stopped"
+        self._failsafe_stop.clear()
+        failsafe = threading.Thread(target=self._failsafe_timer, name="pvheater-failsafe", daemon=True)
         try:
+            failsafe.start()
             self.scheduler.start()
             if self.recorder is not None:
                 self.recorder.start(time.monotonic(), f"pvheater {__version__}")
@@ -225,6 +234,8 @@ class Service:
                 self.scheduler.shutdown(wait=False)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            self._failsafe_stop.set()
+            failsafe.join(timeout=2 * FAILSAFE_PERIOD_S + 1.0)
             with self._tick_lock:  # let a tick in flight finish; none starts after this
                 self._stopping = True
                 now_s = time.monotonic()
@@ -244,6 +255,20 @@ class Service:
         """Re-read the config before the next tick (what SIGHUP does)."""
         self._reload_requested = True
         self._poke()
+
+    def _failsafe_timer(self) -> None:
+        """Independent of the tick (it never takes the tick lock): relay open when the data are older than
+        relay.stale_after_s, e.g. while a read hangs. Its own errors are logged once and it goes on."""
+        failed = ""
+        while not self._failsafe_stop.wait(FAILSAFE_PERIOD_S):
+            try:
+                self.loop.failsafe(time.monotonic())
+            except Exception as exc:  # the pins failing here are reported by the tick too; keep watching
+                if str(exc) != failed:
+                    failed = str(exc)
+                    log.critical("fail-safe timer cannot switch the heater off: %s", exc)
+            else:
+                failed = ""
 
     def _tick_loop(self) -> None:
         next_s = time.monotonic()
