@@ -86,6 +86,67 @@ def decode_words(register: Register, words: Sequence[int]) -> float | None:
     return value if register.plausible(value) else None
 
 
+#: Watts below which a power counts as "about zero" in the balance checks (meter noise, standby).
+BALANCE_MARGIN_W = 50.0
+
+
+def refuse_implausible(values: dict[str, float | None]) -> dict[str, str]:
+    """Mark as invalid (None, in place) the values the energy balance refutes; why, by register name.
+
+    The GX sends an invalid D-Bus value as 0, indistinguishable from a real 0,
+    and a 16-bit register out of range wraps. Conservative rules, each one a
+    physical impossibility:
+
+    - PV 0 W (system or MPPT) while the battery charges more than the grid
+      imports: the charge comes from PV, so PV is unknown;
+    - grid (system or meter) 0 W on a phase with consumption and no inverter
+      output on it: that consumption comes from the grid;
+    - consumption 0 W on a phase the inverter feeds;
+    - battery power 0 W with a battery current of 1 A or more, and the reverse;
+    - battery power (int16) far from voltage x current: a wrapped register.
+    """
+    refused: dict[str, str] = {}
+    v = dict(values)
+
+    def known(name: str) -> float | None:
+        return v.get(name)
+
+    def refuse(name: str, why: str) -> None:
+        if values.get(name) is not None:
+            values[name] = None
+            refused[name] = why
+
+    battery_w = known("battery_power_w")
+    if battery_w is None:
+        battery_w = known("bms_power_w")
+    grid = [known(f"grid_l{n}_w") for n in (1, 2, 3)]
+    grid_w = sum(g for g in grid if g is not None) if any(g is not None for g in grid) else None
+    import_w = max(0.0, grid_w or 0.0)
+    if battery_w is not None and grid_w is not None and battery_w > import_w + BALANCE_MARGIN_W:
+        for name in ("pv_dc_w", "mppt_yield_w"):
+            if known(name) == 0:
+                refuse(name, f"0 W while the battery charges {battery_w:.0f} W, more than the grid gives")
+    for n in (1, 2, 3):
+        consumption = known(f"ac_consumption_l{n}_w")
+        inverter = known(f"vebus_ac_out_l{n}_w")
+        if consumption is not None and consumption > BALANCE_MARGIN_W and inverter is not None and abs(inverter) < 20:
+            for name in (f"grid_l{n}_w", f"meter_l{n}_w"):
+                if known(name) == 0:
+                    refuse(name, f"0 W while L{n} consumes {consumption:.0f} W and the inverter gives none")
+        if inverter is not None and inverter > BALANCE_MARGIN_W and known(f"ac_consumption_l{n}_w") == 0:
+            refuse(f"ac_consumption_l{n}_w", f"0 W while the inverter feeds L{n} with {inverter:.0f} W")
+    power, current, volts = known("battery_power_w"), known("battery_current_a"), known("battery_voltage_v")
+    if power == 0 and current is not None and abs(current) >= 1.0:
+        refuse("battery_power_w", f"0 W with {current:g} A")
+    elif current == 0 and power is not None and abs(power) >= BALANCE_MARGIN_W:
+        refuse("battery_current_a", f"0 A with {power:.0f} W")
+    elif power is not None and current is not None and volts is not None:
+        product_w = volts * current
+        if abs(power - product_w) > max(200.0, 0.25 * abs(product_w)):
+            refuse("battery_power_w", f"{power:.0f} W but {volts:g} V x {current:g} A = {product_w:.0f} W (wrapped?)")
+    return refused
+
+
 def absent_message(role: str, unit_id: int, code: int) -> str:
     """The one-line explanation for a device the GX says is not there."""
     return (
@@ -225,6 +286,7 @@ class GxReader:
                 self._plan.extend((role, unit_id, block) for block in plan_blocks(device))
         #: Why each absent role was not read in the last read(), by role.
         self.problems: dict[str, str] = {}
+        self.refused: dict[str, str] = {}
         self._failures = 0
         self._retry_at_s: float | None = None
         self._last_failure = ""
@@ -269,6 +331,8 @@ class GxReader:
         for role in absent.keys() - self.problems.keys():
             log.info("%s", absent[role])  # reported to the caller in absent_roles / problems
         self.problems = absent
+        #: Values the energy balance refuted in the last read (now None), with the reason, by register name.
+        self.refused = refuse_implausible(values)
         return Measurements(
             time_s=self._clock() if stamp_s is None else stamp_s, values=values, absent_roles=frozenset(absent)
         )
