@@ -103,7 +103,8 @@ def refuse_implausible(values: dict[str, float | None]) -> dict[str, str]:
       output on it: that consumption comes from the grid;
     - consumption 0 W on a phase the inverter feeds;
     - battery power 0 W with a battery current of 1 A or more, and the reverse;
-    - battery power (int16) far from voltage x current: a wrapped register.
+    - battery power (int16) far from voltage x current, or with the current
+      unknown: a wrapped register cannot be ruled out.
     """
     refused: dict[str, str] = {}
     v = dict(values)
@@ -140,6 +141,8 @@ def refuse_implausible(values: dict[str, float | None]) -> dict[str, str]:
         refuse("battery_power_w", f"0 W with {current:g} A")
     elif current == 0 and power is not None and abs(power) >= BALANCE_MARGIN_W:
         refuse("battery_current_a", f"0 A with {power:.0f} W")
+    elif power is not None and current is None:
+        refuse("battery_power_w", "battery current unknown: a 16-bit power cannot be checked for a wrap")
     elif power is not None and current is not None and volts is not None:
         product_w = volts * current
         if abs(power - product_w) > max(200.0, 0.25 * abs(product_w)):

@@ -87,3 +87,19 @@ def test_bms_soc_is_preferred(day_sim: GxSimulator, register_map: RegisterMap) -
     gx = replace(GxConfig(), host="127.0.0.1", port=day_sim.port, timeout_s=1.0)
     with GxReader(gx, register_map) as reader:
         assert reader.read().soc_pct == pytest.approx(96.6)
+
+
+@pytest.mark.parametrize("battery_w", [-33000, -40000, -60000])
+def test_over_modbus_a_wrapped_battery_power_is_never_believed(
+    day_sim: GxSimulator, register_map: RegisterMap, battery_w: float
+) -> None:
+    """Victron's server wraps an int16: -33000 W reads +32536 (out of range), -40000 W reads +25536 (in range)."""
+    day_sim.wrap = True
+    volts = 53.0
+    day_sim.remove_device("bms")
+    day_sim.set_values(dict(DAY, battery_power_w=battery_w, battery_current_a=battery_w / volts))
+    gx = replace(GxConfig(), host="127.0.0.1", port=day_sim.port, timeout_s=1.0)
+    with GxReader(gx, register_map) as reader:
+        m = reader.read()
+    assert m.get("battery_power_w") is None
+    assert m.battery_w is None  # and with the grid known, the guard opens the relay on it

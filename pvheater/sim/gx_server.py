@@ -24,6 +24,8 @@ cache: reads go on succeeding with the last values, `set_values()` is
 ignored. `jitter_w` adds a real meter's last-digit flicker (+-jitter_w W,
 alternating per publish) to the grid, meter and consumption powers, so a
 constant plant does not look frozen (pvheater.control.freshness).
+`wrap = True` makes a value that does not fit its register wrap around, as
+Victron's server does (-33000 W on an int16 reads +32536), instead of raising.
 """
 
 from __future__ import annotations
@@ -100,6 +102,15 @@ def encode_register(register: Register, value: float | None) -> list[int]:
     return ModbusTcpClient.convert_to_registers(raw, ModbusTcpClient.DATATYPE[register.type.upper()])
 
 
+def wrapped(register: Register, value: float) -> float:
+    """The value a register shows when value does not fit and wraps around (two's complement for signed types)."""
+    bits = 16 * register.words
+    raw = round(value * register.scale) % (1 << bits)
+    if register.type.startswith("int") and raw >= 1 << (bits - 1):
+        raw -= 1 << bits
+    return raw / register.scale
+
+
 class _GxContext(ModbusServerContext):
     """The datastore pymodbus asks for each request; it hands every request to the simulator.
 
@@ -171,6 +182,8 @@ class GxSimulator:
         self.absent_code = 0x0A
         #: True: values stop updating (set_values ignored), reads still succeed -- a frozen GX.
         self.frozen = False
+        #: True: out-of-range values wrap around their register, as Victron's server does.
+        self.wrap = False
         #: Flicker of the fast-moving AC powers in W, alternating sign per set_values() (0: exact values).
         self.jitter_w = 0
         self._publishes = 0
@@ -217,6 +230,8 @@ class GxSimulator:
                 raise ValueError(f"GX simulator: unknown value name {name!r}")
             if flicker and value is not None and name.startswith(_JITTERED) and name.endswith("_w"):
                 value = max(0.0, value + flicker) if name.startswith("ac_consumption") else value + flicker
+            if self.wrap and value is not None:
+                value = wrapped(register, value)
             encoded.append((register, encode_register(register, value)))
         with self._lock:
             for register, words in encoded:
