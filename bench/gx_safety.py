@@ -56,15 +56,15 @@ def _day(name: str) -> tuple[str, int, float, int]:
         if m is not None:
             pic = freshness.picture(m)
             if pic != longest[1]:
-                longest[1], longest[2] = pic, now_s
+                longest[1], longest[2] = pic, m.time_s
             elif longest[2] is not None:
-                longest[0] = max(longest[0], now_s - longest[2])
+                longest[0] = max(longest[0], m.time_s - longest[2])
         return decide(now_s, m, truth)
 
     strategy.decide = watched  # type: ignore[method-assign]
     run = run_day(day, strategy)
     controller_strategy._QUIET.removeHandler(handler)
-    return name, len(episodes), longest[0], int(run.energy.heater_wh if hasattr(run.energy, "heater_wh") else 0)
+    return name, len(episodes), longest[0], run.relay_toggles
 
 
 def days(jobs: int) -> None:
@@ -73,10 +73,10 @@ def days(jobs: int) -> None:
     names = scenario_names()
     with ProcessPoolExecutor(jobs) as pool:
         rows = list(pool.map(_day, names))
-    print("| scenario | frozen episodes | longest unchanged picture (s) |")
-    print("| --- | ---: | ---: |")
-    for name, count, longest_s, _ in rows:
-        print(f"| {name} | {count} | {longest_s:.0f} |")
+    print("| scenario | frozen episodes | longest unchanged picture (s) | relay switchings |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, count, longest_s, toggles in rows:
+        print(f"| {name} | {count} | {longest_s:.0f} | {toggles} |")
     print(f"total frozen episodes (false trips): {sum(r[1] for r in rows)}")
 
 

@@ -259,9 +259,9 @@ class _DeadlineClient(ModbusTcpClient):
             self.request = bytes(data)
             self.sent_s = time.monotonic()
             return data
-        if len(data) > MAX_FRAME_BYTES:
+        check_reply(self.request, data)  # a bad header or anything beyond one frame raises here
+        if len(data) > MAX_FRAME_BYTES:  # pragma: no cover - check_reply bounds a frame by its length field
             raise _BadReply(f"{len(data)} bytes without a whole frame")
-        check_reply(self.request, data)
         return data
 
 

@@ -219,3 +219,84 @@ def test_frozen_gx_opens_the_relay_within_30_s_and_recovers(where: str, caplog: 
     frozen_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("GX data frozen")]
     assert len(frozen_lines) == 1 and frozen_lines[0].startswith("GX data frozen, heater off: values frozen")
     assert any(r.getMessage() == "GX values move again" for r in caplog.records)
+
+
+# --- the read's deadline and the independent fail-safe ----------------------------------
+
+
+@pytest.mark.parametrize("mode", ["slow_split", "truncated", "pid_flood"])
+def test_one_read_fails_within_its_timeout(mode: str) -> None:
+    """pymodbus checks its timeout only when bytes arrive; the reader bounds every wait by the time left."""
+    from pvheater.config import GxConfig, UnitIds
+    from pvheater.errors import GxUnavailable
+    from pvheater.sim.gx_server import SAMPLE_VALUES, GxSimulator
+
+    register_map = load_register_map()
+    with GxSimulator(register_map, UnitIds()) as sim:
+        sim.set_values(SAMPLE_VALUES)
+        with HostileGx(sim.port, register_map, delay_s=TIMEOUT_S / 2 - 0.05, flood_s=5.0) as gx:
+            gx.mode = mode
+            cfg = replace(GxConfig(), host="127.0.0.1", port=gx.port, timeout_s=TIMEOUT_S)
+            with GxReader(cfg, register_map) as reader:
+                started = time.monotonic()
+                with pytest.raises(GxUnavailable) as info:
+                    reader.read()
+                took_s = time.monotonic() - started
+    assert took_s <= TIMEOUT_S + 0.2, f"{mode}: the read took {took_s:.2f} s"
+    expected = "does not match the request (protocol ID 1" if mode == "pid_flood" else "did not answer within 1.5 s"
+    assert expected in str(info.value)
+
+
+class HangingSource:
+    """The real reader, but read() blocks while `hang` is set (a read stuck in the kernel, a bug)."""
+
+    def __init__(self, reader: GxReader) -> None:
+        self.reader = reader
+        self.hang = threading.Event()
+        self.release = threading.Event()
+
+    def read(self):  # type: ignore[no-untyped-def]
+        if self.hang.is_set():
+            self.release.wait(30)
+        return self.reader.read()
+
+
+def test_the_failsafe_timer_opens_the_relay_while_a_read_hangs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="pvheater")
+    run = Run()
+    with SimulatedRig(SUNNY, hostile_config(), start_s=12 * 3600.0, clock=time.monotonic) as rig:
+        source = HangingSource(rig.reader)
+        rig.loop.source = source
+        opened: list[tuple[float, float | None]] = []
+        stop = threading.Event()
+
+        def monitor() -> None:
+            while not stop.wait(SAMPLE_S):
+                if run.attack_at_s is not None and not opened and not rig.live.wiring.relay_closed:
+                    opened.append((time.monotonic(), rig.loop.fresh_s))
+                    source.release.set()  # the read comes back (late): its data must not close the relay again
+
+        def on_tick(report: TickReport) -> None:
+            run.reports.append(report)
+            if run.attack_at_s is None and len(run.reports) >= 3 and all(r.output.relay_on for r in run.reports[-3:]):
+                source.hang.set()
+                run.attack_at_s = time.monotonic()
+            elif opened and time.monotonic() - opened[0][0] > 3.0:
+                service.stop()
+
+        watcher = threading.Thread(target=monitor, daemon=True)
+        watcher.start()
+        rig.live.start()
+        service = Service(rig.loop, INTERVAL_S, local_time=rig.local_time, on_tick=on_tick)
+        service.run(30.0)
+        stop.set()
+        watcher.join(2)
+        assert opened, "the relay stayed closed while the read hung"
+        opened_at_s, fresh_s = opened[0]
+        assert fresh_s is not None and opened_at_s - fresh_s <= STALE_S + INTERVAL_S
+        assert rig.heater.servo_angle_deg == pytest.approx(rig.heater.calibration.zero_angle_deg)  # knob parked
+        # the tick that hung, and the ones after, start again from off: confirmation first
+        after = [r for r in run.reports if r.now_s > run.attack_at_s]
+        assert after and not after[0].output.relay_on
+    lines = [r.getMessage() for r in caplog.records if "fail-safe opened the relay" in r.getMessage()]
+    assert len(lines) == 1

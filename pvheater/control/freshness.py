@@ -9,8 +9,10 @@ and never sit exactly still). When none of them has changed *at all* for
 longer than `frozen_after_s`, the picture is frozen: the caller treats it
 like stale data (relay open, knob parked).
 
-Pure: the caller passes `now_s` (the loop's clock, the same as the
-snapshots' `time_s`); the state is a frozen dataclass.
+Pure: time is the snapshots' own `time_s` (when their first request was
+sent), so a snapshot handed in again unchanged -- no new read, as in an
+outage -- is the stale check's business, not a freeze; the state is a frozen
+dataclass.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class FreshnessState:
     """The last picture of fast-moving values and since when it has not changed."""
 
     picture: tuple[float | None, ...] | None = None
-    #: Loop time at which `picture` was first seen.
+    #: time_s of the first snapshot that showed `picture`.
     since_s: float | None = None
 
 
@@ -53,15 +55,15 @@ def picture(m: Measurements) -> tuple[float | None, ...]:
 
 
 def step(
-    state: FreshnessState, m: Measurements, now_s: float, settings: FreshnessSettings = FreshnessSettings()
+    state: FreshnessState, m: Measurements, settings: FreshnessSettings = FreshnessSettings()
 ) -> tuple[FreshnessState, str | None]:
     """The new state, and why the data count as frozen (None: they move, or there is nothing to judge)."""
     current = picture(m)
     if all(v is None for v in current):
         return FreshnessState(), None  # nothing fast-moving is known: the plausibility checks decide
-    if state.picture != current or state.since_s is None or now_s < state.since_s:
-        return FreshnessState(current, now_s), None
-    unchanged_s = now_s - state.since_s
+    if state.picture != current or state.since_s is None or m.time_s < state.since_s:
+        return FreshnessState(current, m.time_s), None
+    unchanged_s = m.time_s - state.since_s
     if unchanged_s > settings.frozen_after_s:
         return state, f"values frozen for {unchanged_s:.0f} s (grid, battery, consumption and PV all unchanged)"
     return state, None

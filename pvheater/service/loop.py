@@ -219,9 +219,7 @@ class ControlLoop:
         frozen: str | None = None
         if m is not None:
             self._track_absent(m)
-            self.freshness_state, frozen = freshness.step(
-                self.freshness_state, m, now_s, self.freshness_settings
-            )
+            self.freshness_state, frozen = freshness.step(self.freshness_state, m, self.freshness_settings)
         self._track_frozen(frozen, now_s)
         early = self._reserve(m, utc_s if local_time is not None else None)
         self.controller_state, request = controller.step(
