@@ -5,6 +5,7 @@ Usage (from the checkout, with pvheater installed):
 
     python bench/gx_safety.py days [--jobs 2]      # every scenario, whole day, the real ControlLoop
     python bench/gx_safety.py flood --timeout 3 [--seconds 20]
+    python bench/gx_safety.py report               # both (timeouts 3, 4.9, 20 s), section of BENCHMARKS.md
 
 `days` runs each scenario's whole day in simulated time with the `pvheater`
 strategy (the real ControlLoop, frozen detection on) and counts the frozen
@@ -67,17 +68,18 @@ def _day(name: str) -> tuple[str, int, float, int]:
     return name, len(episodes), longest[0], run.relay_toggles
 
 
-def days(jobs: int) -> None:
+def days(jobs: int) -> list[str]:
+    """The frozen-detection table of every scenario's whole day."""
     from pvheater.sim.scenarios import scenario_names
 
     names = scenario_names()
     with ProcessPoolExecutor(jobs) as pool:
         rows = list(pool.map(_day, names))
-    print("| scenario | frozen episodes | longest unchanged picture (s) | relay switchings |")
-    print("| --- | ---: | ---: | ---: |")
-    for name, count, longest_s, toggles in rows:
-        print(f"| {name} | {count} | {longest_s:.0f} | {toggles} |")
-    print(f"total frozen episodes (false trips): {sum(r[1] for r in rows)}")
+    lines = ["| scenario | frozen episodes | longest unchanged picture (s) | relay switchings |",
+             "| --- | ---: | ---: | ---: |"]
+    lines += [f"| {name} | {count} | {longest_s:.0f} | {toggles} |" for name, count, longest_s, toggles in rows]
+    lines.append(f"Frozen episodes on whole days (false trips): **{sum(r[1] for r in rows)}**.")
+    return lines
 
 
 def _rss_kib() -> int:
@@ -87,7 +89,8 @@ def _rss_kib() -> int:
     return 0
 
 
-def flood(timeout_s: float, seconds: float) -> None:
+def flood(timeout_s: float, seconds: float) -> str:
+    """One line: RSS before, at the peak of and after a protocol-ID flood, and the recovery."""
     from hostile_gx import HostileGx
 
     from pvheater.config import GxConfig, UnitIds
@@ -141,10 +144,35 @@ def flood(timeout_s: float, seconds: float) -> None:
             sampler.join()
             after = _rss_kib()
             reader.close()
-    print(f"timeout {timeout_s:g} s: RSS before {before / 1024:.1f} MiB, peak {peak[0] / 1024:.1f} MiB "
+    return (f"timeout {timeout_s:g} s: RSS before {before / 1024:.1f} MiB, peak {peak[0] / 1024:.1f} MiB "
           f"(+{(peak[0] - before) / 1024:.1f}), after {after / 1024:.1f} MiB; {failed} failed reads, "
           f"longest read {max(took):.2f} s, flood sent {gx.flooded_bytes / 1e6:.1f} MB; "
           f"recovered after {'never' if recovered_after is None else f'{recovered_after:.1f} s'}")
+
+
+BEGIN, END = "<!-- gx-safety -->", "<!-- /gx-safety -->"
+
+
+def report(jobs: int, out: Path) -> None:
+    """Run both measurements and write them as the gx-safety section of BENCHMARKS.md."""
+    lines = [BEGIN, "## A frozen or flooding GX (bench/gx_safety.py)", "",
+             "Frozen-data detection (pvheater/control/freshness.py: grid, battery, consumption and PV all unchanged "
+             "for more than 20 s) on each scenario's whole simulated day with the real ControlLoop, values exactly "
+             "as the plant publishes them (no meter flicker added):", ""]
+    lines += days(jobs)
+    lines += ["", "The reader's memory under a flood of frames with protocol ID 1 (tests/hostile_gx.py) at each "
+              "request for 25 s, then the GX behaves again:", ""]
+    lines += [f"- {flood(t, 25.0)}" for t in (3.0, 4.9, 20.0)]
+    lines.append(END)
+    section = "\n".join(lines)
+    text = out.read_text(encoding="utf-8") if out.is_file() else ""
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    out.write_text(text, encoding="utf-8")
+    print(section)
 
 
 def main() -> int:
@@ -155,11 +183,16 @@ def main() -> int:
     f = sub.add_parser("flood")
     f.add_argument("--timeout", type=float, default=3.0)
     f.add_argument("--seconds", type=float, default=20.0)
+    r = sub.add_parser("report")
+    r.add_argument("--jobs", type=int, default=2)
+    r.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "BENCHMARKS.md"))
     args = parser.parse_args()
     if args.what == "days":
-        days(args.jobs)
+        print("\n".join(days(args.jobs)))
+    elif args.what == "flood":
+        print(flood(args.timeout, args.seconds))
     else:
-        flood(args.timeout, args.seconds)
+        report(args.jobs, Path(args.out))
     return 0
 
 

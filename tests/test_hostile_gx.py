@@ -300,3 +300,30 @@ def test_the_failsafe_timer_opens_the_relay_while_a_read_hangs(caplog: pytest.Lo
         assert after and not after[0].output.relay_on
     lines = [r.getMessage() for r in caplog.records if "fail-safe opened the relay" in r.getMessage()]
     assert len(lines) == 1
+
+
+def test_a_tick_that_overruns_the_stale_limit_does_not_ping_the_watchdog() -> None:
+    from pvheater.systemd import Notifier
+
+    class Spy(Notifier):
+        def __init__(self) -> None:
+            super().__init__({})
+            self.calls: list[str] = []
+
+        def healthy(self, now_s: float, status: str = "") -> None:
+            self.calls.append("healthy")
+
+        def status(self, text: str) -> None:
+            self.calls.append("status: " + text)
+
+    with SimulatedRig(SUNNY, hostile_config(), start_s=12 * 3600.0, clock=time.monotonic) as rig:
+        source = HangingSource(rig.reader)
+        rig.loop.source = source
+        spy = Spy()
+        service = Service(rig.loop, INTERVAL_S, local_time=rig.local_time, notifier=spy)
+        service.job()
+        assert spy.calls == ["healthy"]
+        source.hang.set()
+        threading.Timer(STALE_S + 0.3, source.release.set).start()
+        service.job()  # the read hangs longer than stale_after_s, then returns
+        assert len(spy.calls) == 2 and spy.calls[1].startswith("status: tick took")
