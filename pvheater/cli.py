@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from pvheater import __version__
+from pvheater.commands.common import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_RUNTIME
 from pvheater.config import load_config
 from pvheater.errors import ConfigError, GxError, PvHeaterError, RegisterMapError
 
@@ -22,11 +23,6 @@ COMMANDS: dict[str, str] = {
     "reload": "reload",
     "install-service": "install_service",
 }
-
-#: Exit codes: 0 ok, 1 the GX or hardware failed, 2 bad configuration or usage.
-EXIT_RUNTIME = 1
-EXIT_CONFIG = 2
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
@@ -67,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_RUNTIME
     except KeyboardInterrupt:
         print("pvheater: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -49,10 +49,17 @@ from pvheater.calibration.sweep import (
     run_manual,
     run_sweep,
 )
-from pvheater.commands import positive_float
+from pvheater.commands.common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    add_scenario_arguments,
+    positive_float,
+    scenario_day,
+)
 from pvheater.config import Config, ServoConfig
 from pvheater.control.measurements import Measurements
-from pvheater.errors import PvHeaterError
+from pvheater.control.timeofday import hhmm_seconds
 
 if TYPE_CHECKING:
     from pvheater.sim.live import SimulatedRig
@@ -65,8 +72,6 @@ PARK_S = 1.0
 #: --simulate: a steady sunny noon with a full battery (PV W, house W).
 SIM_PV_W = 3000.0
 SIM_HOUSE_W = 350.0
-EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,11 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--speed", type=positive_float, default=DEFAULT_SPEED, metavar="X",
         help=f"with --simulate: simulated seconds per real second (default {DEFAULT_SPEED:g})",
     )
-    parser.add_argument(
-        "--scenario", metavar="NAME",
-        help="with --simulate: a named simulated day instead of a steady sunny noon",
+    add_scenario_arguments(
+        parser, scenario=None, start="12:00", what="a named simulated day instead of a steady sunny noon"
     )
-    parser.add_argument("--start", default="12:00", metavar="HH:MM", help="with --scenario: the time of day")
 
 
 def pulse_width_ms(servo: ServoConfig, angle_deg: float) -> float:
@@ -169,17 +172,17 @@ def execute(
         return EXIT_INTERRUPTED, None
     except CalibrationRefused as exc:
         _fail(f"calibrate-servo refused to start: {exc}; the relay stayed open")
-        return EXIT_FAILED, None
+        return EXIT_RUNTIME, None
     except CalibrationDiscarded as exc:
         _fail(f"calibration discarded: {exc}; nothing written")
-        return EXIT_FAILED, None
+        return EXIT_RUNTIME, None
     except CalibrationAborted as exc:
         _fail(f"calibration aborted: {exc}; relay off, knob at zero, nothing written")
-        return EXIT_FAILED, None
+        return EXIT_RUNTIME, None
     stamp = date or datetime.datetime.now().isoformat(timespec="seconds")
     save_calibration(out, fit.calibration, calibration_metadata(sweep, fit, stamp))
     _report_fit(fit, cfg, out, report)
-    return 0, Written(out, sweep, fit)
+    return EXIT_OK, Written(out, sweep, fit)
 
 
 def _report_fit(fit: Fit, cfg: Config, out: Path, report: Callable[[str], None]) -> None:
@@ -212,7 +215,7 @@ def _limits(bench: Bench, cfg: Config, settings: SweepSettings, report: Callable
         "if the knob hits an end stop before the servo stops, move servo.knob_zero_deg / knob_full_deg inwards; "
         "if the servo's own travel is off, adjust servo.min_pulse_width_ms / max_pulse_width_ms"
     )
-    return 0
+    return EXIT_OK
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -256,21 +259,14 @@ def _run_real(cfg: Config, mode: str, out: Path) -> int:
 def simulated_rig(args: argparse.Namespace) -> Iterator[SimulatedRig]:
     """The rig --simulate runs on: a steady sunny noon with a full battery, or a named scenario."""
     from pvheater.sim.live import SimulatedRig
-    from pvheater.sim.scenarios import build_day, constant_day, get_scenario, hhmm, scenario_names
+    from pvheater.sim.scenarios import constant_day
 
     if args.scenario is None:
         day = constant_day(SIM_PV_W, SIM_HOUSE_W, seconds=4 * 3600, initial_soc_pct=100.0, name="steady noon")
         start_s = 0.0
     else:
-        if args.scenario not in scenario_names():
-            raise PvHeaterError(
-                f"unknown scenario {args.scenario!r} (expected one of: {', '.join(scenario_names())})"
-            )
-        try:
-            start_s = hhmm(args.start)
-        except ValueError:
-            raise PvHeaterError(f"--start: expected a time HH:MM, got {args.start!r}") from None
-        day = build_day(get_scenario(args.scenario))
+        day = scenario_day(args.scenario)
+        start_s = hhmm_seconds(args.start)
     with SimulatedRig(day, args.cfg, start_s=start_s) as rig:
         yield rig
 

@@ -13,7 +13,7 @@ import argparse
 import contextlib
 import threading
 
-from pvheater.commands.read_registers import tcp_port
+from pvheater.commands.common import tcp_port
 from pvheater.registers import load_register_map
 from pvheater.sim.gx_server import SAMPLE_VALUES, GxSimulator
 

@@ -32,23 +32,13 @@ import sys
 from contextlib import ExitStack
 from typing import Any
 
+from pvheater.commands.common import EXIT_CONFIG, tcp_port
 from pvheater.config import GxConfig
 from pvheater.control.measurements import Measurements
 from pvheater.reader import KNOWN_UNIT_IDS, GxReader
 from pvheater.registers import Register, RegisterMap, load_register_map
 
 MAX_UNIT_ID = 247
-
-
-def tcp_port(text: str) -> int:
-    """Parse a TCP port 1-65535 for argparse."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a TCP port 1-65535, got {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a TCP port 1-65535, got {port}")
-    return port
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     """Read the GX once (or discover its unit IDs) and print the result."""
     if args.full and not args.discover:
         print("pvheater: --full only works with --discover", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     gx: GxConfig = args.cfg.gx
     if args.host:
         gx = dataclasses.replace(gx, host=args.host)

@@ -25,18 +25,14 @@ import signal
 import time
 from pathlib import Path
 
-from pvheater.commands import positive_float
+from pvheater.commands.common import EXIT_OK, add_scenario_arguments, positive_float, scenario_day
 from pvheater.config import Config, default_config_path
-from pvheater.errors import PvHeaterError
+from pvheater.control.timeofday import hhmm_seconds
 from pvheater.service.loop import TickReport, status_line
 from pvheater.service.runtime import ConfigReloader, Service, configure_logging, exit_on_signal, run_service
 
 log = logging.getLogger("pvheater")
 
-#: Before this year the Pi's clock has not been set (no RTC, no NTP yet): time windows cannot be trusted.
-_CLOCK_TRUSTED_FROM_YEAR = 2024
-#: Longest wait at shutdown for the servo to reach zero before its pins are released.
-_PARK_WAIT_S = 1.0
 DEFAULT_SIM_DURATION_S = 60.0
 
 
@@ -53,10 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=f"stop after this long (default: never; with --simulate {DEFAULT_SIM_DURATION_S:.0f} s)",
     )
-    parser.add_argument("--scenario", default="house_steps", help="with --simulate: the simulated day")
-    parser.add_argument(
-        "--start", default="12:05", metavar="HH:MM", help="with --simulate: time of day the simulation starts"
-    )
+    add_scenario_arguments(parser, scenario="house_steps", start="12:05", what="the simulated day")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,17 +82,11 @@ def config_path(args: argparse.Namespace) -> Path:
 
 def _run_simulated(args: argparse.Namespace) -> int:
     from pvheater.sim.live import SimulatedRig
-    from pvheater.sim.scenarios import build_day, get_scenario, hhmm, scenario_names
 
-    if args.scenario not in scenario_names():
-        raise PvHeaterError(f"unknown scenario {args.scenario!r} (expected one of: {', '.join(scenario_names())})")
-    try:
-        start_s = hhmm(args.start)
-    except ValueError:
-        raise PvHeaterError(f"--start: expected a time HH:MM, got {args.start!r}") from None
+    day = scenario_day(args.scenario)
+    start_s = hhmm_seconds(args.start)
     duration_s = args.duration or DEFAULT_SIM_DURATION_S
     configure_logging(args.cfg.log, console_level="WARNING")
-    day = build_day(get_scenario(args.scenario))
     with SimulatedRig(day, args.cfg, start_s=start_s, clock=time.monotonic) as rig:
         cfg = rig.config
         print(
@@ -118,7 +105,7 @@ def _run_simulated(args: argparse.Namespace) -> int:
         )
         rig.live.stop()
         _print_summary(rig.live)
-    return 0
+    return EXIT_OK
 
 
 def _hms(seconds: float) -> str:
