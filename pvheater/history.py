@@ -52,14 +52,13 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from pvheater.control.timeofday import CLOCK_TRUSTED_FROM_UTC_S
 from pvheater.errors import PvHeaterError
 from pvheater.service.loop import HeaterPort, TickReport
 
 log = logging.getLogger("pvheater")
 
 SCHEMA_VERSION = 1
-#: Wall-clock seconds before which the clock counts as unset (2024-01-01 UTC; a Pi without RTC boots in 1970).
-CLOCK_TRUSTED_FROM_S = 1_704_067_200.0
 #: Rows and events waiting for the writer; beyond this they are dropped (counted, logged once).
 QUEUE_SIZE = 20_000
 
@@ -324,12 +323,14 @@ class History:
     @staticmethod
     def _purge(conn: sqlite3.Connection, before_wall_s: float) -> None:
         for table in ("ticks", "events"):
-            conn.execute(f"DELETE FROM {table} WHERE wall_s >= ? AND wall_s < ?", (CLOCK_TRUSTED_FROM_S, before_wall_s))
+            conn.execute(
+                f"DELETE FROM {table} WHERE wall_s >= ? AND wall_s < ?", (CLOCK_TRUSTED_FROM_UTC_S, before_wall_s)
+            )
             # Rows written before the clock was set: gone when their run has nothing newer left.
             conn.execute(
                 f"DELETE FROM {table} WHERE wall_s < ? AND run_id NOT IN "
                 f"(SELECT DISTINCT run_id FROM {table} WHERE wall_s >= ?)",
-                (CLOCK_TRUSTED_FROM_S, CLOCK_TRUSTED_FROM_S),
+                (CLOCK_TRUSTED_FROM_UTC_S, CLOCK_TRUSTED_FROM_UTC_S),
             )
 
     def _failed(self, exc: BaseException, lost: int) -> None:

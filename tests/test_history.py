@@ -20,7 +20,8 @@ from pvheater.calibration.curve import Calibration
 from pvheater.cli import main
 from pvheater.control.measurements import Measurements
 from pvheater.control.messages import HeaterOutput, HeatRequest
-from pvheater.history import CLOCK_TRUSTED_FROM_S, History, HistoryRecorder, TickRow, captured_w
+from pvheater.control.timeofday import clock_is_set
+from pvheater.history import History, HistoryRecorder, TickRow, captured_w
 from pvheater.service.loop import TickReport
 from pvheater.stats import compute_stats
 
@@ -186,7 +187,7 @@ def test_purge_keeps_recent_rows_and_runs(tmp_path: Path) -> None:
         history.flush()
     walls = [r["wall_s"] for r in rows(db)]
     assert walls and min(walls) >= DAY0 + 10 * 86400
-    assert all(w >= CLOCK_TRUSTED_FROM_S for w in walls)
+    assert all(clock_is_set(w) for w in walls)
 
 
 def test_locked_database_never_blocks_control_and_logs_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pvheater.commands.common import EXIT_OK, add_scenario_arguments, positive_float, scenario_day
 from pvheater.config import Config, default_config_path
-from pvheater.control.timeofday import hhmm_seconds
+from pvheater.control.timeofday import format_hms, hhmm_seconds
 from pvheater.service.loop import TickReport, status_line
 from pvheater.service.runtime import ConfigReloader, Service, configure_logging, exit_on_signal, run_service
 
@@ -95,7 +95,7 @@ def _run_simulated(args: argparse.Namespace) -> int:
         )
 
         def show(report: TickReport) -> None:
-            clock = _hms(rig.live.sim_time_s)
+            clock = format_hms(rig.live.sim_time_s)
             print(f"{clock}  {status_line(report.m, report.output, rig.heater.servo_angle_deg)}", flush=True)
 
         rig.live.start()
@@ -106,11 +106,6 @@ def _run_simulated(args: argparse.Namespace) -> int:
         rig.live.stop()
         _print_summary(rig.live)
     return EXIT_OK
-
-
-def _hms(seconds: float) -> str:
-    s = int(seconds) % 86400
-    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def _print_summary(live: object) -> None:

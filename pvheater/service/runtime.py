@@ -31,16 +31,15 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from pvheater import __version__
 from pvheater.config import Config, LogConfig, load_config
+from pvheater.control.timeofday import clock_is_set
 from pvheater.errors import ConfigError, PvHeaterError
 from pvheater.forecast import ForecastFetcher
-from pvheater.history import CLOCK_TRUSTED_FROM_S, History, HistoryRecorder
+from pvheater.history import History, HistoryRecorder
 from pvheater.service.loop import ControlLoop, TickReport, status_line
 from pvheater.systemd import Notifier
 
 log = logging.getLogger("pvheater")
 
-#: Before this year the Pi's clock has not been set (no RTC, no NTP yet): time windows cannot be trusted.
-_CLOCK_TRUSTED_FROM_YEAR = 2024
 #: Longest wait at shutdown for the servo to reach zero before its pins are released.
 _PARK_WAIT_S = 1.0
 
@@ -48,7 +47,7 @@ _PARK_WAIT_S = 1.0
 def trusted_local_time() -> datetime.time | None:
     """The wall-clock time of day, or None while the clock is clearly unset (a Pi booting in 1970)."""
     now = datetime.datetime.now()
-    return now.time() if now.year >= _CLOCK_TRUSTED_FROM_YEAR else None
+    return now.time() if clock_is_set(now.timestamp()) else None
 
 
 def configure_logging(cfg: LogConfig, console_level: str | None = None) -> None:
@@ -147,7 +146,7 @@ class Service:
         if self.recorder is None or self.retention_days is None:
             return
         now_s = self.wall_clock()
-        if now_s < CLOCK_TRUSTED_FROM_S:
+        if not clock_is_set(now_s):
             log.debug("history housekeeping skipped: the wall clock is not set yet")
             return
         self.recorder.history.purge(now_s - self.retention_days * 86400.0)

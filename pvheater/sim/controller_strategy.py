@@ -23,7 +23,7 @@ from pvheater.config import Config
 from pvheater.control.measurements import Measurements
 from pvheater.control.messages import HeaterOutput
 from pvheater.control.reserve import Forecast, StaticForecast
-from pvheater.control.timeofday import parse_fetch_times
+from pvheater.control.timeofday import parse_fetch_times, time_of_day
 from pvheater.errors import GxUnavailable
 from pvheater.service.loop import ControlLoop
 from pvheater.sim.plant import HeaterPlantParams, PlantTruth
@@ -127,8 +127,7 @@ class ControllerStrategy:
     def decide(self, now_s: float, m: Measurements | None, truth: PlantTruth | None) -> Actuation:
         """One tick of the real loop on the last published snapshot."""
         self.source.m = m
-        seconds = int(now_s) % 86400
-        local_time = datetime.time(seconds // 3600, seconds % 3600 // 60, seconds % 60)
+        local_time = time_of_day(now_s)
         if self.forecast is not None:
             self.forecast.at(now_s)
         self.loop.tick(now_s, local_time, SIM_DAY_UTC_S + now_s)
