@@ -30,6 +30,7 @@ from gpiozero.pins import Factory
 from pvheater.calibration.curve import Calibration, calibration_from_config
 from pvheater.config import Config, RelayConfig, ServoConfig
 from pvheater.control.messages import SAFE_OFF, HeaterOutput
+from pvheater.control.servo import worth_moving
 from pvheater.errors import ConfigError, HardwareError
 
 
@@ -207,13 +208,10 @@ class Servo:
             raise ValueError(
                 f"servo angle {angle_deg} outside {self._cfg.min_angle_deg}..{self._cfg.max_angle_deg} deg"
             )
+        if not worth_moving(self.angle_deg, angle_deg, self.zero_angle_deg, self._cfg.min_move_deg):
+            return False
         if self.angle_deg is not None:
-            change_deg = abs(angle_deg - self.angle_deg)
-            if change_deg == 0.0:
-                return False
-            if change_deg < self._cfg.min_move_deg and angle_deg != self.zero_angle_deg:
-                return False
-            self.travel_deg += change_deg
+            self.travel_deg += abs(angle_deg - self.angle_deg)
         self._device.angle = angle_deg
         self.angle_deg = angle_deg
         self.attached = True
