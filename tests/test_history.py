@@ -45,12 +45,13 @@ class FakeHeater:
 
 
 def report(now_s: float, heat_w: float, *, fault: str | None = None, grid_w: float = 0.0,
-           battery_w: float = 0.0, reason: str | None = None) -> TickReport:
+           battery_w: float = 0.0, reason: str | None = None, failsafe: bool = False) -> TickReport:
     m = None if fault else Measurements(now_s, {"grid_l1_w": grid_w, "battery_power_w": battery_w,
                                                 "battery_soc_pct": 100})
     on = heat_w > 0 and fault is None
     output = HeaterOutput(on, heat_w if on else 0.0, reason or (f"fault: {fault}" if fault else
-                                                                 "on: heating" if on else "off: no surplus"))
+                                                                 "on: heating" if on else "off: no surplus"),
+                          failsafe=failsafe or fault is not None)
     return TickReport(now_s, m, HeatRequest(on, heat_w), output, fault)
 
 
@@ -130,7 +131,7 @@ def test_fault_episodes_are_events_and_failsafe_minutes(tmp_path: Path) -> None:
         d.run(100, 500.0)
         d.run(30, 0.0, fault="GX at x did not answer")
         d.run(100, 500.0)
-        d.run(10, 500.0, reason="stale data (6.0 s old)")
+        d.run(10, 500.0, reason="stale data (6.0 s old)", failsafe=True)
         d.stop()
     kinds = [k for k, _ in events(db)]
     assert kinds == ["start", "gx_error", "failsafe_enter", "gx_ok", "failsafe_leave", "failsafe_enter", "stop"]

@@ -35,7 +35,7 @@ from pvheater.control.timeofday import clock_is_set
 from pvheater.errors import ConfigError, PvHeaterError
 from pvheater.forecast import ForecastFetcher
 from pvheater.history import History, HistoryRecorder
-from pvheater.service.loop import ControlLoop, TickReport, status_line
+from pvheater.service.loop import ControlLoop, HeaterPort, TickReport, status_line
 from pvheater.systemd import Notifier
 
 log = logging.getLogger("pvheater")
@@ -416,13 +416,11 @@ def _remove_pid_file(path: Path | None) -> None:
             path.unlink()
 
 
-def _park(heater: object, cfg: Config) -> None:
+def _park(heater: HeaterPort, cfg: Config) -> None:
     """Give the servo a moment to reach zero before its pins are released (the relay is already open)."""
-    tick = getattr(heater, "tick", None)
     deadline = time.monotonic() + min(cfg.servo.detach_after_s, _PARK_WAIT_S)
     while time.monotonic() < deadline:
         time.sleep(0.1)
-        if tick is not None:
-            tick(time.monotonic())
+        heater.tick(time.monotonic())
 
 

@@ -105,6 +105,13 @@ class SimHeater:
         self.relay_on = False
         self.servo_angle_deg = self.calibration.zero_angle_deg
 
+    def tick(self, now_s: float) -> None:
+        """Nothing to do between applies: a simulated servo sends no pulses to stop."""
+
+    def close(self) -> None:
+        """Relay open (there are no pins to release)."""
+        self.relay_on = False
+
 
 class ControllerStrategy:
     """The real loop (controller + guard + calibration) driving the simulated plant."""
