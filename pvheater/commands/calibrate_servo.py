@@ -25,10 +25,8 @@ import argparse
 import datetime
 import signal
 import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -60,6 +58,7 @@ from pvheater.commands.common import (
 from pvheater.config import Config, ServoConfig
 from pvheater.control.measurements import Measurements
 from pvheater.control.timeofday import hhmm_seconds
+from pvheater.service.rig import Rig, simulated_wait
 
 if TYPE_CHECKING:
     from pvheater.sim.live import SimulatedRig
@@ -227,38 +226,22 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Calibrate on the real pins and GX, or with --simulate on the simulator."""
+    """Calibrate on the real pins and GX, or with --simulate on the simulated rig."""
     mode = "limits" if args.limits else "manual" if args.manual else "sweep"
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        if args.simulate:
-            return _run_simulated(args, mode)
-        return _run_real(args.cfg, mode, Path(args.out or DEFAULT_OUT))
+        SweepSettings.from_config(args.cfg)  # a config error before any pin is touched
+        with _rig(args) as rig:
+            return _calibrate(rig, mode, args)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run_real(cfg: Config, mode: str, out: Path) -> int:
-    from pvheater.actuators import Heater
-    from pvheater.reader import GxReader
-    from pvheater.registers import load_register_map
-
-    SweepSettings.from_config(cfg)  # a config error before any pin is touched
-    # The sweep drives relay and servo directly; an existing calibration file is not needed (nor trusted).
-    heater = Heater.from_config(replace(cfg, heater=replace(cfg.heater, calibration_file=None)))
-    try:
-        with GxReader(cfg.gx, load_register_map()) as reader:
-            bench = Bench(heater.relay, heater.servo, reader.read, time.monotonic, time.sleep)
-            code, _ = execute(bench, cfg, mode=mode, out_path=out)
-            return code
-    finally:
-        heater.close()
-
-
-@contextmanager
-def simulated_rig(args: argparse.Namespace) -> Iterator[SimulatedRig]:
-    """The rig --simulate runs on: a steady sunny noon with a full battery, or a named scenario."""
-    from pvheater.sim.live import SimulatedRig
+def _rig(args: argparse.Namespace) -> Rig:
+    """The real GX and pins, or with --simulate a steady sunny noon with a full battery (or --scenario)."""
+    if not args.simulate:
+        # The sweep drives relay and servo directly; an existing calibration file is not needed (nor trusted).
+        return Rig.real(args.cfg, calibrated=False)
     from pvheater.sim.scenarios import constant_day
 
     if args.scenario is None:
@@ -267,40 +250,36 @@ def simulated_rig(args: argparse.Namespace) -> Iterator[SimulatedRig]:
     else:
         day = scenario_day(args.scenario)
         start_s = hhmm_seconds(args.start)
-    with SimulatedRig(day, args.cfg, start_s=start_s) as rig:
-        yield rig
+    return Rig.simulated(day, args.cfg, start_s=start_s, speed=args.speed)
 
 
-def rig_bench(rig: SimulatedRig, speed: float | None = None) -> Bench:
-    """A bench on a simulated rig in simulated time; with speed, paced at speed x real time."""
-
-    def wait(seconds: float) -> None:
-        rig.live.advance(max(1, round(seconds / rig.live.step_s)))
-        if speed is not None:
-            time.sleep(seconds / speed)
-
-    return Bench(rig.heater.relay, rig.heater.servo, rig.reader.read, rig.clock, wait)
-
-
-def _run_simulated(args: argparse.Namespace, mode: str) -> int:
-    out = Path(args.out or DEFAULT_SIM_OUT)
-    with simulated_rig(args) as rig:
-        hp = rig.plant.params.heater
+def _calibrate(rig: Rig, mode: str, args: argparse.Namespace) -> int:
+    """One calibration on a rig; on a simulated one, say what is simulated and check the result against it."""
+    sim = rig.simulation
+    out = Path(args.out or (DEFAULT_OUT if sim is None else DEFAULT_SIM_OUT))
+    ask: Callable[[str], str] = input
+    if sim is not None:
+        hp = sim.plant.params.heater
         _say(
-            f"pvheater calibrate-servo --simulate: {rig.live.day.name!r}, simulated time at {args.speed:g}x real "
-            f"time; GX simulator on 127.0.0.1:{rig.gx.port}, mock pins; the simulated linkage puts the knob at "
+            f"pvheater calibrate-servo --simulate: {sim.live.day.name!r}, simulated time at {args.speed:g}x real "
+            f"time; GX simulator on 127.0.0.1:{sim.gx.port}, mock pins; the simulated linkage puts the knob at "
             f"{hp.knob_zero_deg:g}..{hp.knob_full_deg:g} deg, a {hp.max_power_w:.0f} W heater"
         )
 
         def ask(prompt: str) -> str:
-            return input(f"[the simulated meter shows {rig.plant.heater_w:.0f} W] {prompt}")
+            return input(f"[the simulated meter shows {sim.plant.heater_w:.0f} W] {prompt}")
 
-        bench = rig_bench(rig, args.speed)
-        code, written = execute(bench, rig.config, mode=mode, out_path=out, ask=ask)
-        if written is not None:
-            for line in simulator_check(rig, written.fit.calibration, bench):
-                _say(line)
+    bench = Bench(rig.heater.relay, rig.heater.servo, rig.reader.read, rig.clock, rig.wait)
+    code, written = execute(bench, rig.config, mode=mode, out_path=out, ask=ask)
+    if sim is not None and written is not None:
+        for line in simulator_check(sim, written.fit.calibration, bench):
+            _say(line)
     return code
+
+
+def rig_bench(rig: SimulatedRig, speed: float | None = None) -> Bench:
+    """A bench on a simulated rig in simulated time; with speed, paced at speed x real time."""
+    return Bench(rig.heater.relay, rig.heater.servo, rig.reader.read, rig.clock, simulated_wait(rig, speed))
 
 
 def true_edges_deg(rig: SimulatedRig) -> tuple[float, float]:

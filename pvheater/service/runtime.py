@@ -5,7 +5,7 @@ runs the wall-clock jobs), handles SIGINT/SIGTERM (heater off, clean stop) and
 SIGHUP (re-read the config through `ConfigReloader`), keeps the history and
 speaks sd_notify when systemd started it (pvheater/systemd.py: READY,
 watchdog pings after healthy ticks, STOPPING). `run_service` wires it to the
-real GX and pins.
+rig (pvheater/service/rig.py): the real GX and pins, or the simulated ones.
 """
 
 from __future__ import annotations
@@ -36,18 +36,13 @@ from pvheater.errors import ConfigError, PvHeaterError
 from pvheater.forecast import ForecastFetcher
 from pvheater.history import History, HistoryRecorder
 from pvheater.service.loop import ControlLoop, HeaterPort, TickReport, status_line
+from pvheater.service.rig import Rig, trusted_local_time
 from pvheater.systemd import Notifier
 
 log = logging.getLogger("pvheater")
 
 #: Longest wait at shutdown for the servo to reach zero before its pins are released.
 _PARK_WAIT_S = 1.0
-
-
-def trusted_local_time() -> datetime.time | None:
-    """The wall-clock time of day, or None while the clock is clearly unset (a Pi booting in 1970)."""
-    now = datetime.datetime.now()
-    return now.time() if clock_is_set(now.timestamp()) else None
 
 
 def configure_logging(cfg: LogConfig, console_level: str | None = None) -> None:
@@ -353,44 +348,58 @@ def exit_on_signal(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def run_service(cfg: Config, duration_s: float | None, path: Path) -> int:
-    from pvheater.actuators import Heater
-    from pvheater.reader import GxReader
-    from pvheater.registers import load_register_map
+def run_service(
+    rig: Rig,
+    duration_s: float | None,
+    path: Path,
+    file_config: Config | None = None,
+    on_tick: Callable[[TickReport], None] | None = None,
+) -> int:
+    """Run the service on a rig until stopped (or for duration_s); the rig is closed afterwards.
 
-    register_map = load_register_map()
-    heater = Heater.from_config(cfg)  # relay open from the first instant
-    history = None if cfg.history.file is None else History(cfg.history.file)
-    notifier = Notifier()
-    pid_file = _write_pid_file(cfg.service.pid_file)
+    `file_config` is the config as read from `path` (default: the rig's);
+    a reload re-reads `path` and keeps what the rig adjusted.
+    """
+    cfg = rig.config
+    history: History | None = None
+    pid_file: Path | None = None
+    notifier = Notifier() if rig.simulation is None else Notifier({})
     try:
-        with GxReader(cfg.gx, register_map) as reader:
-            recorder = None
-            if history is not None:
-                recorder = HistoryRecorder(history, heater, time.time, cfg.history.row_every_s)
-            forecast = ForecastFetcher.from_config(cfg) if cfg.forecast.enabled else None
-            loop = ControlLoop(reader, heater, cfg, on_report=recorder, forecast=forecast)
-            log.info(
-                "pvheater running: GX %s, every %.1f s, relay %s, servo %s, history %s, config %s",
-                reader.endpoint, cfg.poll.interval_s, cfg.relay.pin, cfg.servo.pin, cfg.history.file or "off", path,
-            )
-            if notifier.watchdog_s is not None and cfg.poll.interval_s + cfg.gx.timeout_s > notifier.watchdog_s / 2:
-                log.warning("poll.interval_s + gx.timeout_s is long for the systemd watchdog (%.0f s): "
-                            "run `pvheater install-service` again to size it", notifier.watchdog_s)
-            service = Service(
-                loop, cfg.poll.interval_s, notifier=notifier, recorder=recorder,
-                reloader=ConfigReloader(path, cfg), retention_days=cfg.history.retention_days, forecast=forecast,
-            )
-            service.run(duration_s)
-            _park(heater, cfg)
+        history = None if cfg.history.file is None else History(cfg.history.file)
+        pid_file = _write_pid_file(cfg.service.pid_file)
+        recorder = None
+        if history is not None:
+            recorder = HistoryRecorder(history, rig.heater, time.time, cfg.history.row_every_s)
+        forecast = ForecastFetcher.from_config(cfg) if cfg.forecast.enabled else None
+        loop = ControlLoop(rig.reader, rig.heater, cfg, on_report=recorder, forecast=forecast)
+        log.info(
+            "pvheater running: GX %s, every %.1f s, relay %s, servo %s, history %s, config %s",
+            rig.reader.endpoint, cfg.poll.interval_s, cfg.relay.pin, cfg.servo.pin, cfg.history.file or "off", path,
+        )
+        _check_watchdog(notifier, cfg)
+        service = Service(
+            loop, cfg.poll.interval_s, local_time=rig.local_time, on_tick=on_tick, notifier=notifier,
+            recorder=recorder, reloader=ConfigReloader(path, file_config or cfg, active=cfg),
+            retention_days=cfg.history.retention_days, forecast=forecast,
+        )
+        service.run(duration_s)
+        if rig.simulation is None:  # a simulated knob needs no time to reach zero
+            _park(rig.heater, cfg)
     finally:
-        heater.close()
+        rig.close()
         if history is not None:
             history.close()
         _remove_pid_file(pid_file)
         notifier.close()
     log.info("pvheater stopped: relay open, knob at zero")
     return 0
+
+
+def _check_watchdog(notifier: Notifier, cfg: Config) -> None:
+    """Warn when a tick that times out on the GX could outlast half the systemd watchdog."""
+    if notifier.watchdog_s is not None and cfg.poll.interval_s + cfg.gx.timeout_s > notifier.watchdog_s / 2:
+        log.warning("poll.interval_s + gx.timeout_s is long for the systemd watchdog (%.0f s): "
+                    "run `pvheater install-service` again to size it", notifier.watchdog_s)
 
 
 def _write_pid_file(name: str | None) -> Path | None:
