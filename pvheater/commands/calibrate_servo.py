@@ -4,8 +4,8 @@
 in steps from `servo.knob_zero_deg` to `servo.knob_full_deg`, reads the
 heater's power from the GX at each angle (the rise in AC consumption over a
 heater-off baseline), and writes a monotonic angle -> watts table that
-`pvheater run` interpolates (`heater.calibration_file`). The sweep and the
-fit are in pvheater/calibrate.py.
+`pvheater run` interpolates (`heater.calibration_file`). The sweep is in
+pvheater/calibration/sweep.py, the fit in pvheater/calibration/fit.py.
 
 - `--manual`: the same steps, but a person types the watts a meter shows.
 - `--limits`: no heating; the servo moves slowly to the knob's two ends and
@@ -32,16 +32,14 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from pvheater.calibration.curve import Calibration, save_calibration
+from pvheater.calibration.fit import Fit, calibration_metadata, fit_sweep
 from pvheater.calibration.sweep import (
     Bench,
     CalibrationAborted,
     CalibrationDiscarded,
     CalibrationRefused,
-    Fit,
     Sweep,
     SweepSettings,
-    calibration_metadata,
-    fit_sweep,
     preflight,
     run_limits,
     run_manual,
