@@ -139,26 +139,14 @@ def execute(
     if mode == "limits":
         return _limits(bench, cfg, settings, report), None
     out = Path(out_path or DEFAULT_OUT)
-    angles = settings.angles()
     first: Measurements | None = None
     try:
         try:
             first = preflight(bench, settings, manual=mode == "manual")
+            report(_announce(mode, settings))
             if mode == "sweep":
-                per_angle_s = settings.settle_samples * settings.interval_s
-                report(
-                    f"sweeping the knob from {settings.zero_deg:g} to {settings.full_deg:g} deg in {len(angles)} "
-                    f"steps of {settings.step_deg:g} deg with the relay closed (about "
-                    f"{(len(angles) + 2) * per_angle_s:.0f} s, at most {settings.max_duration_s:g} s); keep the "
-                    "house load steady. Ctrl-C stops it: relay off, knob to zero, nothing written"
-                )
                 sweep = run_sweep(bench, settings, report, first)
             else:
-                report(
-                    f"manual calibration: the relay closes and the knob steps from {settings.zero_deg:g} to "
-                    f"{settings.full_deg:g} deg in {len(angles)} steps; type the watts your meter shows at each. "
-                    "Ctrl-C stops it: relay off, knob to zero, nothing written"
-                )
                 sweep = run_manual(bench, settings, ask, report, first)
             fit = fit_sweep(sweep, noise_w=settings.settle_tolerance_w / 2, drop_tolerance_w=settings.house_tolerance_w)
         finally:
@@ -180,6 +168,24 @@ def execute(
     save_calibration(out, fit.calibration, calibration_metadata(sweep, fit, stamp))
     _report_fit(fit, cfg, out, report)
     return EXIT_OK, Written(out, sweep, fit)
+
+
+def _announce(mode: str, settings: SweepSettings) -> str:
+    """What the sweep or the manual calibration is about to do, and how to stop it."""
+    angles = settings.angles()
+    if mode == "sweep":
+        per_angle_s = settings.settle_samples * settings.interval_s
+        return (
+            f"sweeping the knob from {settings.zero_deg:g} to {settings.full_deg:g} deg in {len(angles)} "
+            f"steps of {settings.step_deg:g} deg with the relay closed (about "
+            f"{(len(angles) + 2) * per_angle_s:.0f} s, at most {settings.max_duration_s:g} s); keep the "
+            "house load steady. Ctrl-C stops it: relay off, knob to zero, nothing written"
+        )
+    return (
+        f"manual calibration: the relay closes and the knob steps from {settings.zero_deg:g} to "
+        f"{settings.full_deg:g} deg in {len(angles)} steps; type the watts your meter shows at each. "
+        "Ctrl-C stops it: relay off, knob to zero, nothing written"
+    )
 
 
 def _report_fit(fit: Fit, cfg: Config, out: Path, report: Callable[[str], None]) -> None:
