@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "stats": "stats",
     "reload": "reload",
     "install-service": "install_service",
+    "status": "status",
 }
 
 #: Exit codes: 0 ok, 1 the GX or hardware failed, 2 bad configuration or usage.

@@ -28,6 +28,7 @@ from pathlib import Path
 from pvheater.commands import positive_float
 from pvheater.config import Config, default_config_path
 from pvheater.errors import PvHeaterError
+from pvheater.service.channel import channel_for
 from pvheater.service.loop import TickReport, status_line
 from pvheater.service.runtime import ConfigReloader, Service, configure_logging, exit_on_signal, run_service
 
@@ -113,9 +114,8 @@ def _run_simulated(args: argparse.Namespace) -> int:
 
         rig.live.start()
         reloader = ConfigReloader(config_path(args), args.cfg, active=cfg)
-        Service(rig.loop, cfg.poll.interval_s, local_time=rig.local_time, on_tick=show, reloader=reloader).run(
-            duration_s
-        )
+        Service(rig.loop, cfg.poll.interval_s, local_time=rig.local_time, on_tick=show, reloader=reloader,
+                channel=channel_for(cfg.service.socket_file)).run(duration_s)
         rig.live.stop()
         _print_summary(rig.live)
     return 0

@@ -34,7 +34,9 @@ from pvheater.config import Config, LogConfig, load_config
 from pvheater.errors import ConfigError, PvHeaterError
 from pvheater.forecast import ForecastFetcher
 from pvheater.history import CLOCK_TRUSTED_FROM_S, History, HistoryRecorder
+from pvheater.service.channel import Channel, channel_for
 from pvheater.service.loop import ControlLoop, TickReport, status_line
+from pvheater.service.state import tick_state
 from pvheater.systemd import Notifier
 
 log = logging.getLogger("pvheater")
@@ -105,6 +107,7 @@ class Service:
         retention_days: int | None = None,
         wall_clock: Callable[[], float] = time.time,
         forecast: ForecastFetcher | None = None,
+        channel: Channel | None = None,
     ) -> None:
         self.loop = loop
         self.interval_s = interval_s
@@ -116,6 +119,8 @@ class Service:
         self.retention_days = retention_days
         self.wall_clock = wall_clock
         self.forecast = forecast
+        #: The local control channel (pvheater status), started by run(); None: none.
+        self.channel = channel
         self.scheduler = BackgroundScheduler()
         self._tick_lock = threading.Lock()
         self._stopping = False
@@ -138,6 +143,8 @@ class Service:
             self.notifier.healthy(now_s, status)
         if self._deadline_s is not None and now_s >= self._deadline_s:
             self.stop()
+        if self.channel is not None:
+            self.channel.publish(tick_state(report, self.loop.heater, self.wall_clock()))
         if self.on_tick is not None:
             self.on_tick(report)
         return report
@@ -212,6 +219,7 @@ class Service:
         reason = "stopped"
         try:
             self.scheduler.start()
+            self._start_channel()
             if self.recorder is not None:
                 self.recorder.start(time.monotonic(), f"pvheater {__version__}")
             self.notifier.ready("running")
@@ -234,6 +242,22 @@ class Service:
             for sock in self._wake:
                 sock.close()
             self._wake = None
+            if self.channel is not None:
+                self.channel.close()
+
+    def _start_channel(self) -> None:
+        """Open the local channel; when it cannot be, say so once and control goes on without it."""
+        if self.channel is None:
+            return
+        self.channel.info.setdefault("pid", os.getpid())
+        self.channel.info.setdefault("version", __version__)
+        self.channel.info.setdefault("started_s", round(self.wall_clock(), 3))
+        self.channel.info.setdefault("interval_s", self.interval_s)
+        try:
+            self.channel.start()
+        except PvHeaterError as exc:
+            log.error("%s; `pvheater status` will not reach this service (control goes on)", exc)
+            self.channel = None
 
     def stop(self) -> None:
         """Stop after the tick in flight (from a job, a signal or another thread)."""
@@ -381,6 +405,7 @@ def run_service(cfg: Config, duration_s: float | None, path: Path) -> int:
             service = Service(
                 loop, cfg.poll.interval_s, notifier=notifier, recorder=recorder,
                 reloader=ConfigReloader(path, cfg), retention_days=cfg.history.retention_days, forecast=forecast,
+                channel=channel_for(cfg.service.socket_file),
             )
             service.run(duration_s)
             _park(heater, cfg)
