@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "stats": "stats",
     "reload": "reload",
     "install-service": "install_service",
+    "setup": "setup",
     "status": "status",
 }
 
