@@ -316,7 +316,7 @@ def test_the_pin_library_message_and_the_readme_agree_on_python3_lgpio() -> None
     hint = message.split("works here", 1)[1]
     assert "sudo apt install python3-lgpio" in hint and "--system-site-packages" in hint
     assert "pip install lgpio" not in hint.split(")", 1)[-1]
-    assert "sudo apt install python3-venv python3-lgpio" in README and "--system-site-packages" in README
+    assert re.search(r"sudo apt install [\w -]*python3-lgpio", README) and "--system-site-packages" in README
 
 
 def test_readme_says_mbpoll_needs_0_and_how_long_the_tests_take() -> None:
