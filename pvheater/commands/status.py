@@ -213,15 +213,17 @@ def format_screen(r: dict[str, Any]) -> str:
             f"  AC loads     {_w(s.get('consumption_w')):>9}   house and heater together (the GX cannot tell "
             "them apart)",
         ]
-        relay = "closed (heating)" if s.get("relay_on") else "open"
         servo = "-" if s.get("servo_deg") is None else f"{s['servo_deg']:.0f} deg"
-        if s.get("heater_command_w") is not None:
-            lines.append(f"  heater       {_w(s['heater_command_w']):>9}   commanded: relay {relay}, servo {servo}")
+        asked = "" if r["source"] == "service" else f"; the controller asked for {_w(s.get('heater_request_w'))}"
+        if not s.get("relay_on"):
+            lines.append(f"  heater       {'0 W':>9}   relay open: the heater gets nothing (servo {servo}){asked}")
         else:
-            lines.append(f"  heater       {'':>9}   relay {relay}, servo {servo}; the controller asked for "
-                         f"{_w(s.get('heater_request_w'))}")
-        lines.append(f"               {_w(s.get('heater_calibrated_w')):>9}   by the calibration at that angle "
-                     "(an estimate, not measured)")
+            if s.get("heater_command_w") is not None:
+                lines.append(f"  heater       {_w(s['heater_command_w']):>9}   commanded: relay closed, servo {servo}")
+            else:
+                lines.append(f"  heater       {'':>9}   relay closed, servo {servo}{asked}")
+            lines.append(f"               {_w(s.get('heater_calibrated_w')):>9}   by the calibration at that angle "
+                         "(an estimate, not measured)")
         lines.append(f"  reason       {s.get('reason') or '-'}")
         if s.get("fault"):
             lines.append(f"  fault        {s['fault']}")
