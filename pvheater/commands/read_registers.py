@@ -39,8 +39,6 @@ from pvheater.reader import KNOWN_UNIT_IDS, GxReader
 from pvheater.registers import Register, RegisterMap, load_register_map
 
 MAX_UNIT_ID = 247
-#: The GX's Modbus-TCP port: the discovery block names the port only when it differs.
-DEFAULT_PORT = 502
 
 
 def tcp_port(text: str) -> int:
@@ -191,6 +189,10 @@ def chosen_unit_ids(found: dict[int, tuple[str, ...]], register_map: RegisterMap
     if 100 in by_role.get("system", []):
         by_role["system"] = [100] + [u for u in by_role["system"] if u not in (100, 0)]
     return by_role
+
+
+#: The GX's Modbus-TCP port: the discovery block names the port only when it differs.
+DEFAULT_PORT = 502
 
 
 def format_discovery(

@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pvheater.control.timeofday import clock_is_set
 from pvheater.errors import PvHeaterError
-from pvheater.history import CLOCK_TRUSTED_FROM_S, HistoryError, connect_read_only
+from pvheater.history import HistoryError, connect_read_only
 from pvheater.service.channel import ChannelError, NoService, request
 from pvheater.stats import compute_stats
 
@@ -159,13 +160,13 @@ def today_kwh(db: str, now_s: float) -> float:
 
 
 def _clock(wall_s: float | None) -> str:
-    if wall_s is None or wall_s < CLOCK_TRUSTED_FROM_S:
+    if wall_s is None or not clock_is_set(wall_s):
         return "(clock unset)"
     return datetime.datetime.fromtimestamp(wall_s).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _ago(now_s: float, wall_s: float | None) -> str:
-    if wall_s is None or wall_s < CLOCK_TRUSTED_FROM_S:
+    if wall_s is None or not clock_is_set(wall_s):
         return "at an unknown time"
     age_s = max(0.0, now_s - wall_s)
     if age_s < 90:
