@@ -8,6 +8,7 @@ import dataclasses
 import os
 import re
 import select
+import socket
 import subprocess
 import sys
 import termios
@@ -127,16 +128,17 @@ def test_a_newcomer_runs_setup_against_the_gx_simulator_and_the_config_reads_the
     written = tmp_path / "written.yaml"
     cfg = load_config(written)
     assert (cfg.gx.host, cfg.gx.port) == ("127.0.0.1", gx_sim.port)
-    assert cfg.gx.unit_ids == gx_sim.unit_ids or dataclasses.asdict(cfg.gx.unit_ids) == {
-        "system": 100, "vebus": 242, "mppt": 245, "bms": 225, "grid": 40}
+    assert dataclasses.asdict(cfg.gx.unit_ids) == {"system": 100, "vebus": 242, "mppt": 245, "bms": 225, "grid": 40}
     assert (cfg.relay.pin, cfg.relay.active_high, cfg.servo.pin) == ("BOARD11", False, "GPIO21")
     assert (cfg.servo.knob_zero_deg, cfg.servo.knob_full_deg, cfg.heater.max_power_w) == (3.0, 13.0, 2500.0)
     assert cfg.gpio.pin_factory == "mock"
-    text = written.read_text(encoding="utf-8")
-    shipped = packaged_config().read_text(encoding="utf-8")
-    assert [line for line in shipped.splitlines() if line.lstrip().startswith("#")] == [
-        line for line in text.splitlines() if line.lstrip().startswith("#")][-len(
-            [line for line in shipped.splitlines() if line.lstrip().startswith("#")]):]  # every comment kept
+    def comments(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.lstrip().startswith("#")]
+
+    shipped = comments(packaged_config().read_text(encoding="utf-8"))
+    written_comments = comments(written.read_text(encoding="utf-8"))
+    assert written_comments[0].startswith("# Written by `pvheater setup` on ")
+    assert written_comments[-len(shipped):] == shipped  # every comment of the shipped file kept, in order
     done = subprocess.run([sys.executable, "-m", "pvheater.cli", "read-registers", "--config", str(written)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -160,9 +162,7 @@ def test_a_newcomer_runs_setup_against_the_gx_simulator_and_the_config_reads_the
 
 
 def test_setup_simulate_then_ctrl_c_in_the_jog_writes_nothing_and_restores_the_terminal(tmp_path: Path) -> None:
-    with socket_port() as port:
-        pass
-    child = Pty(setup_cmd("--simulate", "--port", str(port)), tmp_path)
+    child = Pty(setup_cmd("--simulate", "--port", str(free_port())), tmp_path)
     try:
         child.expect("--simulate: GX simulator on 127.0.0.1")
         for prompt in ("Relay pin", "high or low?", "Servo pin", "Heater power"):
@@ -177,18 +177,11 @@ def test_setup_simulate_then_ctrl_c_in_the_jog_writes_nothing_and_restores_the_t
     assert not (tmp_path / "config.yaml").exists()
 
 
-class socket_port:
+def free_port() -> int:
     """A free loopback TCP port (closed again before use)."""
-
-    def __enter__(self) -> int:
-        import socket
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        return int(self.sock.getsockname()[1])
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def test_setup_without_a_terminal_says_so_and_exits_2(tmp_path: Path) -> None:
