@@ -224,3 +224,20 @@ def test_service_serves_the_last_ticks_state_and_removes_the_socket(tmp_path: Pa
     for key in ("battery_w", "grid_w", "consumption_w", "heater_calibrated_w", "data_age_s"):
         assert key in state
     assert abs(state["wall_s"] - time.time()) < 15
+
+
+def test_a_failing_state_never_stops_the_tick(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    class Broken(Channel):
+        def publish(self, state: dict[str, object]) -> None:
+            raise RuntimeError("no state today")
+
+    caplog.set_level(logging.ERROR, logger="pvheater")
+    with SimulatedRig(constant_day(3000, 300, seconds=3600), Config(), start_s=43200.0) as rig:
+        service = Service(rig.loop, 1.0, local_time=rig.local_time, channel=Broken(tmp_path / "s.sock"))
+        reports = []
+        for _ in range(3):
+            rig.live.advance(10)
+            reports.append(service.job())
+    assert all(r is not None and not r.loop_error for r in reports)
+    errors = [r.getMessage() for r in caplog.records if "channel" in r.getMessage()]
+    assert errors == ["channel: cannot publish the state (RuntimeError: no state today); control goes on"]

@@ -144,11 +144,13 @@ def test_a_newcomer_runs_setup_against_the_gx_simulator_and_the_config_reads_the
     assert done.returncode == 0, done.stderr
     assert re.search(r"battery_soc_pct\s+100 %", done.stdout)
 
-    # a second run never overwrites without asking: no, and no other file -> nothing written
+    # a second run without --host tries venus.local, then asks; it never overwrites without asking
     before = written.read_bytes()
-    child = Pty(setup_cmd("--host", "127.0.0.1", "--port", str(gx_sim.port), "--pin-factory", "mock",
-                          "--out", "written.yaml"), tmp_path)
+    child = Pty(setup_cmd("--port", str(gx_sim.port), "--pin-factory", "mock", "--out", "written.yaml"), tmp_path)
     try:
+        child.expect(f"Looking for the GX at venus.local:{gx_sim.port}")
+        child.answer("GX address (IP or host name; q quits)", "127.0.0.1")
+        child.expect(f"found a Victron GX at 127.0.0.1:{gx_sim.port}")
         for prompt in ("Relay pin", "high or low?", "Servo pin", "Heater power"):
             child.answer(prompt, "")
         child.answer("Move the servo now", "n")

@@ -121,6 +121,7 @@ class Service:
         self.forecast = forecast
         #: The local control channel (pvheater status), started by run(); None: none.
         self.channel = channel
+        self._publish_failed = False
         self.scheduler = BackgroundScheduler()
         self._tick_lock = threading.Lock()
         self._stopping = False
@@ -144,7 +145,7 @@ class Service:
         if self._deadline_s is not None and now_s >= self._deadline_s:
             self.stop()
         if self.channel is not None:
-            self.channel.publish(tick_state(report, self.loop.heater, self.wall_clock()))
+            self._publish(report)
         if self.on_tick is not None:
             self.on_tick(report)
         return report
@@ -244,6 +245,17 @@ class Service:
             self._wake = None
             if self.channel is not None:
                 self.channel.close()
+
+    def _publish(self, report: TickReport) -> None:
+        """Hand the tick's state to the channel; a failure is logged once and never stops control."""
+        try:
+            self.channel.publish(tick_state(report, self.loop.heater, self.wall_clock()))  # type: ignore[union-attr]
+        except Exception as exc:  # the channel is a convenience: control must go on
+            if not self._publish_failed:
+                log.error("channel: cannot publish the state (%s: %s); control goes on", type(exc).__name__, exc)
+            self._publish_failed = True
+        else:
+            self._publish_failed = False
 
     def _start_channel(self) -> None:
         """Open the local channel; when it cannot be, say so once and control goes on without it."""
