@@ -13,6 +13,8 @@ import dataclasses
 import datetime
 import os
 import select
+import shutil
+import sys
 import termios
 import time
 import tty
@@ -454,8 +456,18 @@ def run_wizard(term: Terminal, fd: int, *, host: str | None, port: int, out: Pat
     text = config_text(answers.values(), header)
     write_config(path, text, answers.values(), overwrite=overwrite)
     flag = "" if path == Path("config.yaml") else f" --config {path}"
+    exe = command_name()
     term.say(f"Written {path}. Next:")
-    term.say(f"  pvheater read-registers{flag}        # every value pvheater reads")
-    term.say(f"  pvheater calibrate-servo{flag} --limits   # the knob's ends, slowly, relay open")
-    term.say(f"  pvheater run{flag}")
+    term.say(f"  {exe} read-registers{flag}              # every value pvheater reads")
+    term.say(f"  {exe} calibrate-servo{flag} --limits    # the knob's ends, slowly, relay open")
+    term.say(f"  {exe} run{flag}")
     return 0
+
+
+def command_name() -> str:
+    """How to call pvheater from this shell: `pvheater` when it is on PATH, else the venv's full path."""
+    exe = Path(sys.executable).parent / "pvheater"
+    if not exe.is_file() or shutil.which("pvheater") == str(exe):
+        return "pvheater"
+    home = Path.home()
+    return f"~/{exe.relative_to(home)}" if exe.is_relative_to(home) else str(exe)

@@ -320,3 +320,15 @@ def test_readme_says_mbpoll_needs_0_and_how_long_the_tests_take() -> None:
     assert re.search(r"mbpoll .*-0", README), "mbpoll needs -0 for Victron's (0-based) addresses"
     development = README.split("## Development", 1)[1]
     assert re.search(r"about \d+ min", development)
+
+
+def test_next_steps_name_the_venvs_pvheater_when_no_venv_is_active(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pvheater.setup_wizard import command_name
+
+    venv_bin = Path(sys.executable).parent
+    if not (venv_bin / "pvheater").is_file():  # pragma: no cover - not run from an installed venv
+        pytest.skip("no pvheater script beside this Python")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert command_name().endswith(str(venv_bin / "pvheater").removeprefix(str(Path.home())))
+    monkeypatch.setenv("PATH", f"{venv_bin}:/usr/bin:/bin")
+    assert command_name() == "pvheater"
