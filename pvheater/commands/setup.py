@@ -10,7 +10,8 @@ code), offers a servo jog (+ / - or the arrow keys; the relay stays open) to
 mark the knob's zero and full angles, and writes the shipped config.yaml
 with those values filled in and every comment kept (--out PATH, default
 ./config.yaml; an existing file only after asking). The result is loaded
-with pvheater's own loader before it is written.
+with pvheater's own loader before it is written. `--pin-factory NAME` sets
+gpio.pin_factory in it and is the pin library the jog uses.
 
 `--simulate` serves the built-in GX simulator on 127.0.0.1 (--port, default
 5020, what `pvheater gx-sim` serves) and uses mock pins, so the whole wizard
