@@ -241,3 +241,19 @@ def test_a_failing_state_never_stops_the_tick(tmp_path: Path, caplog: pytest.Log
     assert all(r is not None and not r.loop_error for r in reports)
     errors = [r.getMessage() for r in caplog.records if "channel" in r.getMessage()]
     assert errors == ["channel: cannot publish the state (RuntimeError: no state today); control goes on"]
+
+
+def test_a_channel_that_cannot_start_is_one_log_line_and_the_service_runs_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    plain = tmp_path / "pvheater.sock"
+    plain.write_text("not a socket", encoding="utf-8")
+    caplog.set_level(logging.ERROR, logger="pvheater")
+    with SimulatedRig(constant_day(3000, 300, seconds=3600), Config(), start_s=43200.0, clock=time.monotonic) as rig:
+        service = Service(rig.loop, 0.2, local_time=rig.local_time, channel=Channel(plain))
+        service.run(1.0)
+    assert service.channel is None
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [f"service.socket_file: {plain} exists and is not a socket; move it away or choose another "
+                      "path; `pvheater status` will not reach this service (control goes on)"]
+    assert plain.read_text(encoding="utf-8") == "not a socket"

@@ -76,6 +76,7 @@ class Channel:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._problem: str | None = None
+        self._publish_failed = False
         #: Requests answered (ok or not), for tests and the log.
         self.requests = 0
 
@@ -89,6 +90,26 @@ class Channel:
         """Hand over the newest state (called by the control tick; never blocks for long)."""
         with self._lock:
             self._state = state
+
+    def publish_from(self, make_state: Callable[[], dict[str, Any]]) -> None:
+        """Publish make_state(); a failure is logged once (until it works again) and never reaches the caller."""
+        try:
+            self.publish(make_state())
+        except Exception as exc:  # the channel is a convenience: the control tick must go on
+            if not self._publish_failed:
+                log.error("channel: cannot publish the state (%s: %s); control goes on", type(exc).__name__, exc)
+            self._publish_failed = True
+        else:
+            self._publish_failed = False
+
+    def serve(self, **info: Any) -> Channel | None:
+        """Start with these facts about the service; None (after one log line) when it cannot start."""
+        self.info.update(info)
+        try:
+            return self.start()
+        except PvHeaterError as exc:
+            log.error("%s; `pvheater status` will not reach this service (control goes on)", exc)
+            return None
 
     def start(self) -> Channel:
         """Bind the socket (mode 0600), replacing a stale one, and start serving; ChannelError when it cannot."""

@@ -121,7 +121,6 @@ class Service:
         self.forecast = forecast
         #: The local control channel (pvheater status), started by run(); None: none.
         self.channel = channel
-        self._publish_failed = False
         self.scheduler = BackgroundScheduler()
         self._tick_lock = threading.Lock()
         self._stopping = False
@@ -145,7 +144,7 @@ class Service:
         if self._deadline_s is not None and now_s >= self._deadline_s:
             self.stop()
         if self.channel is not None:
-            self._publish(report)
+            self.channel.publish_from(lambda: tick_state(report, self.loop.heater, self.wall_clock()))
         if self.on_tick is not None:
             self.on_tick(report)
         return report
@@ -220,7 +219,10 @@ class Service:
         reason = "stopped"
         try:
             self.scheduler.start()
-            self._start_channel()
+            if self.channel is not None:
+                self.channel = self.channel.serve(
+                    pid=os.getpid(), version=__version__, started_s=self.wall_clock(), interval_s=self.interval_s
+                )
             if self.recorder is not None:
                 self.recorder.start(time.monotonic(), f"pvheater {__version__}")
             self.notifier.ready("running")
@@ -245,31 +247,6 @@ class Service:
             self._wake = None
             if self.channel is not None:
                 self.channel.close()
-
-    def _publish(self, report: TickReport) -> None:
-        """Hand the tick's state to the channel; a failure is logged once and never stops control."""
-        try:
-            self.channel.publish(tick_state(report, self.loop.heater, self.wall_clock()))  # type: ignore[union-attr]
-        except Exception as exc:  # the channel is a convenience: control must go on
-            if not self._publish_failed:
-                log.error("channel: cannot publish the state (%s: %s); control goes on", type(exc).__name__, exc)
-            self._publish_failed = True
-        else:
-            self._publish_failed = False
-
-    def _start_channel(self) -> None:
-        """Open the local channel; when it cannot be, say so once and control goes on without it."""
-        if self.channel is None:
-            return
-        self.channel.info.setdefault("pid", os.getpid())
-        self.channel.info.setdefault("version", __version__)
-        self.channel.info.setdefault("started_s", round(self.wall_clock(), 3))
-        self.channel.info.setdefault("interval_s", self.interval_s)
-        try:
-            self.channel.start()
-        except PvHeaterError as exc:
-            log.error("%s; `pvheater status` will not reach this service (control goes on)", exc)
-            self.channel = None
 
     def stop(self) -> None:
         """Stop after the tick in flight (from a job, a signal or another thread)."""
