@@ -170,6 +170,8 @@ def test_status_from_the_history_today_and_the_last_problem(tmp_path: Path, caps
         history.add_row(row(2, yesterday + 3600))
         history.add_event("r1", yesterday + 100, 1.0, "gx_error", "GX at 192.0.2.1:502 cannot be reached")
         history.add_event("r1", yesterday + 160, 2.0, "gx_ok", "after 60 s")
+        midnight = datetime.datetime.combine(datetime.date.today(), datetime.time()).timestamp()
+        history.add_row(row(3, midnight + 1800, heater_wh=1000.0))  # 23:30-00:30: half of it is today's
         history.add_event("r2", today + 10, 3.0, "start", "pvheater 0.1.0")
         history.add_row(row(1, today + 10, run_id="r2", span_s=0.0, heater_wh=0.0))
         history.add_row(row(2, today + 1810, run_id="r2", span_s=1800.0, heater_wh=750.0))
@@ -186,11 +188,11 @@ def test_status_from_the_history_today_and_the_last_problem(tmp_path: Path, caps
     assert re.search(r"grid +-40 W   \+ = importing from the grid, - = exporting", screen)
     assert "0 W   relay open: the heater gets nothing (servo 80 deg); the controller asked for 1500 W" in screen
     assert "reason       SoC 94 % below 95 %" in screen
-    assert "today        1.00 kWh into the heater" in screen
+    assert "today        1.50 kWh into the heater" in screen
     assert "loop_error: pin driver gone [still going]" in screen
     assert main(["status", "--config", str(cfg), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["today_heater_kwh"] == pytest.approx(1.0)
+    assert data["today_heater_kwh"] == pytest.approx(1.5)
     assert data["state"]["battery_w"] == -300.0 and data["source"] == "history"
 
 

@@ -19,14 +19,12 @@ import datetime
 import json
 import sqlite3
 import time
-from pathlib import Path
 from typing import Any
 
 from pvheater.control.timeofday import clock_is_set
 from pvheater.errors import PvHeaterError
 from pvheater.history import HistoryError, connect_read_only
 from pvheater.service.channel import ChannelError, NoService, request
-from pvheater.stats import compute_stats
 
 #: Event kinds that count as a problem, and the kind that ends each.
 PROBLEM_KINDS = {"gx_error": "gx_ok", "loop_error": "loop_ok", "config_rejected": "config_reload"}
@@ -99,14 +97,11 @@ def collect(socket_file: str | None, db: str | None, now_s: float | None = None)
                 out["state"] = row
                 out["source"] = "history"
         out["last_problem"] = last_problem(conn)
+        out["today_heater_kwh"] = today_kwh(conn, now_s)
     except sqlite3.Error as exc:
         out["history_problem"] = f"{db}: cannot be read ({exc})"
     finally:
         conn.close()
-    try:
-        out["today_heater_kwh"] = today_kwh(db, now_s)
-    except (HistoryError, sqlite3.Error) as exc:
-        out["history_problem"] = str(exc)
     return out
 
 
@@ -149,11 +144,21 @@ def last_problem(conn: sqlite3.Connection) -> dict[str, Any] | None:
     }
 
 
-def today_kwh(db: str, now_s: float) -> float:
-    """Heater energy of the local day of now_s, as `pvheater stats` counts it (0 when none recorded)."""
-    stats = compute_stats(Path(db), days=1)
-    today = datetime.datetime.fromtimestamp(now_s).date().isoformat()
-    return round(sum(d.heater_kwh for d in stats.days if d.day == today), 3)
+def today_kwh(conn: sqlite3.Connection, now_s: float) -> float:
+    """Heater energy of the local day of now_s: rows since local midnight, a row's span cut at midnight.
+
+    One indexed query (the history holds months of rows; `pvheater stats` reads them all): rows written while
+    the clock was unset are not counted here (`pvheater stats` dates them through their run's monotonic clock).
+    """
+    day = datetime.datetime.fromtimestamp(now_s).date()
+    midnight_s = datetime.datetime.combine(day, datetime.time()).timestamp()
+    next_s = datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time()).timestamp()
+    row = conn.execute(
+        "SELECT SUM(heater_wh * CASE WHEN span_s <= 0 OR wall_s - span_s >= ? THEN 1.0 "
+        "ELSE (wall_s - ?) / span_s END) FROM ticks WHERE wall_s >= ? AND wall_s < ?",
+        (midnight_s, midnight_s, midnight_s, next_s),
+    ).fetchone()
+    return round((row[0] or 0.0) / 1000.0, 3)
 
 
 # --- the screen ------------------------------------------------------------------
