@@ -8,6 +8,7 @@ import dataclasses
 import os
 import re
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -172,6 +173,23 @@ def test_setup_simulate_then_ctrl_c_in_the_jog_writes_nothing_and_restores_the_t
         child.answer("Move the servo now", "")
         child.expect("Enter when done")
         child.send("++\x03")
+        child.expect("setup aborted: nothing written")
+    finally:
+        rc = child.finish()
+    assert rc == 1
+    assert not (tmp_path / "config.yaml").exists()
+
+
+def test_a_hang_up_during_the_jog_writes_nothing_and_releases_the_pins(tmp_path: Path) -> None:
+    child = Pty(setup_cmd("--simulate", "--port", str(free_port())), tmp_path)
+    try:
+        for prompt in ("Relay pin", "high or low?", "Servo pin", "Heater power"):
+            child.answer(prompt, "")
+        child.answer("Move the servo now", "y")
+        child.expect("Enter when done")
+        child.send("+")
+        child.expect("servo    1.0 deg")
+        os.kill(child.proc.pid, signal.SIGHUP)  # what a dropped SSH link sends
         child.expect("setup aborted: nothing written")
     finally:
         rc = child.finish()

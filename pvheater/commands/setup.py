@@ -23,9 +23,12 @@ says so in one line and exits 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 from contextlib import ExitStack
 from pathlib import Path
+from types import FrameType
 
 from pvheater.commands.read_registers import tcp_port
 from pvheater.config import GpioConfig, UnitIds
@@ -72,9 +75,20 @@ def run(args: argparse.Namespace) -> int:
             host, pin_factory = "127.0.0.1", args.pin_factory or "mock"
             note = f"--simulate: the GX is pvheater's simulator (`pvheater gx-sim --port {port}` serves it)."
             term.say(f"--simulate: GX simulator on 127.0.0.1:{port}, mock pins")
+        # SIGTERM and a hang-up (the SSH link drops) end the wizard through its finally blocks: pins released,
+        # the terminal restored; the relay was never closed.
+        previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
         try:
             return run_wizard(term, sys.stdin.fileno(), host=host, port=port, out=Path(args.out),
                               pin_factory=pin_factory, note=note)
         except (SetupAborted, KeyboardInterrupt, EOFError):
-            term.say("\nsetup aborted: nothing written")
+            with contextlib.suppress(OSError):  # the terminal may be gone
+                term.say("\nsetup aborted: nothing written")
             return 1
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
