@@ -118,8 +118,9 @@ def _default_pin_factory() -> Factory:
             tried = "; ".join(_one_line(w.message) for w in caught if isinstance(w.message, Warning))
             detail = f" ({tried})" if tried else f" ({_one_line(exc)})"
             raise HardwareError(
-                f"gpio.pin_factory: no pin library works here{detail}; on a Raspberry Pi install one into the venv, "
-                f"e.g. `pip install lgpio` (needs the system's liblgpio), or set gpio.pin_factory: mock to simulate"
+                f"gpio.pin_factory: no pin library works here{detail}; on Raspberry Pi OS: `sudo apt install "
+                f"python3-lgpio` and a venv made with `python3 -m venv --system-site-packages`; or set "
+                f"gpio.pin_factory: mock to simulate"
             ) from None
         except Exception as exc:  # a factory named by GPIOZERO_PIN_FACTORY failed with its library's own error
             raise HardwareError(

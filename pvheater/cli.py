@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "stats": "stats",
     "reload": "reload",
     "install-service": "install_service",
+    "setup": "setup",
+    "status": "status",
 }
 #: How a command uses the config file: "needed" (a bad file stops it, exit 2), "optional" (a bad ./config.yaml
 #: is reported in one line and the defaults are used; a bad --config PATH stops it), "unused" (not read at all).
@@ -29,6 +31,7 @@ COMMANDS: dict[str, str] = {
 CONFIG_USE: dict[str, str] = {
     "simulate": "unused",
     "gx-sim": "optional",
+    "setup": "unused",
 }
 
 def build_parser() -> argparse.ArgumentParser:

@@ -268,6 +268,9 @@ class ServiceConfig:
     pid_file: str | None = setting(
         "pvheater.pid", "`pvheater run` writes its process ID here for `pvheater reload`; null: none"
     )
+    socket_file: str | None = setting(
+        "pvheater.sock", "local control channel (a Unix socket, mode 0600) for `pvheater status`; null: none"
+    )
 
 
 @dataclass(frozen=True)
@@ -462,7 +465,8 @@ def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
         if key not in known:
             where = f"{prefix}.{key}" if prefix else str(key)
             raise ConfigError(
-                f"{where}: unknown key (expected one of: {', '.join(known)})"
+                f"{where}: unknown key{' (it belongs under gx:)' if where == 'unit_ids' else ''} "
+                f"(expected one of: {', '.join(known)})"
             )
     kwargs = {}
     for name, fld in known.items():

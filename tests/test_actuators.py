@@ -160,7 +160,7 @@ def test_default_pin_factory_failure_is_one_line(capsys: pytest.CaptureFixture[s
             assert pin_factory is gpiozero.Device.pin_factory
             pytest.skip("gpiozero found a pin library here")
     assert message.startswith("gpio.pin_factory: no pin library works here (")
-    assert "Falling back from lgpio" in message and "pip install lgpio" in message
+    assert "Falling back from lgpio" in message and "sudo apt install python3-lgpio" in message
     assert "\n" not in message
     assert caught == []  # gpiozero's fallback warnings are folded into the message
     assert capsys.readouterr().out == ""

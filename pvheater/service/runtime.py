@@ -35,8 +35,10 @@ from pvheater.control.timeofday import clock_is_set
 from pvheater.errors import ConfigError, PvHeaterError
 from pvheater.forecast import ForecastFetcher
 from pvheater.history import History, HistoryRecorder
+from pvheater.service.channel import Channel, channel_for
 from pvheater.service.loop import ControlLoop, HeaterPort, TickReport, status_line
 from pvheater.service.rig import Rig, trusted_local_time
+from pvheater.service.state import tick_state
 from pvheater.systemd import Notifier
 
 log = logging.getLogger("pvheater")
@@ -99,6 +101,7 @@ class Service:
         retention_days: int | None = None,
         wall_clock: Callable[[], float] = time.time,
         forecast: ForecastFetcher | None = None,
+        channel: Channel | None = None,
     ) -> None:
         self.loop = loop
         self.interval_s = interval_s
@@ -110,6 +113,8 @@ class Service:
         self.retention_days = retention_days
         self.wall_clock = wall_clock
         self.forecast = forecast
+        #: The local control channel (pvheater status), started by run(); None: none.
+        self.channel = channel
         self.scheduler = BackgroundScheduler()
         self._tick_lock = threading.Lock()
         self._stopping = False
@@ -132,6 +137,8 @@ class Service:
             self.notifier.healthy(now_s, status)
         if self._deadline_s is not None and now_s >= self._deadline_s:
             self.stop()
+        if self.channel is not None:
+            self.channel.publish_from(lambda: tick_state(report, self.loop.heater, self.wall_clock()))
         if self.on_tick is not None:
             self.on_tick(report)
         return report
@@ -206,6 +213,10 @@ class Service:
         reason = "stopped"
         try:
             self.scheduler.start()
+            if self.channel is not None:
+                self.channel = self.channel.serve(
+                    pid=os.getpid(), version=__version__, started_s=self.wall_clock(), interval_s=self.interval_s
+                )
             if self.recorder is not None:
                 self.recorder.start(time.monotonic(), f"pvheater {__version__}")
             self.notifier.ready("running")
@@ -228,6 +239,8 @@ class Service:
             for sock in self._wake:
                 sock.close()
             self._wake = None
+            if self.channel is not None:
+                self.channel.close()
 
     def stop(self) -> None:
         """Stop after the tick in flight (from a job, a signal or another thread)."""
@@ -381,6 +394,7 @@ def run_service(
             loop, cfg.poll.interval_s, local_time=rig.local_time, on_tick=on_tick, notifier=notifier,
             recorder=recorder, reloader=ConfigReloader(path, file_config or cfg, active=cfg),
             retention_days=cfg.history.retention_days, forecast=forecast,
+            channel=channel_for(cfg.service.socket_file),
         )
         service.run(duration_s)
         if rig.simulation is None:  # a simulated knob needs no time to reach zero
