@@ -426,6 +426,15 @@ def test_topup_stops_at_tank_full_and_does_not_restart() -> None:
     assert "top-up ended: goal met, 0.0 kWh delivered" in events
 
 
+def test_topup_ends_when_the_clock_is_no_longer_trusted() -> None:
+    settings = HotWaterSettings(daily_kwh=40.0, topup_enabled=True, latitude_deg=48.0, longitude_deg=0.0)
+    state, log = run_day(settings, 0, gap_day_inputs(1.0), hours=17.0)  # to 23:00, in the top-up
+    assert log[-1][1].forced == "topup"
+    state, advice = step(state, settings, HotWaterInputs(), 1e6, None, None)
+    assert advice.force_power_w is None and advice.forced is None
+    assert advice.events == ("top-up ended: the clock is not trusted, 0.0 kWh delivered",)
+
+
 def test_topup_needs_auto_mode_and_a_grid() -> None:
     settings = HotWaterSettings(daily_kwh=40.0, topup_enabled=True, latitude_deg=48.0, longitude_deg=0.0)
     _, log = run_day(settings, 0, gap_day_inputs(1.0), state=HotWaterState(mode="solar_only"))
@@ -586,6 +595,25 @@ def test_legionella_never_forced_when_the_sun_does_it() -> None:
     result = run_weeks(LEGIONELLA, [SUNNY, GREY, GREY, GREY, GREY, GREY, SUNNY] * 3, step_s=120.0)
     assert all(not facts["forced"] for facts in result["days"].values())
     assert not any("legionella cycle forced" in line for _, line in result["events"])
+
+
+def test_forced_legionella_ends_at_tank_full_below_60_and_says_why() -> None:
+    """A thermostat set below 60 degC: the forced cycle stops at tank full and is not retried that night."""
+    settings = HotWaterSettings(**SENSOR, legionella_every_days=7)
+    state = HotWaterState(legionella_since=DAY0.date() - datetime.timedelta(days=10))
+
+    def inputs(local: datetime.datetime, state: HotWaterState) -> HotWaterInputs:
+        now_s = (local - DAY0).total_seconds()
+        full = dt(0, "23:00") <= local < dt(0, "23:30")
+        return HotWaterInputs(tank=ok(55.0 if full else 50.0, now_s), tank_full=full)
+
+    _, log = run_day(settings, 0, inputs, state=state, start="21:00", hours=9.0)
+    forced = [local for local, a, _ in log if a.forced == "legionella"]
+    assert forced[0] == dt(0, "22:00") and forced[-1] == dt(0, "22:59")
+    events = [e for _, a, _ in log for e in a.events]
+    assert ("legionella cycle ended: tank full at 55.0 degC (is the thermostat set below 60?), 0.0 kWh delivered"
+            in events)
+    assert all(a.force_power_w == 2000.0 for _, a, _ in log if a.forced)
 
 
 def test_legionella_with_a_thermostat_at_60_and_no_sensor_counts_tank_full() -> None:

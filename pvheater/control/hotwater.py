@@ -527,6 +527,9 @@ def step(state: HotWaterState, settings: HotWaterSettings, inputs: HotWaterInput
     state = _temp_limit(settings, state, temp_c, events)
     if local_dt is not None:
         state = _cycle_tick(settings, state, inputs, temp_c, local_dt, utc_s, events)
+    elif state.forced is not None:  # no trusted clock: the window cannot be checked
+        events.append(_forced_end(state, "the clock is not trusted"))
+        state = replace(state, forced=None)
     state, boost_reason = _boost_tick(settings, state, inputs, temp_c, now_s, events)
     full = settings.element_power_w
     temp_text = "" if temp_c is None else f" (tank {temp_c:.1f} degC)"
