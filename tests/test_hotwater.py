@@ -28,6 +28,7 @@ from pvheater.control.hotwater import (
     decide_topup,
     estimate_pv_for_heater,
     legionella_due,
+    parse_boost,
     set_mode,
     start_boost,
     step,
@@ -230,6 +231,22 @@ def test_boost_refusals_and_cancel() -> None:
     cancelled, text = cancel_boost(state)
     assert cancelled.boost is None and text == "boost cancelled"
     assert cancel_boost(cancelled)[1] == "no boost running"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("45m", (45.0, None)), ("90min", (90.0, None)), ("1h", (60.0, None)), ("1h30m", (90.0, None)),
+     (" 2H ", (120.0, None)), ("55C", (None, 55.0)), ("55 degC", (None, 55.0)), ("52.5c", (None, 52.5))],
+)
+def test_parse_boost(text: str, expected: tuple) -> None:
+    assert parse_boost(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "45", "m", "0m", "1h-5m", "hot", "55F", "-5m"])
+def test_parse_boost_refuses_with_one_line(text: str) -> None:
+    with pytest.raises(ValueError) as err:
+        parse_boost(text)
+    assert "\n" not in str(err.value) and repr(text) in str(err.value)
 
 
 # --- the goal cycle --------------------------------------------------------------------------------

@@ -85,6 +85,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import re
 from dataclasses import dataclass, replace
 
 from pvheater.config import Config
@@ -298,6 +299,25 @@ def start_boost(state: HotWaterState, settings: HotWaterSettings, now_s: float, 
     boost = Boost(until_s=now_s + length_s, until_temp_c=until_temp_c)
     to = "" if until_temp_c is None else f" or to {until_temp_c:g} degC"
     return replace(state, boost=boost), f"boost at full power for {length_s / 60:.0f} min{to}"
+
+
+_BOOST_TIME = re.compile(r"(?:(\d+)h)?(?:(\d+)m(?:in)?)?")
+_BOOST_TEMP = re.compile(r"(\d+(?:\.\d+)?)\s*(?:c|degc)")
+
+
+def parse_boost(text: str) -> tuple[float | None, float | None]:
+    """'45m', '90min', '1h', '1h30m' -> (minutes, None); '55C', '55degC' -> (None, 55.0); ValueError otherwise."""
+    flat = text.strip().lower().replace(" ", "")
+    temp = _BOOST_TEMP.fullmatch(flat)
+    if temp is not None:
+        return None, float(temp.group(1))
+    match = _BOOST_TIME.fullmatch(flat)
+    if match is None or not flat or (match.group(1) is None and match.group(2) is None):
+        raise ValueError(f"expected a boost such as 45m, 1h30m or 55C, got {text!r}")
+    minutes = 60.0 * int(match.group(1) or 0) + int(match.group(2) or 0)
+    if minutes <= 0:
+        raise ValueError(f"a boost must last at least a minute, got {text!r}")
+    return minutes, None
 
 
 def cancel_boost(state: HotWaterState) -> tuple[HotWaterState, str]:
