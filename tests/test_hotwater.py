@@ -24,6 +24,7 @@ from pvheater.control.hotwater import (
     HotWaterState,
     TankReading,
     cancel_boost,
+    combine,
     cycle_at,
     decide_topup,
     estimate_pv_for_heater,
@@ -34,6 +35,7 @@ from pvheater.control.hotwater import (
     step,
     sun_still_to_come,
 )
+from pvheater.control.messages import HeatRequest
 from pvheater.control.reserve import Forecast
 from pvheater.errors import ConfigError
 
@@ -147,6 +149,33 @@ def test_never_heats_above_max_temp_in_any_mode_or_forcing() -> None:
             checked += 1
             assert not heats(advice) and advice.max_power_w == 0.0, (i, reading, advice)
     assert checked > 3000  # the property was exercised
+
+
+@pytest.mark.parametrize(
+    ("request_", "advice", "expected", "forced"),
+    [
+        # solar surplus passes unchanged
+        (HeatRequest(True, 800.0, "surplus"), HotWaterAdvice(True, None, 2000.0, "solar surplus", "auto"),
+         HeatRequest(True, 800.0, "surplus"), False),
+        (HeatRequest(False, 0.0, "no surplus"), HotWaterAdvice(True, None, 2000.0, "solar surplus", "auto"),
+         HeatRequest(False, 0.0, "no surplus"), False),
+        # mode off / tank limit: nothing, whatever the controller wants
+        (HeatRequest(True, 1500.0, "surplus"), HotWaterAdvice(False, None, 0.0, "mode off", "off"),
+         HeatRequest(False, 0.0, "hot water: mode off"), False),
+        # forced: the larger of the force and the surplus, capped
+        (HeatRequest(False, 0.0, "night"), HotWaterAdvice(True, 1500.0, 2000.0, "top-up", "auto", "topup"),
+         HeatRequest(True, 1500.0, "hot water: top-up"), True),
+        (HeatRequest(True, 1800.0, "surplus"), HotWaterAdvice(True, 1500.0, 2000.0, "top-up", "auto", "topup"),
+         HeatRequest(True, 1800.0, "hot water: top-up"), True),
+        (HeatRequest(True, 2500.0, "surplus"), HotWaterAdvice(True, 2000.0, 2000.0, "boost", "auto", "boost"),
+         HeatRequest(True, 2000.0, "hot water: boost"), True),
+        # a cap below the request
+        (HeatRequest(True, 2500.0, "surplus"), HotWaterAdvice(True, None, 2000.0, "solar surplus", "auto"),
+         HeatRequest(True, 2000.0, "surplus; hot water cap 2000 W"), False),
+    ],
+)
+def test_combine_request_and_advice(request_, advice, expected, forced) -> None:
+    assert combine(request_, advice) == (expected, forced)
 
 
 # --- modes and boost ---------------------------------------------------------------------------

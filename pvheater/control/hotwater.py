@@ -11,7 +11,8 @@ met, a top-up decided / started / ended, a boost ended, a legionella cycle)
 come back in ``advice.events`` for the service to log, one line each.
 
 **How the advice combines with the surplus controller and the relay guard**
-(the control loop does this; the rule is here so it is written once):
+(the control loop calls :func:`combine` on the controller's request; the rule
+is here so it is written once):
 
 1. The guard's safety checks always win: fault, stale or implausible GX data,
    the switch limit, min on/off times. Nothing here can close the relay
@@ -89,6 +90,7 @@ import re
 from dataclasses import dataclass, replace
 
 from pvheater.config import Config
+from pvheater.control.messages import HeatRequest
 from pvheater.control.reserve import Forecast
 from pvheater.control.sun import sun_elevation_deg
 from pvheater.control.timeofday import DAY_S, parse_hhmm, parse_window
@@ -267,6 +269,24 @@ class HotWaterAdvice:
     tank_temp_c: float | None = None
     #: One-time lines to log (decisions with kWh, starts and ends).
     events: tuple[str, ...] = ()
+
+
+def combine(request: HeatRequest, advice: HotWaterAdvice) -> tuple[HeatRequest, bool]:
+    """The controller's request after the advice (rules 2-4 of the module docstring), and whether it is forced.
+
+    The second value is True when the grid is allowed this tick (boost, top-up,
+    legionella): the guard then skips its policy gates (min SoC, sun, time
+    window) but never its safety checks.
+    """
+    if not advice.allow_heat:
+        return HeatRequest(False, 0.0, f"hot water: {advice.reason}"), False
+    if advice.force_power_w is not None:
+        power = min(max(advice.force_power_w, request.power_w if request.want_heat else 0.0), advice.max_power_w)
+        return HeatRequest(True, power, f"hot water: {advice.reason}"), True
+    if request.want_heat and request.power_w > advice.max_power_w:
+        capped = f"{request.reason}; hot water cap {advice.max_power_w:.0f} W"
+        return HeatRequest(True, advice.max_power_w, capped), False
+    return request, False
 
 
 # --- commands from the channel ----------------------------------------------------------------
