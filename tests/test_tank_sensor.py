@@ -10,6 +10,7 @@ import pytest
 
 from pvheater.config import TankSensorConfig
 from pvheater.errors import ConfigError
+from pvheater.sim.w1 import FAULTS, FakeW1Bus, crc8_dallas, scratchpad, w1_slave_text
 from pvheater.tank_sensor import TankSensor, TankSensorThread, list_sensors, parse_w1_slave
 
 SENSOR = "28-0000061a2b3c"
@@ -174,3 +175,34 @@ def test_thread_reads_in_the_background_and_stops(tmp_path: Path) -> None:
     stamped = thread.latest().time_s
     time.sleep(0.1)
     assert thread.latest().time_s == stamped  # stopped: no more readings
+
+
+# --- the simulator's fake bus, read by the real sensor -------------------------------------------
+
+
+def test_crc8_of_the_kernel_documentation_scratchpad() -> None:
+    assert crc8_dallas(bytes.fromhex("72014b467fff0e10")) == 0x57
+    pad = scratchpad(23.125)
+    assert crc8_dallas(pad[:8]) == pad[8]
+    assert parse_w1_slave(w1_slave_text(pad)) == (23.125, None)
+
+
+@pytest.mark.parametrize("temperature_file", [False, True])
+def test_fake_bus_temperatures_and_every_fault_through_the_real_reader(tmp_path: Path, temperature_file: bool) -> None:
+    bus = FakeW1Bus(tmp_path / "w1", temperature_file=temperature_file)
+    sensor_id = bus.add(temp_c=48.3)
+    sensor = TankSensor(tmp_path / "w1")
+    assert sensor.read(0.0).temp_c == 48.312  # 1/16 degC steps, whole millidegrees as w1-therm writes them
+    bus.set_temp(sensor_id, -3.5)
+    assert sensor.read(1.0).temp_c == -3.5
+    expected = {"crc": "CRC error", "power_on": "85.0 degC", "disconnected": "-127 degC", "zeros": "all-zero",
+                "garbage": "unreadable", "missing": "no 1-wire temperature sensor"}
+    assert set(expected) == set(FAULTS)
+    for fault, problem in expected.items():
+        bus.set_fault(sensor_id, fault)
+        reading = sensor.read(2.0)
+        assert not reading.valid and problem in reading.problem, fault
+        bus.set_temp(sensor_id, 60.0)
+        assert sensor.read(3.0).temp_c == 60.0
+    with pytest.raises(ValueError, match="unknown fault"):
+        bus.set_fault(sensor_id, "smoke")
