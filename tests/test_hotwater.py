@@ -376,7 +376,7 @@ def flat_forecast(day: int, pv_w: float) -> Forecast:
 def test_decision_estimates_pv_and_plans_kwh(name, inputs, topup, kwh, says) -> None:
     settings = HotWaterSettings(daily_kwh=4.0, topup_enabled=True, latitude_deg=48.0, longitude_deg=0.0)
     local = dt(0, "15:00")
-    state = HotWaterState(cycle_deadline=cycle_at(settings, local).deadline)
+    state = HotWaterState(cycle=cycle_at(settings, local))
     plan = decide_topup(settings, state, inputs, None, cycle_at(settings, local), local, utc(local))
     assert plan.topup is topup
     assert says in plan.reason and "gap 4.0 kWh" in plan.reason

@@ -228,8 +228,8 @@ class HotWaterState:
     boost: Boost | None = None
     #: Stopped at max_temp_c; cleared by a fresh valid reading below max - hysteresis.
     temp_stop: bool = False
-    #: The current goal cycle's deadline (naive local datetime); None before the first trusted tick.
-    cycle_deadline: datetime.datetime | None = None
+    #: The current goal cycle (naive local datetimes); None before the first trusted tick.
+    cycle: Cycle | None = None
     cycle_kwh: float = 0.0
     last_energy_today_kwh: float | None = None
     #: How the goal was met in this cycle (None: not yet).
@@ -359,6 +359,8 @@ class Cycle:
     decision: datetime.datetime
     window_start: datetime.datetime
     window_end: datetime.datetime
+    #: The settings it was computed from (goal, decision, window): a reload with others recomputes it.
+    made_from: tuple[datetime.time | None, ...] = ()
 
 
 def _seconds(t: datetime.time) -> float:
@@ -381,7 +383,11 @@ def cycle_at(settings: HotWaterSettings, local_dt: datetime.datetime) -> Cycle:
         return start + datetime.timedelta(seconds=offset)
 
     return Cycle(start, deadline, at(settings.decision_time), at(settings.topup_start),
-                 at(settings.topup_end, end_side=True))
+                 at(settings.topup_end, end_side=True), _cycle_key(settings))
+
+
+def _cycle_key(settings: HotWaterSettings) -> tuple[datetime.time | None, ...]:
+    return (settings.goal_time, settings.decision_time, settings.topup_start, settings.topup_end)
 
 
 def sun_still_to_come(utc_s: float, latitude_deg: float, longitude_deg: float) -> tuple[float, float] | None:
@@ -565,9 +571,9 @@ def step(state: HotWaterState, settings: HotWaterSettings, inputs: HotWaterInput
     events: list[str] = []
     temp_c = _fresh_temp(settings, inputs.tank, now_s)
     state = _temp_limit(settings, state, temp_c, events)
-    if local_dt is not None:
+    if local_dt is not None and (settings.goal_configured or settings.legionella_every_days is not None):
         state = _cycle_tick(settings, state, inputs, temp_c, local_dt, utc_s, events)
-    elif state.forced is not None:  # no trusted clock: the window cannot be checked
+    elif local_dt is None and state.forced is not None:  # no trusted clock: the window cannot be checked
         events.append(_forced_end(state, "the clock is not trusted"))
         state = replace(state, forced=None)
     state, boost_reason = _boost_tick(settings, state, inputs, temp_c, now_s, events)
@@ -622,15 +628,17 @@ def _boost_tick(settings: HotWaterSettings, state: HotWaterState, inputs: HotWat
 def _cycle_tick(settings: HotWaterSettings, state: HotWaterState, inputs: HotWaterInputs, temp_c: float | None,
                 local_dt: datetime.datetime, utc_s: float | None, events: list[str]) -> HotWaterState:
     """Goal cycle, decisions, top-up and legionella on local time."""
-    cycle = cycle_at(settings, local_dt)
-    if state.cycle_deadline != cycle.deadline:
-        if state.cycle_deadline is not None:
+    cycle = state.cycle
+    if cycle is None or not cycle.start <= local_dt < cycle.deadline or cycle.made_from != _cycle_key(settings):
+        cycle = cycle_at(settings, local_dt)
+    if state.cycle is None or state.cycle.deadline != cycle.deadline:
+        if state.cycle is not None:
             if state.forced is not None:
                 events.append(_forced_end(state, "the cycle ended"))
             if state.goal_met is None and settings.goal_configured:
-                events.append(f"hot-water goal missed by {state.cycle_deadline:%Y-%m-%d %H:%M} "
+                events.append(f"hot-water goal missed by {state.cycle.deadline:%Y-%m-%d %H:%M} "
                               f"({state.cycle_kwh:.1f} kWh delivered)")
-        state = replace(state, cycle_deadline=cycle.deadline, cycle_kwh=0.0, goal_met=None, plan=None,
+        state = replace(state, cycle=cycle, cycle_kwh=0.0, goal_met=None, plan=None,
                         decided=False, window_decided=False, forced=None, topup_done=False, legionella_done=False)
     state = _count_energy(state, inputs.heater_energy_today_kwh)
     if settings.goal_configured:
