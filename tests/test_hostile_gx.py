@@ -60,7 +60,7 @@ class Run:
     reports: list[TickReport] = field(default_factory=list)
 
 
-def run_attack(mode: str, *, delay_s: float = 1.0, soc_drop: bool = False, attack_s: float = STALE_S + 3.0) -> Run:
+def run_attack(mode: str, *, delay_s: float = 1.0, soc_drop: bool = False, attack_s: float = STALE_S + 1.0) -> Run:
     """Heat, attack for attack_s, behave again; the relay pin's edges timed by a monitor thread."""
     run = Run()
     register_map = load_register_map()
