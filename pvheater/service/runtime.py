@@ -16,7 +16,6 @@ import datetime
 import logging
 import logging.handlers
 import math
-import os
 import select
 import signal
 import socket
@@ -34,10 +33,15 @@ from pvheater.config import Config, LogConfig, load_config
 from pvheater.errors import ConfigError, PvHeaterError
 from pvheater.forecast import ForecastFetcher
 from pvheater.history import CLOCK_TRUSTED_FROM_S, History, HistoryRecorder
+from pvheater.service.instance import Instance
 from pvheater.service.loop import ControlLoop, TickReport, status_line
 from pvheater.systemd import Notifier
 
 log = logging.getLogger("pvheater")
+
+
+class _StopNow(BaseException):
+    """Raised by the SIGINT/SIGTERM handler into a tick in flight; not an Exception, so no `except` swallows it."""
 
 #: Before this year the Pi's clock has not been set (no RTC, no NTP yet): time windows cannot be trusted.
 _CLOCK_TRUSTED_FROM_YEAR = 2024
@@ -123,6 +127,12 @@ class Service:
         self._reload_requested = False
         self._deadline_s: float | None = None
         self._wake: tuple[socket.socket, socket.socket] | None = None
+        self._in_tick = False
+        self._interrupted = False
+        #: Signal handlers to put back after the shutdown (see hold_signals()).
+        self._saved_handlers: dict[int, object] = {}
+        self._hold_signals = False
+        self._ignored_logged: set[int] = set()
 
     def job(self) -> TickReport | None:
         """The poll+control job: one tick of the loop (a plain function tests call directly)."""
@@ -130,7 +140,11 @@ class Service:
             if self._stopping:
                 return None
             now_s = time.monotonic()
-            report = self.loop.tick(now_s, self.local_time(), self.wall_clock())
+            self._in_tick = True  # a stop signal now abandons the tick (a GX read may hang for seconds)
+            try:
+                report = self.loop.tick(now_s, self.local_time(), self.wall_clock())
+            finally:
+                self._in_tick = False
         status = status_line(report.m, report.output, self.loop.heater.servo_angle_deg)
         if report.loop_error:
             self.notifier.status(f"loop error, heater off: {report.fault}")
@@ -209,31 +223,50 @@ class Service:
             self.forecast.schedule(self.scheduler, self.forecast_job, datetime.datetime.now().astimezone())
         handlers = {signal.SIGINT: self._on_signal, signal.SIGTERM: self._on_signal, signal.SIGHUP: self._on_sighup}
         previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+        if not self._saved_handlers:
+            self._saved_handlers = previous
         reason = "stopped"
         try:
-            self.scheduler.start()
-            if self.recorder is not None:
-                self.recorder.start(time.monotonic(), f"pvheater {__version__}")
-            self.notifier.ready("running")
-            self._tick_loop()
+            try:
+                self.scheduler.start()
+                if self.recorder is not None:
+                    self.recorder.start(time.monotonic(), f"pvheater {__version__}")
+                self.notifier.ready("running")
+                self._tick_loop()
+            except _StopNow:
+                pass  # a stop signal abandoned the tick in flight; the heater goes off just below
         except BaseException as exc:
             reason = f"stopped by {type(exc).__name__}"
             raise
         finally:
+            # From here on signals are logged and ignored: a second Ctrl-C, a SIGHUP or another SIGTERM must
+            # not cut the shutdown short (the last history row, the stop event, the PID file).
+            for sig in previous:
+                signal.signal(sig, self._on_signal_while_stopping)
+            with self._tick_lock:  # a tick in flight in another thread finishes first; none starts after this
+                self._stopping = True
+                now_s = time.monotonic()
+                self.loop.shutdown(now_s)  # relay open first, then everything else
+                if self.recorder is not None:
+                    self.recorder.stop(now_s, reason)
             self.notifier.stopping()
             if self.scheduler.running:
                 self.scheduler.shutdown(wait=False)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            with self._tick_lock:  # let a tick in flight finish; none starts after this
-                self._stopping = True
-                now_s = time.monotonic()
-                self.loop.shutdown(now_s)
-                if self.recorder is not None:
-                    self.recorder.stop(now_s, reason)
             for sock in self._wake:
                 sock.close()
             self._wake = None
+            if not self._hold_signals:
+                self.restore_signals()
+
+    def hold_signals(self) -> None:
+        """Keep ignoring stop signals after run() returns, until restore_signals() (the caller still cleans up)."""
+        self._hold_signals = True
+
+    def restore_signals(self) -> None:
+        """Put back the signal handlers that were installed before run()."""
+        for sig, handler in self._saved_handlers.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        self._saved_handlers = {}
 
     def stop(self) -> None:
         """Stop after the tick in flight (from a job, a signal or another thread)."""
@@ -276,8 +309,18 @@ class Service:
                 self._wake[1].send(b"\0")
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._interrupted:
+            return
         log.info("%s received: stopping", signal.Signals(signum).name)
         self.stop()
+        if self._in_tick:  # the tick may wait seconds for the GX: leave it now, the heater goes off at once
+            self._interrupted = True
+            raise _StopNow
+
+    def _on_signal_while_stopping(self, signum: int, frame: FrameType | None) -> None:
+        if signum not in self._ignored_logged:
+            self._ignored_logged.add(signum)
+            log.info("%s received while stopping: ignored (the heater is off)", signal.Signals(signum).name)
 
     def _on_sighup(self, signum: int, frame: FrameType | None) -> None:
         log.info("SIGHUP received: re-reading the config")
@@ -360,10 +403,16 @@ def run_service(cfg: Config, duration_s: float | None, path: Path) -> int:
     from pvheater.registers import load_register_map
 
     register_map = load_register_map()
-    heater = Heater.from_config(cfg)  # relay open from the first instant
+    # Before any pin is touched: a second pvheater on the same PID/history file must not drive the relay.
+    instance = Instance.acquire(cfg.service.pid_file, cfg.history.file)
+    try:
+        heater = Heater.from_config(cfg)  # relay open from the first instant
+    except BaseException:
+        instance.release()
+        raise
     history = None if cfg.history.file is None else History(cfg.history.file)
     notifier = Notifier()
-    pid_file = _write_pid_file(cfg.service.pid_file)
+    service: Service | None = None
     try:
         with GxReader(cfg.gx, register_map) as reader:
             recorder = None
@@ -382,39 +431,19 @@ def run_service(cfg: Config, duration_s: float | None, path: Path) -> int:
                 loop, cfg.poll.interval_s, notifier=notifier, recorder=recorder,
                 reloader=ConfigReloader(path, cfg), retention_days=cfg.history.retention_days, forecast=forecast,
             )
+            service.hold_signals()  # signals stay ignored until the history is closed and the PID file gone
             service.run(duration_s)
             _park(heater, cfg)
     finally:
         heater.close()
         if history is not None:
             history.close()
-        _remove_pid_file(pid_file)
+        instance.release()
         notifier.close()
+        if service is not None:
+            service.restore_signals()
     log.info("pvheater stopped: relay open, knob at zero")
     return 0
-
-
-def _write_pid_file(name: str | None) -> Path | None:
-    """Write our process ID for `pvheater reload`; a failure is logged, not fatal."""
-    if name is None:
-        return None
-    path = Path(name)
-    try:
-        path.write_text(f"{os.getpid()}\n", encoding="ascii")
-    except OSError as exc:
-        log.warning("service.pid_file: cannot write %s (%s); `pvheater reload` will not find this process",
-                    path, exc.strerror)
-        return None
-    return path
-
-
-def _remove_pid_file(path: Path | None) -> None:
-    """Remove the PID file when it still holds our process ID."""
-    if path is None:
-        return
-    with contextlib.suppress(OSError):
-        if path.read_text(encoding="ascii").strip() == str(os.getpid()):
-            path.unlink()
 
 
 def _park(heater: object, cfg: Config) -> None:
