@@ -559,3 +559,19 @@ def test_instance_lock_in_process(tmp_path: Path) -> None:
     assert not pid_file.exists() and not lock_path(pid_file).exists() and not lock_path(history).exists()
     assert lock_holder(lock_path(pid_file)) is None
     Instance.acquire(str(pid_file), None).release()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (every write: no space left on device)")
+def test_a_log_file_on_a_full_disk_costs_one_line_not_a_traceback_per_record(tmp_path: Path, gx: GxSimulator) -> None:
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17").replace("file: run.log",
+                                                                                         "file: /dev/full"))
+    done = subprocess.run([sys.executable, "-m", "pvheater.cli", "run", "--config", str(cfg_file), "--duration", "3"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "Logging error" not in done.stderr
+    failures = [line for line in done.stderr.splitlines() if line.startswith("pvheater: log.file")]
+    assert failures == ["pvheater: log.file /dev/full: cannot write (No space left on device); "
+                        "logging to the console only until it works again"]
+    assert "pvheater stopped: relay open, knob at zero" in done.stderr  # the console still gets every record
+    assert [kind for kind, _ in events(tmp_path)][-1] == "stop"

@@ -16,12 +16,14 @@ import datetime
 import logging
 import logging.handlers
 import math
+import os
 import select
 import signal
 import socket
 import sys
 import threading
 import time
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -67,9 +69,7 @@ def configure_logging(cfg: LogConfig, console_level: str | None = None) -> None:
     root.addHandler(console)
     if cfg.file:
         try:
-            file_handler = logging.handlers.RotatingFileHandler(
-                cfg.file, maxBytes=cfg.max_bytes, backupCount=cfg.backups, encoding="utf-8"
-            )
+            file_handler = LogFileHandler(cfg.file, maxBytes=cfg.max_bytes, backupCount=cfg.backups, encoding="utf-8")
         except OSError as exc:
             raise PvHeaterError(f"log.file: cannot open {cfg.file!r} ({exc.strerror})") from None
         file_handler.setFormatter(fmt)
@@ -79,6 +79,77 @@ def configure_logging(cfg: LogConfig, console_level: str | None = None) -> None:
     # The reader reports GX failures once per episode; pymodbus would log every reconnect attempt.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+class _AppendFile:
+    """An unbuffered append-only text file: a failed write loses that record only (nothing stays buffered)."""
+
+    def __init__(self, path: str, encoding: str) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self.encoding = encoding
+
+    def write(self, text: str) -> int:
+        """Write text with one system call per chunk (O_APPEND: whole records, no interleaving)."""
+        data = memoryview(text.encode(self.encoding, "replace"))
+        while data:
+            data = data[os.write(self.fd, data):]
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Move the file position (RotatingFileHandler seeks to the end before tell())."""
+        return os.lseek(self.fd, offset, whence)
+
+    def tell(self) -> int:
+        """The current position: the file size in append mode."""
+        return os.lseek(self.fd, 0, os.SEEK_CUR)
+
+    def close(self) -> None:
+        """Close the file."""
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+
+class LogFileHandler(logging.handlers.RotatingFileHandler):
+    """The rotating log file; when it cannot be written (a full disk) one line on stderr, no traceback per record.
+
+    Records go on to the console while the file fails; each new record tries
+    the file again, and a line on stderr says when it works again.
+    """
+
+    def __init__(self, filename: str, **kwargs: typing.Any) -> None:
+        super().__init__(filename, **kwargs)
+        self.failing = False
+
+    def _open(self) -> typing.Any:
+        return _AppendFile(self.baseFilename, self.encoding or "utf-8")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write one record (rotating when due); a failure is reported once per episode."""
+        self._failed_now = False
+        super().emit(record)
+        if self.failing and not self._failed_now:
+            self.failing = False
+            sys.stderr.write(f"pvheater: log.file {self.baseFilename}: written again\n")
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """One line on stderr for the first failure of an episode; the record is lost from the file only."""
+        self._failed_now = True
+        exc = sys.exc_info()[1]
+        if not self.failing:
+            self.failing = True
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            with contextlib.suppress(Exception):
+                sys.stderr.write(f"pvheater: log.file {self.baseFilename}: cannot write ({reason}); "
+                                 "logging to the console only until it works again\n")
+
+    def close(self) -> None:
+        """Close the file; a failure here changes nothing (the service is ending)."""
+        with contextlib.suppress(OSError):
+            super().close()
 
 
 class Service:
