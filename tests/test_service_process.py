@@ -233,8 +233,8 @@ def test_install_service_prints_the_unit(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["install-service", "--config", str(cfg_file), "--user", "pi"]) == 0
     unit = capsys.readouterr().out
     exe = Path(sys.executable).parent / "pvheater"
-    assert f"ExecStart={exe} run --config {cfg_file.resolve()}" in unit
-    for line in ("Type=notify", "WatchdogSec=30", "Restart=on-failure", "KillSignal=SIGTERM", "TimeoutStopSec=15",
+    assert f'ExecStart="{exe}" "run" "--config" "{cfg_file.resolve()}"' in unit
+    for line in ("Type=notify", "WatchdogSec=30", "Restart=on-failure", "KillSignal=SIGTERM", "TimeoutStopSec=18",
                  f"WorkingDirectory={tmp_path.resolve()}", "User=pi", "ExecReload=/bin/kill -HUP $MAINPID",
                  "RestartPreventExitStatus=2", "WantedBy=multi-user.target"):
         assert line in unit.splitlines(), line
