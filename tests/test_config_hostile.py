@@ -177,3 +177,11 @@ def test_calibration_file_goes_through_the_same_reader(tmp_path: Path) -> None:
     done = cli(tmp_path, "run", "--config", str(path), "--duration", "1")
     assert done.returncode == 2 and "duplicate key 'points'" in done.stderr and "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1
+
+
+def test_read_registers_host_option_is_checked_like_gx_host(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("log:\n  file: null\n", encoding="utf-8")
+    done = cli(tmp_path, "read-registers", "--config", str(path), "--host", "a" * 64 + ".local")
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+    assert done.stderr.startswith("pvheater: --host: expected an IP address or a host name")
