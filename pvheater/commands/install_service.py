@@ -43,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def writable_dirs(cfg: Config, config_dir: Path) -> list[Path]:
-    """The directories the service writes to: those of the log, history, PID file and forecast cache."""
-    files = [cfg.log.file, cfg.history.file, cfg.service.pid_file]
+    """The directories the service writes to: log, history, PID file, socket, hot-water state, forecast cache."""
+    files = [cfg.log.file, cfg.history.file, cfg.service.pid_file, cfg.service.socket_file, cfg.hot_water.state_file]
     if cfg.forecast.enabled:
         files.append(cfg.forecast.cache_file)
     dirs: list[Path] = []
