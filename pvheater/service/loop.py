@@ -35,6 +35,8 @@ from pvheater.errors import GxError
 
 log = logging.getLogger("pvheater")
 
+#: Longest wait of shutdown() for the pins lock (held only while a tick applies its output).
+PINS_WAIT_S = 1.0
 #: A status line is logged when the heater power moves by at least this much.
 STATUS_STEP_W = 100.0
 
@@ -186,16 +188,22 @@ class ControlLoop:
 
     def shutdown(self, now_s: float) -> None:
         """Relay open and knob to zero, e.g. on SIGTERM."""
-        with self._pins:
+        # A stop signal raised into a tick may, in theory, leave the pins lock taken: never wait long for it.
+        locked = self._pins.acquire(timeout=PINS_WAIT_S)
+        try:
             self.heater.safe_off(now_s)
             self.guard_state = guard.force_off(self.guard_state, now_s)
+        finally:
+            if locked:
+                self._pins.release()
         self.log.info("heater off: relay open, knob at zero")
 
     def failsafe(self, now_s: float) -> bool:
         """The independent fail-safe (any thread, never waits for a read): relay open, knob parked when no fresh
         snapshot arrived within stale_after_s. True when it switched something off."""
         limit_s = self.guard_settings.stale_after_s
-        with self._pins:
+        locked = self._pins.acquire(timeout=PINS_WAIT_S)  # not taken: an apply hangs, switch off regardless
+        try:
             age_s = None if self.fresh_s is None else now_s - self.fresh_s
             if age_s is not None and age_s <= limit_s:
                 return False
@@ -205,6 +213,9 @@ class ControlLoop:
                 return False
             self.heater.safe_off(now_s)
             self._tripped = True  # the next tick forces the guard off, so heating restarts only after confirmation
+        finally:
+            if locked:
+                self._pins.release()
         if self._failsafe_since_s is None:
             self._failsafe_since_s = now_s
             seen = "none yet" if age_s is None else f"the last is {age_s:.1f} s old"
