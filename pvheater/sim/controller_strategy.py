@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 from pvheater.calibration.curve import Calibration, calibration_from_config
@@ -26,9 +27,9 @@ from pvheater.control.reserve import Forecast, StaticForecast
 from pvheater.control.timeofday import parse_fetch_times
 from pvheater.errors import GxUnavailable
 from pvheater.service.loop import ControlLoop
-from pvheater.sim.plant import HeaterPlantParams, PlantTruth
+from pvheater.sim.params import Actuation, HeaterPlantParams
+from pvheater.sim.plant import PlantTruth
 from pvheater.sim.scenarios import ScenarioDay
-from pvheater.sim.strategy import Actuation, register_strategy
 
 #: A whole simulated day logs nothing: the bench reports the day's numbers instead.
 _QUIET = logging.getLogger("pvheater.sim.quiet")
@@ -137,17 +138,23 @@ class ControllerStrategy:
 
 
 def _heater_first(day: ScenarioDay) -> ControllerStrategy:
+    """`pvheater_heater_first`: the loop with control.policy heater_first."""
     cfg = Config()
     cfg = replace(cfg, control=replace(cfg.control, policy="heater_first"))
     return ControllerStrategy(day, cfg, name="pvheater_heater_first")
 
 
 def _with_forecast(day: ScenarioDay) -> ControllerStrategy:
+    """`pvheater_forecast`: the loop with the forecast reserve fed the day's forecast."""
     cfg = Config()
     cfg = replace(cfg, forecast=replace(cfg.forecast, battery_capacity_wh=day.params.battery.capacity_wh))
     return ControllerStrategy(day, cfg, name="pvheater_forecast", forecast=True)
 
 
-register_strategy("pvheater", ControllerStrategy, replace=True)
-register_strategy("pvheater_forecast", _with_forecast, replace=True)
-register_strategy("pvheater_heater_first", _heater_first, replace=True)
+
+#: The real loop's strategies by name (pvheater.sim.strategy lists them after the reference strategies).
+CONTROLLER_STRATEGIES: dict[str, Callable[[ScenarioDay], ControllerStrategy]] = {
+    "pvheater": ControllerStrategy,
+    "pvheater_forecast": _with_forecast,
+    "pvheater_heater_first": _heater_first,
+}

@@ -24,67 +24,17 @@ import multiprocessing
 import os
 import time
 from array import array
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from pvheater.control.measurements import Measurements
-from pvheater.sim.metrics import RunMetrics, compute_metrics
-from pvheater.sim.plant import EnergyTotals, Plant
+from pvheater.sim.metrics import compute_metrics
+from pvheater.sim.params import Actuation
+from pvheater.sim.plant import Plant
+from pvheater.sim.results import RunMetrics, RunResult, RunSeries
 from pvheater.sim.scenarios import ScenarioDay, build_day
-from pvheater.sim.strategy import Actuation, Strategy, make_strategy
+from pvheater.sim.strategy import Strategy, make_strategy
 
 _EPS_S = 1e-6
-
-
-@dataclass(frozen=True)
-class RunSeries:
-    """Per-step averages of a run, W (soc_pct in %); step k covers [start_s + k dt_s, start_s + (k+1) dt_s).
-
-    The runner fills compact ``array('d')`` sequences (8 bytes a value).
-    """
-
-    start_s: float
-    dt_s: float
-    pv_avail_w: Sequence[float]
-    pv_used_w: Sequence[float]
-    house_w: Sequence[float]
-    heater_w: Sequence[float]
-    battery_w: Sequence[float]
-    grid_w: Sequence[float]
-    soc_pct: Sequence[float]
-    surplus_w: Sequence[float]
-
-    def __len__(self) -> int:
-        return len(self.pv_used_w)
-
-    def times_s(self) -> list[float]:
-        """Start time of each step, seconds since midnight."""
-        return [self.start_s + k * self.dt_s for k in range(len(self))]
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """Everything one run produced."""
-
-    scenario: str
-    strategy: str | None  # None: the heater-off baseline
-    seed: int
-    start_s: float
-    end_s: float
-    dt_s: float
-    series: RunSeries
-    energy: EnergyTotals
-    relay_toggles: int
-    servo_travel_deg: float
-    servo_moves: int
-    start_soc_pct: float
-    end_soc_pct: float
-    decisions: int
-    publishes: int
-    wall_s: float
-    outages_s: tuple[tuple[float, float], ...] = ()
-    heater_max_w: float = 0.0
 
 
 def run_day(
@@ -161,18 +111,6 @@ def run_day(
         outages_s=outages,
         heater_max_w=day.params.heater.max_power_w,
     )
-
-
-def run_baseline(
-    day: ScenarioDay,
-    *,
-    dt_s: float = 1.0,
-    start_s: float = 0.0,
-    end_s: float | None = None,
-    soc_pct: float | None = None,
-) -> RunResult:
-    """The same day (or window) with the heater off: the reference for heater-caused draw."""
-    return run_day(day, None, dt_s=dt_s, start_s=start_s, end_s=end_s, soc_pct=soc_pct)
 
 
 # --- scenario x strategy matrix ----------------------------------------------------

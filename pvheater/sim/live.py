@@ -19,12 +19,12 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pvheater.config import Config
-from pvheater.sim.day import RunResult, RunSeries
 from pvheater.sim.gx_server import GxSimulator
-from pvheater.sim.metrics import RunMetrics, compute_metrics
+from pvheater.sim.metrics import compute_metrics
+from pvheater.sim.params import Actuation
 from pvheater.sim.plant import Plant
+from pvheater.sim.results import RunMetrics, RunResult, RunSeries
 from pvheater.sim.scenarios import ScenarioDay
-from pvheater.sim.strategy import Actuation
 
 if TYPE_CHECKING:
     from pvheater.service.loop import TickReport

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Any
 from pvheater.errors import PvHeaterError
 
 if TYPE_CHECKING:
-    from pvheater.sim.day import RunResult
-    from pvheater.sim.metrics import RunMetrics
+    from pvheater.sim.results import RunMetrics, RunResult
 
 INSTALL_HINT = "pip install 'pvheater[plot]' (or: pip install matplotlib)"
 
