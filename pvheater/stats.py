@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pvheater.history import CLOCK_TRUSTED_FROM_S, connect_read_only
+from pvheater.plotting import require_matplotlib
 
 #: A row whose wall clock disagrees with its run's monotonic clock by more than this was written before a jump.
 CLOCK_JUMP_S = 60.0
@@ -233,8 +234,6 @@ def format_stats(stats: HistoryStats) -> str:
 
 def plot_stats(stats: HistoryStats, path: Path | str) -> Path:
     """Bar charts per day (energy, heating hours, fail-safe minutes and GX errors) to a PNG; return the path."""
-    from pvheater.sim.plot import require_matplotlib
-
     require_matplotlib()
     import matplotlib.pyplot as plt
 

@@ -7,9 +7,9 @@ import sys
 import time
 from pathlib import Path
 
+from pvheater.plotting import require_matplotlib
 from pvheater.sim.day import default_jobs, run_matrix
 from pvheater.sim.metrics import format_table
-from pvheater.sim.plot import require_matplotlib
 from pvheater.sim.scenarios import SCENARIOS, scenario_names
 from pvheater.sim.strategy import DEFAULT_STRATEGY, strategy_names
 

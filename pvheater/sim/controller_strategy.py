@@ -24,10 +24,10 @@ from pvheater.config import Config
 from pvheater.control.measurements import Measurements
 from pvheater.control.messages import HeaterOutput
 from pvheater.control.reserve import Forecast, StaticForecast
-from pvheater.control.timeofday import parse_fetch_times
+from pvheater.control.timeofday import parse_fetch_times, time_of_day
 from pvheater.errors import GxUnavailable
 from pvheater.service.loop import ControlLoop
-from pvheater.sim.params import Actuation, HeaterPlantParams
+from pvheater.sim.params import Actuation, config_for_plant
 from pvheater.sim.plant import PlantTruth
 from pvheater.sim.scenarios import ScenarioDay
 
@@ -56,19 +56,6 @@ class SimForecast(StaticForecast):
             self.forecast = None
         elif self.forecast is None or self.forecast.fetched_utc_s != fetched:
             self.forecast = replace(self._content, fetched_utc_s=fetched)
-
-
-def config_for_plant(heater: HeaterPlantParams, base: Config | None = None) -> Config:
-    """The config a user of this simulated hardware would write: knob angles and heater power."""
-    cfg = base or Config()
-    servo = replace(
-        cfg.servo,
-        min_angle_deg=heater.servo_min_deg,
-        max_angle_deg=heater.servo_max_deg,
-        knob_zero_deg=heater.knob_zero_deg,
-        knob_full_deg=heater.knob_full_deg,
-    )
-    return replace(cfg, servo=servo, heater=replace(cfg.heater, max_power_w=heater.max_power_w))
 
 
 class HandedSource:
@@ -128,8 +115,7 @@ class ControllerStrategy:
     def decide(self, now_s: float, m: Measurements | None, truth: PlantTruth | None) -> Actuation:
         """One tick of the real loop on the last published snapshot."""
         self.source.m = m
-        seconds = int(now_s) % 86400
-        local_time = datetime.time(seconds // 3600, seconds % 3600 // 60, seconds % 60)
+        local_time = time_of_day(now_s)
         if self.forecast is not None:
             self.forecast.at(now_s)
         self.loop.tick(now_s, local_time, SIM_DAY_UTC_S + now_s)

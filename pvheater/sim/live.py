@@ -19,9 +19,10 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pvheater.config import Config
+from pvheater.control.timeofday import time_of_day
 from pvheater.sim.gx_server import GxSimulator
 from pvheater.sim.metrics import compute_metrics
-from pvheater.sim.params import Actuation
+from pvheater.sim.params import Actuation, config_for_plant
 from pvheater.sim.plant import Plant
 from pvheater.sim.results import RunMetrics, RunResult, RunSeries
 from pvheater.sim.scenarios import ScenarioDay
@@ -241,7 +242,6 @@ class SimulatedRig:
         from pvheater.reader import GxReader
         from pvheater.registers import load_register_map
         from pvheater.service.loop import ControlLoop
-        from pvheater.sim.controller_strategy import config_for_plant
 
         cfg = config_for_plant(day.params.heater, config)
         cfg = replace(
@@ -267,8 +267,7 @@ class SimulatedRig:
 
     def local_time(self) -> datetime.time:
         """The simulated time of day."""
-        s = int(self.live.sim_time_s) % 86400
-        return datetime.time(s // 3600, s % 3600 // 60, s % 60)
+        return time_of_day(self.live.sim_time_s)
 
     def step(self, seconds: float = 1.0) -> TickReport:
         """Simulated time: advance the plant by `seconds`, then run one tick of the real loop."""

@@ -1,4 +1,4 @@
-"""The simulated plant's parameters and the actuation a strategy sets on it: plain data, no behaviour.
+"""The simulated plant's parameters, the actuation a strategy sets on it, and the config a user of it would write.
 
 Kept apart from the plant model so that scenarios (which choose parameters),
 strategies (which return actuations) and the plant import them without
@@ -7,7 +7,9 @@ importing each other.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+from pvheater.config import Config
 
 
 @dataclass(frozen=True)
@@ -91,3 +93,16 @@ class PlantParams:
     three_phase: bool = False
     meter_import_kwh0: float = 12345.0
     meter_export_kwh0: float = 678.0
+
+
+def config_for_plant(heater: HeaterPlantParams, base: Config | None = None) -> Config:
+    """The config a user of this simulated hardware would write: knob angles and heater power."""
+    cfg = base or Config()
+    servo = replace(
+        cfg.servo,
+        min_angle_deg=heater.servo_min_deg,
+        max_angle_deg=heater.servo_max_deg,
+        knob_zero_deg=heater.knob_zero_deg,
+        knob_full_deg=heater.knob_full_deg,
+    )
+    return replace(cfg, servo=servo, heater=replace(cfg.heater, max_power_w=heater.max_power_w))

@@ -3,29 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pvheater.errors import PvHeaterError
+from pvheater.plotting import require_matplotlib
 
 if TYPE_CHECKING:
     from pvheater.sim.results import RunMetrics, RunResult
-
-INSTALL_HINT = "pip install 'pvheater[plot]' (or: pip install matplotlib)"
-
-
-class PlotUnavailable(PvHeaterError):
-    """matplotlib is not installed."""
-
-
-def require_matplotlib() -> Any:
-    """Import matplotlib with a headless backend, or raise PlotUnavailable saying how to get it."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise PlotUnavailable(f"--plot needs matplotlib, which is not installed: {INSTALL_HINT}") from None
-    matplotlib.use("Agg")
-    return matplotlib
-
 
 def _means(values: list[float], width: int) -> list[float]:
     """Means of consecutive chunks of `width` values."""
