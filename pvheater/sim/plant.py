@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pvheater.control.measurements import Measurements
+from pvheater.control.scr import conduction_for_power_fraction, phase_angle_power_fraction
 from pvheater.sim.params import Actuation, HeaterPlantParams, PlantParams
 
 if TYPE_CHECKING:
@@ -66,16 +67,14 @@ VEBUS_INVERTING, VEBUS_PASSTHRU = 9, 8
 def regulator_power_fraction(knob_frac: float, dead_zone_frac: float = 0.08) -> float:
     """Regulator output P/Pmax for a knob fraction 0..1: dead zone, then the phase-angle curve.
 
-    After the dead zone the knob sets x = (knob - dead) / (1 - dead); the firing
-    angle is a = pi * (1 - x) and a resistive load gets P/Pmax = 1 - a/pi + sin(2a)/(2 pi).
+    After the dead zone the knob sets the conduction fraction x = (knob - dead) / (1 - dead)
+    (see :mod:`pvheater.control.scr`).
     """
     if knob_frac <= dead_zone_frac:
         return 0.0
     if knob_frac >= 1.0:
         return 1.0
-    x = (knob_frac - dead_zone_frac) / (1.0 - dead_zone_frac)
-    a = math.pi * (1.0 - x)
-    return 1.0 - a / math.pi + math.sin(2.0 * a) / (2.0 * math.pi)
+    return phase_angle_power_fraction((knob_frac - dead_zone_frac) / (1.0 - dead_zone_frac))
 
 
 def regulator_knob_fraction(power_frac: float, dead_zone_frac: float = 0.08) -> float:
@@ -84,23 +83,7 @@ def regulator_knob_fraction(power_frac: float, dead_zone_frac: float = 0.08) -> 
         return dead_zone_frac
     if power_frac >= 1.0:
         return 1.0
-    # Solve f(x) = x - sin(2 pi x)/(2 pi) = y for x in [0, 1] (same curve with a = pi (1 - x)):
-    # f is monotonic with f'(x) = 1 - cos(2 pi x) = 2 sin^2(pi x). Safeguarded Newton.
-    lo, hi = 0.0, 1.0
-    x = power_frac
-    two_pi = 2.0 * math.pi
-    for _ in range(60):
-        f = x - math.sin(two_pi * x) / two_pi - power_frac
-        if abs(f) < 1e-12:
-            break
-        if f > 0:
-            hi = x
-        else:
-            lo = x
-        slope = 1.0 - math.cos(two_pi * x)
-        nxt = x - f / slope if slope > 1e-12 else -1.0
-        x = nxt if lo < nxt < hi else 0.5 * (lo + hi)
-    return dead_zone_frac + x * (1.0 - dead_zone_frac)
+    return dead_zone_frac + conduction_for_power_fraction(power_frac) * (1.0 - dead_zone_frac)
 
 
 def knob_fraction_for_angle(angle_deg: float, params: HeaterPlantParams) -> float:
