@@ -162,6 +162,21 @@ class EnergyTotals:
         return self.pv_used_wh - (self.house_wh + self.heater_wh + self.battery_net_wh + self.losses_wh - net_import)
 
 
+@dataclass(slots=True)
+class _EnergyCounters:
+    """The plant's running energy integrals, Wh (what :meth:`Plant.energy` reports)."""
+
+    pv_avail_wh: float = 0.0
+    pv_used_wh: float = 0.0
+    house_wh: float = 0.0
+    heater_wh: float = 0.0
+    battery_charge_wh: float = 0.0
+    battery_discharge_wh: float = 0.0
+    losses_wh: float = 0.0
+    grid_import_wh: float = 0.0
+    grid_export_wh: float = 0.0
+
+
 class Plant:
     """The ESS and the heater, advanced by :meth:`step` with any dt; inputs from a ScenarioDay.
 
@@ -215,7 +230,7 @@ class Plant:
         self.servo_travel_deg = 0.0
         self.servo_moves = 0
         # energy accumulators, Wh
-        self._e = [0.0] * 9
+        self._e = _EnergyCounters()
         self._import_wh = p.meter_import_kwh0 * 1000.0
         self._export_wh = p.meter_export_kwh0 * 1000.0
         # constants
@@ -241,7 +256,7 @@ class Plant:
         return acc if acc < room_w else room_w
 
     def _surplus(self, pv_w: float, house_w: float, accept_w: float) -> float:
-        """AC power the heater could take without cutting battery charge or importing."""
+        """AC power the heater could take without cutting battery charge or importing (the one surplus formula)."""
         ip = self.params.inverter
         pv_w = min(pv_w, self.params.mppt_max_w)
         spare = min((pv_w - accept_w - ip.idle_w) * ip.efficiency, ip.max_power_w) - house_w
@@ -377,20 +392,20 @@ class Plant:
         # energy, Wh
         h = dt / 3600.0
         e = self._e
-        e[0] += pv_avail * h
-        e[1] += pv_used * h
-        e[2] += house * h
-        e[3] += heater * h
+        e.pv_avail_wh += pv_avail * h
+        e.pv_used_wh += pv_used * h
+        e.house_wh += house * h
+        e.heater_wh += heater * h
         if battery >= 0.0:
-            e[4] += battery * h
+            e.battery_charge_wh += battery * h
         else:
-            e[5] -= battery * h
-        e[6] += (dc_draw - inv_avg) * h
+            e.battery_discharge_wh -= battery * h
+        e.losses_wh += (dc_draw - inv_avg) * h
         if grid >= 0.0:
-            e[7] += grid * h
+            e.grid_import_wh += grid * h
             self._import_wh += grid * h
         else:
-            e[8] -= grid * h
+            e.grid_export_wh -= grid * h
             self._export_wh -= grid * h
 
         # step averages for observers
@@ -405,11 +420,7 @@ class Plant:
         self.battery_w = battery
         self.grid_w = grid
         self.accept_w = accept
-        spare = (pv - accept - idle) * eff
-        if spare > ip.max_power_w:
-            spare = ip.max_power_w
-        spare -= house
-        self.surplus_w = spare if spare > 0.0 else 0.0
+        self.surplus_w = self._surplus(pv, house, accept)
         self.time_s += dt
 
     # -- what the GX shows ---------------------------------------------------------------
@@ -450,15 +461,15 @@ class Plant:
         """Energy integrated since the plant started."""
         e = self._e
         return EnergyTotals(
-            pv_avail_wh=e[0],
-            pv_used_wh=e[1],
-            house_wh=e[2],
-            heater_wh=e[3],
-            battery_charge_wh=e[4],
-            battery_discharge_wh=e[5],
-            losses_wh=e[6],
-            grid_import_wh=e[7],
-            grid_export_wh=e[8],
+            pv_avail_wh=e.pv_avail_wh,
+            pv_used_wh=e.pv_used_wh,
+            house_wh=e.house_wh,
+            heater_wh=e.heater_wh,
+            battery_charge_wh=e.battery_charge_wh,
+            battery_discharge_wh=e.battery_discharge_wh,
+            losses_wh=e.losses_wh,
+            grid_import_wh=e.grid_import_wh,
+            grid_export_wh=e.grid_export_wh,
         )
 
     def gx_values(self) -> dict[str, float | None]:
