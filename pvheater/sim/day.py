@@ -23,14 +23,14 @@ import functools
 import multiprocessing
 import os
 import time
-from array import array
 from pathlib import Path
 
 from pvheater.control.measurements import Measurements
 from pvheater.sim.metrics import compute_metrics
 from pvheater.sim.params import Actuation
 from pvheater.sim.plant import Plant
-from pvheater.sim.results import RunMetrics, RunResult, RunSeries
+from pvheater.sim.recording import RunRecorder
+from pvheater.sim.results import RunMetrics, RunResult
 from pvheater.sim.scenarios import ScenarioDay, build_day
 from pvheater.sim.strategy import Strategy, make_strategy
 
@@ -55,9 +55,9 @@ def run_day(
     if not 0.0 < dt_s <= 1.0:
         raise ValueError(f"dt_s must be in (0, 1] s for a run, got {dt_s}")
     plant = Plant(day, start_s=start_s, soc_pct=soc_pct)
-    start_soc = plant.soc_pct
+    recorder = RunRecorder(plant)
+    record = recorder.record
     n = round((end - start_s) / dt_s)
-    pv_avail, pv_used, house, heater, battery, grid, soc, surplus = (array("d", bytes(8 * n)) for _ in range(8))
     outages = day.scenario.gx_outages_s
     act = Actuation(False, plant.servo_deg)
     m: Measurements | None = None
@@ -82,34 +82,11 @@ def run_day(
                 while next_dec <= now + _EPS_S:
                     next_dec += interval
         step(dt_s, act)
-        pv_avail[k] = plant.pv_avail_w
-        pv_used[k] = plant.pv_used_w
-        house[k] = plant.house_w
-        heater[k] = plant.heater_w
-        battery[k] = plant.battery_w
-        grid[k] = plant.grid_w
-        soc[k] = plant.soc_pct
-        surplus[k] = plant.surplus_w
+        record()
     wall = time.perf_counter() - wall0
-    return RunResult(
-        scenario=day.name,
-        strategy=None if strategy is None else strategy.name,
-        seed=day.seed,
-        start_s=float(start_s),
-        end_s=end,
-        dt_s=dt_s,
-        series=RunSeries(float(start_s), dt_s, pv_avail, pv_used, house, heater, battery, grid, soc, surplus),
-        energy=plant.energy(),
-        relay_toggles=plant.relay_toggles,
-        servo_travel_deg=plant.servo_travel_deg,
-        servo_moves=plant.servo_moves,
-        start_soc_pct=start_soc,
-        end_soc_pct=plant.soc_pct,
-        decisions=decisions,
-        publishes=publishes,
-        wall_s=wall,
-        outages_s=outages,
-        heater_max_w=day.params.heater.max_power_w,
+    return recorder.result(
+        day, None if strategy is None else strategy.name, start_s=float(start_s), end_s=end, dt_s=dt_s,
+        decisions=decisions, publishes=publishes, wall_s=wall, outages_s=outages,
     )
 
 

@@ -239,6 +239,9 @@ class Plant:
         self._lag_avg = 0.0
         self._cap_pct_wh = bp.capacity_wh / 100.0
         self._eff = ip.efficiency
+        self._idle_w = ip.idle_w
+        self._inverter_max_w = ip.max_power_w
+        self._mppt_max_w = p.mppt_max_w
 
     # -- inputs and helpers ---------------------------------------------------------
 
@@ -257,9 +260,12 @@ class Plant:
 
     def _surplus(self, pv_w: float, house_w: float, accept_w: float) -> float:
         """AC power the heater could take without cutting battery charge or importing (the one surplus formula)."""
-        ip = self.params.inverter
-        pv_w = min(pv_w, self.params.mppt_max_w)
-        spare = min((pv_w - accept_w - ip.idle_w) * ip.efficiency, ip.max_power_w) - house_w
+        if pv_w > self._mppt_max_w:
+            pv_w = self._mppt_max_w
+        spare = (pv_w - accept_w - self._idle_w) * self._eff
+        if spare > self._inverter_max_w:
+            spare = self._inverter_max_w
+        spare -= house_w
         return spare if spare > 0.0 else 0.0
 
     def truth(self) -> PlantTruth:
