@@ -1,4 +1,4 @@
-"""The soak engine: the real loop over Modbus-TCP against the GX simulator for days of simulated time, with faults injected.
+"""The soak engine: the real loop over Modbus-TCP against the GX simulator for simulated days, with faults injected.
 
 Everything pvheater runs is the real thing: the GX reader over a loopback
 socket, the controller and the relay guard, the gpiozero heater on mock pins
