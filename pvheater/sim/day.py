@@ -23,6 +23,7 @@ import functools
 import multiprocessing
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from pvheater.control.measurements import Measurements
@@ -56,38 +57,72 @@ def run_day(
         raise ValueError(f"dt_s must be in (0, 1] s for a run, got {dt_s}")
     plant = Plant(day, start_s=start_s, soc_pct=soc_pct)
     recorder = RunRecorder(plant)
-    record = recorder.record
-    n = round((end - start_s) / dt_s)
+    steps = round((end - start_s) / dt_s)
     outages = day.scenario.gx_outages_s
-    act = Actuation(False, plant.servo_deg)
-    m: Measurements | None = None
-    next_pub = start_s + (gx_phase_s if gx_phase_s > 0 else gx_period_s)
-    next_dec = start_s
-    interval = strategy.interval_s if strategy is not None else 0.0
-    decisions = publishes = 0
-    step = plant.step
     wall0 = time.perf_counter()
-    for k in range(n):
-        now = start_s + k * dt_s
-        if strategy is not None:
-            if now >= next_pub - _EPS_S:
-                if not outages or not any(a <= now < b for a, b in outages):
-                    m = Measurements(time_s=now, values=plant.gx_values())
-                    publishes += 1
-                while next_pub <= now + _EPS_S:
-                    next_pub += gx_period_s
-            if now >= next_dec - _EPS_S:
-                act = strategy.decide(now, m, plant.truth())
-                decisions += 1
-                while next_dec <= now + _EPS_S:
-                    next_dec += interval
-        step(dt_s, act)
-        record()
+    if strategy is None:
+        _hold_heater_off(plant, recorder, steps, dt_s)
+        decisions = publishes = 0
+    else:
+        gx = _GxClock(start_s + (gx_phase_s if gx_phase_s > 0 else gx_period_s), gx_period_s, outages)
+        decisions, publishes = _drive(plant, recorder, strategy, gx, steps, start_s, dt_s)
     wall = time.perf_counter() - wall0
     return recorder.result(
         day, None if strategy is None else strategy.name, start_s=float(start_s), end_s=end, dt_s=dt_s,
         decisions=decisions, publishes=publishes, wall_s=wall, outages_s=outages,
     )
+
+
+def _hold_heater_off(plant: Plant, recorder: RunRecorder, steps: int, dt_s: float) -> None:
+    """The heater-off baseline: relay open, servo where it is, every step recorded."""
+    off = Actuation(False, plant.servo_deg)
+    step, record = plant.step, recorder.record
+    for _ in range(steps):
+        step(dt_s, off)
+        record()
+
+
+@dataclass
+class _GxClock:
+    """When the simulated GX publishes: every period_s from next_s, except in the outage windows."""
+
+    next_s: float
+    period_s: float
+    outages_s: tuple[tuple[float, float], ...]
+
+    def due(self, now_s: float) -> bool:
+        """True when a publish falls at now_s and the GX is not out; moves on to the next publish."""
+        if now_s < self.next_s - _EPS_S:
+            return False
+        while self.next_s <= now_s + _EPS_S:
+            self.next_s += self.period_s
+        outages = self.outages_s
+        return not outages or not any(a <= now_s < b for a, b in outages)
+
+
+def _drive(
+    plant: Plant, recorder: RunRecorder, strategy: Strategy, gx: _GxClock, steps: int, start_s: float, dt_s: float,
+) -> tuple[int, int]:
+    """Publish, decide every strategy.interval_s on the last publish, step and record; (decisions, publishes)."""
+    act = Actuation(False, plant.servo_deg)
+    m: Measurements | None = None
+    next_dec = start_s
+    interval = strategy.interval_s
+    decisions = publishes = 0
+    step, record = plant.step, recorder.record
+    for k in range(steps):
+        now = start_s + k * dt_s
+        if gx.due(now):
+            m = Measurements(time_s=now, values=plant.gx_values())
+            publishes += 1
+        if now >= next_dec - _EPS_S:
+            act = strategy.decide(now, m, plant.truth())
+            decisions += 1
+            while next_dec <= now + _EPS_S:
+                next_dec += interval
+        step(dt_s, act)
+        record()
+    return decisions, publishes
 
 
 # --- scenario x strategy matrix ----------------------------------------------------
