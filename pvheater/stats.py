@@ -259,29 +259,43 @@ def format_stats(stats: HistoryStats) -> str:
     return "\n".join(lines)
 
 
+def _bars(ax: Any, x: list[float], values: list[float], width: float, fmt: str, **style: Any) -> None:
+    """Bars with their values written on them, on an axis that starts at 0 (and shows 0..1 when all are 0)."""
+    bars = ax.bar(x, values, width=width, **style)
+    ax.bar_label(bars, fmt=fmt, fontsize=7, padding=1)
+    top = max(values, default=0.0)
+    ax.set_ylim(0.0, top * 1.18 if top > 0 else 1.0)
+
+
 def plot_stats(stats: HistoryStats, path: Path | str) -> Path:
-    """Bar charts per day (energy, heating hours, fail-safe minutes and GX errors) to a PNG; return the path."""
+    """Bar charts per day (energy, heating hours, fail-safe minutes, GX errors) to a PNG; return the path."""
     require_matplotlib()
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    labels = [d.day[5:] for d in stats.days]
-    x = list(range(len(labels)))
-    fig, axes = plt.subplots(3, 1, figsize=(max(6.0, 0.6 * len(labels) + 2), 8), sharex=True)
+    days = stats.days
+    labels = [d.day[5:] for d in days]
+    x = [float(i) for i in range(len(labels))]
+    fig, axes = plt.subplots(4, 1, figsize=(max(7.0, 0.7 * len(labels) + 4), 9), sharex=True, layout="constrained")
     ax = axes[0]
-    ax.bar([i - 0.2 for i in x], [d.heater_kwh for d in stats.days], width=0.4, label="heater kWh")
-    ax.bar([i + 0.2 for i in x], [d.captured_kwh for d in stats.days], width=0.4, label="surplus captured kWh")
+    _bars(ax, [i - 0.2 for i in x], [d.heater_kwh for d in days], 0.4, "%.1f", label="heater")
+    _bars(ax, [i + 0.2 for i in x], [d.captured_kwh for d in days], 0.4, "%.1f", label="surplus captured")
+    top = max([d.heater_kwh for d in days] + [d.captured_kwh for d in days], default=0.0)
+    ax.set_ylim(0.0, top * 1.18 if top > 0 else 1.0)
     ax.set_ylabel("kWh")
-    ax.legend(loc="upper left")
-    axes[1].bar(x, [d.heating_h for d in stats.days], color="tab:orange")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8)
+    _bars(axes[1], x, [d.heating_h for d in days], 0.6, "%.1f", color="tab:orange")
     axes[1].set_ylabel("heating h")
-    ax = axes[2]
-    ax.bar([i - 0.2 for i in x], [d.failsafe_min for d in stats.days], width=0.4, color="tab:red",
-           label="fail-safe min")
-    ax.bar([i + 0.2 for i in x], [d.gx_errors for d in stats.days], width=0.4, color="tab:gray", label="GX errors")
-    ax.legend(loc="upper left")
-    ax.set_xticks(x, labels, rotation=45)
+    _bars(axes[2], x, [d.failsafe_min for d in days], 0.6, "%.0f", color="tab:red")
+    axes[2].set_ylabel("fail-safe min")
+    _bars(axes[3], x, [float(d.gx_errors) for d in days], 0.6, "%d", color="tab:gray")
+    axes[3].set_ylabel("GX errors")
+    axes[3].yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[3].set_xticks(x, labels, rotation=45 if len(labels) > 7 else 0)
+    axes[3].set_xlim(-0.6, max(len(labels) - 0.4, 0.6))
+    for a in axes:
+        a.grid(axis="y", alpha=0.3)
     fig.suptitle("pvheater history")
-    fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=100)
     plt.close(fig)
