@@ -8,6 +8,7 @@ path and what was expected, in one line.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from pvheater.control.timeofday import parse_fetch_times, parse_hhmm
+from pvheater.control.timeofday import hhmm_seconds, parse_fetch_times, parse_hhmm, parse_window
 from pvheater.errors import ConfigError
 from pvheater.paths import packaged_config
 
@@ -268,6 +269,9 @@ class ServiceConfig:
     pid_file: str | None = setting(
         "pvheater.pid", "`pvheater run` writes its process ID here for `pvheater reload`; null: none"
     )
+    socket_file: str | None = setting(
+        "pvheater.sock", "local control channel (a Unix socket, mode 0600) for `pvheater status`; null: none"
+    )
 
 
 @dataclass(frozen=True)
@@ -349,6 +353,125 @@ class ForecastConfig:
         return []
 
 
+#: Pattern of a 1-wire sensor id as the kernel names it under /sys/bus/w1/devices: family-serial.
+W1_ID_PATTERN = re.compile(r"[0-9a-f]{2}-[0-9a-f]{12}")
+
+
+@dataclass(frozen=True)
+class TankSensorConfig:
+    """The optional tank thermometer: a DS18B20 on the Pi's 1-wire bus (see pvheater/tank_sensor.py)."""
+
+    enabled: bool = setting(False, "read the tank temperature from a DS18B20 (kernel w1-gpio/w1-therm)")
+    id: str | None = setting(None, "sensor id such as 28-0000061a2b3c; null: the only one on the bus")
+    base_dir: str = setting("/sys/bus/w1/devices", "where the kernel lists the 1-wire devices")
+    max_temp_c: float = setting(
+        60.0, "stop heating at this tank temperature; set it a few K below the heater's thermostat",
+        min=30.0, max=95.0,
+    )
+    hysteresis_k: float = setting(5.0, "after such a stop, heat again only below max_temp_c - this", min=0.5,
+                                  max=20.0)
+    read_interval_s: float = setting(10.0, "seconds between readings (one takes the sensor ~0.75 s)", min=1.0,
+                                     max=600.0)
+
+    def check(self) -> list[tuple[str, str]]:
+        """The id must look like the kernel's name of a 1-wire device."""
+        if self.id is not None and not W1_ID_PATTERN.fullmatch(self.id):
+            return [("id", f"expected a 1-wire id such as 28-0000061a2b3c (ls {self.base_dir}), got {self.id!r}")]
+        return []
+
+    @property
+    def stale_after_s(self) -> float:
+        """A reading older than this counts as missing: three intervals, at least 30 s."""
+        return max(3.0 * self.read_interval_s, 30.0)
+
+
+@dataclass(frozen=True)
+class TopupConfig:
+    """Grid top-up when PV will not reach the daily goal: a deliberate exception to "never from the grid"."""
+
+    enabled: bool = setting(False, "allow heating from the grid to reach the daily goal")
+    window: str = setting("22:00-06:00", "local time window HH:MM-HH:MM of the top-up (e.g. the night tariff)")
+    power_w: float | None = setting(None, "heater power of a top-up; null: heater.max_power_w", min=100.0,
+                                    max=10000.0)
+
+    def check(self) -> list[tuple[str, str]]:
+        """The window must be HH:MM-HH:MM."""
+        try:
+            parse_window(self.window)
+        except ValueError as exc:
+            return [("window", str(exc))]
+        return []
+
+
+@dataclass(frozen=True)
+class LegionellaConfig:
+    """A periodic hot cycle: every N days the tank must reach temp_c once."""
+
+    every_days: int | None = setting(None, "days between cycles; null or 0: off", min=0, max=60)
+    temp_c: float = setting(60.0, "temperature the tank must reach (tank sensor)", min=50.0, max=80.0)
+    thermostat_at_least_60: bool = setting(
+        False, "the heater's thermostat is set to 60 degC or more: a tank-full event counts as a cycle"
+    )
+
+    @property
+    def enabled(self) -> bool:
+        """True when a cycle every N days is configured."""
+        return bool(self.every_days)
+
+
+@dataclass(frozen=True)
+class HotWaterConfig:
+    """Hot water guaranteed: mode, a daily goal, grid top-up, boost, legionella (see pvheater/control/hotwater.py)."""
+
+    mode: str = setting(
+        "auto", "mode at the first start (later the last mode set survives restarts): auto, solar_only or off",
+        choices=("auto", "solar_only", "off"),
+    )
+    goal_time: str | None = setting(
+        None, "the daily goal's deadline HH:MM (hot by then); null: the end of topup.window"
+    )
+    daily_kwh: float | None = setting(None, "goal met when this much heater energy was delivered", min=0.1,
+                                      max=100.0)
+    goal_temp_c: float | None = setting(None, "goal met when the tank sensor reads this", min=30.0, max=95.0)
+    tank_volume_l: float | None = setting(
+        None, "tank volume: turns a temperature gap into kWh for the top-up plan", min=10.0, max=5000.0
+    )
+    decision_time: str = setting("15:00", "local time HH:MM when pvheater decides whether PV will make the goal")
+    boost_max_min: float = setting(180.0, "longest boost, also for a boost to a temperature, minutes", min=5.0,
+                                   max=720.0)
+    state_file: str = setting("hot_water_state.json", "keeps the mode and the last 60 degC date across restarts")
+    topup: TopupConfig = field(default_factory=TopupConfig, metadata={"doc": "grid top-up"})
+    legionella: LegionellaConfig = field(default_factory=LegionellaConfig, metadata={"doc": "legionella cycle"})
+
+    def check(self) -> list[tuple[str, str]]:
+        """Times must be HH:MM; with forced heating, decision, window and deadline must come in that order."""
+        for key in ("goal_time", "decision_time"):
+            text = getattr(self, key)
+            if text is not None:
+                try:
+                    parse_hhmm(text)
+                except ValueError as exc:
+                    return [(key, str(exc))]
+        if not (self.topup.enabled or self.legionella.enabled):
+            return []
+        start, end = parse_window(self.topup.window)
+        deadline = self.goal_time if self.goal_time is not None else end.strftime("%H:%M")
+
+        def after_deadline_s(t: str, end_side: bool = False) -> float:
+            offset = (hhmm_seconds(t) - hhmm_seconds(deadline)) % 86400.0
+            return 86400.0 if end_side and offset == 0.0 else offset
+
+        decision = after_deadline_s(self.decision_time)
+        if decision == 0.0:
+            return [("decision_time", f"must differ from the goal's deadline {deadline}")]
+        if not decision <= after_deadline_s(start.strftime("%H:%M")) < after_deadline_s(
+            end.strftime("%H:%M"), end_side=True
+        ):
+            return [("topup.window", f"must lie between hot_water.decision_time and the goal's deadline "
+                     f"({self.decision_time} .. {deadline}), got {self.topup.window}")]
+        return []
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole pvheater configuration."""
@@ -366,6 +489,8 @@ class Config:
     service: ServiceConfig = field(default_factory=ServiceConfig, metadata={"doc": "running as a service"})
     site: SiteConfig = field(default_factory=SiteConfig, metadata={"doc": "where the panels are"})
     forecast: ForecastConfig = field(default_factory=ForecastConfig, metadata={"doc": "PV forecast"})
+    tank_sensor: TankSensorConfig = field(default_factory=TankSensorConfig, metadata={"doc": "tank thermometer"})
+    hot_water: HotWaterConfig = field(default_factory=HotWaterConfig, metadata={"doc": "hot water guaranteed"})
 
     def check(self) -> list[tuple[str, str]]:
         """A GX that stops answering must fail a read before the data count as stale."""
@@ -374,6 +499,21 @@ class Config:
                      f"past the stale limit (got {self.gx.timeout_s} >= {self.relay.stale_after_s})")]
         if self.forecast.enabled and not self.site.located:
             return [("forecast.enabled", "needs site.latitude_deg and site.longitude_deg")]
+        return self._check_hot_water()
+
+    def _check_hot_water(self) -> list[tuple[str, str]]:
+        """Hot-water settings that need the tank sensor, or must stay below its limit."""
+        hw, tank = self.hot_water, self.tank_sensor
+        if hw.legionella.enabled and not (tank.enabled or hw.legionella.thermostat_at_least_60):
+            return [("hot_water.legionella.every_days", "needs tank_sensor.enabled or "
+                     "hot_water.legionella.thermostat_at_least_60: true (nothing else tells that the tank was hot)")]
+        if hw.goal_temp_c is not None and not tank.enabled:
+            return [("hot_water.goal_temp_c", "needs tank_sensor.enabled")]
+        if tank.enabled:
+            for key, value in (("goal_temp_c", hw.goal_temp_c), ("legionella.temp_c", hw.legionella.temp_c)):
+                if value is not None and value > tank.max_temp_c and (key == "goal_temp_c" or hw.legionella.enabled):
+                    return [(f"hot_water.{key}", f"must not exceed tank_sensor.max_temp_c, or it is never reached "
+                             f"(got {value} > {tank.max_temp_c})")]
         return []
 
 
@@ -462,7 +602,8 @@ def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
         if key not in known:
             where = f"{prefix}.{key}" if prefix else str(key)
             raise ConfigError(
-                f"{where}: unknown key (expected one of: {', '.join(known)})"
+                f"{where}: unknown key{' (it belongs under gx:)' if where == 'unit_ids' else ''} "
+                f"(expected one of: {', '.join(known)})"
             )
     kwargs = {}
     for name, fld in known.items():

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from pvheater.calibration import sweep
+from pvheater.calibration import fit
 from pvheater.control.scr import conduction_for_power_fraction, phase_angle_power_fraction
 from pvheater.sim import plant
 
@@ -34,6 +34,6 @@ def test_the_inverse(frac: float) -> None:
 
 
 def test_plant_and_calibration_share_the_curve() -> None:
-    assert sweep.conduction_for_power_fraction is conduction_for_power_fraction
+    assert fit.conduction_for_power_fraction is conduction_for_power_fraction
     assert plant.phase_angle_power_fraction is phase_angle_power_fraction
     assert plant.conduction_for_power_fraction is conduction_for_power_fraction

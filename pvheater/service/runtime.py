@@ -5,7 +5,7 @@ runs the wall-clock jobs), handles SIGINT/SIGTERM (heater off, clean stop) and
 SIGHUP (re-read the config through `ConfigReloader`), keeps the history and
 speaks sd_notify when systemd started it (pvheater/systemd.py: READY,
 watchdog pings after healthy ticks, STOPPING). `run_service` wires it to the
-real GX and pins.
+rig (pvheater/service/rig.py): the real GX and pins, or the simulated ones.
 """
 
 from __future__ import annotations
@@ -31,24 +31,20 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from pvheater import __version__
 from pvheater.config import Config, LogConfig, load_config
+from pvheater.control.timeofday import clock_is_set
 from pvheater.errors import ConfigError, PvHeaterError
 from pvheater.forecast import ForecastFetcher
-from pvheater.history import CLOCK_TRUSTED_FROM_S, History, HistoryRecorder
-from pvheater.service.loop import ControlLoop, TickReport, status_line
+from pvheater.history import History, HistoryRecorder
+from pvheater.service.channel import Channel, channel_for
+from pvheater.service.loop import ControlLoop, HeaterPort, TickReport, status_line
+from pvheater.service.rig import Rig, trusted_local_time
+from pvheater.service.state import tick_state
 from pvheater.systemd import Notifier
 
 log = logging.getLogger("pvheater")
 
-#: Before this year the Pi's clock has not been set (no RTC, no NTP yet): time windows cannot be trusted.
-_CLOCK_TRUSTED_FROM_YEAR = 2024
 #: Longest wait at shutdown for the servo to reach zero before its pins are released.
 _PARK_WAIT_S = 1.0
-
-
-def trusted_local_time() -> datetime.time | None:
-    """The wall-clock time of day, or None while the clock is clearly unset (a Pi booting in 1970)."""
-    now = datetime.datetime.now()
-    return now.time() if now.year >= _CLOCK_TRUSTED_FROM_YEAR else None
 
 
 def configure_logging(cfg: LogConfig, console_level: str | None = None) -> None:
@@ -105,6 +101,7 @@ class Service:
         retention_days: int | None = None,
         wall_clock: Callable[[], float] = time.time,
         forecast: ForecastFetcher | None = None,
+        channel: Channel | None = None,
     ) -> None:
         self.loop = loop
         self.interval_s = interval_s
@@ -116,6 +113,8 @@ class Service:
         self.retention_days = retention_days
         self.wall_clock = wall_clock
         self.forecast = forecast
+        #: The local control channel (pvheater status), started by run(); None: none.
+        self.channel = channel
         self.scheduler = BackgroundScheduler()
         self._tick_lock = threading.Lock()
         self._stopping = False
@@ -138,6 +137,8 @@ class Service:
             self.notifier.healthy(now_s, status)
         if self._deadline_s is not None and now_s >= self._deadline_s:
             self.stop()
+        if self.channel is not None:
+            self.channel.publish_from(lambda: tick_state(report, self.loop.heater, self.wall_clock()))
         if self.on_tick is not None:
             self.on_tick(report)
         return report
@@ -147,7 +148,7 @@ class Service:
         if self.recorder is None or self.retention_days is None:
             return
         now_s = self.wall_clock()
-        if now_s < CLOCK_TRUSTED_FROM_S:
+        if not clock_is_set(now_s):
             log.debug("history housekeeping skipped: the wall clock is not set yet")
             return
         self.recorder.history.purge(now_s - self.retention_days * 86400.0)
@@ -212,6 +213,10 @@ class Service:
         reason = "stopped"
         try:
             self.scheduler.start()
+            if self.channel is not None:
+                self.channel = self.channel.serve(
+                    pid=os.getpid(), version=__version__, started_s=self.wall_clock(), interval_s=self.interval_s
+                )
             if self.recorder is not None:
                 self.recorder.start(time.monotonic(), f"pvheater {__version__}")
             self.notifier.ready("running")
@@ -234,6 +239,8 @@ class Service:
             for sock in self._wake:
                 sock.close()
             self._wake = None
+            if self.channel is not None:
+                self.channel.close()
 
     def stop(self) -> None:
         """Stop after the tick in flight (from a job, a signal or another thread)."""
@@ -354,44 +361,59 @@ def exit_on_signal(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def run_service(cfg: Config, duration_s: float | None, path: Path) -> int:
-    from pvheater.actuators import Heater
-    from pvheater.reader import GxReader
-    from pvheater.registers import load_register_map
+def run_service(
+    rig: Rig,
+    duration_s: float | None,
+    path: Path,
+    file_config: Config | None = None,
+    on_tick: Callable[[TickReport], None] | None = None,
+) -> int:
+    """Run the service on a rig until stopped (or for duration_s); the rig is closed afterwards.
 
-    register_map = load_register_map()
-    heater = Heater.from_config(cfg)  # relay open from the first instant
-    history = None if cfg.history.file is None else History(cfg.history.file)
-    notifier = Notifier()
-    pid_file = _write_pid_file(cfg.service.pid_file)
+    `file_config` is the config as read from `path` (default: the rig's);
+    a reload re-reads `path` and keeps what the rig adjusted.
+    """
+    cfg = rig.config
+    history: History | None = None
+    pid_file: Path | None = None
+    notifier = Notifier() if rig.simulation is None else Notifier({})
     try:
-        with GxReader(cfg.gx, register_map) as reader:
-            recorder = None
-            if history is not None:
-                recorder = HistoryRecorder(history, heater, time.time, cfg.history.row_every_s)
-            forecast = ForecastFetcher.from_config(cfg) if cfg.forecast.enabled else None
-            loop = ControlLoop(reader, heater, cfg, on_report=recorder, forecast=forecast)
-            log.info(
-                "pvheater running: GX %s, every %.1f s, relay %s, servo %s, history %s, config %s",
-                reader.endpoint, cfg.poll.interval_s, cfg.relay.pin, cfg.servo.pin, cfg.history.file or "off", path,
-            )
-            if notifier.watchdog_s is not None and cfg.poll.interval_s + cfg.gx.timeout_s > notifier.watchdog_s / 2:
-                log.warning("poll.interval_s + gx.timeout_s is long for the systemd watchdog (%.0f s): "
-                            "run `pvheater install-service` again to size it", notifier.watchdog_s)
-            service = Service(
-                loop, cfg.poll.interval_s, notifier=notifier, recorder=recorder,
-                reloader=ConfigReloader(path, cfg), retention_days=cfg.history.retention_days, forecast=forecast,
-            )
-            service.run(duration_s)
-            _park(heater, cfg)
+        history = None if cfg.history.file is None else History(cfg.history.file)
+        pid_file = _write_pid_file(cfg.service.pid_file)
+        recorder = None
+        if history is not None:
+            recorder = HistoryRecorder(history, rig.heater, time.time, cfg.history.row_every_s)
+        forecast = ForecastFetcher.from_config(cfg) if cfg.forecast.enabled else None
+        loop = ControlLoop(rig.reader, rig.heater, cfg, on_report=recorder, forecast=forecast)
+        log.info(
+            "pvheater running: GX %s, every %.1f s, relay %s, servo %s, history %s, config %s",
+            rig.reader.endpoint, cfg.poll.interval_s, cfg.relay.pin, cfg.servo.pin, cfg.history.file or "off", path,
+        )
+        _check_watchdog(notifier, cfg)
+        service = Service(
+            loop, cfg.poll.interval_s, local_time=rig.local_time, on_tick=on_tick, notifier=notifier,
+            recorder=recorder, reloader=ConfigReloader(path, file_config or cfg, active=cfg),
+            retention_days=cfg.history.retention_days, forecast=forecast,
+            channel=channel_for(cfg.service.socket_file),
+        )
+        service.run(duration_s)
+        if rig.simulation is None:  # a simulated knob needs no time to reach zero
+            _park(rig.heater, cfg)
     finally:
-        heater.close()
+        rig.close()
         if history is not None:
             history.close()
         _remove_pid_file(pid_file)
         notifier.close()
     log.info("pvheater stopped: relay open, knob at zero")
     return 0
+
+
+def _check_watchdog(notifier: Notifier, cfg: Config) -> None:
+    """Warn when a tick that times out on the GX could outlast half the systemd watchdog."""
+    if notifier.watchdog_s is not None and cfg.poll.interval_s + cfg.gx.timeout_s > notifier.watchdog_s / 2:
+        log.warning("poll.interval_s + gx.timeout_s is long for the systemd watchdog (%.0f s): "
+                    "run `pvheater install-service` again to size it", notifier.watchdog_s)
 
 
 def _write_pid_file(name: str | None) -> Path | None:
@@ -417,13 +439,11 @@ def _remove_pid_file(path: Path | None) -> None:
             path.unlink()
 
 
-def _park(heater: object, cfg: Config) -> None:
+def _park(heater: HeaterPort, cfg: Config) -> None:
     """Give the servo a moment to reach zero before its pins are released (the relay is already open)."""
-    tick = getattr(heater, "tick", None)
     deadline = time.monotonic() + min(cfg.servo.detach_after_s, _PARK_WAIT_S)
     while time.monotonic() < deadline:
         time.sleep(0.1)
-        if tick is not None:
-            tick(time.monotonic())
+        heater.tick(time.monotonic())
 
 
