@@ -60,7 +60,6 @@ def test_scenarios_are_seeded_and_reproducible() -> None:
 def test_energy_balance_closes_for_every_scenario(scenario: str) -> None:
     day = build_day(scenario)
     run = run_day(day, make_strategy("oracle", day))
-    assert run.wall_s <= 10.0  # a 24 h day at 1 s steps, strategy included
     e = run.energy
     s = run.series
     # the runner's per-step records integrate to the plant's totals
