@@ -118,6 +118,21 @@ class ControlConfig:
     idle_off_s: float = setting(
         900.0, "stop wanting heat after this long without any surplus seen", min=0.0, max=7200.0
     )
+    feed_forward_min_w: float = setting(
+        250.0, "a house load change at least this big goes to (or comes from) the heater at once",
+        min=50.0, max=5000.0,
+    )
+    memory_s: float = setting(
+        600.0, "how long the load PV covered while held back is remembered (return there after a cloud)",
+        min=0.0, max=7200.0,
+    )
+    restore_margin_w: float = setting(
+        100.0, "returning to the remembered load, stay this far below it", min=0.0, max=2000.0
+    )
+    pulse_s: float = setting(
+        20.0, "a house load that ends within this long of starting is pulsing (a hob): not given back at once",
+        min=0.0, max=600.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -138,6 +153,10 @@ class RelayConfig:
     )
     stale_after_s: float = setting(
         5.0, "relay off when the newest GX data are older than this", min=1.0, max=300.0
+    )
+    zero_settle_s: float = setting(
+        1.0, "the knob sits at zero this long before the relay opens (no current); data older than "
+        "stale_after_s - this turn the knob to zero first", min=0.1, max=30.0,
     )
     window_start: str | None = setting(None, "optional local time HH:MM before which it never heats")
     window_end: str | None = setting(None, "optional local time HH:MM after which it never heats")

@@ -481,7 +481,7 @@ class Response:
 
 
 def _index(run: RunResult, t: float) -> int:
-    return max(0, min(len(run.series) - 1, int(round((t - run.start_s) / run.dt_s))))
+    return max(0, min(len(run.series) - 1, round((t - run.start_s) / run.dt_s)))
 
 
 def event_draw_wh(run: RunResult, base: RunResult, a_s: float, b_s: float) -> float:
@@ -591,6 +591,6 @@ def percentile(values: list[float], q: float) -> float:
         return math.nan
     v = sorted(values)
     pos = q * (len(v) - 1)
-    lo = int(math.floor(pos))
+    lo = math.floor(pos)
     hi = min(lo + 1, len(v) - 1)
     return v[lo] + (v[hi] - v[lo]) * (pos - lo)
