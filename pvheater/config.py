@@ -101,13 +101,13 @@ class ControlConfig:
     kp: float = setting(0.3, "proportional gain (W per W of error)", min=0.0, max=2.0)
     ki_per_s: float = setting(0.35, "integral gain (W per W of error per second)", min=0.0, max=5.0)
     raise_w_per_s: float = setting(
-        120.0, "fastest rise of the heater power (backing off is never limited)", min=5.0, max=5000.0
+        400.0, "fastest rise of the heater power (backing off is never limited)", min=5.0, max=5000.0
     )
     probe_start_w_per_s: float = setting(
-        15.0, "rise when hidden PV first shows (speeds up to raise_w_per_s)", min=1.0, max=5000.0
+        80.0, "rise when hidden PV first shows (grows exponentially to raise_w_per_s)", min=1.0, max=5000.0
     )
     probe_accel_s: float = setting(
-        10.0, "seconds of hidden PV until the rise reaches raise_w_per_s", min=0.0, max=600.0
+        6.0, "seconds of hidden PV until the rise reaches raise_w_per_s", min=0.0, max=600.0
     )
     probe_hold_s: float = setting(
         60.0, "after probes of hidden PV hit the same limit, stay below it up to this long", min=0.0, max=3600.0

@@ -67,9 +67,11 @@ _MIN_HOLD_S = 5.0
 #: Commands kept for comparing samples with the heater power of their time.
 _COMMANDS_KEPT = 12
 #: The heater reaches a commanded power about this long after the command (servo travel), s.
-_SERVO_DELAY_S = 0.5
+_SERVO_DELAY_S = 0.2
 #: A deficit found within this long of a rise is the probe's limit (not a cloud), s.
 _RISE_RECENT_S = 6.0
+#: A return to the remembered load that meets no deficit for this long was right, s.
+_RESTORE_OK_S = 8.0
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,11 @@ class ControllerState:
     covered_pv_w: float | None = None
     #: When the house load last rose by feed_forward_min_w or more (a load that ends soon after is pulsing).
     house_rise_s: float | None = None
+    #: When the heater last returned to the remembered load, and no return before restore_block_s.
+    restore_s: float | None = None
+    restore_block_s: float | None = None
+    #: Wait after a return that met a deficit (PV had not come back): doubles on each such miss.
+    restore_wait_s: float = 0.0
 
 
 def spare_power_w(
@@ -205,12 +212,18 @@ def step(
     if -c.deficit_tolerance_w < error_w < c.deadband_w:
         error_w = 0.0  # hold: spare PV below the deadband, or a deficit within tolerance
 
-    limit = _track_limit(state, c, error_w, obs, now_s)
-    covered_w, covered_s, covered_pv = _track_covered(state, c, obs, hidden, error_w, m)
+    cloud = m.pv_w is not None and state.covered_pv_w is not None and m.pv_w < state.covered_pv_w - c.restore_margin_w
+    limit = _track_limit(state, c, error_w, obs, now_s, cloud)
+    covered_w, covered_s, covered_pv = _track_covered(state, c, obs, hidden, error_w, m, cloud)
+    restore_s, block_s, wait_s = _track_restore(state, error_w, obs, now_s)
     if relay_on:
+        blocked = block_s is not None and now_s < block_s
         integral, power, hidden_since, why = _next_power(
-            state, settings, error_w, hidden, hidden_since, limit, obs, covered_w, covered_s, now_s
+            state, settings, error_w, hidden, hidden_since, limit, obs,
+            None if blocked else covered_w, covered_s, now_s,
         )
+        if why.startswith("PV held back again"):
+            restore_s = now_s
     else:
         integral, power, why = 0.0, 0.0, ""
 
@@ -236,6 +249,9 @@ def step(
         covered_s=covered_s,
         covered_pv_w=covered_pv,
         house_rise_s=m.time_s if obs.house_step_w >= c.feed_forward_min_w else state.house_rise_s,
+        restore_s=restore_s,
+        restore_block_s=block_s,
+        restore_wait_s=wait_s,
     )
     if not want:
         return new, HeatRequest(False, 0.0, "no surplus")
@@ -298,14 +314,16 @@ def _observe(state: ControllerState, m: Measurements, c: ControlConfig, now_s: f
     new_sample = state.last_sample_s is None or m.time_s > state.last_sample_s
     dt_s = 0.0 if not state.commands else max(0.0, now_s - state.commands[-1][0])
     tau_s = max(c.inverter_lag_s, 0.1)
-    lagged = state.lagged_w + (state.power_w - state.lagged_w) * (1.0 - math.exp(-dt_s / tau_s))
+    # the inverter's output as the lag model expects it: up with inverter_lag_s (the slowest lag
+    # expected), down at once -- so the import it predicts for a rise is an upper bound
+    lagged = min(state.lagged_w + (state.power_w - state.lagged_w) * (1.0 - math.exp(-dt_s / tau_s)), state.power_w)
     commands = state.commands if relay_on else ()
     heater_then, lag_import = _command_at(commands, m.time_s - _SERVO_DELAY_S, state.power_w if relay_on else 0.0)
     consumption = m.consumption_w
     house = None if consumption is None else max(0.0, consumption - heater_then)
     step_w = 0.0
     if new_sample and house is not None and state.house_w is not None:
-        moved = [p for t, p, _ in commands if m.time_s - 1.5 <= t <= m.time_s]
+        moved = [p for t, p, _ in commands if m.time_s - 2.5 <= t <= m.time_s]
         settled = not moved or max(moved) - min(moved) < 0.5 * c.feed_forward_min_w
         step_w = house - state.house_w if settled else 0.0
     grid = m.grid_w or 0.0
@@ -330,11 +348,15 @@ def _observe(state: ControllerState, m: Measurements, c: ControlConfig, now_s: f
 
 
 def _track_limit(
-    state: ControllerState, c: ControlConfig, error_w: float, obs: _Observation, now_s: float
+    state: ControllerState, c: ControlConfig, error_w: float, obs: _Observation, now_s: float, cloud: bool
 ) -> tuple[float | None, float | None, float]:
-    """The limit of hidden PV: (power where the last deficit began, when, how long to stay below it)."""
+    """The limit of hidden PV: (power where the last deficit began, when, how long to stay below it).
+
+    A deficit that begins while PV is well below what it gave at the remembered
+    load is a cloud (or a load), not the limit of hidden PV: no limit then.
+    """
     limit_w, limit_s, hold_s = state.limit_w, state.limit_s, state.hold_s
-    if error_w < 0 and state.error_w >= 0 and state.power_w > 0:
+    if error_w < 0 and state.error_w >= 0 and state.power_w > 0 and not cloud:
         # A deficit begins: the limit lies just below this power. Found again where it was
         # (steady sun): hold longer; somewhere else (clouds): probe again soon.
         steady = limit_w is not None and abs(state.power_w - limit_w) <= _STEADY_LIMIT_W
@@ -352,6 +374,7 @@ def _track_covered(
     hidden: bool,
     error_w: float,
     m: Measurements,
+    cloud: bool,
 ) -> tuple[float | None, float | None, float | None]:
     """(load, when, PV then): heater + house that PV covered while held back; raised by hidden samples.
 
@@ -369,11 +392,30 @@ def _track_covered(
         if covered is None or load >= covered:
             covered, pv_then = load, m.pv_w
         since = m.time_s
-    elif error_w < 0 and covered is not None:
-        cloud = m.pv_w is not None and pv_then is not None and m.pv_w < pv_then - c.restore_margin_w
-        if not cloud:
-            covered = min(covered, load + error_w - c.restore_margin_w)
+    elif error_w < 0 and covered is not None and not cloud:
+        covered = min(covered, load + error_w - c.restore_margin_w)
     return covered, since, pv_then
+
+
+def _track_restore(
+    state: ControllerState, error_w: float, obs: _Observation, now_s: float
+) -> tuple[float | None, float | None, float]:
+    """(last return, no return before, wait): a return to the remembered load that meets a deficit was a miss.
+
+    After a miss (the cloud had not passed, PV was hidden only because the
+    heater was low) the next return waits 5 s, then 10, 20 ... (up to the
+    memory's age); a return that holds for _RESTORE_OK_S resets the wait.
+    """
+    restore_s, block_s, wait_s = state.restore_s, state.restore_block_s, state.restore_wait_s
+    if restore_s is None:
+        return None, block_s, wait_s
+    age_s = now_s - restore_s
+    if error_w < 0 and obs.new_sample and age_s <= _RESTORE_OK_S:
+        wait_s = min(max(2.0 * wait_s, _MIN_HOLD_S), 600.0)
+        return None, now_s + wait_s, wait_s
+    if age_s > _RESTORE_OK_S:
+        return None, block_s, 0.0
+    return restore_s, block_s, wait_s
 
 
 def _next_power(
@@ -394,7 +436,11 @@ def _next_power(
     last_s = state.last_sample_s
     dt_s = 0.0 if last_s is None or not obs.new_sample else min(max(now_s - last_s, 0.0), _MAX_DT_S)
     base, why = state.power_w, ""
-    pulsing = state.house_rise_s is not None and obs.house_step_w < 0 and now_s - state.house_rise_s < c.pulse_s
+    pulsing = (
+        state.house_rise_s is not None
+        and obs.house_step_w <= -c.feed_forward_min_w
+        and now_s - state.house_rise_s < c.pulse_s
+    )
     if pulsing:
         why = f"house load {-obs.house_step_w:.0f} W off again within {c.pulse_s:g} s (pulsing): not given back"
     elif abs(obs.house_step_w) >= c.feed_forward_min_w:
