@@ -156,7 +156,7 @@ class RelayConfig:
     )
     zero_settle_s: float = setting(
         1.0, "the knob sits at zero this long before the relay opens (no current); data older than "
-        "stale_after_s - this turn the knob to zero first", min=0.1, max=30.0,
+        "stale_after_s - this - poll.interval_s turn the knob to zero first", min=0.1, max=30.0,
     )
     window_start: str | None = setting(None, "optional local time HH:MM before which it never heats")
     window_end: str | None = setting(None, "optional local time HH:MM after which it never heats")

@@ -64,6 +64,8 @@ _MAX_DT_S = 5.0
 _STEADY_LIMIT_W = 150.0
 #: Shortest stay below a limit just found.
 _MIN_HOLD_S = 5.0
+#: Longest stay below a limit found while PV is well below the remembered level (the sun may come back).
+_SHADED_HOLD_S = 40.0
 #: Commands kept for comparing samples with the heater power of their time.
 _COMMANDS_KEPT = 12
 #: The heater reaches a commanded power about this long after the command (servo travel), s.
@@ -124,6 +126,8 @@ class ControllerState:
     restore_block_s: float | None = None
     #: Wait after a return that met a deficit (PV had not come back): doubles on each such miss.
     restore_wait_s: float = 0.0
+    #: PV of the last new sample, W.
+    pv_w: float | None = None
 
 
 def spare_power_w(
@@ -212,9 +216,12 @@ def step(
     if -c.deficit_tolerance_w < error_w < c.deadband_w:
         error_w = 0.0  # hold: spare PV below the deadband, or a deficit within tolerance
 
-    cloud = m.pv_w is not None and state.covered_pv_w is not None and m.pv_w < state.covered_pv_w - c.restore_margin_w
-    limit = _track_limit(state, c, error_w, obs, now_s, cloud)
-    covered_w, covered_s, covered_pv = _track_covered(state, c, obs, hidden, error_w, m, cloud)
+    # PV fell since the last sample: a deficit now is a cloud coming, not the limit of hidden PV
+    cloud = m.pv_w is not None and state.pv_w is not None and m.pv_w < state.pv_w - c.restore_margin_w
+    shaded = m.pv_w is not None and state.covered_pv_w is not None and m.pv_w < state.covered_pv_w - c.restore_margin_w
+    limit = _track_limit(state, c, error_w, obs, now_s, cloud, shaded)
+    restoring = state.restore_s is not None and now_s - state.restore_s <= _RESTORE_OK_S
+    covered_w, covered_s, covered_pv = _track_covered(state, c, obs, hidden, error_w, m, cloud, restoring)
     restore_s, block_s, wait_s = _track_restore(state, error_w, obs, now_s)
     if relay_on:
         blocked = block_s is not None and now_s < block_s
@@ -224,6 +231,7 @@ def step(
         )
         if why.startswith("PV held back again"):
             restore_s = now_s
+            limit = (limit[0], None, limit[2])  # the limit found in the cloud no longer holds the probe
     else:
         integral, power, why = 0.0, 0.0, ""
 
@@ -252,6 +260,7 @@ def step(
         restore_s=restore_s,
         restore_block_s=block_s,
         restore_wait_s=wait_s,
+        pv_w=m.pv_w if obs.new_sample else state.pv_w,
     )
     if not want:
         return new, HeatRequest(False, 0.0, "no surplus")
@@ -348,12 +357,20 @@ def _observe(state: ControllerState, m: Measurements, c: ControlConfig, now_s: f
 
 
 def _track_limit(
-    state: ControllerState, c: ControlConfig, error_w: float, obs: _Observation, now_s: float, cloud: bool
+    state: ControllerState,
+    c: ControlConfig,
+    error_w: float,
+    obs: _Observation,
+    now_s: float,
+    cloud: bool,
+    shaded: bool,
 ) -> tuple[float | None, float | None, float]:
     """The limit of hidden PV: (power where the last deficit began, when, how long to stay below it).
 
     A deficit that begins while PV is well below what it gave at the remembered
     load is a cloud (or a load), not the limit of hidden PV: no limit then.
+    While PV stays well below what it gave at the remembered load (`shaded`)
+    the hold stays short: the sun may come back any moment.
     """
     limit_w, limit_s, hold_s = state.limit_w, state.limit_s, state.hold_s
     if error_w < 0 and state.error_w >= 0 and state.power_w > 0 and not cloud:
@@ -361,6 +378,8 @@ def _track_limit(
         # (steady sun): hold longer; somewhere else (clouds): probe again soon.
         steady = limit_w is not None and abs(state.power_w - limit_w) <= _STEADY_LIMIT_W
         hold_s = min(max(2.0 * hold_s, _MIN_HOLD_S), c.probe_hold_s) if steady else _MIN_HOLD_S
+        if shaded:
+            hold_s = min(hold_s, _SHADED_HOLD_S)
         limit_w, limit_s = state.power_w, now_s
     if limit_s is not None and now_s - limit_s > hold_s:
         limit_s = None
@@ -375,12 +394,14 @@ def _track_covered(
     error_w: float,
     m: Measurements,
     cloud: bool,
+    restoring: bool,
 ) -> tuple[float | None, float | None, float | None]:
     """(load, when, PV then): heater + house that PV covered while held back; raised by hidden samples.
 
-    A deficit while PV is about as high as it was then is the limit (a probe
-    overshot, or the sun sank): it lowers the load remembered. A deficit with
-    PV well below it is a cloud: the memory stays, to return there after it.
+    A deficit while a probe was rising (PV did not just fall, and it is not a
+    return to the remembered load that missed) is the limit: it lowers the load
+    remembered. A deficit as PV falls is a cloud: the memory stays, to return
+    there after it.
     """
     covered, since, pv_then = state.covered_w, state.covered_s, state.covered_pv_w
     if covered is not None and since is not None and m.time_s - since > c.memory_s:
@@ -392,8 +413,10 @@ def _track_covered(
         if covered is None or load >= covered:
             covered, pv_then = load, m.pv_w
         since = m.time_s
-    elif error_w < 0 and covered is not None and not cloud:
-        covered = min(covered, load + error_w - c.restore_margin_w)
+    elif error_w < 0 and covered is not None and not cloud and not restoring:
+        below = m.pv_w is not None and pv_then is not None and m.pv_w < pv_then - c.restore_margin_w
+        if not below:  # PV as high as when the load was covered: this is the limit, not a cloud
+            covered = min(covered, load + error_w - c.restore_margin_w)
     return covered, since, pv_then
 
 
@@ -456,7 +479,7 @@ def _next_power(
             why = f"backing off {-error_w:.0f} W: heater {obs.heater_then_w:.0f} W then, {cut:.0f} W now"
     restore = None
     steady = state.house_rise_s is None or now_s - state.house_rise_s >= c.pulse_s
-    if hidden and steady and covered_w is not None and obs.house_w is not None and limit[1] is None:
+    if hidden and steady and covered_w is not None and obs.house_w is not None:
         restore = min(covered_w - obs.house_w - c.restore_margin_w, top)
     if restore is not None and restore > max(base, state.power_w) + c.deadband_w:
         power = integral = restore

@@ -85,6 +85,8 @@ class GuardSettings:
     min_sun_elevation_deg: float = -0.833
     #: The knob must have been at zero this long before the relay opens at (almost) no current, s.
     zero_settle_s: float = 1.0
+    #: Seconds between the loop's ticks (the knob goes to zero this much earlier before data go stale).
+    poll_interval_s: float = 1.0
 
     @classmethod
     def from_sections(
@@ -111,7 +113,8 @@ class GuardSettings:
     @classmethod
     def from_config(cls, config: Config) -> GuardSettings:
         """Build from the whole config."""
-        return cls.from_sections(config.relay, config.control, config.site)
+        return replace(cls.from_sections(config.relay, config.control, config.site),
+                       poll_interval_s=config.poll.interval_s)
 
     @property
     def has_window(self) -> bool:
@@ -289,7 +292,8 @@ def _while_on(
     since_edge_s = None if state.changed_s is None else now_s - state.changed_s
     if request.want_heat:
         age_s = now_s - m.time_s
-        if age_s > max(settings.stale_after_s - settings.zero_settle_s, 0.5 * settings.stale_after_s):
+        zero_at_s = settings.stale_after_s - settings.zero_settle_s - settings.poll_interval_s
+        if age_s > max(zero_at_s, 0.5 * settings.stale_after_s):
             # the data will be stale soon: have the knob at zero when the relay must open
             return _on_output(state, 0.0, f"on: data {age_s:.1f} s old, knob to zero before the stale off", now_s)
         return _on_output(state, request.power_w, f"on: {request.reason or 'heating'}", now_s)
