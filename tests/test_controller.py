@@ -161,7 +161,8 @@ def test_probe_holds_below_a_limit_just_found() -> None:
 
 
 def test_grid_import_while_pv_hidden_is_inverter_lag_for_a_while() -> None:
-    state = ControllerState(integral_w=800, power_w=800, soc_ok=True, last_sample_s=0, accept_ref_w=0)
+    # settled at 800 W (the lag model expects no import from it), yet the grid imports
+    state = ControllerState(integral_w=800, power_w=800, soc_ok=True, last_sample_s=0, accept_ref_w=0, lagged_w=800)
     state, r = step(state, meas(1, grid=120, mode=1, state=5), SETTINGS, 1, True)
     assert r.power_w == pytest.approx(800)  # hold: the inverter is catching up
     for t in range(2, 2 + int(C.inverter_lag_s) + 1):
