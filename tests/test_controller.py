@@ -256,7 +256,7 @@ def test_probe_rate_grows_exponentially_to_the_raise_limit() -> None:
     assert steps[1] == pytest.approx(C.probe_start_w_per_s * ratio ** (2 / C.probe_accel_s))
     assert steps[2] == pytest.approx(C.probe_start_w_per_s * ratio ** (3 / C.probe_accel_s))
     assert all(b > a for a, b in itertools.pairwise(steps[:4]))  # growing
-    assert results[8][1].power_w >= 1500.0  # a large gap is crossed in seconds (15 W/s for 35 s before)
+    assert results[8][1].power_w >= 1000.0  # a large gap is crossed in seconds
 
 
 def test_every_request_says_why() -> None:
