@@ -494,6 +494,8 @@ def _next_power(
         # the next probe starts slowly again.
         ceiling = min(ceiling, max(state.power_w, limit_w - c.deadband_w))
         hidden_since = now_s
+    if hidden and error_w >= c.probe_w and obs.new_sample:
+        power = integral = min(max(power, ceiling), top)  # the probe follows its (exponential) rate, not the PI
     if power > ceiling:
         power = ceiling
         integral = min(integral, ceiling)  # anti-windup against the rise limit

@@ -594,3 +594,20 @@ def percentile(values: list[float], q: float) -> float:
     lo = math.floor(pos)
     hi = min(lo + 1, len(v) - 1)
     return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def directed_spec(
+    seed: int,
+    pv_w: list[float],
+    house_w: list[float],
+    *,
+    outages_s: tuple[tuple[float, float], ...] = (),
+    read_failures: frozenset[int] = frozenset(),
+    events: tuple[tuple[str, float], ...] = (),
+) -> FamilySpec:
+    """The family plant `seed` (its hardware and GX timing) with given inputs per second from START_S."""
+    spec = random_spec(seed)
+    peak = max(pv_w)
+    params = replace(spec.params, mppt_max_w=max(spec.params.mppt_max_w, peak))
+    return replace(spec, params=params, duration_s=len(pv_w), pv_w=tuple(pv_w), house_w=tuple(house_w),
+                   outages_s=outages_s, read_failures=read_failures, events=events)
