@@ -7,10 +7,11 @@ runs in real time on a Pi and in simulated time on the bench. `utc_s`, the
 trusted wall clock as UTC epoch seconds (None when untrusted), feeds the sun
 rule and the forecast reserve; the forecast comes from a provider in memory.
 
-Safety: a GX error makes the guard open the relay at once -- unless the last
-snapshot is still younger than `stale_after_s`: then that snapshot is used
-again (a repeated sample: the power is held, nothing is confirmed twice) and the
-guard's age check opens the relay when it gets too old; any other error in
+Safety: a GX error makes the guard open the relay at once -- unless it is a
+single failed read after a good one and that snapshot is still younger than
+`stale_after_s`: then the snapshot is used again (a repeated sample: the power
+is held, nothing is confirmed twice); a second failure in a row is a fault.
+Any other error in
 the loop opens the relay, returns the knob to zero and resets the guard. Each
 error episode is logged once when it starts and once when it ends.
 """
@@ -143,7 +144,7 @@ class ControlLoop:
         self._loop_error: str | None = None
         self._absent: frozenset[str] = frozenset()
         self._status_key: tuple[bool, int, str | None] | None = None
-        #: The last snapshot read: a failed read while it is younger than stale_after_s reuses it.
+        #: The last snapshot read, when the last read succeeded: one failed read while it is fresh reuses it.
         self._last_m: Measurements | None = None
 
     def tick(self, now_s: float, local_time: datetime.time | None, utc_s: float | None = None) -> TickReport:
@@ -188,6 +189,7 @@ class ControlLoop:
             held = self._last_m
             if held is not None and now_s - held.time_s <= self.guard_settings.stale_after_s:
                 m, fault = held, None  # one failed read while the data are fresh: hold the power
+            self._last_m = None  # a second failure in a row is a fault
         else:
             self._last_m = m
         self._track_fault(fault, now_s)
