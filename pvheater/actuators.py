@@ -30,6 +30,7 @@ from gpiozero.pins import Factory
 from pvheater.calibration.curve import Calibration, calibration_from_config
 from pvheater.config import Config, RelayConfig, ServoConfig
 from pvheater.control.messages import SAFE_OFF, HeaterOutput
+from pvheater.control.servo import worth_moving
 from pvheater.errors import ConfigError, HardwareError
 
 
@@ -117,8 +118,9 @@ def _default_pin_factory() -> Factory:
             tried = "; ".join(_one_line(w.message) for w in caught if isinstance(w.message, Warning))
             detail = f" ({tried})" if tried else f" ({_one_line(exc)})"
             raise HardwareError(
-                f"gpio.pin_factory: no pin library works here{detail}; on a Raspberry Pi install one into the venv, "
-                f"e.g. `pip install lgpio` (needs the system's liblgpio), or set gpio.pin_factory: mock to simulate"
+                f"gpio.pin_factory: no pin library works here{detail}; on Raspberry Pi OS: `sudo apt install "
+                f"python3-lgpio` and a venv made with `python3 -m venv --system-site-packages`; or set "
+                f"gpio.pin_factory: mock to simulate"
             ) from None
         except Exception as exc:  # a factory named by GPIOZERO_PIN_FACTORY failed with its library's own error
             raise HardwareError(
@@ -207,13 +209,10 @@ class Servo:
             raise ValueError(
                 f"servo angle {angle_deg} outside {self._cfg.min_angle_deg}..{self._cfg.max_angle_deg} deg"
             )
+        if not worth_moving(self.angle_deg, angle_deg, self.zero_angle_deg, self._cfg.min_move_deg):
+            return False
         if self.angle_deg is not None:
-            change_deg = abs(angle_deg - self.angle_deg)
-            if change_deg == 0.0:
-                return False
-            if change_deg < self._cfg.min_move_deg and angle_deg != self.zero_angle_deg:
-                return False
-            self.travel_deg += change_deg
+            self.travel_deg += abs(angle_deg - self.angle_deg)
         self._device.angle = angle_deg
         self.angle_deg = angle_deg
         self.attached = True

@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 
 from pvheater import __version__
-from pvheater.config import load_config
+from pvheater.commands.common import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_RUNTIME
+from pvheater.config import Config, load_config
 from pvheater.errors import ConfigError, GxError, PvHeaterError, RegisterMapError
 
 #: Subcommand name -> module under pvheater.commands with add_arguments() and run().
@@ -21,12 +22,17 @@ COMMANDS: dict[str, str] = {
     "stats": "stats",
     "reload": "reload",
     "install-service": "install_service",
+    "setup": "setup",
+    "status": "status",
 }
-
-#: Exit codes: 0 ok, 1 the GX or hardware failed, 2 bad configuration or usage.
-EXIT_RUNTIME = 1
-EXIT_CONFIG = 2
-
+#: How a command uses the config file: "needed" (a bad file stops it, exit 2), "optional" (a bad ./config.yaml
+#: is reported in one line and the defaults are used; a bad --config PATH stops it), "unused" (not read at all).
+#: Unlisted: "needed".
+CONFIG_USE: dict[str, str] = {
+    "simulate": "unused",
+    "gx-sim": "optional",
+    "setup": "unused",
+}
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
@@ -35,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Put solar surplus from a Victron system into a water heater.",
     )
     parser.add_argument("--version", action="version", version=f"pvheater {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"pvheater.commands.{module_name}")
         doc = (module.__doc__ or "").strip().splitlines()[0]
@@ -50,11 +56,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load_config(args: argparse.Namespace) -> Config | None:
+    """The config the command reads, as CONFIG_USE says; ConfigError when a needed one is bad."""
+    use = CONFIG_USE.get(args.command, "needed")
+    if use == "unused":
+        return None
+    try:
+        return load_config(args.config)
+    except (ConfigError, RegisterMapError) as exc:
+        if use == "needed" or args.config is not None:
+            raise
+        print(f"pvheater: note: config not used ({exc}); running with the defaults", file=sys.stderr)
+        return Config()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pvheater` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `pvheater`: say what there is
+        parser.print_help(sys.stderr)
+        return EXIT_CONFIG
     try:
-        args.cfg = load_config(args.config)
+        args.cfg = _load_config(args)
         return int(args.handler(args))
     except (ConfigError, RegisterMapError) as exc:
         print(f"pvheater: config error: {exc}", file=sys.stderr)
@@ -67,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_RUNTIME
     except KeyboardInterrupt:
         print("pvheater: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -8,6 +8,11 @@ path and what was expected, in one line.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
+import os
+import re
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from pvheater.control.timeofday import parse_fetch_times, parse_hhmm
+from pvheater.control.timeofday import hhmm_seconds, parse_fetch_times, parse_hhmm, parse_window
 from pvheater.errors import ConfigError
 from pvheater.paths import packaged_config
 
@@ -50,6 +55,9 @@ class GxConfig:
 
     def check(self) -> list[tuple[str, str]]:
         """Cross-field checks: (key, message) pairs."""
+        if not valid_host(self.host):
+            return [("host", "expected an IP address or a host name (dot-separated labels of 1 to 63 letters, "
+                     f"digits, '-' or '_', at most 253 characters), got {_clip(self.host)}")]
         if self.reconnect_min_s > self.reconnect_max_s:
             return [(
                 "reconnect_min_s",
@@ -287,6 +295,9 @@ class ServiceConfig:
     pid_file: str | None = setting(
         "pvheater.pid", "`pvheater run` writes its process ID here for `pvheater reload`; null: none"
     )
+    socket_file: str | None = setting(
+        "pvheater.sock", "local control channel (a Unix socket, mode 0600) for `pvheater status`; null: none"
+    )
 
 
 @dataclass(frozen=True)
@@ -368,6 +379,125 @@ class ForecastConfig:
         return []
 
 
+#: Pattern of a 1-wire sensor id as the kernel names it under /sys/bus/w1/devices: family-serial.
+W1_ID_PATTERN = re.compile(r"[0-9a-f]{2}-[0-9a-f]{12}")
+
+
+@dataclass(frozen=True)
+class TankSensorConfig:
+    """The optional tank thermometer: a DS18B20 on the Pi's 1-wire bus (see pvheater/tank_sensor.py)."""
+
+    enabled: bool = setting(False, "read the tank temperature from a DS18B20 (kernel w1-gpio/w1-therm)")
+    id: str | None = setting(None, "sensor id such as 28-0000061a2b3c; null: the only one on the bus")
+    base_dir: str = setting("/sys/bus/w1/devices", "where the kernel lists the 1-wire devices")
+    max_temp_c: float = setting(
+        60.0, "stop heating at this tank temperature; set it a few K below the heater's thermostat",
+        min=30.0, max=95.0,
+    )
+    hysteresis_k: float = setting(5.0, "after such a stop, heat again only below max_temp_c - this", min=0.5,
+                                  max=20.0)
+    read_interval_s: float = setting(10.0, "seconds between readings (one takes the sensor ~0.75 s)", min=1.0,
+                                     max=600.0)
+
+    def check(self) -> list[tuple[str, str]]:
+        """The id must look like the kernel's name of a 1-wire device."""
+        if self.id is not None and not W1_ID_PATTERN.fullmatch(self.id):
+            return [("id", f"expected a 1-wire id such as 28-0000061a2b3c (ls {self.base_dir}), got {self.id!r}")]
+        return []
+
+    @property
+    def stale_after_s(self) -> float:
+        """A reading older than this counts as missing: three intervals, at least 30 s."""
+        return max(3.0 * self.read_interval_s, 30.0)
+
+
+@dataclass(frozen=True)
+class TopupConfig:
+    """Grid top-up when PV will not reach the daily goal: a deliberate exception to "never from the grid"."""
+
+    enabled: bool = setting(False, "allow heating from the grid to reach the daily goal")
+    window: str = setting("22:00-06:00", "local time window HH:MM-HH:MM of the top-up (e.g. the night tariff)")
+    power_w: float | None = setting(None, "heater power of a top-up; null: heater.max_power_w", min=100.0,
+                                    max=10000.0)
+
+    def check(self) -> list[tuple[str, str]]:
+        """The window must be HH:MM-HH:MM."""
+        try:
+            parse_window(self.window)
+        except ValueError as exc:
+            return [("window", str(exc))]
+        return []
+
+
+@dataclass(frozen=True)
+class LegionellaConfig:
+    """A periodic hot cycle: every N days the tank must reach temp_c once."""
+
+    every_days: int | None = setting(None, "days between cycles; null or 0: off", min=0, max=60)
+    temp_c: float = setting(60.0, "temperature the tank must reach (tank sensor)", min=50.0, max=80.0)
+    thermostat_at_least_60: bool = setting(
+        False, "the heater's thermostat is set to 60 degC or more: a tank-full event counts as a cycle"
+    )
+
+    @property
+    def enabled(self) -> bool:
+        """True when a cycle every N days is configured."""
+        return bool(self.every_days)
+
+
+@dataclass(frozen=True)
+class HotWaterConfig:
+    """Hot water guaranteed: mode, a daily goal, grid top-up, boost, legionella (see pvheater/control/hotwater.py)."""
+
+    mode: str = setting(
+        "auto", "mode at the first start (later the last mode set survives restarts): auto, solar_only or off",
+        choices=("auto", "solar_only", "off"),
+    )
+    goal_time: str | None = setting(
+        None, "the daily goal's deadline HH:MM (hot by then); null: the end of topup.window"
+    )
+    daily_kwh: float | None = setting(None, "goal met when this much heater energy was delivered", min=0.1,
+                                      max=100.0)
+    goal_temp_c: float | None = setting(None, "goal met when the tank sensor reads this", min=30.0, max=95.0)
+    tank_volume_l: float | None = setting(
+        None, "tank volume: turns a temperature gap into kWh for the top-up plan", min=10.0, max=5000.0
+    )
+    decision_time: str = setting("15:00", "local time HH:MM when pvheater decides whether PV will make the goal")
+    boost_max_min: float = setting(180.0, "longest boost, also for a boost to a temperature, minutes", min=5.0,
+                                   max=720.0)
+    state_file: str = setting("hot_water_state.json", "keeps the mode and the last 60 degC date across restarts")
+    topup: TopupConfig = field(default_factory=TopupConfig, metadata={"doc": "grid top-up"})
+    legionella: LegionellaConfig = field(default_factory=LegionellaConfig, metadata={"doc": "legionella cycle"})
+
+    def check(self) -> list[tuple[str, str]]:
+        """Times must be HH:MM; with forced heating, decision, window and deadline must come in that order."""
+        for key in ("goal_time", "decision_time"):
+            text = getattr(self, key)
+            if text is not None:
+                try:
+                    parse_hhmm(text)
+                except ValueError as exc:
+                    return [(key, str(exc))]
+        if not (self.topup.enabled or self.legionella.enabled):
+            return []
+        start, end = parse_window(self.topup.window)
+        deadline = self.goal_time if self.goal_time is not None else end.strftime("%H:%M")
+
+        def after_deadline_s(t: str, end_side: bool = False) -> float:
+            offset = (hhmm_seconds(t) - hhmm_seconds(deadline)) % 86400.0
+            return 86400.0 if end_side and offset == 0.0 else offset
+
+        decision = after_deadline_s(self.decision_time)
+        if decision == 0.0:
+            return [("decision_time", f"must differ from the goal's deadline {deadline}")]
+        if not decision <= after_deadline_s(start.strftime("%H:%M")) < after_deadline_s(
+            end.strftime("%H:%M"), end_side=True
+        ):
+            return [("topup.window", f"must lie between hot_water.decision_time and the goal's deadline "
+                     f"({self.decision_time} .. {deadline}), got {self.topup.window}")]
+        return []
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole pvheater configuration."""
@@ -385,6 +515,8 @@ class Config:
     service: ServiceConfig = field(default_factory=ServiceConfig, metadata={"doc": "running as a service"})
     site: SiteConfig = field(default_factory=SiteConfig, metadata={"doc": "where the panels are"})
     forecast: ForecastConfig = field(default_factory=ForecastConfig, metadata={"doc": "PV forecast"})
+    tank_sensor: TankSensorConfig = field(default_factory=TankSensorConfig, metadata={"doc": "tank thermometer"})
+    hot_water: HotWaterConfig = field(default_factory=HotWaterConfig, metadata={"doc": "hot water guaranteed"})
 
     def check(self) -> list[tuple[str, str]]:
         """A GX that stops answering must fail a read before the data count as stale."""
@@ -393,6 +525,21 @@ class Config:
                      f"past the stale limit (got {self.gx.timeout_s} >= {self.relay.stale_after_s})")]
         if self.forecast.enabled and not self.site.located:
             return [("forecast.enabled", "needs site.latitude_deg and site.longitude_deg")]
+        return self._check_hot_water()
+
+    def _check_hot_water(self) -> list[tuple[str, str]]:
+        """Hot-water settings that need the tank sensor, or must stay below its limit."""
+        hw, tank = self.hot_water, self.tank_sensor
+        if hw.legionella.enabled and not (tank.enabled or hw.legionella.thermostat_at_least_60):
+            return [("hot_water.legionella.every_days", "needs tank_sensor.enabled or "
+                     "hot_water.legionella.thermostat_at_least_60: true (nothing else tells that the tank was hot)")]
+        if hw.goal_temp_c is not None and not tank.enabled:
+            return [("hot_water.goal_temp_c", "needs tank_sensor.enabled")]
+        if tank.enabled:
+            for key, value in (("goal_temp_c", hw.goal_temp_c), ("legionella.temp_c", hw.legionella.temp_c)):
+                if value is not None and value > tank.max_temp_c and (key == "goal_temp_c" or hw.legionella.enabled):
+                    return [(f"hot_water.{key}", f"must not exceed tank_sensor.max_temp_c, or it is never reached "
+                             f"(got {value} > {tank.max_temp_c})")]
         return []
 
 
@@ -413,7 +560,31 @@ def _describe(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
+    if isinstance(value, str):
+        return _clip(value)
     return repr(value)
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    """repr() of a string, shortened to about limit characters (a message stays one readable line)."""
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def valid_host(host: str) -> bool:
+    """True for an IPv4/IPv6 address or a host name that the resolver accepts (labels of 1..63 characters)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return True
+    name = host[:-1] if host.endswith(".") else host
+    return 0 < len(name) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in name.split("."))
 
 
 def _convert(path: str, tp: Any, value: Any, meta: typing.Mapping[str, Any]) -> Any:
@@ -446,7 +617,12 @@ def _convert(path: str, tp: Any, value: Any, meta: typing.Mapping[str, Any]) -> 
     elif tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{path}: expected {_limits_text(tp, meta)}, got {_describe(value)}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            value = math.inf if value > 0 else -math.inf
+        if not math.isfinite(value):  # NaN fails every comparison: it would switch the limit checks off
+            raise ConfigError(f"{path}: expected a finite {_limits_text(tp, meta)[2:]}, got {_describe(value)}")
     elif tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected {_limits_text(tp, meta)}, got {_describe(value)}")
@@ -481,7 +657,8 @@ def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
         if key not in known:
             where = f"{prefix}.{key}" if prefix else str(key)
             raise ConfigError(
-                f"{where}: unknown key (expected one of: {', '.join(known)})"
+                f"{where}: unknown key{' (it belongs under gx:)' if where == 'unit_ids' else ''} "
+                f"(expected one of: {', '.join(known)})"
             )
     kwargs = {}
     for name, fld in known.items():
@@ -512,21 +689,116 @@ def default_config_path() -> Path:
     return local if local.is_file() else packaged_config()
 
 
-def read_yaml_file(file: Path, kind: str) -> Any:
-    """Read and parse a YAML file; ConfigError naming the file (and line) when it cannot be."""
+#: Largest config or calibration file read (both are a few kB; this bounds memory before parsing).
+MAX_YAML_BYTES = 1 << 20
+#: Deepest nesting of mappings and lists accepted (the config needs 4; YAML's composer recurses per level).
+MAX_YAML_DEPTH = 50
+#: Longest integer scalar accepted, in characters (no setting needs more than 10 digits).
+MAX_INT_CHARS = 30
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys, deep nesting and absurdly long integers (with line numbers)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        """Compose one node, counting the nesting depth."""
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """Construct a mapping; a key given twice is an error naming both lines."""
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:  # an unhashable key: the base class says so
+                    continue
+                if first is not key_node.start_mark:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {_describe(key)} (first at line {first.line + 1})",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node: Any) -> int:
+        """An integer scalar, refused when longer than MAX_INT_CHARS characters."""
+        text = self.construct_scalar(node)
+        if len(text) > MAX_INT_CHARS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"integer of {len(text)} characters is too long", node.start_mark
+            )
+        return int(super().construct_yaml_int(node))
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+
+
+def _read_bounded(file: Path, kind: str) -> str:
+    """The text of a regular file of at most MAX_YAML_BYTES, UTF-8; ConfigError in one line otherwise."""
     try:
-        text = file.read_text(encoding="utf-8")
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below as not a regular file.
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise ConfigError(f"{file}: {kind} file not found") from None
     except OSError as exc:
         raise ConfigError(f"{file}: cannot be read ({exc.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        what = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket or other special file"
+        raise ConfigError(f"{file}: {kind} file is {what}, expected a regular file")
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            data = handle.read(MAX_YAML_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot be read ({exc.strerror})") from None
+    if len(data) > MAX_YAML_BYTES:
+        raise ConfigError(f"{file}: {kind} file is larger than {MAX_YAML_BYTES // 1024} KiB; is it the right file?")
     try:
-        return yaml.safe_load(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 text (byte 0x{data[exc.start]:02X} at offset {exc.start}); "
+                          "save it as UTF-8") from None
+    return text.removeprefix("\ufeff")
+
+
+def read_yaml_file(file: Path, kind: str) -> Any:
+    """Read and parse a YAML file; ConfigError naming the file (and line) when it cannot be."""
+    text = _read_bounded(file, kind)
+    loader: _StrictLoader | None = None
+    try:
+        loader = _StrictLoader(text)  # checks the characters first
+        return loader.get_single_data()
+    except yaml.reader.ReaderError as exc:
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise ConfigError(f"{file}: not valid YAML: character U+{code:04X} at offset {exc.position} "
+                          "is not allowed") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{file}: not valid YAML{where}: {problem}") from None
+    except RecursionError:  # pragma: no cover - bounded by MAX_YAML_DEPTH
+        raise ConfigError(f"{file}: not valid YAML: nested too deeply") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def load_config(path: Path | str | None = None) -> Config:

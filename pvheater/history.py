@@ -31,11 +31,13 @@ Writing never blocks control: rows and events go into a bounded queue, one
 writer thread owns the connection and commits each batch it finds (WAL
 journal, so a reader or a `kill -9` never sees half a batch). A locked
 database, a full disk or an unwritable file is logged once, the batch is
-dropped and counted, and the next batch tries again; a full queue drops and
-counts too. Times come in as arguments: monotonic seconds of the run from the
-loop, wall-clock seconds from the caller's clock (possibly unset, 1970, on a
-Pi without RTC before NTP: `pvheater stats` maps such rows through the run's
-monotonic clock once a later row of the run has a set clock).
+dropped and counted, and the next batch tries again; the episode ends (one
+line) after RECOVER_AFTER_BATCHES batches in a row were written, or when the
+writer stops after a good one. A full queue drops and counts too. Times
+come in as arguments: monotonic seconds of the run from the loop, wall-clock
+seconds from the caller's clock (possibly unset, 1970, on a Pi without RTC
+before NTP: `pvheater stats` maps such rows through the run's monotonic clock
+once a later row of the run has a set clock).
 """
 
 from __future__ import annotations
@@ -52,16 +54,19 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from pvheater.control.timeofday import CLOCK_TRUSTED_FROM_UTC_S
 from pvheater.errors import PvHeaterError
 from pvheater.service.loop import HeaterPort, TickReport
 
 log = logging.getLogger("pvheater")
 
 SCHEMA_VERSION = 1
-#: Wall-clock seconds before which the clock counts as unset (2024-01-01 UTC; a Pi without RTC boots in 1970).
-CLOCK_TRUSTED_FROM_S = 1_704_067_200.0
 #: Rows and events waiting for the writer; beyond this they are dropped (counted, logged once).
 QUEUE_SIZE = 20_000
+#: A write-error episode ends after this many batches in a row were written (or when the writer stops after a
+#: good one): a nearly full disk takes a small batch now and then between failures, and the log would
+#: otherwise alternate ERROR / "writing again".
+RECOVER_AFTER_BATCHES = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ticks (
@@ -193,6 +198,7 @@ class History:
         self._queue_full = False
         self._write_error: str | None = None
         self._dropped_in_episode = 0
+        self._good_in_episode = 0
         self._thread = threading.Thread(target=self._work, name="pvheater-history", daemon=True)
         self._thread.start()
 
@@ -271,6 +277,7 @@ class History:
         rows = [payload for kind, payload in batch if kind == "row"]
         events = [payload for kind, payload in batch if kind == "event"]
         purges = [payload for kind, payload in batch if kind == "purge"]
+        stop = any(kind == "stop" for kind, _ in batch)
         if rows or events or purges:
             try:
                 conn = self._connection()
@@ -285,15 +292,18 @@ class History:
                 self.rows_written += len(rows)
                 self.events_written += len(events)
                 if self._write_error is not None:
-                    self._recovered()
+                    self._good_in_episode += 1
                 if self._queue_full and self._queue.empty():  # the episode ends when a write worked and all is in
                     with self._lock:
                         self._queue_full = False
                     self.log.info("history: the writer caught up (%d rows/events dropped so far)", self.dropped)
+        good = self._good_in_episode
+        if self._write_error is not None and good > 0 and (good >= RECOVER_AFTER_BATCHES or stop):
+            self._recovered()
         for kind, payload in batch:
             if kind == "flush":
                 payload.set()
-        return any(kind == "stop" for kind, _ in batch)
+        return stop
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is not None:
@@ -324,12 +334,14 @@ class History:
     @staticmethod
     def _purge(conn: sqlite3.Connection, before_wall_s: float) -> None:
         for table in ("ticks", "events"):
-            conn.execute(f"DELETE FROM {table} WHERE wall_s >= ? AND wall_s < ?", (CLOCK_TRUSTED_FROM_S, before_wall_s))
+            conn.execute(
+                f"DELETE FROM {table} WHERE wall_s >= ? AND wall_s < ?", (CLOCK_TRUSTED_FROM_UTC_S, before_wall_s)
+            )
             # Rows written before the clock was set: gone when their run has nothing newer left.
             conn.execute(
                 f"DELETE FROM {table} WHERE wall_s < ? AND run_id NOT IN "
                 f"(SELECT DISTINCT run_id FROM {table} WHERE wall_s >= ?)",
-                (CLOCK_TRUSTED_FROM_S, CLOCK_TRUSTED_FROM_S),
+                (CLOCK_TRUSTED_FROM_UTC_S, CLOCK_TRUSTED_FROM_UTC_S),
             )
 
     def _failed(self, exc: BaseException, lost: int) -> None:
@@ -337,6 +349,7 @@ class History:
         with self._lock:
             self.dropped += lost
         self._dropped_in_episode += lost
+        self._good_in_episode = 0
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -350,6 +363,7 @@ class History:
         self.log.info("history: writing to %s again (%d rows/events were dropped)", self.path, self._dropped_in_episode)
         self._write_error = None
         self._dropped_in_episode = 0
+        self._good_in_episode = 0
 
 
 # --- from ticks to rows and events -----------------------------------------------

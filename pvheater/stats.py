@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pvheater.history import CLOCK_TRUSTED_FROM_S, connect_read_only
+from pvheater.control.timeofday import clock_is_set
+from pvheater.history import connect_read_only
 
 #: A row whose wall clock disagrees with its run's monotonic clock by more than this was written before a jump.
 CLOCK_JUMP_S = 60.0
@@ -76,7 +77,7 @@ def _anchors(rows: list[tuple[float, float]]) -> list[float | None]:
     for i in range(len(rows) - 1, -1, -1):
         wall_s, mono_s = rows[i]
         own = wall_s - mono_s
-        if wall_s >= CLOCK_TRUSTED_FROM_S and (anchor is None or abs(own - anchor) <= CLOCK_JUMP_S):
+        if clock_is_set(wall_s) and (anchor is None or abs(own - anchor) <= CLOCK_JUMP_S):
             anchor = own
         out[i] = anchor
     return out
@@ -174,7 +175,7 @@ def _compute(conn: sqlite3.Connection, days: int | None) -> HistoryStats:
             monos, anchors = runs[run_id]
             i = min(bisect.bisect_left(monos, mono_s), len(monos) - 1)
             anchor = anchors[i]
-        if anchor is None and wall_s >= CLOCK_TRUSTED_FROM_S:
+        if anchor is None and clock_is_set(wall_s):
             anchor = wall_s - mono_s
         d = bucket(None if anchor is None else _day_of(mono_s + anchor))
         if kind == "gx_error":

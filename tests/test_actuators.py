@@ -24,7 +24,14 @@ RELAY = RelayConfig(pin="GPIO17")
 
 
 class LoggedPin(MockPWMPin):
-    """A mock PWM pin that also writes each change to a log shared by all pins, so order across pins shows."""
+    """A mock PWM pin that also writes each change to a log shared by all pins, so order across pins shows.
+
+    This hooks gpiozero's private `_change_state` / `_set_frequency` because no public way gives the order
+    across pins: MockPin's public `states` holds each pin's levels with the time since that pin's previous
+    change only (no common clock to merge two pins' lists by), and frequency changes (pulses starting and
+    stopping) are not recorded at all. The tests below that do not need the cross-pin order read the public
+    `state` and `frequency` of the pins instead.
+    """
 
     log: ClassVar[list[tuple[str, str, float | None]]] = []
 
@@ -153,7 +160,7 @@ def test_default_pin_factory_failure_is_one_line(capsys: pytest.CaptureFixture[s
             assert pin_factory is gpiozero.Device.pin_factory
             pytest.skip("gpiozero found a pin library here")
     assert message.startswith("gpio.pin_factory: no pin library works here (")
-    assert "Falling back from lgpio" in message and "pip install lgpio" in message
+    assert "Falling back from lgpio" in message and "sudo apt install python3-lgpio" in message
     assert "\n" not in message
     assert caught == []  # gpiozero's fallback warnings are folded into the message
     assert capsys.readouterr().out == ""
@@ -435,3 +442,17 @@ def test_from_config_calibration_file_beyond_servo_range(factory: MockFactory, t
         Heater.from_config(config, factory)
     Relay(RELAY, factory).close()  # nothing left reserved
     Servo(SERVO, factory).close()
+
+
+def test_the_real_servo_and_the_simulated_heater_share_the_small_move_rule(factory: MockFactory) -> None:
+    from pvheater.sim.controller_strategy import SimHeater
+
+    heater = make_heater(factory)
+    sim = SimHeater(heater.calibration, SERVO.min_move_deg)
+    sim.servo_angle_deg = None
+    for t, power_w in enumerate([1000.0, 1005.0, 1010.0, 1030.0, 1029.0, 0.0, 3.0, 0.0, 2000.0]):
+        output = HeaterOutput(True, power_w)
+        heater.apply(output, float(t))
+        sim.apply(output, float(t))
+        assert heater.servo_angle_deg == sim.servo_angle_deg, power_w
+    heater.close()

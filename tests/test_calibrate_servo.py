@@ -13,19 +13,21 @@ from gpiozero.pins.mock import MockPin
 
 from pvheater.actuators import Heater
 from pvheater.calibration.curve import load_calibration
+from pvheater.calibration.fit import (
+    conduction_for_power_fraction,
+    fit_sweep,
+    isotonic_fit,
+    largest_drop,
+    phase_angle_power_fraction,
+)
 from pvheater.calibration.sweep import (
     Bench,
     CalibrationDiscarded,
     Sweep,
     SweepPoint,
     SweepSettings,
-    conduction_for_power_fraction,
-    fit_sweep,
-    isotonic_fit,
-    largest_drop,
     load_w,
     parse_watts,
-    phase_angle_power_fraction,
     power_source,
     settle,
     sweep_angles,
@@ -489,7 +491,7 @@ def test_fit_makes_noisy_points_monotonic_and_says_so() -> None:
     powers = [p for _, p in fit.calibration.points]
     assert powers == sorted(powers)
     assert fit.adjusted_points >= 2
-    assert "isotonic" in fit.fit_note and "adjusted" in fit.fit_note
+    assert fit.fit_note.startswith("made the table rise steadily: ") and "adjusted, the largest by" in fit.fit_note
 
 
 def test_fit_discards_a_drop_and_a_dead_heater() -> None:

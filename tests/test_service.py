@@ -76,3 +76,39 @@ def test_status_line_logged_on_change_only(rig, caplog) -> None:
     run(loop, source, 1)  # relay closes: a change -> a second line
     assert len(caplog.records) == 2
     assert "relay ON" in caplog.records[1].getMessage()
+
+
+def _snapshot(time_s: float, soc_pct: float | None = 98.0) -> Measurements:
+    return Measurements(time_s=time_s, values={"battery_soc_pct": soc_pct, "grid_l1_w": 0, "battery_power_w": 0})
+
+
+@pytest.mark.parametrize(
+    ("m", "fault", "window", "reason", "failsafe"),
+    [
+        (None, "GX at x did not answer", None, "fault: GX at x did not answer", True),
+        (None, None, None, "no data", True),
+        (_snapshot(0.0), None, None, "stale data", True),
+        (_snapshot(100.0), None, None, "data time", True),
+        (_snapshot(10.0, soc_pct=None), None, None, "implausible data", True),
+        (_snapshot(10.0, soc_pct=50.0), None, None, "SoC 50 % below", False),
+        (_snapshot(10.0), None, "13:00", "outside time window", False),
+    ],
+)
+def test_the_guard_marks_the_failsafe_in_its_output_and_the_report_follows_it(
+    m: Measurements | None, fault: str | None, window: str | None, reason: str, failsafe: bool
+) -> None:
+    import dataclasses
+    import datetime
+
+    from pvheater.control import guard
+    from pvheater.control.messages import HeatRequest
+    from pvheater.service.loop import TickReport
+
+    cfg = Config()
+    cfg = dataclasses.replace(cfg, relay=dataclasses.replace(cfg.relay, window_start=window))
+    request = HeatRequest(True, 800.0, "surplus")
+    _, out = guard.step(guard.GuardState(), request, m, guard.GuardSettings.from_config(cfg), 10.0,
+                        datetime.time(12, 0), fault)
+    assert not out.relay_on and out.reason.startswith(reason)
+    assert out.failsafe is failsafe
+    assert TickReport(10.0, m, request, out, None).failsafe is failsafe

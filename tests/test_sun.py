@@ -1,4 +1,4 @@
-"""Sun position and sun times against published references; the relay guard's sun rule."""
+"""Sun position against published sunrise and sunset times; the relay guard's sun rule."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pvheater.config import Config, config_from_dict
 from pvheater.control.guard import GuardSettings, GuardState, step
 from pvheater.control.measurements import Measurements
 from pvheater.control.messages import HeatRequest
-from pvheater.control.sun import SUNRISE_ELEVATION_DEG, sun_elevation_deg, sun_is_up, sun_position, sun_times
+from pvheater.control.sun import SUNRISE_ELEVATION_DEG, sun_elevation_deg, sun_position
 from pvheater.errors import ConfigError
 
 # Published sunrise and sunset, local clock time, rounded to the minute (standard definition: the
@@ -37,46 +37,43 @@ def _local(date: datetime.date, hhmm: str, zone: str) -> datetime.datetime:
     return datetime.datetime.combine(date, datetime.time(hours, minutes), tzinfo=ZoneInfo(zone))
 
 
+def _crossing(near: datetime.datetime, lat: float, lon: float, rising: bool,
+              elevation_deg: float = SUNRISE_ELEVATION_DEG) -> datetime.datetime:
+    """The instant within 1 h of `near` at which the sun's centre passes elevation_deg (bisection, to 1 s)."""
+    lo, hi = near.timestamp() - 3600.0, near.timestamp() + 3600.0
+
+    def above(t: float) -> bool:
+        return sun_elevation_deg(t, lat, lon) >= elevation_deg
+
+    assert above(lo) != above(hi) and above(hi) == rising, "no crossing within the hour"
+    while hi - lo > 1.0:
+        mid = (lo + hi) / 2
+        if above(mid) == rising:
+            hi = mid
+        else:
+            lo = mid
+    return datetime.datetime.fromtimestamp((lo + hi) / 2, tz=datetime.UTC)
+
+
 @pytest.mark.parametrize(
     ("place", "lat", "lon", "zone", "date", "rise", "set_"), REFERENCES, ids=[f"{r[0]}-{r[4]}" for r in REFERENCES]
 )
-def test_sun_times_within_2_minutes_of_published(
+def test_sunrise_and_sunset_within_2_minutes_of_published(
     place: str, lat: float, lon: float, zone: str, date: datetime.date, rise: str, set_: str
 ) -> None:
-    times = sun_times(date, lat, lon)
-    assert times.polar is None and times.sunrise is not None and times.sunset is not None
     # A published minute covers [hh:mm, hh:mm + 1 min) or is rounded: compare with its middle.
     half_minute = datetime.timedelta(seconds=30)
-    assert abs(times.sunrise - (_local(date, rise, zone) + half_minute)) <= datetime.timedelta(minutes=2)
-    assert abs(times.sunset - (_local(date, set_, zone) + half_minute)) <= datetime.timedelta(minutes=2)
-
-
-def test_sun_times_are_utc_and_the_sun_is_at_the_threshold_then() -> None:
-    times = sun_times(datetime.date(2024, 6, 20), 48.15, 17.11)
-    assert times.sunrise is not None and times.sunset is not None
-    assert times.sunrise.tzinfo == datetime.UTC
-    for event in (times.sunrise, times.sunset):
-        assert sun_elevation_deg(event, 48.15, 17.11) == pytest.approx(SUNRISE_ELEVATION_DEG, abs=0.02)
-
-
-def test_sunset_of_a_place_west_of_utc_falls_on_the_next_utc_day() -> None:
-    times = sun_times(datetime.date(2024, 6, 20), 58.3019, -134.4197)
-    assert times.sunset is not None and times.sunset.date() == datetime.date(2024, 6, 21)
+    published_rise, published_set = _local(date, rise, zone) + half_minute, _local(date, set_, zone) + half_minute
+    assert abs(_crossing(published_rise, lat, lon, True) - published_rise) <= datetime.timedelta(minutes=2)
+    assert abs(_crossing(published_set, lat, lon, False) - published_set) <= datetime.timedelta(minutes=2)
 
 
 def test_polar_day_and_night() -> None:
     tromso = (69.65, 18.96)
-    assert sun_times(datetime.date(2024, 6, 21), *tromso).polar == "up"
-    assert sun_times(datetime.date(2024, 12, 21), *tromso).polar == "down"
-    winter = sun_times(datetime.date(2024, 12, 21), *tromso)
-    assert winter.sunrise is None and winter.sunset is None
-
-
-def test_other_thresholds_move_the_times() -> None:
-    date, place = datetime.date(2024, 3, 20), (48.15, 17.11)
-    standard, high = sun_times(date, *place), sun_times(date, *place, elevation_deg=5.0)
-    assert standard.sunrise is not None and high.sunrise is not None
-    assert high.sunrise - standard.sunrise > datetime.timedelta(minutes=30)
+    for date, up in ((datetime.date(2024, 6, 21), True), (datetime.date(2024, 12, 21), False)):
+        start = datetime.datetime.combine(date, datetime.time(0, 0), tzinfo=datetime.UTC)
+        elevations = [sun_elevation_deg(start + datetime.timedelta(minutes=10 * k), *tromso) for k in range(144)]
+        assert all((e > SUNRISE_ELEVATION_DEG) == up for e in elevations)
 
 
 def test_noon_elevation_and_azimuth() -> None:
@@ -97,8 +94,8 @@ def test_naive_datetimes_are_refused() -> None:
 def test_epoch_seconds_and_datetimes_agree() -> None:
     when = datetime.datetime(2024, 6, 20, 9, 30, tzinfo=datetime.UTC)
     assert sun_elevation_deg(when.timestamp(), 48.0, 17.0) == sun_elevation_deg(when, 48.0, 17.0)
-    assert sun_is_up(when, 48.0, 17.0, 5.0)
-    assert not sun_is_up(when.replace(hour=1), 48.0, 17.0, -0.833)
+    assert sun_elevation_deg(when, 48.0, 17.0) > 5.0
+    assert sun_elevation_deg(when.replace(hour=1), 48.0, 17.0) < SUNRISE_ELEVATION_DEG
 
 
 # --- the guard's sun rule ------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The servo calibration: sweep the knob, measure the heater on the GX, fit a monotonic angle -> watts table.
+"""The servo calibration's measurement: sweep the knob, measure the heater on the GX at each angle.
 
 `pvheater calibrate-servo` (pvheater/commands/calibrate_servo.py) wires this
 to the pins and the GX; everything here takes its hardware, its clock and its
@@ -17,43 +17,20 @@ more than `calibration.max_test_power_w` the sweep turns no further; after
 `calibration.max_duration_s` it is aborted. Whatever happens, it ends with the
 relay open and the knob at zero.
 
-**Fit.** The measured powers are made monotonic along the knob with an
-isotonic (pool-adjacent-violators) fit; a drop larger than the house
-tolerance means the house load or the heater's thermostat changed, and the
-run is discarded. The SCR regulator's phase-angle control starts and ends
-very flat (power ~ cube of the conduction angle), so "the last angle with
-~0 W" would put the dead-zone edge 10-15 degrees late. Instead the conduction
-fraction x is recovered from each power with the ideal phase-angle curve of a
-resistive load, P/Pmax = x - sin(2 pi x) / (2 pi), and x is fitted as a
-straight line in the angle over the low (2-35 % of full) and the high
-(65-98 %) part of the curve; where the lines reach x = 0 and x = 1 are the
-dead-zone edge and the full-power angle. Only those edges use the model; the
-table itself is the measurement. Without enough points for a line it falls
-back to the last angle with ~0 W and the first with ~full power.
+The fit of the measured points is in pvheater/calibration/fit.py.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from pvheater.calibration.curve import Calibration
 from pvheater.config import Config
 from pvheater.control.measurements import Measurements
 from pvheater.errors import ConfigError, GxError, PvHeaterError
 
-#: Where the straight-line fits of the conduction fraction take their points, as fractions of full power.
-ONSET_FIT_RANGE = (0.02, 0.35)
-TOP_FIT_RANGE = (0.65, 0.98)
-#: Below this fraction of full power (or the noise) a point counts as ~0 W, above 1 - it as ~full.
-NEAR_FRACTION = 0.01
-#: The heater must show at least this much, or this many times the settle tolerance, to be calibrated.
-MIN_FULL_POWER_W = 100.0
-#: Table angles and powers are rounded to these.
-ANGLE_DECIMALS = 2
-POWER_DECIMALS = 1
 #: GX readings a manual step waits before it asks (the servo slews, a meter updates).
 MANUAL_WAIT_READINGS = 2
 #: How long --limits holds each end of the knob.
@@ -367,37 +344,16 @@ def run_sweep(
     source = check_ready(first, settings.min_soc_pct)
     report(f"battery SoC {first.soc_pct:g} %; measuring the heater as the rise in {SOURCE_TEXT[source]}")
     zero = settings.zero_deg
-    points: list[SweepPoint] = []
-    stopped_at_cap = False
+
+    def load() -> float:
+        return load_w(bench.read(), source)
+
     try:
         safe_off(bench, zero)
-
-        def load() -> float:
-            return load_w(bench.read(), source)
-
         before = settle(load, bench, settings, "the heater-off baseline", deadline_s)
         report(f"baseline, heater off: {before.value_w:.0f} W")
         bench.relay.set(True)
-        for angle in settings.angles():
-            _move(bench, angle)
-
-            def heater_w() -> float:
-                power = load() - before.value_w
-                if power > settings.max_test_power_w:
-                    raise _OverCap(power)
-                return power
-
-            try:
-                got = settle(heater_w, bench, settings, f"the power at {angle:g} deg", deadline_s)
-            except _OverCap as over:
-                stopped_at_cap = True
-                report(
-                    f"{angle:7.1f} deg  {over.power_w:6.0f} W  above calibration.max_test_power_w "
-                    f"({settings.max_test_power_w:g} W): the sweep stops here, the table ends at the angle before"
-                )
-                break
-            points.append(SweepPoint(angle, got.value_w, got.value_w + before.value_w, got.elapsed_s))
-            report(f"{angle:7.1f} deg  {got.value_w:6.0f} W  (settled after {got.elapsed_s:.0f} s)")
+        points, stopped_at_cap = _step_through_angles(bench, settings, load, before.value_w, deadline_s, report)
         safe_off(bench, zero)
         after = settle(load, bench, settings, "the heater-off baseline at the end", deadline_s)
         report(f"baseline, heater off again: {after.value_w:.0f} W")
@@ -405,13 +361,7 @@ def run_sweep(
         raise CalibrationAborted(f"the GX failed during the sweep: {exc}") from None
     finally:
         safe_off(bench, zero)
-    moved_w = after.value_w - before.value_w
-    if abs(moved_w) > settings.house_tolerance_w:
-        raise CalibrationDiscarded(
-            f"the house load changed during the calibration: the heater-off baseline was {before.value_w:.0f} W "
-            f"before and {after.value_w:.0f} W after ({moved_w:+.0f} W, more than calibration.house_tolerance_w "
-            f"{settings.house_tolerance_w:g} W); run it again while the house load is steady"
-        )
+    _check_house_steady(before.value_w, after.value_w, settings)
     if len(points) < 2:
         raise CalibrationDiscarded(
             f"only {len(points)} angle(s) measured before the heater exceeded calibration.max_test_power_w "
@@ -427,6 +377,49 @@ def run_sweep(
         stopped_at_cap=stopped_at_cap,
         duration_s=bench.clock() - start_s,
     )
+
+
+def _step_through_angles(
+    bench: Bench,
+    settings: SweepSettings,
+    load: Callable[[], float],
+    baseline_w: float,
+    deadline_s: float,
+    report: Callable[[str], None],
+) -> tuple[list[SweepPoint], bool]:
+    """With the relay closed: the settled heater power at each angle; (points, stopped at the power cap)."""
+    points: list[SweepPoint] = []
+    for angle in settings.angles():
+        _move(bench, angle)
+
+        def heater_w() -> float:
+            power = load() - baseline_w
+            if power > settings.max_test_power_w:
+                raise _OverCap(power)
+            return power
+
+        try:
+            got = settle(heater_w, bench, settings, f"the power at {angle:g} deg", deadline_s)
+        except _OverCap as over:
+            report(
+                f"{angle:7.1f} deg  {over.power_w:6.0f} W  above calibration.max_test_power_w "
+                f"({settings.max_test_power_w:g} W): the sweep stops here, the table ends at the angle before"
+            )
+            return points, True
+        points.append(SweepPoint(angle, got.value_w, got.value_w + baseline_w, got.elapsed_s))
+        report(f"{angle:7.1f} deg  {got.value_w:6.0f} W  (settled after {got.elapsed_s:.0f} s)")
+    return points, False
+
+
+def _check_house_steady(before_w: float, after_w: float, settings: SweepSettings) -> None:
+    """CalibrationDiscarded when the heater-off baseline moved by more than calibration.house_tolerance_w."""
+    moved_w = after_w - before_w
+    if abs(moved_w) > settings.house_tolerance_w:
+        raise CalibrationDiscarded(
+            f"the house load changed during the calibration: the heater-off baseline was {before_w:.0f} W "
+            f"before and {after_w:.0f} W after ({moved_w:+.0f} W, more than calibration.house_tolerance_w "
+            f"{settings.house_tolerance_w:g} W); run it again while the house load is steady"
+        )
 
 
 # --- manual mode --------------------------------------------------------------------------
@@ -540,211 +533,3 @@ def run_limits(
         report(f"back at knob zero: servo at {zero:g} deg, pulse {pulse_ms(zero):.3f} ms")
     finally:
         safe_off(bench, zero)
-
-
-# --- the fit ------------------------------------------------------------------------------------
-
-
-def isotonic_fit(values: Sequence[float]) -> list[float]:
-    """The least-squares non-decreasing fit of a sequence (pool adjacent violators)."""
-    blocks: list[list[float]] = []  # [sum, count] of each pooled block
-    for v in values:
-        blocks.append([float(v), 1.0])
-        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
-            total, count = blocks.pop()
-            blocks[-1][0] += total
-            blocks[-1][1] += count
-    fitted: list[float] = []
-    for total, count in blocks:
-        fitted.extend([total / count] * int(count))
-    return fitted
-
-
-def largest_drop(values: Sequence[float]) -> tuple[float, int, int]:
-    """The largest fall of a later value below an earlier one: (watts, index of the high, index of the low)."""
-    best, hi_i, lo_i = 0.0, 0, 0
-    peak_i = 0
-    for i, v in enumerate(values):
-        if v > values[peak_i]:
-            peak_i = i
-        if values[peak_i] - v > best:
-            best, hi_i, lo_i = values[peak_i] - v, peak_i, i
-    return best, hi_i, lo_i
-
-
-def phase_angle_power_fraction(conduction: float) -> float:
-    """P/Pmax of a resistive load under phase-angle control at a conduction fraction 0..1."""
-    x = min(max(conduction, 0.0), 1.0)
-    return x - math.sin(2.0 * math.pi * x) / (2.0 * math.pi)
-
-
-def conduction_for_power_fraction(power_frac: float) -> float:
-    """The conduction fraction 0..1 that gives P/Pmax under phase-angle control (bisection)."""
-    if power_frac <= 0.0:
-        return 0.0
-    if power_frac >= 1.0:
-        return 1.0
-    lo, hi = 0.0, 1.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        if phase_angle_power_fraction(mid) < power_frac:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
-
-
-def _line_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float] | None:
-    """Least-squares y = a + b x; None without two distinct xs."""
-    n = len(xs)
-    if n < 2:
-        return None
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    if sxx <= 0:
-        return None
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
-    return my - b * mx, b
-
-
-@dataclass(frozen=True)
-class Fit:
-    """The fitted calibration and what was found on the way."""
-
-    calibration: Calibration
-    dead_zone_deg: float
-    full_power_deg: float | None  # None when the sweep stopped at the power cap
-    max_power_w: float
-    adjusted_points: int
-    largest_adjustment_w: float
-    dead_zone_method: str
-    full_power_method: str
-
-    @property
-    def fit_note(self) -> str:
-        """One line saying how the table was made monotonic."""
-        if not self.adjusted_points:
-            return "made monotonic by an isotonic fit (pool adjacent violators): no measured point needed adjusting"
-        return (
-            f"made monotonic by an isotonic fit (pool adjacent violators): {self.adjusted_points} measured "
-            f"point(s) adjusted, the largest by {self.largest_adjustment_w:.0f} W"
-        )
-
-
-def fit_sweep(sweep: Sweep, noise_w: float, drop_tolerance_w: float) -> Fit:
-    """A monotonic Calibration from a sweep, with its dead-zone edge and full-power angle (see the module doc).
-
-    CalibrationDiscarded when the power falls by more than drop_tolerance_w
-    while the knob turns up, or the heater never took a clear power.
-    """
-    angles = [p.angle_deg for p in sweep.points]
-    raw = [p.power_w for p in sweep.points]
-    sign = 1.0 if angles[-1] > angles[0] else -1.0
-    pos = [sign * a for a in angles]  # rises along the knob in both mountings
-    drop_w, hi_i, lo_i = largest_drop(raw)
-    if drop_w > drop_tolerance_w:
-        raise CalibrationDiscarded(
-            f"the measured power fell by {drop_w:.0f} W while the knob turned up ({raw[hi_i]:.0f} W at "
-            f"{angles[hi_i]:g} deg, {raw[lo_i]:.0f} W at {angles[lo_i]:g} deg; more than "
-            f"calibration.house_tolerance_w {drop_tolerance_w:g} W): the house load changed or the heater's "
-            "thermostat switched; run it again while the house load is steady"
-        )
-    fitted = [max(q, 0.0) for q in isotonic_fit(raw)]
-    adjustments = [abs(f - r) for f, r in zip(fitted, raw, strict=True)]
-    adjusted = sum(1 for a in adjustments if a > 1e-9)
-    top_w = fitted[-1]
-    if top_w < max(MIN_FULL_POWER_W, 5.0 * noise_w):
-        raise CalibrationDiscarded(
-            f"the heater took no clear power at any angle (at most {top_w:.0f} W): is the regulator fed through "
-            "the relay, and the water not already hot (heater thermostat open)?"
-        )
-    near_w = max(NEAR_FRACTION * top_w, noise_w)
-    fracs = [q / top_w for q in fitted]
-
-    # dead-zone edge: where the low part's conduction line reaches x = 0
-    onset = [i for i, f in enumerate(fracs) if ONSET_FIT_RANGE[0] <= f <= ONSET_FIT_RANGE[1]]
-    line = _line_fit([pos[i] for i in onset], [conduction_for_power_fraction(fracs[i]) for i in onset])
-    first_on = next((i for i, f in enumerate(fracs) if f >= ONSET_FIT_RANGE[0]), len(pos) - 1)
-    if line is not None and line[1] > 0:
-        dz_pos = min(max(-line[0] / line[1], pos[0]), pos[first_on])
-        dz_method = f"phase-angle line through {len(onset)} points at {ONSET_FIT_RANGE[0]:.0%}-{ONSET_FIT_RANGE[1]:.0%}"
-    else:
-        zero_is = [i for i, q in enumerate(fitted) if q <= near_w]
-        dz_pos = pos[zero_is[-1]] if zero_is else pos[0]
-        dz_method = f"last angle with at most {near_w:.0f} W"
-
-    # full-power angle: where the high part's conduction line reaches x = 1
-    full_pos: float | None = None
-    full_method = "none: the sweep stopped at calibration.max_test_power_w"
-    if not sweep.stopped_at_cap:
-        top = [i for i, f in enumerate(fracs) if TOP_FIT_RANGE[0] <= f <= TOP_FIT_RANGE[1]]
-        line = _line_fit([pos[i] for i in top], [conduction_for_power_fraction(fracs[i]) for i in top])
-        if line is not None and line[1] > 0:
-            full_pos = min(max((1.0 - line[0]) / line[1], pos[top[-1]], dz_pos), pos[-1])
-            full_method = f"phase-angle line through {len(top)} points at {TOP_FIT_RANGE[0]:.0%}-{TOP_FIT_RANGE[1]:.0%}"
-        else:
-            full_pos = next(pos[i] for i, q in enumerate(fitted) if q >= top_w - near_w)
-            full_method = f"first angle within {near_w:.0f} W of full"
-
-    table: list[tuple[float, float]] = [(dz_pos, 0.0)]
-    if full_pos is not None:
-        table.append((full_pos, top_w))
-    for p, q in zip(pos, fitted, strict=True):
-        if p <= dz_pos:
-            q = 0.0
-        elif full_pos is not None and p >= full_pos:
-            q = top_w
-        table.append((p, q))
-    table.sort(key=lambda item: item[0])
-    merged: list[tuple[float, float]] = []
-    for p, q in table:
-        a = round(sign * p, ANGLE_DECIMALS) + 0.0
-        w = round(q, POWER_DECIMALS) + 0.0
-        if merged and abs(a - merged[-1][0]) < 10 ** -ANGLE_DECIMALS / 2:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], w))
-        else:
-            merged.append((a, w))
-    dead_zone_deg = round(sign * dz_pos, ANGLE_DECIMALS) + 0.0
-    full_deg = None if full_pos is None else round(sign * full_pos, ANGLE_DECIMALS) + 0.0
-    return Fit(
-        calibration=Calibration(tuple(merged)),
-        dead_zone_deg=dead_zone_deg,
-        full_power_deg=full_deg,
-        max_power_w=round(top_w, POWER_DECIMALS),
-        adjusted_points=adjusted,
-        largest_adjustment_w=max(adjustments),
-        dead_zone_method=dz_method,
-        full_power_method=full_method,
-    )
-
-
-def calibration_metadata(sweep: Sweep, fit: Fit, date: str) -> dict[str, Any]:
-    """What the calibration file records beside the table: when, how, and the GX readings used."""
-    meta: dict[str, Any] = {
-        "date": date,
-        "method": "automatic sweep, GX" if sweep.method == "sweep" else "manual, watts read by a person",
-        "dead_zone_deg": fit.dead_zone_deg,
-    }
-    if fit.full_power_deg is not None:
-        meta["full_power_deg"] = fit.full_power_deg
-    meta["max_power_w"] = fit.max_power_w
-    meta["dead_zone_found_by"] = fit.dead_zone_method
-    meta["full_power_found_by"] = fit.full_power_method
-    meta["monotonic_fit"] = fit.fit_note
-    if sweep.stopped_at_cap:
-        meta["stopped_at"] = "calibration.max_test_power_w"
-    if sweep.method == "sweep":
-        meta["gx_readings"] = {
-            "source": SOURCE_TEXT[sweep.source] if sweep.source else None,
-            "battery_soc_pct": sweep.soc_pct,
-            "baseline_before_w": round(sweep.baseline_start_w or 0.0, 1),
-            "baseline_after_w": round(sweep.baseline_end_w or 0.0, 1),
-            "columns": ["angle_deg", "load_w", "heater_w", "settle_s"],
-            "readings": [
-                [p.angle_deg, round(p.load_w or 0.0, 1), round(p.power_w, 1), round(p.settle_s or 0.0, 1)]
-                for p in sweep.points
-            ],
-        }
-    else:
-        meta["readings"] = [[p.angle_deg, p.power_w] for p in sweep.points]
-    return meta

@@ -4,8 +4,8 @@
 in steps from `servo.knob_zero_deg` to `servo.knob_full_deg`, reads the
 heater's power from the GX at each angle (the rise in AC consumption over a
 heater-off baseline), and writes a monotonic angle -> watts table that
-`pvheater run` interpolates (`heater.calibration_file`). The sweep and the
-fit are in pvheater/calibrate.py.
+`pvheater run` interpolates (`heater.calibration_file`). The sweep is in
+pvheater/calibration/sweep.py, the fit in pvheater/calibration/fit.py.
 
 - `--manual`: the same steps, but a person types the watts a meter shows.
 - `--limits`: no heating; the servo moves slowly to the knob's two ends and
@@ -25,34 +25,38 @@ import argparse
 import datetime
 import signal
 import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from pvheater.calibration.curve import Calibration, save_calibration
+from pvheater.calibration.fit import Fit, calibration_metadata, fit_sweep
 from pvheater.calibration.sweep import (
     Bench,
     CalibrationAborted,
     CalibrationDiscarded,
     CalibrationRefused,
-    Fit,
     Sweep,
     SweepSettings,
-    calibration_metadata,
-    fit_sweep,
     preflight,
     run_limits,
     run_manual,
     run_sweep,
 )
-from pvheater.commands import positive_float
+from pvheater.commands.common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    add_scenario_arguments,
+    positive_float,
+    scenario_day,
+)
 from pvheater.config import Config, ServoConfig
 from pvheater.control.measurements import Measurements
-from pvheater.errors import PvHeaterError
+from pvheater.control.timeofday import hhmm_seconds
+from pvheater.service.rig import Rig, simulated_wait
 
 if TYPE_CHECKING:
     from pvheater.sim.live import SimulatedRig
@@ -65,8 +69,6 @@ PARK_S = 1.0
 #: --simulate: a steady sunny noon with a full battery (PV W, house W).
 SIM_PV_W = 3000.0
 SIM_HOUSE_W = 350.0
-EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,11 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--speed", type=positive_float, default=DEFAULT_SPEED, metavar="X",
         help=f"with --simulate: simulated seconds per real second (default {DEFAULT_SPEED:g})",
     )
-    parser.add_argument(
-        "--scenario", metavar="NAME",
-        help="with --simulate: a named simulated day instead of a steady sunny noon",
+    add_scenario_arguments(
+        parser, scenario=None, start="12:00", what="a named simulated day instead of a steady sunny noon"
     )
-    parser.add_argument("--start", default="12:00", metavar="HH:MM", help="with --scenario: the time of day")
 
 
 def pulse_width_ms(servo: ServoConfig, angle_deg: float) -> float:
@@ -139,26 +139,14 @@ def execute(
     if mode == "limits":
         return _limits(bench, cfg, settings, report), None
     out = Path(out_path or DEFAULT_OUT)
-    angles = settings.angles()
     first: Measurements | None = None
     try:
         try:
             first = preflight(bench, settings, manual=mode == "manual")
+            report(_announce(mode, settings))
             if mode == "sweep":
-                per_angle_s = settings.settle_samples * settings.interval_s
-                report(
-                    f"sweeping the knob from {settings.zero_deg:g} to {settings.full_deg:g} deg in {len(angles)} "
-                    f"steps of {settings.step_deg:g} deg with the relay closed (about "
-                    f"{(len(angles) + 2) * per_angle_s:.0f} s, at most {settings.max_duration_s:g} s); keep the "
-                    "house load steady. Ctrl-C stops it: relay off, knob to zero, nothing written"
-                )
                 sweep = run_sweep(bench, settings, report, first)
             else:
-                report(
-                    f"manual calibration: the relay closes and the knob steps from {settings.zero_deg:g} to "
-                    f"{settings.full_deg:g} deg in {len(angles)} steps; type the watts your meter shows at each. "
-                    "Ctrl-C stops it: relay off, knob to zero, nothing written"
-                )
                 sweep = run_manual(bench, settings, ask, report, first)
             fit = fit_sweep(sweep, noise_w=settings.settle_tolerance_w / 2, drop_tolerance_w=settings.house_tolerance_w)
         finally:
@@ -169,17 +157,35 @@ def execute(
         return EXIT_INTERRUPTED, None
     except CalibrationRefused as exc:
         _fail(f"calibrate-servo refused to start: {exc}; the relay stayed open")
-        return EXIT_FAILED, None
+        return EXIT_RUNTIME, None
     except CalibrationDiscarded as exc:
         _fail(f"calibration discarded: {exc}; nothing written")
-        return EXIT_FAILED, None
+        return EXIT_RUNTIME, None
     except CalibrationAborted as exc:
         _fail(f"calibration aborted: {exc}; relay off, knob at zero, nothing written")
-        return EXIT_FAILED, None
+        return EXIT_RUNTIME, None
     stamp = date or datetime.datetime.now().isoformat(timespec="seconds")
     save_calibration(out, fit.calibration, calibration_metadata(sweep, fit, stamp))
     _report_fit(fit, cfg, out, report)
-    return 0, Written(out, sweep, fit)
+    return EXIT_OK, Written(out, sweep, fit)
+
+
+def _announce(mode: str, settings: SweepSettings) -> str:
+    """What the sweep or the manual calibration is about to do, and how to stop it."""
+    angles = settings.angles()
+    if mode == "sweep":
+        per_angle_s = settings.settle_samples * settings.interval_s
+        return (
+            f"sweeping the knob from {settings.zero_deg:g} to {settings.full_deg:g} deg in {len(angles)} "
+            f"steps of {settings.step_deg:g} deg with the relay closed (about "
+            f"{(len(angles) + 2) * per_angle_s:.0f} s, at most {settings.max_duration_s:g} s); keep the "
+            "house load steady. Ctrl-C stops it: relay off, knob to zero, nothing written"
+        )
+    return (
+        f"manual calibration: the relay closes and the knob steps from {settings.zero_deg:g} to "
+        f"{settings.full_deg:g} deg in {len(angles)} steps; type the watts your meter shows at each. "
+        "Ctrl-C stops it: relay off, knob to zero, nothing written"
+    )
 
 
 def _report_fit(fit: Fit, cfg: Config, out: Path, report: Callable[[str], None]) -> None:
@@ -212,7 +218,7 @@ def _limits(bench: Bench, cfg: Config, settings: SweepSettings, report: Callable
         "if the knob hits an end stop before the servo stops, move servo.knob_zero_deg / knob_full_deg inwards; "
         "if the servo's own travel is off, adjust servo.min_pulse_width_ms / max_pulse_width_ms"
     )
-    return 0
+    return EXIT_OK
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -224,87 +230,60 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Calibrate on the real pins and GX, or with --simulate on the simulator."""
+    """Calibrate on the real pins and GX, or with --simulate on the simulated rig."""
     mode = "limits" if args.limits else "manual" if args.manual else "sweep"
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        if args.simulate:
-            return _run_simulated(args, mode)
-        return _run_real(args.cfg, mode, Path(args.out or DEFAULT_OUT))
+        SweepSettings.from_config(args.cfg)  # a config error before any pin is touched
+        with _rig(args) as rig:
+            return _calibrate(rig, mode, args)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run_real(cfg: Config, mode: str, out: Path) -> int:
-    from pvheater.actuators import Heater
-    from pvheater.reader import GxReader
-    from pvheater.registers import load_register_map
-
-    SweepSettings.from_config(cfg)  # a config error before any pin is touched
-    # The sweep drives relay and servo directly; an existing calibration file is not needed (nor trusted).
-    heater = Heater.from_config(replace(cfg, heater=replace(cfg.heater, calibration_file=None)))
-    try:
-        with GxReader(cfg.gx, load_register_map()) as reader:
-            bench = Bench(heater.relay, heater.servo, reader.read, time.monotonic, time.sleep)
-            code, _ = execute(bench, cfg, mode=mode, out_path=out)
-            return code
-    finally:
-        heater.close()
-
-
-@contextmanager
-def simulated_rig(args: argparse.Namespace) -> Iterator[SimulatedRig]:
-    """The rig --simulate runs on: a steady sunny noon with a full battery, or a named scenario."""
-    from pvheater.sim.live import SimulatedRig
-    from pvheater.sim.scenarios import build_day, constant_day, get_scenario, hhmm, scenario_names
+def _rig(args: argparse.Namespace) -> Rig:
+    """The real GX and pins, or with --simulate a steady sunny noon with a full battery (or --scenario)."""
+    if not args.simulate:
+        # The sweep drives relay and servo directly; an existing calibration file is not needed (nor trusted).
+        return Rig.real(args.cfg, calibrated=False)
+    from pvheater.sim.scenarios import constant_day
 
     if args.scenario is None:
         day = constant_day(SIM_PV_W, SIM_HOUSE_W, seconds=4 * 3600, initial_soc_pct=100.0, name="steady noon")
         start_s = 0.0
     else:
-        if args.scenario not in scenario_names():
-            raise PvHeaterError(
-                f"unknown scenario {args.scenario!r} (expected one of: {', '.join(scenario_names())})"
-            )
-        try:
-            start_s = hhmm(args.start)
-        except ValueError:
-            raise PvHeaterError(f"--start: expected a time HH:MM, got {args.start!r}") from None
-        day = build_day(get_scenario(args.scenario))
-    with SimulatedRig(day, args.cfg, start_s=start_s) as rig:
-        yield rig
+        day = scenario_day(args.scenario)
+        start_s = hhmm_seconds(args.start)
+    return Rig.simulated(day, args.cfg, start_s=start_s, speed=args.speed)
 
 
-def rig_bench(rig: SimulatedRig, speed: float | None = None) -> Bench:
-    """A bench on a simulated rig in simulated time; with speed, paced at speed x real time."""
-
-    def wait(seconds: float) -> None:
-        rig.live.advance(max(1, round(seconds / rig.live.step_s)))
-        if speed is not None:
-            time.sleep(seconds / speed)
-
-    return Bench(rig.heater.relay, rig.heater.servo, rig.reader.read, rig.clock, wait)
-
-
-def _run_simulated(args: argparse.Namespace, mode: str) -> int:
-    out = Path(args.out or DEFAULT_SIM_OUT)
-    with simulated_rig(args) as rig:
-        hp = rig.plant.params.heater
+def _calibrate(rig: Rig, mode: str, args: argparse.Namespace) -> int:
+    """One calibration on a rig; on a simulated one, say what is simulated and check the result against it."""
+    sim = rig.simulation
+    out = Path(args.out or (DEFAULT_OUT if sim is None else DEFAULT_SIM_OUT))
+    ask: Callable[[str], str] = input
+    if sim is not None:
+        hp = sim.plant.params.heater
         _say(
-            f"pvheater calibrate-servo --simulate: {rig.live.day.name!r}, simulated time at {args.speed:g}x real "
-            f"time; GX simulator on 127.0.0.1:{rig.gx.port}, mock pins; the simulated linkage puts the knob at "
+            f"pvheater calibrate-servo --simulate: {sim.live.day.name!r}, simulated time at {args.speed:g}x real "
+            f"time; GX simulator on 127.0.0.1:{sim.gx.port}, mock pins; the simulated linkage puts the knob at "
             f"{hp.knob_zero_deg:g}..{hp.knob_full_deg:g} deg, a {hp.max_power_w:.0f} W heater"
         )
 
         def ask(prompt: str) -> str:
-            return input(f"[the simulated meter shows {rig.plant.heater_w:.0f} W] {prompt}")
+            return input(f"[the simulated meter shows {sim.plant.heater_w:.0f} W] {prompt}")
 
-        bench = rig_bench(rig, args.speed)
-        code, written = execute(bench, rig.config, mode=mode, out_path=out, ask=ask)
-        if written is not None:
-            for line in simulator_check(rig, written.fit.calibration, bench):
-                _say(line)
+    bench = Bench(rig.heater.relay, rig.heater.servo, rig.reader.read, rig.clock, rig.wait)
+    code, written = execute(bench, rig.config, mode=mode, out_path=out, ask=ask)
+    if sim is not None and written is not None:
+        for line in simulator_check(sim, written.fit.calibration, bench):
+            _say(line)
     return code
+
+
+def rig_bench(rig: SimulatedRig, speed: float | None = None) -> Bench:
+    """A bench on a simulated rig in simulated time; with speed, paced at speed x real time."""
+    return Bench(rig.heater.relay, rig.heater.servo, rig.reader.read, rig.clock, simulated_wait(rig, speed))
 
 
 def true_edges_deg(rig: SimulatedRig) -> tuple[float, float]:

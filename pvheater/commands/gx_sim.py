@@ -13,7 +13,7 @@ import argparse
 import contextlib
 import threading
 
-from pvheater.commands.read_registers import tcp_port
+from pvheater.commands.common import EXIT_OK, tcp_port
 from pvheater.registers import load_register_map
 from pvheater.sim.gx_server import SAMPLE_VALUES, GxSimulator
 
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
             f"{role} {uid}" + (" (and 0)" if role == "system" else "") for role, uid in simulator.unit_ids.items()
         )
         where = f"{args.host}:{simulator.port}"
-        print(f"GX simulator listening on {where}; unit IDs: {units}; Ctrl-C stops it", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
+        with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C right after the announcement is a clean stop too
+            print(f"GX simulator listening on {where}; unit IDs: {units}; Ctrl-C stops it", flush=True)
             threading.Event().wait()
-    return 0
+    return EXIT_OK

@@ -16,8 +16,9 @@ Keys starting with "_" describe the read:
      "_enum": {"mppt_state": "Float", ...}}
 
 With --discover the known Venus GX unit IDs (--full: all 0-247) are probed by
-reading one register of each role; the result is printed as `unit_ids:` YAML
-lines to paste under `gx:` in config.yaml (with --json: {"unit_ids": {...},
+reading one register of each role; the result is printed as a paste-ready
+`gx:` block (host, port when not 502, the indented unit_ids) whose keys
+replace those of the gx: section in config.yaml (with --json: {"unit_ids": {...},
 "found": {"245": ["mppt"], ...}}). --full sends one read per role and unit ID,
 about 1240 short reads.
 """
@@ -32,23 +33,13 @@ import sys
 from contextlib import ExitStack
 from typing import Any
 
-from pvheater.config import GxConfig
+from pvheater.commands.common import EXIT_CONFIG, tcp_port
+from pvheater.config import GxConfig, valid_host
 from pvheater.control.measurements import Measurements
 from pvheater.reader import KNOWN_UNIT_IDS, GxReader
 from pvheater.registers import Register, RegisterMap, load_register_map
 
 MAX_UNIT_ID = 247
-
-
-def tcp_port(text: str) -> int:
-    """Parse a TCP port 1-65535 for argparse."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a TCP port 1-65535, got {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a TCP port 1-65535, got {port}")
-    return port
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,12 +58,16 @@ def run(args: argparse.Namespace) -> int:
     """Read the GX once (or discover its unit IDs) and print the result."""
     if args.full and not args.discover:
         print("pvheater: --full only works with --discover", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     gx: GxConfig = args.cfg.gx
     if args.host:
+        if not valid_host(args.host):
+            print(f"pvheater: --host: expected an IP address or a host name, got {args.host[:80]!r}", file=sys.stderr)
+            return EXIT_CONFIG
         gx = dataclasses.replace(gx, host=args.host)
     if args.port is not None:
         gx = dataclasses.replace(gx, port=args.port)
+    config_host, config_port = gx.host, gx.port  # what the paste-ready block names (not the in-process simulator)
     register_map = load_register_map()
     with ExitStack() as stack:
         if args.simulate:
@@ -88,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             if args.json:
                 print(format_discovery_json(found, register_map))
             else:
-                print(format_discovery(found, reader, register_map))
+                print(format_discovery(found, reader, register_map, config_host, config_port))
             return 0
         measurements = reader.read()
         if args.json:
@@ -189,21 +184,31 @@ def chosen_unit_ids(found: dict[int, tuple[str, ...]], register_map: RegisterMap
     return by_role
 
 
-def format_discovery(found: dict[int, tuple[str, ...]], reader: GxReader, register_map: RegisterMap) -> str:
-    """The `unit_ids:` YAML lines to paste under `gx:` in config.yaml."""
+#: The GX's Modbus-TCP port: the discovery block names the port only when it differs.
+DEFAULT_PORT = 502
+
+
+def format_discovery(
+    found: dict[int, tuple[str, ...]], reader: GxReader, register_map: RegisterMap, host: str, port: int
+) -> str:
+    """A paste-ready `gx:` block (host, port when not 502, unit_ids) that replaces the one in config.yaml."""
     answered = ", ".join(f"{u}: {'+'.join(roles)}" for u, roles in sorted(found.items())) or "none"
     lines = [
         f"# GX {reader.endpoint}: unit IDs answering: {answered}",
-        "# paste under gx: in config.yaml",
-        "unit_ids:",
+        "# in config.yaml: replace these keys of the gx: section (keep its other keys)",
+        "gx:",
+        f"  host: {host}",
     ]
+    if port != DEFAULT_PORT:
+        lines.append(f"  port: {port}")
+    lines.append("  unit_ids:")
     for role, units in chosen_unit_ids(found, register_map).items():
         if not units:
-            lines.append(f"  {role}: null  # no {role} device answered")
+            lines.append(f"    {role}: null  # no {role} device answered")
         elif len(units) > 1:
-            lines.append(f"  {role}: {units[0]}  # also answering: {', '.join(map(str, units[1:]))}")
+            lines.append(f"    {role}: {units[0]}  # also answering: {', '.join(map(str, units[1:]))}")
         else:
-            lines.append(f"  {role}: {units[0]}")
+            lines.append(f"    {role}: {units[0]}")
     return "\n".join(lines)
 
 

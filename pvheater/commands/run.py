@@ -22,21 +22,18 @@ import argparse
 import logging
 import logging.handlers
 import signal
-import time
 from pathlib import Path
 
-from pvheater.commands import positive_float
-from pvheater.config import Config, default_config_path
-from pvheater.errors import PvHeaterError
+from pvheater.commands.common import add_scenario_arguments, positive_float, scenario_day
+from pvheater.config import default_config_path
+from pvheater.control.timeofday import format_hms, hhmm_seconds
+from pvheater.service.instance import Instance
 from pvheater.service.loop import TickReport, status_line
-from pvheater.service.runtime import ConfigReloader, Service, configure_logging, exit_on_signal, run_service
+from pvheater.service.rig import Rig
+from pvheater.service.runtime import configure_logging, exit_on_signal, run_service
 
 log = logging.getLogger("pvheater")
 
-#: Before this year the Pi's clock has not been set (no RTC, no NTP yet): time windows cannot be trusted.
-_CLOCK_TRUSTED_FROM_YEAR = 2024
-#: Longest wait at shutdown for the servo to reach zero before its pins are released.
-_PARK_WAIT_S = 1.0
 DEFAULT_SIM_DURATION_S = 60.0
 
 
@@ -53,10 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=f"stop after this long (default: never; with --simulate {DEFAULT_SIM_DURATION_S:.0f} s)",
     )
-    parser.add_argument("--scenario", default="house_steps", help="with --simulate: the simulated day")
-    parser.add_argument(
-        "--start", default="12:05", metavar="HH:MM", help="with --simulate: time of day the simulation starts"
-    )
+    add_scenario_arguments(parser, scenario="house_steps", start="12:05", what="the simulated day")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,9 +61,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.simulate:
             return _run_simulated(args)
-        cfg: Config = args.cfg
-        configure_logging(cfg.log)
-        return run_service(cfg, args.duration, config_path(args))
+        configure_logging(args.cfg.log)
+        # The single-instance lock comes before the pins: a second pvheater must not touch the relay.
+        instance = Instance.acquire(args.cfg.service.pid_file, args.cfg.history.file)
+        try:
+            rig = Rig.real(args.cfg)
+        except BaseException:
+            instance.release()
+            raise
+        return run_service(rig, args.duration, config_path(args), instance=instance)
     finally:  # leave the process as it was (tests and callers run more after us)
         signal.signal(signal.SIGTERM, previous_term)
         for handler in list(root.handlers):
@@ -88,42 +88,28 @@ def config_path(args: argparse.Namespace) -> Path:
 
 
 def _run_simulated(args: argparse.Namespace) -> int:
-    from pvheater.sim.live import SimulatedRig
-    from pvheater.sim.scenarios import build_day, get_scenario, hhmm, scenario_names
-
-    if args.scenario not in scenario_names():
-        raise PvHeaterError(f"unknown scenario {args.scenario!r} (expected one of: {', '.join(scenario_names())})")
-    try:
-        start_s = hhmm(args.start)
-    except ValueError:
-        raise PvHeaterError(f"--start: expected a time HH:MM, got {args.start!r}") from None
+    """The service on the simulated rig, on the wall clock, printing a line per tick and a summary."""
+    day = scenario_day(args.scenario)
+    start_s = hhmm_seconds(args.start)
     duration_s = args.duration or DEFAULT_SIM_DURATION_S
     configure_logging(args.cfg.log, console_level="WARNING")
-    day = build_day(get_scenario(args.scenario))
-    with SimulatedRig(day, args.cfg, start_s=start_s, clock=time.monotonic) as rig:
-        cfg = rig.config
-        print(
-            f"pvheater run --simulate: scenario {day.name!r} from {args.start} for {duration_s:.0f} s; "
-            f"GX simulator on 127.0.0.1:{rig.gx.port}, mock pins {cfg.relay.pin} (relay) / {cfg.servo.pin} (servo)"
-        )
+    rig = Rig.simulated(day, args.cfg, start_s=start_s, realtime=True)
+    sim = rig.simulation
+    assert sim is not None
+    cfg = rig.config
+    print(
+        f"pvheater run --simulate: scenario {day.name!r} from {args.start} for {duration_s:.0f} s; "
+        f"GX simulator on 127.0.0.1:{sim.gx.port}, mock pins {cfg.relay.pin} (relay) / {cfg.servo.pin} (servo)"
+    )
 
-        def show(report: TickReport) -> None:
-            clock = _hms(rig.live.sim_time_s)
-            print(f"{clock}  {status_line(report.m, report.output, rig.heater.servo_angle_deg)}", flush=True)
+    def show(report: TickReport) -> None:
+        clock = format_hms(sim.live.sim_time_s)
+        print(f"{clock}  {status_line(report.m, report.output, rig.heater.servo_angle_deg)}", flush=True)
 
-        rig.live.start()
-        reloader = ConfigReloader(config_path(args), args.cfg, active=cfg)
-        Service(rig.loop, cfg.poll.interval_s, local_time=rig.local_time, on_tick=show, reloader=reloader).run(
-            duration_s
-        )
-        rig.live.stop()
-        _print_summary(rig.live)
-    return 0
-
-
-def _hms(seconds: float) -> str:
-    s = int(seconds) % 86400
-    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    sim.live.start()
+    code = run_service(rig, duration_s, config_path(args), args.cfg, on_tick=show)  # closes the rig
+    _print_summary(sim.live)
+    return code
 
 
 def _print_summary(live: object) -> None:

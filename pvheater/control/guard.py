@@ -172,16 +172,8 @@ def soc_gate(soc_pct: float, was_ok: bool, min_soc_pct: float, hysteresis_pct: f
     return soc_pct >= (min_soc_pct if was_ok else min_soc_pct + hysteresis_pct)
 
 
-def _safety_problem(
-    request: HeatRequest,
-    m: Measurements | None,
-    settings: GuardSettings,
-    now_s: float,
-    local_time: datetime.time | None,
-    fault: str | None,
-    utc_s: float | None = None,
-) -> str | None:
-    """Why it is unsafe to heat regardless of the request (SoC aside), or None."""
+def _data_problem(m: Measurements | None, settings: GuardSettings, now_s: float, fault: str | None) -> str | None:
+    """Why the data cannot be used (missing, stale, from the future, implausible): the fail-safe; or None."""
     if fault is not None:
         return f"fault: {fault}"
     if m is None:
@@ -196,6 +188,16 @@ def _safety_problem(
         return "implausible data: SoC " + ("missing" if soc is None else f"{soc}")
     if m.grid_w is None and m.battery_w is None:
         return "implausible data: grid and battery power missing"
+    return None
+
+
+def _safety_problem(
+    request: HeatRequest,
+    settings: GuardSettings,
+    local_time: datetime.time | None,
+    utc_s: float | None = None,
+) -> str | None:
+    """Why it is unsafe to heat with usable data regardless of the request (SoC aside), or None."""
     if not math.isfinite(request.power_w):
         return f"invalid power request ({request.power_w})"
     if settings.has_window:
@@ -232,13 +234,15 @@ def _edge(state: GuardState, relay_on: bool, now_s: float, loaded: bool = True) 
     )
 
 
-def _off(state: GuardState, now_s: float, reason: str, settle_s: float = math.inf) -> tuple[GuardState, HeaterOutput]:
+def _off(
+    state: GuardState, now_s: float, reason: str, settle_s: float = math.inf, failsafe: bool = False
+) -> tuple[GuardState, HeaterOutput]:
     """Relay off now (an edge when it was on; loaded unless the knob sat at zero settle_s) and forget the count."""
     if state.relay_on:
         new = _edge(state, False, now_s, loaded=not state.at_zero(now_s, settle_s))
     else:
         new = replace(state, confirmed=0, last_sample_s=None)
-    return new, HeaterOutput(relay_on=False, power_w=0.0, reason=reason)
+    return new, HeaterOutput(relay_on=False, power_w=0.0, reason=reason, failsafe=failsafe)
 
 
 def _on_output(state: GuardState, power_w: float, reason: str, now_s: float) -> tuple[GuardState, HeaterOutput]:
@@ -268,7 +272,10 @@ def step(
     `min_soc_pct` replaces settings.min_soc_pct for this tick (a forecast
     reserve's lower limit); `utc_s` is the trusted wall clock for the sun rule.
     """
-    problem = _safety_problem(request, m, settings, now_s, local_time, fault, utc_s)
+    problem = _data_problem(m, settings, now_s, fault)
+    if problem is not None:
+        return _off(state, now_s, problem, settings.zero_settle_s, failsafe=True)
+    problem = _safety_problem(request, settings, local_time, utc_s)
     if problem is not None:
         return _off(state, now_s, problem, settings.zero_settle_s)
     assert m is not None and m.soc_pct is not None  # checked above

@@ -21,6 +21,8 @@ class HeaterOutput:
     relay_on: bool
     power_w: float
     reason: str = ""
+    #: True when the relay is held open because the data are missing, stale or implausible (the fail-safe).
+    failsafe: bool = False
 
 
 #: The safe output: relay open, regulator at zero.

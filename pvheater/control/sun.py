@@ -1,4 +1,4 @@
-"""Where the sun is: elevation, sunrise and sunset from latitude and longitude. Pure math, no I/O, no clock.
+"""Where the sun is: elevation and azimuth from latitude, longitude and the instant. Pure math, no I/O, no clock.
 
 The equations are the low-precision solar coordinates NOAA's solar calculator
 uses (after Meeus, *Astronomical Algorithms*): mean longitude and anomaly of
@@ -8,8 +8,7 @@ J2000.0. Good to well under a minute of time for sunrise and sunset between
 the polar circles, for years 1900-2100.
 
 Everything is computed in UTC: callers pass aware datetimes (any zone) or UTC
-epoch seconds and get UTC datetimes back; turning them into local time is the
-caller's business.
+epoch seconds.
 
 *Elevation* here is the geometric elevation of the sun's centre (no
 refraction). The published sunrise and sunset are the moments the centre is at
@@ -38,16 +37,6 @@ class SunPosition:
     elevation_deg: float
     #: Azimuth, degrees clockwise from north.
     azimuth_deg: float
-
-
-@dataclass(frozen=True)
-class SunTimes:
-    """Sunrise and sunset (UTC) of one day at one place; None on a day the sun never crosses that elevation."""
-
-    sunrise: datetime.datetime | None
-    sunset: datetime.datetime | None
-    #: "up" (midnight sun), "down" (polar night) or None (a normal day with a rise and a set).
-    polar: str | None = None
 
 
 def _utc_seconds(when: datetime.datetime | float) -> float:
@@ -110,62 +99,3 @@ def sun_position(when: datetime.datetime | float, latitude_deg: float, longitude
 def sun_elevation_deg(when: datetime.datetime | float, latitude_deg: float, longitude_deg: float) -> float:
     """Geometric elevation of the sun's centre, degrees, at an instant."""
     return sun_position(when, latitude_deg, longitude_deg).elevation_deg
-
-
-def _event_utc_s(
-    noon_guess_s: float, latitude_deg: float, longitude_deg: float, elevation_deg: float, sign: int
-) -> float | str:
-    """UTC seconds of a rise (sign -1) or set (+1) near a noon guess; 'up'/'down' when it does not happen.
-
-    Iterates: declination and equation of time are taken at the event found
-    in the previous pass (three passes settle to well under a second).
-    """
-    lat = math.radians(latitude_deg)
-    when_s = noon_guess_s
-    for _ in range(4):
-        declination, eot_min = _declination_and_eot(_julian_century(when_s))
-        cos_ha = (math.sin(math.radians(elevation_deg)) - math.sin(lat) * math.sin(declination)) / (
-            math.cos(lat) * math.cos(declination)
-        )
-        if cos_ha < -1.0:
-            return "up"
-        if cos_ha > 1.0:
-            return "down"
-        ha_deg = math.degrees(math.acos(cos_ha))
-        day_start_s = math.floor(noon_guess_s / _DAY_S) * _DAY_S
-        noon_min = 720.0 - 4.0 * longitude_deg - eot_min
-        when_s = day_start_s + 60.0 * (noon_min + sign * 4.0 * ha_deg)
-    return when_s
-
-
-def sun_times(
-    date: datetime.date,
-    latitude_deg: float,
-    longitude_deg: float,
-    elevation_deg: float = SUNRISE_ELEVATION_DEG,
-) -> SunTimes:
-    """Sunrise and sunset (UTC datetimes) for a calendar date at a place.
-
-    The date is the place's own (local solar) date: the events are the ones
-    around that day's solar noon. `elevation_deg` moves the threshold, e.g. -6
-    for civil twilight or +5 for "the sun is well up".
-    """
-    midnight_s = datetime.datetime(date.year, date.month, date.day, tzinfo=datetime.UTC).timestamp()
-    # Mean solar noon of that date at this longitude, in UTC.
-    noon_guess_s = midnight_s + 43200.0 - longitude_deg / 15.0 * 3600.0
-    rise = _event_utc_s(noon_guess_s, latitude_deg, longitude_deg, elevation_deg, -1)
-    set_ = _event_utc_s(noon_guess_s, latitude_deg, longitude_deg, elevation_deg, +1)
-    if isinstance(rise, str) or isinstance(set_, str):
-        polar = rise if isinstance(rise, str) else set_
-        return SunTimes(None, None, polar=str(polar))
-    return SunTimes(
-        sunrise=datetime.datetime.fromtimestamp(rise, tz=datetime.UTC),
-        sunset=datetime.datetime.fromtimestamp(set_, tz=datetime.UTC),
-    )
-
-
-def sun_is_up(
-    when: datetime.datetime | float, latitude_deg: float, longitude_deg: float, min_elevation_deg: float
-) -> bool:
-    """True when the sun's centre stands at or above min_elevation_deg at that instant."""
-    return sun_elevation_deg(when, latitude_deg, longitude_deg) >= min_elevation_deg

@@ -70,3 +70,17 @@ def parse_fetch_times(text: str) -> list[datetime.time]:
         except ValueError:
             raise ValueError(f"expected times HH:MM separated by commas, got {part!r}") from None
     return sorted(out)
+
+
+def parse_window(text: str) -> tuple[datetime.time, datetime.time]:
+    """'22:00-06:00' -> (start, end) times of day; end before start spans midnight; ValueError otherwise."""
+    parts = text.split("-") if isinstance(text, str) else []
+    try:
+        if len(parts) != 2:
+            raise ValueError(text)
+        start, end = (parse_hhmm(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"expected a window HH:MM-HH:MM such as 22:00-06:00, got {text!r}") from None
+    if start == end:
+        raise ValueError(f"expected a window with different start and end, got {text!r}")
+    return start, end

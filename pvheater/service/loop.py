@@ -36,8 +36,6 @@ log = logging.getLogger("pvheater")
 
 #: A status line is logged when the heater power moves by at least this much.
 STATUS_STEP_W = 100.0
-#: Guard reasons (see guard._safety_problem) that mean "no usable data": the fail-safe holds the relay open.
-FAILSAFE_REASONS = ("fault:", "no data", "stale data", "data time", "implausible data")
 
 
 class MeasurementSource(Protocol):
@@ -49,7 +47,7 @@ class MeasurementSource(Protocol):
 
 
 class HeaterPort(Protocol):
-    """The pins: one apply(output, now_s), housekeeping, and a safe off."""
+    """The pins: one apply(output, now_s), housekeeping between applies, a safe off, and releasing them."""
 
     @property
     def relay_on(self) -> bool:
@@ -74,6 +72,14 @@ class HeaterPort(Protocol):
         """Relay open, knob to zero."""
         ...
 
+    def tick(self, now_s: float) -> None:
+        """Housekeeping between applies (the servo stops its pulses when its time has come)."""
+        ...
+
+    def close(self) -> None:
+        """Relay open, then release the pins."""
+        ...
+
 
 @dataclass(frozen=True)
 class TickReport:
@@ -90,7 +96,7 @@ class TickReport:
     @property
     def failsafe(self) -> bool:
         """True when the relay is held open because data are missing, stale or implausible, or the loop failed."""
-        return self.loop_error or self.fault is not None or self.output.reason.startswith(FAILSAFE_REASONS)
+        return self.loop_error or self.fault is not None or self.output.failsafe
 
 
 def status_line(m: Measurements | None, output: HeaterOutput, angle_deg: float | None) -> str:

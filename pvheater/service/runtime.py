@@ -5,7 +5,7 @@ runs the wall-clock jobs), handles SIGINT/SIGTERM (heater off, clean stop) and
 SIGHUP (re-read the config through `ConfigReloader`), keeps the history and
 speaks sd_notify when systemd started it (pvheater/systemd.py: READY,
 watchdog pings after healthy ticks, STOPPING). `run_service` wires it to the
-real GX and pins.
+rig (pvheater/service/rig.py): the real GX and pins, or the simulated ones.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import socket
 import sys
 import threading
 import time
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -31,24 +32,26 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from pvheater import __version__
 from pvheater.config import Config, LogConfig, load_config
+from pvheater.control.timeofday import clock_is_set
 from pvheater.errors import ConfigError, PvHeaterError
 from pvheater.forecast import ForecastFetcher
-from pvheater.history import CLOCK_TRUSTED_FROM_S, History, HistoryRecorder
-from pvheater.service.loop import ControlLoop, TickReport, status_line
+from pvheater.history import History, HistoryRecorder
+from pvheater.service.channel import Channel, channel_for
+from pvheater.service.instance import Instance
+from pvheater.service.loop import ControlLoop, HeaterPort, TickReport, status_line
+from pvheater.service.rig import Rig, trusted_local_time
+from pvheater.service.state import tick_state
 from pvheater.systemd import Notifier
 
 log = logging.getLogger("pvheater")
 
-#: Before this year the Pi's clock has not been set (no RTC, no NTP yet): time windows cannot be trusted.
-_CLOCK_TRUSTED_FROM_YEAR = 2024
+
+class _StopNow(BaseException):
+    """Raised by the SIGINT/SIGTERM handler into a tick in flight; not an Exception, so no `except` swallows it."""
+
+
 #: Longest wait at shutdown for the servo to reach zero before its pins are released.
 _PARK_WAIT_S = 1.0
-
-
-def trusted_local_time() -> datetime.time | None:
-    """The wall-clock time of day, or None while the clock is clearly unset (a Pi booting in 1970)."""
-    now = datetime.datetime.now()
-    return now.time() if now.year >= _CLOCK_TRUSTED_FROM_YEAR else None
 
 
 def configure_logging(cfg: LogConfig, console_level: str | None = None) -> None:
@@ -63,9 +66,7 @@ def configure_logging(cfg: LogConfig, console_level: str | None = None) -> None:
     root.addHandler(console)
     if cfg.file:
         try:
-            file_handler = logging.handlers.RotatingFileHandler(
-                cfg.file, maxBytes=cfg.max_bytes, backupCount=cfg.backups, encoding="utf-8"
-            )
+            file_handler = LogFileHandler(cfg.file, maxBytes=cfg.max_bytes, backupCount=cfg.backups, encoding="utf-8")
         except OSError as exc:
             raise PvHeaterError(f"log.file: cannot open {cfg.file!r} ({exc.strerror})") from None
         file_handler.setFormatter(fmt)
@@ -75,6 +76,77 @@ def configure_logging(cfg: LogConfig, console_level: str | None = None) -> None:
     # The reader reports GX failures once per episode; pymodbus would log every reconnect attempt.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+class _AppendFile:
+    """An unbuffered append-only text file: a failed write loses that record only (nothing stays buffered)."""
+
+    def __init__(self, path: str, encoding: str) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self.encoding = encoding
+
+    def write(self, text: str) -> int:
+        """Write text with one system call per chunk (O_APPEND: whole records, no interleaving)."""
+        data = memoryview(text.encode(self.encoding, "replace"))
+        while data:
+            data = data[os.write(self.fd, data):]
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Move the file position (RotatingFileHandler seeks to the end before tell())."""
+        return os.lseek(self.fd, offset, whence)
+
+    def tell(self) -> int:
+        """The current position: the file size in append mode."""
+        return os.lseek(self.fd, 0, os.SEEK_CUR)
+
+    def close(self) -> None:
+        """Close the file."""
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+
+class LogFileHandler(logging.handlers.RotatingFileHandler):
+    """The rotating log file; when it cannot be written (a full disk) one line on stderr, no traceback per record.
+
+    Records go on to the console while the file fails; each new record tries
+    the file again, and a line on stderr says when it works again.
+    """
+
+    def __init__(self, filename: str, **kwargs: typing.Any) -> None:
+        super().__init__(filename, **kwargs)
+        self.failing = False
+
+    def _open(self) -> typing.Any:
+        return _AppendFile(self.baseFilename, self.encoding or "utf-8")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write one record (rotating when due); a failure is reported once per episode."""
+        self._failed_now = False
+        super().emit(record)
+        if self.failing and not self._failed_now:
+            self.failing = False
+            sys.stderr.write(f"pvheater: log.file {self.baseFilename}: written again\n")
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """One line on stderr for the first failure of an episode; the record is lost from the file only."""
+        self._failed_now = True
+        exc = sys.exc_info()[1]
+        if not self.failing:
+            self.failing = True
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            with contextlib.suppress(Exception):
+                sys.stderr.write(f"pvheater: log.file {self.baseFilename}: cannot write ({reason}); "
+                                 "logging to the console only until it works again\n")
+
+    def close(self) -> None:
+        """Close the file; a failure here changes nothing (the service is ending)."""
+        with contextlib.suppress(OSError):
+            super().close()
 
 
 class Service:
@@ -105,6 +177,7 @@ class Service:
         retention_days: int | None = None,
         wall_clock: Callable[[], float] = time.time,
         forecast: ForecastFetcher | None = None,
+        channel: Channel | None = None,
     ) -> None:
         self.loop = loop
         self.interval_s = interval_s
@@ -116,6 +189,8 @@ class Service:
         self.retention_days = retention_days
         self.wall_clock = wall_clock
         self.forecast = forecast
+        #: The local control channel (pvheater status), started by run(); None: none.
+        self.channel = channel
         self.scheduler = BackgroundScheduler()
         self._tick_lock = threading.Lock()
         self._stopping = False
@@ -123,6 +198,12 @@ class Service:
         self._reload_requested = False
         self._deadline_s: float | None = None
         self._wake: tuple[socket.socket, socket.socket] | None = None
+        self._in_tick = False
+        self._interrupted = False
+        #: Signal handlers to put back after the shutdown (see hold_signals()).
+        self._saved_handlers: dict[int, object] = {}
+        self._hold_signals = False
+        self._ignored_logged: set[int] = set()
 
     def job(self) -> TickReport | None:
         """The poll+control job: one tick of the loop (a plain function tests call directly)."""
@@ -130,7 +211,11 @@ class Service:
             if self._stopping:
                 return None
             now_s = time.monotonic()
-            report = self.loop.tick(now_s, self.local_time(), self.wall_clock())
+            self._in_tick = True  # a stop signal now abandons the tick (a GX read may hang for seconds)
+            try:
+                report = self.loop.tick(now_s, self.local_time(), self.wall_clock())
+            finally:
+                self._in_tick = False
         status = status_line(report.m, report.output, self.loop.heater.servo_angle_deg)
         if report.loop_error:
             self.notifier.status(f"loop error, heater off: {report.fault}")
@@ -138,6 +223,8 @@ class Service:
             self.notifier.healthy(now_s, status)
         if self._deadline_s is not None and now_s >= self._deadline_s:
             self.stop()
+        if self.channel is not None:
+            self.channel.publish_from(lambda: tick_state(report, self.loop.heater, self.wall_clock()))
         if self.on_tick is not None:
             self.on_tick(report)
         return report
@@ -147,7 +234,7 @@ class Service:
         if self.recorder is None or self.retention_days is None:
             return
         now_s = self.wall_clock()
-        if now_s < CLOCK_TRUSTED_FROM_S:
+        if not clock_is_set(now_s):
             log.debug("history housekeeping skipped: the wall clock is not set yet")
             return
         self.recorder.history.purge(now_s - self.retention_days * 86400.0)
@@ -209,31 +296,56 @@ class Service:
             self.forecast.schedule(self.scheduler, self.forecast_job, datetime.datetime.now().astimezone())
         handlers = {signal.SIGINT: self._on_signal, signal.SIGTERM: self._on_signal, signal.SIGHUP: self._on_sighup}
         previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+        if not self._saved_handlers:
+            self._saved_handlers = previous
         reason = "stopped"
         try:
-            self.scheduler.start()
-            if self.recorder is not None:
-                self.recorder.start(time.monotonic(), f"pvheater {__version__}")
-            self.notifier.ready("running")
-            self._tick_loop()
+            try:
+                self.scheduler.start()
+                if self.channel is not None:
+                    self.channel = self.channel.serve(
+                        pid=os.getpid(), version=__version__, started_s=self.wall_clock(), interval_s=self.interval_s
+                    )
+                if self.recorder is not None:
+                    self.recorder.start(time.monotonic(), f"pvheater {__version__}")
+                self.notifier.ready("running")
+                self._tick_loop()
+            except _StopNow:
+                pass  # a stop signal abandoned the tick in flight; the heater goes off just below
         except BaseException as exc:
             reason = f"stopped by {type(exc).__name__}"
             raise
         finally:
+            # From here on signals are logged and ignored: a second Ctrl-C, a SIGHUP or another SIGTERM must
+            # not cut the shutdown short (the last history row, the stop event, the PID file).
+            for sig in previous:
+                signal.signal(sig, self._on_signal_while_stopping)
+            with self._tick_lock:  # a tick in flight in another thread finishes first; none starts after this
+                self._stopping = True
+                now_s = time.monotonic()
+                self.loop.shutdown(now_s)  # relay open first, then everything else
+                if self.recorder is not None:
+                    self.recorder.stop(now_s, reason)
             self.notifier.stopping()
             if self.scheduler.running:
                 self.scheduler.shutdown(wait=False)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            with self._tick_lock:  # let a tick in flight finish; none starts after this
-                self._stopping = True
-                now_s = time.monotonic()
-                self.loop.shutdown(now_s)
-                if self.recorder is not None:
-                    self.recorder.stop(now_s, reason)
             for sock in self._wake:
                 sock.close()
             self._wake = None
+            if self.channel is not None:
+                self.channel.close()
+            if not self._hold_signals:
+                self.restore_signals()
+
+    def hold_signals(self) -> None:
+        """Keep ignoring stop signals after run() returns, until restore_signals() (the caller still cleans up)."""
+        self._hold_signals = True
+
+    def restore_signals(self) -> None:
+        """Put back the signal handlers that were installed before run()."""
+        for sig, handler in self._saved_handlers.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        self._saved_handlers = {}
 
     def stop(self) -> None:
         """Stop after the tick in flight (from a job, a signal or another thread)."""
@@ -276,8 +388,18 @@ class Service:
                 self._wake[1].send(b"\0")
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._interrupted:
+            return
         log.info("%s received: stopping", signal.Signals(signum).name)
         self.stop()
+        if self._in_tick:  # the tick may wait seconds for the GX: leave it now, the heater goes off at once
+            self._interrupted = True
+            raise _StopNow
+
+    def _on_signal_while_stopping(self, signum: int, frame: FrameType | None) -> None:
+        if signum not in self._ignored_logged:
+            self._ignored_logged.add(signum)
+            log.info("%s received while stopping: ignored (the heater is off)", signal.Signals(signum).name)
 
     def _on_sighup(self, signum: int, frame: FrameType | None) -> None:
         log.info("SIGHUP received: re-reading the config")
@@ -354,76 +476,75 @@ def exit_on_signal(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def run_service(cfg: Config, duration_s: float | None, path: Path) -> int:
-    from pvheater.actuators import Heater
-    from pvheater.reader import GxReader
-    from pvheater.registers import load_register_map
+def run_service(
+    rig: Rig,
+    duration_s: float | None,
+    path: Path,
+    file_config: Config | None = None,
+    on_tick: Callable[[TickReport], None] | None = None,
+    instance: Instance | None = None,
+) -> int:
+    """Run the service on a rig until stopped (or for duration_s); the rig is closed afterwards.
 
-    register_map = load_register_map()
-    heater = Heater.from_config(cfg)  # relay open from the first instant
-    history = None if cfg.history.file is None else History(cfg.history.file)
-    notifier = Notifier()
-    pid_file = _write_pid_file(cfg.service.pid_file)
+    `file_config` is the config as read from `path` (default: the rig's);
+    a reload re-reads `path` and keeps what the rig adjusted. `instance`:
+    the single-instance lock taken before the rig's pins (Instance.acquire);
+    without it, it is taken here. Either way it is released, and the PID file
+    removed, at the end.
+    """
+    cfg = rig.config
+    history: History | None = None
+    notifier = Notifier() if rig.simulation is None else Notifier({})
+    service: Service | None = None
     try:
-        with GxReader(cfg.gx, register_map) as reader:
-            recorder = None
-            if history is not None:
-                recorder = HistoryRecorder(history, heater, time.time, cfg.history.row_every_s)
-            forecast = ForecastFetcher.from_config(cfg) if cfg.forecast.enabled else None
-            loop = ControlLoop(reader, heater, cfg, on_report=recorder, forecast=forecast)
-            log.info(
-                "pvheater running: GX %s, every %.1f s, relay %s, servo %s, history %s, config %s",
-                reader.endpoint, cfg.poll.interval_s, cfg.relay.pin, cfg.servo.pin, cfg.history.file or "off", path,
-            )
-            if notifier.watchdog_s is not None and cfg.poll.interval_s + cfg.gx.timeout_s > notifier.watchdog_s / 2:
-                log.warning("poll.interval_s + gx.timeout_s is long for the systemd watchdog (%.0f s): "
-                            "run `pvheater install-service` again to size it", notifier.watchdog_s)
-            service = Service(
-                loop, cfg.poll.interval_s, notifier=notifier, recorder=recorder,
-                reloader=ConfigReloader(path, cfg), retention_days=cfg.history.retention_days, forecast=forecast,
-            )
-            service.run(duration_s)
-            _park(heater, cfg)
+        if instance is None:
+            instance = Instance.acquire(cfg.service.pid_file, cfg.history.file)
+        history = None if cfg.history.file is None else History(cfg.history.file)
+        recorder = None
+        if history is not None:
+            recorder = HistoryRecorder(history, rig.heater, time.time, cfg.history.row_every_s)
+        forecast = ForecastFetcher.from_config(cfg) if cfg.forecast.enabled else None
+        loop = ControlLoop(rig.reader, rig.heater, cfg, on_report=recorder, forecast=forecast)
+        log.info(
+            "pvheater running: GX %s, every %.1f s, relay %s, servo %s, history %s, config %s",
+            rig.reader.endpoint, cfg.poll.interval_s, cfg.relay.pin, cfg.servo.pin, cfg.history.file or "off", path,
+        )
+        _check_watchdog(notifier, cfg)
+        service = Service(
+            loop, cfg.poll.interval_s, local_time=rig.local_time, on_tick=on_tick, notifier=notifier,
+            recorder=recorder, reloader=ConfigReloader(path, file_config or cfg, active=cfg),
+            retention_days=cfg.history.retention_days, forecast=forecast,
+            channel=channel_for(cfg.service.socket_file),
+        )
+        service.hold_signals()  # signals stay ignored until the history is closed and the PID file gone
+        service.run(duration_s)
+        if rig.simulation is None:  # a simulated knob needs no time to reach zero
+            _park(rig.heater, cfg)
     finally:
-        heater.close()
+        rig.close()
         if history is not None:
             history.close()
-        _remove_pid_file(pid_file)
+        if instance is not None:
+            instance.release()
         notifier.close()
+        if service is not None:
+            service.restore_signals()
     log.info("pvheater stopped: relay open, knob at zero")
     return 0
 
 
-def _write_pid_file(name: str | None) -> Path | None:
-    """Write our process ID for `pvheater reload`; a failure is logged, not fatal."""
-    if name is None:
-        return None
-    path = Path(name)
-    try:
-        path.write_text(f"{os.getpid()}\n", encoding="ascii")
-    except OSError as exc:
-        log.warning("service.pid_file: cannot write %s (%s); `pvheater reload` will not find this process",
-                    path, exc.strerror)
-        return None
-    return path
+def _check_watchdog(notifier: Notifier, cfg: Config) -> None:
+    """Warn when a tick that times out on the GX could outlast half the systemd watchdog."""
+    if notifier.watchdog_s is not None and cfg.poll.interval_s + cfg.gx.timeout_s > notifier.watchdog_s / 2:
+        log.warning("poll.interval_s + gx.timeout_s is long for the systemd watchdog (%.0f s): "
+                    "run `pvheater install-service` again to size it", notifier.watchdog_s)
 
 
-def _remove_pid_file(path: Path | None) -> None:
-    """Remove the PID file when it still holds our process ID."""
-    if path is None:
-        return
-    with contextlib.suppress(OSError):
-        if path.read_text(encoding="ascii").strip() == str(os.getpid()):
-            path.unlink()
-
-
-def _park(heater: object, cfg: Config) -> None:
+def _park(heater: HeaterPort, cfg: Config) -> None:
     """Give the servo a moment to reach zero before its pins are released (the relay is already open)."""
-    tick = getattr(heater, "tick", None)
     deadline = time.monotonic() + min(cfg.servo.detach_after_s, _PARK_WAIT_S)
     while time.monotonic() < deadline:
         time.sleep(0.1)
-        if tick is not None:
-            tick(time.monotonic())
+        heater.tick(time.monotonic())
 
 

@@ -23,7 +23,8 @@ from pvheater.config import Config
 from pvheater.control.measurements import Measurements
 from pvheater.control.messages import HeaterOutput
 from pvheater.control.reserve import Forecast, StaticForecast
-from pvheater.control.timeofday import parse_fetch_times
+from pvheater.control.servo import worth_moving
+from pvheater.control.timeofday import parse_fetch_times, time_of_day
 from pvheater.errors import GxUnavailable
 from pvheater.service.loop import ControlLoop
 from pvheater.sim.plant import HeaterPlantParams, PlantTruth
@@ -95,9 +96,7 @@ class SimHeater:
     def apply(self, output: HeaterOutput, now_s: float) -> None:
         """Relay and knob; small moves are skipped like the real servo's."""
         target = self.calibration.angle_for(output.power_w) if output.relay_on else self.calibration.zero_angle_deg
-        current = self.servo_angle_deg
-        at_zero = target == self.calibration.zero_angle_deg
-        if current is None or at_zero or abs(target - current) >= self.min_move_deg:
+        if worth_moving(self.servo_angle_deg, target, self.calibration.zero_angle_deg, self.min_move_deg):
             self.servo_angle_deg = target
         self.relay_on = output.relay_on
 
@@ -105,6 +104,13 @@ class SimHeater:
         """Relay open, knob to zero."""
         self.relay_on = False
         self.servo_angle_deg = self.calibration.zero_angle_deg
+
+    def tick(self, now_s: float) -> None:
+        """Nothing to do between applies: a simulated servo sends no pulses to stop."""
+
+    def close(self) -> None:
+        """Relay open (there are no pins to release)."""
+        self.relay_on = False
 
 
 class ControllerStrategy:
@@ -127,8 +133,7 @@ class ControllerStrategy:
     def decide(self, now_s: float, m: Measurements | None, truth: PlantTruth | None) -> Actuation:
         """One tick of the real loop on the last published snapshot."""
         self.source.m = m
-        seconds = int(now_s) % 86400
-        local_time = datetime.time(seconds // 3600, seconds % 3600 // 60, seconds % 60)
+        local_time = time_of_day(now_s)
         if self.forecast is not None:
             self.forecast.at(now_s)
         self.loop.tick(now_s, local_time, SIM_DAY_UTC_S + now_s)

@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pvheater.config import Config
+from pvheater.control.timeofday import time_of_day
 from pvheater.sim.day import RunResult, RunSeries
 from pvheater.sim.gx_server import GxSimulator
 from pvheater.sim.metrics import RunMetrics, compute_metrics
@@ -267,8 +268,7 @@ class SimulatedRig:
 
     def local_time(self) -> datetime.time:
         """The simulated time of day."""
-        s = int(self.live.sim_time_s) % 86400
-        return datetime.time(s // 3600, s % 3600 // 60, s % 60)
+        return time_of_day(self.live.sim_time_s)
 
     def step(self, seconds: float = 1.0) -> TickReport:
         """Simulated time: advance the plant by `seconds`, then run one tick of the real loop."""
