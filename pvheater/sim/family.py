@@ -46,6 +46,7 @@ from pvheater.config import Config
 from pvheater.control.measurements import Measurements
 from pvheater.errors import GxUnavailable
 from pvheater.service.loop import ControlLoop
+from pvheater.sim.meter_noise import with_meter_noise
 from pvheater.sim.metrics import compute_metrics
 from pvheater.sim.params import Actuation, BatteryParams, HeaterPlantParams, InverterParams, PlantParams
 from pvheater.sim.plant import (
@@ -64,6 +65,8 @@ from pvheater.sim.strategy import OracleStrategy
 DAY_S = 86_400
 #: Family scenarios start at noon (local time = UTC, midsummer: the sun is up).
 START_S = 12 * 3600.0
+#: A real meter's noise on the published AC powers, W (sigma): an ET340 or the MultiPlus never reads still.
+METER_NOISE_W = 2.0
 #: Step of the family runs, s (the GX publishes and the loop polls between whole seconds).
 DT_S = 0.25
 #: A relay edge at more heater power than this counts as a switching under load, W.
@@ -403,6 +406,7 @@ def run_spec(spec: FamilySpec, who: str, config: Config | None = None) -> Family
     cols = [array("d", bytes(8 * n)) for _ in range(8)]
     relay_col: list[bool] = []
     pubs = publish_times(spec, start, end) if who == "pvheater" else []
+    noise_rng = random.Random(spec.seed * 7919 + 17)
     pub_i = 0
     poll_next = start + spec.poll_offset_s
     poll_k = 0
@@ -423,7 +427,8 @@ def run_spec(spec: FamilySpec, who: str, config: Config | None = None) -> Family
         now = start + k * DT_S
         if loop is not None:
             while pub_i < len(pubs) and pubs[pub_i] <= now + 1e-9:
-                source.m = Measurements(time_s=pubs[pub_i], values=plant.gx_values())
+                values = with_meter_noise(plant.gx_values(), noise_rng, METER_NOISE_W)
+                source.m = Measurements(time_s=pubs[pub_i], values=values)
                 pub_i += 1
             if now >= poll_next - 1e-9:
                 source.fail = poll_k in spec.read_failures

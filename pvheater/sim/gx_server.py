@@ -45,6 +45,7 @@ from pymodbus.server import ModbusTcpServer
 from pvheater.config import UnitIds
 from pvheater.errors import PvHeaterError
 from pvheater.registers import Register, RegisterMap
+from pvheater.sim.meter_noise import METERED_PREFIXES
 
 log = logging.getLogger(__name__)
 logging.getLogger("pymodbus").addHandler(logging.NullHandler())
@@ -52,8 +53,6 @@ logging.getLogger("pymodbus").addHandler(logging.NullHandler())
 READ_CODES = frozenset({3, 4})
 WRITE_CODES = frozenset({6, 16, 23})
 RESERVED_WORD = 0xFFFF
-#: Register name prefixes that get the meter flicker (`jitter_w`).
-_JITTERED = ("grid_l", "meter_l", "ac_consumption_l")
 START_TIMEOUT_S = 10.0
 
 #: A sunny noon on an ESS with a full battery: the MPPT sits in float, voltage-limited
@@ -237,7 +236,7 @@ class GxSimulator:
             register = self._by_name.get(name)
             if register is None:
                 raise ValueError(f"GX simulator: unknown value name {name!r}")
-            if flicker and value is not None and name.startswith(_JITTERED) and name.endswith("_w"):
+            if flicker and value is not None and name.startswith(METERED_PREFIXES) and name.endswith("_w"):
                 value = max(0.0, value + flicker) if name.startswith("ac_consumption") else value + flicker
             if self.wrap and value is not None:
                 value = wrapped(register, value)
