@@ -85,5 +85,5 @@ def test_unknown_scenario_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
     path = tmp_path / "config.yaml"
     path.write_text("log:\n  file: null\n", encoding="utf-8")
     code = main(["run", "--config", str(path), "--simulate", "--scenario", "mars"])
-    assert code == 1
+    assert code == 2  # a usage mistake, like every other bad option
     assert "unknown scenario 'mars'" in capsys.readouterr().err
