@@ -27,7 +27,7 @@ from pathlib import Path
 from pvheater.commands.common import add_scenario_arguments, positive_float, scenario_day
 from pvheater.config import default_config_path
 from pvheater.control.timeofday import format_hms, hhmm_seconds
-from pvheater.service.loop import TickReport, status_line
+from pvheater.service.loop import STATUS_LEGEND, TickReport, status_line
 from pvheater.service.rig import Rig
 from pvheater.service.runtime import configure_logging, exit_on_signal, run_service
 
@@ -38,10 +38,17 @@ DEFAULT_SIM_DURATION_S = 60.0
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `pvheater run`."""
+    parser.epilog = STATUS_LEGEND
     parser.add_argument(
         "--simulate",
         action="store_true",
         help="run against the built-in GX simulator and a simulated house, with mock pins",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read the GX and run controller and guard, log what it would do; no pin is touched (no pin library "
+        "is opened), no history is written",
     )
     parser.add_argument(
         "--duration",
@@ -61,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         if args.simulate:
             return _run_simulated(args)
         configure_logging(args.cfg.log)
-        return run_service(Rig.real(args.cfg), args.duration, config_path(args))
+        rig = Rig.dry_run_of(args.cfg) if args.dry_run else Rig.real(args.cfg)
+        return run_service(rig, args.duration, config_path(args))
     finally:  # leave the process as it was (tests and callers run more after us)
         signal.signal(signal.SIGTERM, previous_term)
         for handler in list(root.handlers):
@@ -85,17 +93,24 @@ def _run_simulated(args: argparse.Namespace) -> int:
     start_s = hhmm_seconds(args.start)
     duration_s = args.duration or DEFAULT_SIM_DURATION_S
     configure_logging(args.cfg.log, console_level="WARNING")
-    rig = Rig.simulated(day, args.cfg, start_s=start_s, realtime=True)
+    rig = Rig.simulated(day, args.cfg, start_s=start_s, realtime=True, dry_run=args.dry_run)
     sim = rig.simulation
     assert sim is not None
     cfg = rig.config
+    pins = "DRY RUN, the loop drives no pin" if args.dry_run else "mock pins"
     print(
         f"pvheater run --simulate: scenario {day.name!r} from {args.start} for {duration_s:.0f} s; "
-        f"GX simulator on 127.0.0.1:{sim.gx.port}, mock pins {cfg.relay.pin} (relay) / {cfg.servo.pin} (servo)"
+        f"GX simulator on 127.0.0.1:{sim.gx.port}, {pins} {cfg.relay.pin} (relay) / {cfg.servo.pin} (servo)"
     )
 
+    print(STATUS_LEGEND)
+    first_tick_s: list[float] = []
+
     def show(report: TickReport) -> None:
-        clock = format_hms(sim.live.sim_time_s)
+        # The tick's own time, rounded: the plant's clock read here sits up to a step either side of a second,
+        # so truncating it printed one second twice and skipped the next.
+        first_tick_s[:] = first_tick_s or [report.now_s]
+        clock = format_hms(start_s + round(report.now_s - first_tick_s[0]))
         print(f"{clock}  {status_line(report.m, report.output, rig.heater.servo_angle_deg)}", flush=True)
 
     sim.live.start()
