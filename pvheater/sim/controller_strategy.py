@@ -154,5 +154,5 @@ def _with_forecast(day: ScenarioDay) -> ControllerStrategy:
 
 
 register_strategy("pvheater", ControllerStrategy, replace=True)
-register_strategy("pvheater_forecast", _with_forecast, replace=True)
+register_strategy("pvheater_forecast", _with_forecast, replace=True, uses_forecast=True)
 register_strategy("pvheater_heater_first", _heater_first, replace=True)

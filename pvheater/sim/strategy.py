@@ -67,14 +67,27 @@ DEFAULT_STRATEGY = "pvheater"
 PLUGIN_MODULES: tuple[str, ...] = ("pvheater.sim.controller_strategy",)
 
 _REGISTRY: dict[str, StrategyFactory] = {}
+#: The registered strategies that read the day's forecast.
+_USES_FORECAST: set[str] = set()
 _plugins_loaded = False
 
 
-def register_strategy(name: str, factory: StrategyFactory, *, replace: bool = False) -> None:
-    """Make a strategy available by name; ValueError when the name is taken (unless replace)."""
+def register_strategy(
+    name: str, factory: StrategyFactory, *, replace: bool = False, uses_forecast: bool = False
+) -> None:
+    """Make a strategy available by name (uses_forecast: it reads the day's forecast); ValueError when taken."""
     if not replace and name in _REGISTRY:
         raise ValueError(f"strategy {name!r} is already registered")
     _REGISTRY[name] = factory
+    if uses_forecast:
+        _USES_FORECAST.add(name)
+    else:
+        _USES_FORECAST.discard(name)
+
+
+def forecast_strategy_names() -> list[str]:
+    """Names of the registered strategies that read the day's forecast."""
+    return [name for name in strategy_names() if name in _USES_FORECAST]
 
 
 def _load_plugins() -> None:
@@ -251,7 +264,7 @@ class OracleStrategy:
         return self._idle
 
 
-register_strategy("original", lambda day: OriginalStrategy(day.forecast_at))
+register_strategy("original", lambda day: OriginalStrategy(day.forecast_at), uses_forecast=True)
 register_strategy("oracle", lambda day: OracleStrategy(day.params.heater))
 register_strategy("oracle_late_1s", lambda day: OracleStrategy(day.params.heater, late_s=1.0, name="oracle_late_1s"))
 register_strategy("oracle_late_2s", lambda day: OracleStrategy(day.params.heater, late_s=2.0, name="oracle_late_2s"))
