@@ -124,3 +124,15 @@ def test_status_line_reads_plainly_without_data_and_leaves_a_slot_for_measured_p
     assert "heater asked 1500 W, measured 1460 W, servo" in status_line(m, on, 90.0, measured_w=1460.0)
     no_battery = Measurements(time_s=0.0, values={"grid_l1_w": 0.0})
     assert "| battery: no data |" in status_line(no_battery, SAFE_OFF, None)
+
+
+def test_readme_explains_the_status_line_as_run_prints_it() -> None:
+    from pvheater.service.loop import STATUS_LEGEND
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### The status line", 1)[1].split("\n## ", 1)[0]
+    for term in ("**battery**: + = charging", "**grid**: + = import", "**house ~**", "*estimate*",
+                 "**heater asked**", "measured N W", "**GX: no data**", "**battery: no data**"):
+        assert term in section, term
+    for part in ("battery + = charging", "grid + = import", "house ~ = AC consumption minus", "an estimate"):
+        assert part in STATUS_LEGEND, part

@@ -24,3 +24,23 @@ def test_two_hours_with_every_fault_keep_the_acceptance(tmp_path: Path) -> None:
     (day,) = result.stats
     assert day.switchings == result.truth[0].toggles, report
     assert result.ok, report
+
+
+def test_the_soak_script_writes_benchmarks_md_only_when_asked(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_soak", Path(__file__).parents[1] / "bench" / "soak.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def short(days: int, db: Path, seed: int) -> Soak:  # five simulated minutes, not a week
+        return Soak(1, db, seed=seed, window_s=(12 * 3600.0, 12 * 3600.0 + 300.0))
+
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("# Benchmarks\n\nkept\n", encoding="utf-8")
+    bench.main(["--days", "1", "--out", str(out)], make_soak=short)
+    assert out.read_text(encoding="utf-8") == "# Benchmarks\n\nkept\n"  # the default only prints
+    bench.main(["--days", "1", "--out", str(out), "--write"], make_soak=short)
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith("# Benchmarks\n\nkept\n") and "<!-- soak -->" in text and "<!-- /soak -->" in text
