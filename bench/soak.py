@@ -3,8 +3,12 @@
 
 Usage (from the checkout, with pvheater installed):
 
-    python bench/soak.py --days 1           # one simulated day (~MINUTES_PER_DAY min on 2 busy cores), prints
+    python bench/soak.py --days 1           # one simulated day with faults, prints the report
     python bench/soak.py --write            # 7 simulated days, and writes the soak section of BENCHMARKS.md
+
+A simulated day costs about 4.5 minutes of one core (measured: 272 s CPU,
+248 user + 24 system, for `--days 1`), so the week takes ~32 minutes on an idle
+2-core machine and longer on a busy one (12 min wall for the day at load 7).
 
 It runs pvheater.sim.soak (see there for what is injected and measured), then
 `pvheater stats` on the week's database and prints the report. Only with

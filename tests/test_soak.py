@@ -44,3 +44,11 @@ def test_the_soak_script_writes_benchmarks_md_only_when_asked(tmp_path: Path) ->
     bench.main(["--days", "1", "--out", str(out), "--write"], make_soak=short)
     text = out.read_text(encoding="utf-8")
     assert text.startswith("# Benchmarks\n\nkept\n") and "<!-- soak -->" in text and "<!-- /soak -->" in text
+
+
+def test_readme_says_what_the_soak_costs_and_that_it_writes_only_with_write() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    lines = [line for line in readme.splitlines() if "bench/soak.py" in line]
+    assert lines and not any("~10 min" in line for line in lines)  # measured: ~4.5 min of one core per day
+    assert any("--days 1" in line and "5 min" in line for line in lines)
+    assert any("--write" in line and "BENCHMARKS.md" in line for line in lines)

@@ -9,6 +9,12 @@ keeps the SQLite history (`history.file`) through a writer thread, writes
 `service.pid_file`, and speaks sd_notify when systemd started it
 (pvheater/systemd.py: READY, watchdog pings after healthy ticks, STOPPING).
 
+`pvheater run --dry-run` reads the GX and runs the controller and the guard
+as above, but on the dry-run heater (pvheater/service/dryrun.py): no pin
+library is opened and no pin driven; it logs what it would do, and keeps no
+history (so no invented heater energy), PID file or local channel. Its
+start-up line says DRY RUN.
+
 `pvheater run --simulate` runs the very same loop over real Modbus-TCP against
 the built-in GX simulator on a loopback port, with a simulated house, battery,
 inverter and heater behind it and gpiozero mock pins wired to the simulated
