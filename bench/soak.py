@@ -10,7 +10,7 @@ A simulated day costs about 4.5 minutes of one core (measured: 272 s CPU,
 248 user + 24 system, for `--days 1`), so the week takes ~32 minutes on an idle
 2-core machine and longer on a busy one (12 min wall for the day at load 7).
 
-It runs pvheater.sim.soak (see there for what is injected and measured), then
+It runs the soak engine pvheater.sim.soak_engine (see there for what is injected and measured), then
 `pvheater stats` on the week's database and prints the report. Only with
 --write does it replace the part of BENCHMARKS.md between the `<!-- soak -->`
 and `<!-- /soak -->` markers (bench/run_bench.py keeps that part when it
@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pvheater.sim.soak import Soak, format_result
+from pvheater.sim.soak_engine import Soak, format_result
 
 REPO = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- soak -->", "<!-- /soak -->"
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None, make_soak: Callable[[int, Path, int], So
         "dropped connections, a GX that never answers, exception replies 0x02/0x0A/0x0B, an absent MPPT,",
         "implausible values (SoC 250, all system values 0 as from invalid D-Bus values, SoC 0xFFFF), service",
         "restarts, and one boot with the wall clock in 1970 set by \"NTP\" 10 minutes later. `gx.timeout_s` is",
-        "0.5 s so that a silent GX costs little wall time. See pvheater/sim/soak.py.",
+        "0.5 s so that a silent GX costs little wall time. See pvheater/sim/soak_engine.py.",
         "",
         f"Machine: {platform.machine()}, Python {platform.python_version()}.",
         "",

@@ -7,26 +7,36 @@ runs in real time on a Pi and in simulated time on the bench. `utc_s`, the
 trusted wall clock as UTC epoch seconds (None when untrusted), feeds the sun
 rule and the forecast reserve; the forecast comes from a provider in memory.
 
-Safety: a GX error makes the guard open the relay at once; any other error in
+Safety: a GX error makes the guard open the relay at once -- unless it is a
+single failed read after a good one and that snapshot is still younger than
+`stale_after_s`: then the snapshot is used again (a repeated sample: the power
+is held, nothing is confirmed twice); a second failure in a row is a fault.
+Any other error in
 the loop opens the relay, returns the knob to zero and resets the guard. Each
-error episode is logged once when it starts and once when it ends. A GX
-episode is tracked by the kind of its error (the exception class), not its
-text, which changes every second ("next attempt in N s"); while it lasts, one
-short reminder line follows at growing intervals (REMINDER_FIRST_S doubling up
-to REMINDER_MAX_S), so a GX away for ten minutes costs a handful of lines.
+error episode is logged once when it starts and once when it ends. A picture
+whose fast-moving values stop changing (pvheater.control.freshness) counts as
+a fault too. `failsafe(now_s)` may be called from another thread while a tick
+hangs in a read: it opens the relay and parks the knob when the last fresh
+snapshot is older than relay.stale_after_s (the pins are applied under a lock).
+A GX episode is tracked by the kind of its error (the exception class), not
+its text, which changes every second ("next attempt in N s"); while it lasts,
+one short reminder line follows at growing intervals (REMINDER_FIRST_S
+doubling up to REMINDER_MAX_S), so a GX away for ten minutes costs a handful
+of lines.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from pvheater.calibration.curve import Calibration
 from pvheater.config import Config
-from pvheater.control import controller, guard
+from pvheater.control import controller, freshness, guard
 from pvheater.control.measurements import Measurements
 from pvheater.control.messages import SAFE_OFF, HeaterOutput, HeatRequest
 from pvheater.control.reserve import ForecastProvider, ReserveAdvice, ReserveSettings, ReserveState, reserve_step
@@ -34,6 +44,8 @@ from pvheater.errors import GxError
 
 log = logging.getLogger("pvheater")
 
+#: Longest wait of shutdown() for the pins lock (held only while a tick applies its output).
+PINS_WAIT_S = 1.0
 #: A status line is logged when the heater power moves by at least this much.
 STATUS_STEP_W = 100.0
 #: While the GX stays away: the first reminder after this long, then at doubling intervals up to REMINDER_MAX_S.
@@ -167,6 +179,14 @@ class ControlLoop:
         self.apply_config(config)
         self.controller_state = controller.ControllerState()
         self.guard_state = guard.GuardState()
+        self.freshness_state = freshness.FreshnessState()
+        self.freshness_settings = freshness.FreshnessSettings()
+        #: time_s of the newest snapshot that was fresh (read without fault, not frozen); None: none yet.
+        self.fresh_s: float | None = None
+        self._pins = threading.Lock()
+        self._tripped = False
+        self._frozen: str | None = None
+        self._failsafe_since_s: float | None = None
         self.last: TickReport | None = None
         #: The kind (exception class name) of the GX error episode in progress; None: the GX answers.
         self._fault: str | None = None
@@ -176,6 +196,8 @@ class ControlLoop:
         self._loop_error: str | None = None
         self._absent: frozenset[str] = frozenset()
         self._status_key: tuple[bool, int, str | None] | None = None
+        #: The last snapshot read, when the last read succeeded: one failed read while it is fresh reuses it.
+        self._last_m: Measurements | None = None
 
     def tick(self, now_s: float, local_time: datetime.time | None, utc_s: float | None = None) -> TickReport:
         """One control step: read, decide, guard, apply. Never raises for a GX or loop error."""
@@ -203,9 +225,40 @@ class ControlLoop:
 
     def shutdown(self, now_s: float) -> None:
         """Relay open and knob to zero, e.g. on SIGTERM."""
-        self.heater.safe_off(now_s)
-        self.guard_state = guard.force_off(self.guard_state, now_s)
+        # A stop signal raised into a tick may, in theory, leave the pins lock taken: never wait long for it.
+        locked = self._pins.acquire(timeout=PINS_WAIT_S)
+        try:
+            self.heater.safe_off(now_s)
+            self.guard_state = guard.force_off(self.guard_state, now_s)
+        finally:
+            if locked:
+                self._pins.release()
         self.log.info("heater off: relay open, knob at zero")
+
+    def failsafe(self, now_s: float) -> bool:
+        """The independent fail-safe (any thread, never waits for a read): relay open, knob parked when no fresh
+        snapshot arrived within stale_after_s. True when it switched something off."""
+        limit_s = self.guard_settings.stale_after_s
+        locked = self._pins.acquire(timeout=PINS_WAIT_S)  # not taken: an apply hangs, switch off regardless
+        try:
+            age_s = None if self.fresh_s is None else now_s - self.fresh_s
+            if age_s is not None and age_s <= limit_s:
+                return False
+            zero_deg = self.heater.calibration.zero_angle_deg
+            angle_deg = self.heater.servo_angle_deg
+            if not self.heater.relay_on and (angle_deg is None or angle_deg == zero_deg):
+                return False
+            self.heater.safe_off(now_s)
+            self._tripped = True  # the next tick forces the guard off, so heating restarts only after confirmation
+        finally:
+            if locked:
+                self._pins.release()
+        if self._failsafe_since_s is None:
+            self._failsafe_since_s = now_s
+            seen = "none yet" if age_s is None else f"the last is {age_s:.1f} s old"
+            self.log.error("no fresh GX data within %g s (%s): fail-safe opened the relay and parked the knob",
+                           limit_s, seen)
+        return True
 
     # --- internals ---------------------------------------------------------
 
@@ -217,18 +270,37 @@ class ControlLoop:
             m = self.source.read()
         except GxError as exc:
             m, fault, kind = None, str(exc), type(exc).__name__
+            held = self._last_m
+            if held is not None and now_s - held.time_s <= self.guard_settings.stale_after_s:
+                m, fault, kind = held, None, None  # one failed read while the data are fresh: hold the power
+            self._last_m = None  # a second failure in a row is a fault
+        else:
+            self._last_m = m
         self._track_fault(kind, fault, now_s)
+        frozen: str | None = None
         if m is not None:
             self._track_absent(m)
+            self.freshness_state, frozen = freshness.step(self.freshness_state, m, self.freshness_settings)
+        self._track_frozen(frozen, now_s)
         early = self._reserve(m, utc_s if local_time is not None else None)
         self.controller_state, request = controller.step(
             self.controller_state, m, self.controller_settings, now_s, self.heater.relay_on, early
         )
-        self.guard_state, output = guard.step(
-            self.guard_state, request, m, self.guard_settings, now_s, local_time, fault,
-            min_soc_pct=None if early is None else early.min_soc_pct, utc_s=utc_s,
-        )
-        self.heater.apply(output, now_s)
+        with self._pins:
+            if self._tripped:  # the fail-safe opened the relay while this tick read: start over from off
+                self._tripped = False
+                self.guard_state = guard.force_off(self.guard_state, now_s)
+            self.guard_state, output = guard.step(
+                self.guard_state, request, m, self.guard_settings, now_s, local_time,
+                fault if fault is not None else frozen,
+                min_soc_pct=None if early is None else early.min_soc_pct, utc_s=utc_s,
+            )
+            self.heater.apply(output, now_s)
+            if m is not None and fault is None and frozen is None:
+                self.fresh_s = m.time_s if self.fresh_s is None else max(self.fresh_s, m.time_s)
+                if self._failsafe_since_s is not None:
+                    self.log.info("fresh GX data again after the fail-safe (%.0f s)", now_s - self._failsafe_since_s)
+                    self._failsafe_since_s = None
         self._log_status(m, output)
         return TickReport(now_s, m, request, output, fault)
 
@@ -291,6 +363,13 @@ class ControlLoop:
             self.log.info("GX data again after %.0f s", lasted)
             self._reminder_at_s = None
         self._fault = kind
+
+    def _track_frozen(self, frozen: str | None, now_s: float) -> None:
+        if frozen is not None and self._frozen is None:
+            self.log.error("GX data frozen, heater off: %s", frozen)
+        elif frozen is None and self._frozen is not None:
+            self.log.info("GX values move again")
+        self._frozen = frozen
 
     def _track_absent(self, m: Measurements) -> None:
         if m.absent_roles != self._absent:
