@@ -4,6 +4,7 @@ the fit against the plant's true regulator curve, the safety refusals and aborts
 from __future__ import annotations
 
 import itertools
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
@@ -538,7 +539,7 @@ def test_a_heater_that_draws_nothing_stops_the_sweep_early(
     measured = [line for line in lines if line.rstrip().endswith("s)") and " deg " in line]
     assert 3 <= len(measured) <= all_angles // 2, (len(measured), all_angles)
     err = capsys.readouterr().err
-    assert "calibration aborted: the heater drew nothing (at most 0 W) up to" in err
+    assert re.search(r"calibration aborted: the heater drew nothing \(at most \d W\) up to \d+ deg", err), err
     assert "check that the relay switches the heater" in err and err.count("\n") == 1
     assert not (tmp_path / "cal.yaml").exists()
 
