@@ -31,7 +31,7 @@ from pvheater.calibration.curve import Calibration, calibration_from_config
 from pvheater.config import Config, RelayConfig, ServoConfig
 from pvheater.control.messages import SAFE_OFF, HeaterOutput
 from pvheater.control.servo import worth_moving
-from pvheater.errors import ConfigError, HardwareError
+from pvheater.errors import ConfigError, HardwareError, PvHeaterError
 
 
 @dataclass(frozen=True)
@@ -132,12 +132,12 @@ def _default_pin_factory() -> Factory:
     return factory
 
 
-def _pin_error(key: str, pin: str, exc: BaseException) -> HardwareError:
-    """One line naming the config key of the pin that could not be used."""
+def _pin_error(key: str, pin: str, exc: BaseException) -> PvHeaterError:
+    """One line naming the config key of the pin that could not be used (a wrong name or pin: ConfigError, exit 2)."""
     if isinstance(exc, PinInvalidPin):
-        return HardwareError(f"{key}: {pin!r} is not a valid pin name (use e.g. GPIO17 or BOARD11)")
+        return ConfigError(f"{key}: {pin!r} is not a valid pin name (use e.g. GPIO17 or BOARD11)")
     if isinstance(exc, GPIOPinInUse):
-        return HardwareError(f"{key}: pin {pin!r} is already in use (relay.pin and servo.pin must differ)")
+        return ConfigError(f"{key}: pin {pin!r} is already in use (relay.pin and servo.pin must differ)")
     if isinstance(exc, PinPWMUnsupported):
         return HardwareError(f"{key}: the pin library cannot do PWM on pin {pin!r}")
     return HardwareError(f"{key}: cannot use pin {pin!r} ({_one_line(exc)})")

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from pvheater import __version__
-from pvheater.commands.common import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_RUNTIME
+from pvheater.commands.common import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_RUNTIME, simulate_options_problem
 from pvheater.config import Config, load_config
 from pvheater.errors import ConfigError, GxError, PvHeaterError, RegisterMapError
 
@@ -76,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:  # bare `pvheater`: say what there is
         parser.print_help(sys.stderr)
+        return EXIT_CONFIG
+    problem = simulate_options_problem(args)
+    if problem is not None:
+        print(f"pvheater: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     try:
         args.cfg = _load_config(args)

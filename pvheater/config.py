@@ -143,6 +143,27 @@ class ControlConfig:
     )
 
 
+#: Pin names gpiozero takes on a Raspberry Pi: GPIO17 / BCM17 / 17 (Broadcom number), BOARD11 / J8:11 (header), WPI0.
+_PIN_NAME = re.compile(r"(GPIO|BCM|WPI|BOARD)\d{1,2}|\d{1,2}|J8:\d{1,2}")
+
+
+def pin_problem(pin: str) -> str | None:
+    """Why a pin name cannot be a Raspberry Pi pin gpiozero knows (None: it looks right)."""
+    if _PIN_NAME.fullmatch(pin):
+        return None
+    hint = ""
+    compact = re.sub(r"[\s_-]+", "", pin).upper()
+    if compact != pin and _PIN_NAME.fullmatch(compact):
+        hint = f"; did you mean {compact}?"
+    return f"{pin!r} is not a pin name gpiozero knows (use e.g. GPIO17, BCM17 or BOARD11){hint}"
+
+
+def _broadcom_pin(pin: str) -> str | None:
+    """'GPIO17' for GPIO17 / BCM17 / 17, else None (header names need the board's table)."""
+    m = re.fullmatch(r"(?:GPIO|BCM)?(\d{1,2})", pin)
+    return None if m is None else f"GPIO{int(m.group(1))}"
+
+
 @dataclass(frozen=True)
 class RelayConfig:
     """The relay that switches the heater circuit: the safety guard."""
@@ -170,8 +191,10 @@ class RelayConfig:
     window_end: str | None = setting(None, "optional local time HH:MM after which it never heats")
 
     def check(self) -> list[tuple[str, str]]:
-        """Time windows must be HH:MM."""
+        """The pin must be a pin name; time windows must be HH:MM."""
         problems = []
+        if (bad_pin := pin_problem(self.pin)) is not None:
+            problems.append(("pin", bad_pin))
         for key in ("window_start", "window_end"):
             text = getattr(self, key)
             if text is not None:
@@ -203,7 +226,9 @@ class ServoConfig:
     )
 
     def check(self) -> list[tuple[str, str]]:
-        """Pulse widths and angles must be ordered; the knob must lie in the servo's range."""
+        """The pin must be a pin name; pulse widths and angles ordered; the knob in the servo's range."""
+        if (bad_pin := pin_problem(self.pin)) is not None:
+            return [("pin", bad_pin)]
         if self.min_pulse_width_ms >= self.max_pulse_width_ms:
             return [("min_pulse_width_ms", "must be less than servo.max_pulse_width_ms "
                      f"(got {self.min_pulse_width_ms} >= {self.max_pulse_width_ms})")]
@@ -519,7 +544,11 @@ class Config:
     hot_water: HotWaterConfig = field(default_factory=HotWaterConfig, metadata={"doc": "hot water guaranteed"})
 
     def check(self) -> list[tuple[str, str]]:
-        """A GX that stops answering must fail a read before the data count as stale."""
+        """Relay and servo on different pins; a GX that stops answering must fail a read before the data go stale."""
+        relay_pin, servo_pin = _broadcom_pin(self.relay.pin), _broadcom_pin(self.servo.pin)
+        if self.relay.pin == self.servo.pin or (relay_pin is not None and relay_pin == servo_pin):
+            return [("servo.pin", f"must differ from relay.pin (both {relay_pin or self.relay.pin}): "
+                     "the relay and the servo each need their own pin")]
         if self.gx.timeout_s >= self.relay.stale_after_s:
             return [("gx.timeout_s", "must be less than relay.stale_after_s, or a silent GX keeps the heater on "
                      f"past the stale limit (got {self.gx.timeout_s} >= {self.relay.stale_after_s})")]

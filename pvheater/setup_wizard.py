@@ -229,7 +229,7 @@ def check_pins(relay_pin: str, servo_pin: str | None = None) -> str | None:
         relay = Relay(dataclasses.replace(cfg.relay, pin=relay_pin), factory)
         if servo_pin is not None:
             servo = Servo(dataclasses.replace(cfg.servo, pin=servo_pin), factory)
-    except HardwareError as exc:
+    except (HardwareError, ConfigError) as exc:  # a bad name or a pin in use is a ConfigError
         return str(exc)
     finally:
         if servo is not None:

@@ -202,7 +202,7 @@ def test_relay_pin_names(factory: MockFactory, name: str, gpio: str) -> None:
 
 @pytest.mark.parametrize("pin", ["GPIO99", "pin seventeen", "BOARD1"])  # BOARD1 is 3V3 power
 def test_invalid_relay_pin(factory: MockFactory, pin: str) -> None:
-    with pytest.raises(HardwareError) as info:
+    with pytest.raises(ConfigError) as info:
         Relay(replace(RELAY, pin=pin), factory)
     assert str(info.value) == f"relay.pin: {pin!r} is not a valid pin name (use e.g. GPIO17 or BOARD11)"
 
@@ -284,7 +284,7 @@ def test_servo_refuses_angles_it_cannot_reach(factory: MockFactory) -> None:
 
 
 def test_invalid_servo_pin(factory: MockFactory) -> None:
-    with pytest.raises(HardwareError, match=r"^servo.pin: 'GPIO77' is not a valid pin name"):
+    with pytest.raises(ConfigError, match=r"^servo.pin: 'GPIO77' is not a valid pin name"):
         Servo(replace(SERVO, pin="GPIO77"), factory)
 
 
@@ -423,14 +423,14 @@ def test_from_config_with_mock_library() -> None:
 
 def test_from_config_same_pin_twice_names_servo_pin_and_frees_relay(factory: MockFactory) -> None:
     config = Config(relay=RelayConfig(pin="GPIO21"), servo=ServoConfig(pin="GPIO21"))
-    with pytest.raises(HardwareError) as info:
+    with pytest.raises(ConfigError) as info:
         Heater.from_config(config, factory)
     assert str(info.value) == "servo.pin: pin 'GPIO21' is already in use (relay.pin and servo.pin must differ)"
     Relay(RelayConfig(pin="GPIO21"), factory).close()  # the relay's pin was released again
 
 
 def test_from_config_bad_relay_pin(factory: MockFactory) -> None:
-    with pytest.raises(HardwareError, match=r"^relay.pin: 'GPIO40' is not a valid pin name"):
+    with pytest.raises(ConfigError, match=r"^relay.pin: 'GPIO40' is not a valid pin name"):
         Heater.from_config(Config(relay=RelayConfig(pin="GPIO40")), factory)
 
 

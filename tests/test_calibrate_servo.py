@@ -4,6 +4,8 @@ the fit against the plant's true regulator curve, the safety refusals and aborts
 from __future__ import annotations
 
 import itertools
+import re
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -518,3 +520,63 @@ def test_config_check_step_below_min_move() -> None:
     with pytest.raises(ConfigError, match=r"calibration\.step_deg must be larger than servo\.min_move_deg"):
         SweepSettings.from_config(cfg)
 
+
+
+# --- a heater that draws nothing, the simulator's mark, the live jog of --limits --------------------------
+
+
+def test_a_heater_that_draws_nothing_stops_the_sweep_early(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rig: SimulatedRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay's wire is off: the pin goes high, the heater never sees it. Stop long before all the angles."""
+    monkeypatch.setattr(type(rig.live.wiring), "relay_closed", property(lambda self: False))
+    all_angles = len(SweepSettings.from_config(rig.config).angles())
+    lines: list[str] = []
+    code, written = execute(rig_bench(rig), rig.config, out_path=tmp_path / "cal.yaml", date=DATE,
+                            report=lines.append)
+    assert code == 1 and written is None
+    assert_safe(rig)
+    measured = [line for line in lines if line.rstrip().endswith("s)") and " deg " in line]
+    assert 3 <= len(measured) <= all_angles // 2, (len(measured), all_angles)
+    err = capsys.readouterr().err
+    assert re.search(r"calibration aborted: the heater drew nothing \(at most \d W\) up to \d+ deg", err), err
+    assert "check that the relay switches the heater" in err and err.count("\n") == 1
+    assert not (tmp_path / "cal.yaml").exists()
+
+
+def test_the_calibration_file_says_whether_it_came_from_the_simulator(tmp_path: Path, rig: SimulatedRig) -> None:
+    code, _ = calibrate(rig, tmp_path, simulated=True)
+    assert code == 0 and load_calibration(tmp_path / "cal.yaml").metadata["from_simulator"] is True
+    out = tmp_path / "cli.yaml"
+    assert main(["calibrate-servo", "--simulate", "--speed", "1e6", "--out", str(out)]) == 0
+    assert load_calibration(out).metadata["from_simulator"] is True
+
+
+def test_limits_on_a_terminal_jogs_live_and_writes_the_knob_angles(tmp_path: Path) -> None:
+    """setup's jog, reused: keys move the servo, z / f mark the ends, the config file gets them on yes."""
+    from test_setup import Pty
+
+    from pvheater.config import load_config
+    from pvheater.paths import packaged_config
+
+    config = tmp_path / "config.yaml"
+    config.write_text(packaged_config().read_text(encoding="utf-8"), encoding="utf-8")
+    child = Pty([sys.executable, "-m", "pvheater.cli", "calibrate-servo", "--limits", "--simulate",
+                 "--config", str(config)], tmp_path)
+    try:
+        child.expect("Enter when done")
+        child.send("s")  # steps of 5 deg
+        child.send("++")  # knob zero at 30 deg (the simulated linkage starts at 20)
+        child.send("z")
+        child.send("\x1b[A" * 20)  # up 20 x 5 deg
+        child.send("f")
+        child.send("\r")
+        jogged = child.expect("knob zero at 30 deg, full at 130 deg")
+        assert "relay open" in jogged and "closed!" not in jogged
+        child.answer(f"Write them into {config}", "y")
+        child.expect("wrote servo.knob_zero_deg: 30 and servo.knob_full_deg: 130")
+    finally:
+        rc = child.finish()
+    assert rc == 0, child.seen
+    cfg = load_config(config)
+    assert (cfg.servo.knob_zero_deg, cfg.servo.knob_full_deg) == (30.0, 130.0)

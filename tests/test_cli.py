@@ -82,3 +82,44 @@ def test_gx_sim_notes_a_broken_config_and_serves_with_the_defaults(tmp_path: Pat
         cwd=tmp_path, capture_output=True, text=True, timeout=30,
     )
     assert explicit.returncode == 2 and "config error" in explicit.stderr and "gx.port" in explicit.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "calibrate-servo"])
+@pytest.mark.parametrize("extra", [["--scenario", "clear"], ["--start", "10:00"]])
+def test_simulation_options_without_simulate_are_refused(
+    command: str, extra: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # nothing may start: no pins, no GX, no files
+    assert main([command, *extra]) == 2
+    err = capsys.readouterr().err
+    assert f"{extra[0]} only works with --simulate" in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unknown_scenario_lists_the_names_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--simulate", "--scenario", "sunny"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown scenario 'sunny' (expected one of: clear, clouds, morning60," in err
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("relay:\n  pin: GPIO 17\n", "relay.pin: 'GPIO 17' is not a pin name gpiozero knows"),
+        ("servo:\n  pin: gpio21\n", "servo.pin: 'gpio21' is not a pin name gpiozero knows"),
+        ("servo:\n  pin: GPIO17\n", "servo.pin: must differ from relay.pin (both GPIO17)"),
+        ("relay:\n  pin: BCM21\n", "servo.pin: must differ from relay.pin (both GPIO21)"),
+        # the same pin by its header name: only gpiozero knows the board; it is a config mistake all the same
+        ("relay:\n  pin: BOARD40\n", "servo.pin: pin 'GPIO21' is already in use"),
+    ],
+)
+def test_pin_mistakes_are_config_errors_exit_2(
+    yaml_text: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """systemd restarts a service that exits 1 forever; a wrong pin is a config mistake (exit 2, no restart)."""
+    path = tmp_path / "config.yaml"
+    path.write_text("gpio:\n  pin_factory: mock\nlog:\n  file: null\nhistory:\n  file: null\n"
+                    "service:\n  pid_file: null\n  socket_file: null\n" + yaml_text, encoding="utf-8")
+    assert main(["run", "--config", str(path), "--duration", "1"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.startswith("pvheater: config error:") and "Traceback" not in err

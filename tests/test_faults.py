@@ -293,3 +293,27 @@ def test_sigterm_during_a_servo_move_opens_the_relay_and_parks_the_knob(caplog: 
     messages = [r.getMessage() for r in caplog.records]
     assert "SIGTERM received: stopping" in messages
     assert "heater off: relay open, knob at zero" in messages
+
+
+def test_gx_away_for_ten_minutes_logs_at_most_ten_short_lines(caplog: pytest.LogCaptureFixture) -> None:
+    """The default backoff (1 s doubling to 60 s), 10 simulated minutes away: one ERROR, a few reminders, one INFO."""
+    with SimulatedRig(SUNNY, Config(), start_s=0.0) as rig:
+        heat_up(rig)
+        caplog.set_level(logging.DEBUG, logger="pvheater")
+        caplog.clear()
+        rig.gx.stop()
+        assert_off_while_missing(rig, 600)
+        # what the service's log gets: pvheater's records (configure_logging mutes pymodbus' own connect errors)
+        away = [r for r in caplog.records if r.levelno >= logging.INFO and r.name.startswith("pvheater")]
+        rig.gx.start()
+        for _ in range(30):
+            rig.step(1.0)
+            if any("GX data again" in r.getMessage() for r in caplog.records):
+                break
+        lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO and r.name.startswith("pvheater")]
+    assert len(lines) <= 10, "\n".join(lines)
+    assert [r.levelname for r in away].count("ERROR") == 1 and away[0].levelname == "ERROR"
+    reminders = [r.getMessage() for r in away if "still unavailable" in r.getMessage()]
+    assert 3 <= len(reminders) <= 6  # one per backoff step, growing: not silent, not one a tick
+    assert all(len(line) <= 120 for line in reminders)
+    assert sum("GX data again" in line for line in lines) == 1

@@ -85,5 +85,54 @@ def test_unknown_scenario_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
     path = tmp_path / "config.yaml"
     path.write_text("log:\n  file: null\n", encoding="utf-8")
     code = main(["run", "--config", str(path), "--simulate", "--scenario", "mars"])
-    assert code == 1
+    assert code == 2  # a usage mistake, like every other bad option
     assert "unknown scenario 'mars'" in capsys.readouterr().err
+
+
+def test_run_simulate_prints_each_second_once_with_a_legend(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("log:\n  file: null\n", encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pvheater.cli", "run", "--simulate", "--duration", "8"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[1].startswith("status line: battery + = charging, - = discharging; grid + = import")
+    stamps = [line.split()[0] for line in lines if "| relay" in line]
+    assert len(stamps) >= 7 and stamps[0] == "12:05:00"
+    assert stamps == sorted(set(stamps)), stamps  # one line per second, none twice
+    ticks = [line for line in lines if "| relay" in line]
+    assert all("| house ~" in line and "heater asked" in line for line in ticks)
+
+
+def test_status_line_reads_plainly_without_data_and_leaves_a_slot_for_measured_power() -> None:
+    from pvheater.control.measurements import Measurements
+    from pvheater.control.messages import SAFE_OFF, HeaterOutput
+    from pvheater.service.loop import status_line
+
+    fault = HeaterOutput(False, 0.0, "fault: GX at x:502 cannot be reached; check gx.host; next attempt in 3.0 s")
+    line = status_line(None, fault, None)
+    assert line.startswith("GX: no data (PV, battery, grid unknown) |") and "?" not in line
+    assert line.endswith("| relay off | fault: GX at x:502 cannot be reached")
+    m = Measurements(time_s=0.0, values={"battery_power_w": 250.0, "battery_soc_pct": 80.0, "grid_l1_w": -40.0,
+                                         "ac_consumption_l1_w": 1800.0, "pv_dc_w": 2100.0})
+    on = HeaterOutput(True, 1500.0, "on")
+    assert status_line(m, on, 90.0) == (
+        "PV 2100 W | battery +250 W 80 % | grid -40 W | house ~300 W | "
+        "heater asked 1500 W, servo 90 deg | relay ON | on"
+    )
+    assert "heater asked 1500 W, measured 1460 W, servo" in status_line(m, on, 90.0, measured_w=1460.0)
+    no_battery = Measurements(time_s=0.0, values={"grid_l1_w": 0.0})
+    assert "| battery: no data |" in status_line(no_battery, SAFE_OFF, None)
+
+
+def test_readme_explains_the_status_line_as_run_prints_it() -> None:
+    from pvheater.service.loop import STATUS_LEGEND
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### The status line", 1)[1].split("\n## ", 1)[0]
+    for term in ("**battery**: + = charging", "**grid**: + = import", "**house ~**", "*estimate*",
+                 "**heater asked**", "measured N W", "**GX: no data**", "**battery: no data**"):
+        assert term in section, term
+    for part in ("battery + = charging", "grid + = import", "house ~ = AC consumption minus", "an estimate"):
+        assert part in STATUS_LEGEND, part

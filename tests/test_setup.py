@@ -144,6 +144,13 @@ def test_a_newcomer_runs_setup_against_the_gx_simulator_and_the_config_reads_the
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert re.search(r"battery_soc_pct\s+100 %", done.stdout)
+    # and the newcomer's next step: a dry run on the GX for 10 s (no pin, no history)
+    dry = subprocess.run([sys.executable, "-m", "pvheater.cli", "run", "--dry-run", "--duration", "10",
+                          "--config", str(written)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    assert "pvheater DRY RUN (no pin touched, no history written)" in dry.stderr
+    assert "GX unavailable" not in dry.stderr and "Traceback" not in dry.stderr
+    assert cfg.history.file is not None and not (tmp_path / cfg.history.file).exists()
 
     # a second run without --host tries venus.local, then asks; it never overwrites without asking
     before = written.read_bytes()

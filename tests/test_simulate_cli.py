@@ -58,7 +58,8 @@ def test_default_strategy_is_pvheater(monkeypatch: pytest.MonkeyPatch, capsys: p
     monkeypatch.setitem(strategy_module.STRATEGIES, "pvheater", lambda day: IdleStrategy())
     assert main(["simulate", "--scenario", "gx_outage", "--jobs", "1"]) == 0
     out = capsys.readouterr().out
-    rows = [line.split() for line in out.splitlines()[3:-1]]
+    lines = out.splitlines()
+    rows = [line.split() for line in lines[3:lines.index("columns:")]]  # the table, up to its legend
     assert [r[:2] for r in rows] == [["gx_outage", "pvheater"]]
     assert float(rows[0][2]) == 0.0  # the idle strategy never heats
 
@@ -82,3 +83,23 @@ def test_plot_draws_the_day(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert target.stat().st_size > 20_000
     assert f"plot: {target}" in capsys.readouterr().out
+
+
+def test_the_table_has_a_legend_and_a_forecast_day_says_who_uses_the_forecast(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pvheater.sim.metrics import COLUMNS
+
+    assert main(["simulate", "--scenario", "morning60_forecast_good", "--strategy", "oracle", "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    legend = out[out.index("\ncolumns:\n"):]
+    for name, _doc in COLUMNS[2:]:
+        assert f"\n  {name} " in legend, name
+    assert "end SoC %      battery SoC at the day's end: this run/the same day with the heater off" in legend
+    assert "overshoot W    worst heater power above the surplus in any second" in legend
+    assert "note: morning60_forecast_good test(s) the forecast, which oracle ignore(s)" in out
+    assert "the strategies that use the forecast: original, pvheater_forecast" in out
+    assert main(["simulate", "--list"]) == 0
+    assert "strategies that use the forecast (what the *_forecast_* scenarios test): original, pvheater_forecast" in (
+        capsys.readouterr().out
+    )

@@ -24,3 +24,31 @@ def test_two_hours_with_every_fault_keep_the_acceptance(tmp_path: Path) -> None:
     (day,) = result.stats
     assert day.switchings == result.truth[0].toggles, report
     assert result.ok, report
+
+
+def test_the_soak_script_writes_benchmarks_md_only_when_asked(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_soak", Path(__file__).parents[1] / "bench" / "soak.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def short(days: int, db: Path, seed: int) -> Soak:  # five simulated minutes, not a week
+        return Soak(1, db, seed=seed, window_s=(12 * 3600.0, 12 * 3600.0 + 300.0))
+
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("# Benchmarks\n\nkept\n", encoding="utf-8")
+    bench.main(["--days", "1", "--out", str(out)], make_soak=short)
+    assert out.read_text(encoding="utf-8") == "# Benchmarks\n\nkept\n"  # the default only prints
+    bench.main(["--days", "1", "--out", str(out), "--write"], make_soak=short)
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith("# Benchmarks\n\nkept\n") and "<!-- soak -->" in text and "<!-- /soak -->" in text
+
+
+def test_readme_says_what_the_soak_costs_and_that_it_writes_only_with_write() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    lines = [line for line in readme.splitlines() if "bench/soak.py" in line]
+    assert lines and not any("~10 min" in line for line in lines)  # measured: ~4.5 min of one core per day
+    assert any("--days 1" in line and "5 min" in line for line in lines)
+    assert any("--write" in line and "BENCHMARKS.md" in line for line in lines)

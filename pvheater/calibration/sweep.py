@@ -389,7 +389,9 @@ def _step_through_angles(
 ) -> tuple[list[SweepPoint], bool]:
     """With the relay closed: the settled heater power at each angle; (points, stopped at the power cap)."""
     points: list[SweepPoint] = []
+    span_deg = abs(settings.full_deg - settings.zero_deg)
     for angle in settings.angles():
+        _check_draws_something(points, settings, abs(angle - settings.zero_deg) / span_deg)
         _move(bench, angle)
 
         def heater_w() -> float:
@@ -409,6 +411,28 @@ def _step_through_angles(
         points.append(SweepPoint(angle, got.value_w, got.value_w + baseline_w, got.elapsed_s))
         report(f"{angle:7.1f} deg  {got.value_w:6.0f} W  (settled after {got.elapsed_s:.0f} s)")
     return points, False
+
+
+#: A sweep whose heater drew nothing over this fraction of the knob's travel stops (well past any dead zone).
+NOTHING_BY_TRAVEL_FRAC = 0.3
+#: ... in at least this many measured angles.
+NOTHING_MIN_ANGLES = 3
+
+
+def _check_draws_something(points: list[SweepPoint], settings: SweepSettings, travel_frac: float) -> None:
+    """CalibrationAborted when the knob has gone NOTHING_BY_TRAVEL_FRAC of its travel and the heater drew nothing."""
+    if travel_frac < NOTHING_BY_TRAVEL_FRAC or len(points) < NOTHING_MIN_ANGLES:
+        return
+    noise_w = 2 * settings.settle_tolerance_w
+    most_w = max(p.power_w for p in points)
+    if most_w < noise_w:
+        last_deg = points[-1].angle_deg
+        raise CalibrationAborted(
+            f"the heater drew nothing (at most {most_w:.0f} W) up to {last_deg:g} deg, "
+            f"{100 * NOTHING_BY_TRAVEL_FRAC:.0f} % of the knob's travel, far past any dead zone: check that the "
+            "relay switches the heater, the heater's thermostat has not cut out (tank hot) and the regulator gets "
+            "power; the sweep stopped there"
+        )
 
 
 def _check_house_steady(before_w: float, after_w: float, settings: SweepSettings) -> None:

@@ -8,8 +8,12 @@ heater-off baseline), and writes a monotonic angle -> watts table that
 pvheater/calibration/sweep.py, the fit in pvheater/calibration/fit.py.
 
 - `--manual`: the same steps, but a person types the watts a meter shows.
-- `--limits`: no heating; the servo moves slowly to the knob's two ends and
-  back, printing the pulse widths, so they can be set without straining the pot.
+- `--limits`: no heating. On a terminal: the jog of `pvheater setup`
+  (pvheater/setup_wizard.py: + / - or the arrows move the servo live, z / f
+  mark the knob's zero and full, Enter ends), then it offers to write
+  servo.knob_zero_deg / knob_full_deg into the config file. Without a
+  terminal: the servo moves slowly to the knob's two ends and back, printing
+  the pulse widths, so they can be checked without straining the pot.
 - `--simulate`: against the built-in GX simulator and simulated heater, in
   simulated time (`--speed` times faster than real time).
 
@@ -56,6 +60,7 @@ from pvheater.commands.common import (
 from pvheater.config import Config, ServoConfig
 from pvheater.control.measurements import Measurements
 from pvheater.control.timeofday import hhmm_seconds
+from pvheater.service.dryrun import DryRunHeater
 from pvheater.service.rig import Rig, simulated_wait
 
 if TYPE_CHECKING:
@@ -128,12 +133,14 @@ def execute(
     ask: Callable[[str], str] = input,
     report: Callable[[str], None] = _say,
     date: str | None = None,
+    simulated: bool = False,
 ) -> tuple[int, Written | None]:
     """Run one calibration mode ("sweep", "manual" or "limits") on a bench; (exit code, what was written).
 
     Prints progress with `report` and a one-line reason on stderr when it
     refuses, discards or aborts; the relay is open and the knob at zero
-    whenever it returns.
+    whenever it returns. `simulated`: the bench is the simulator's (the file's
+    metadata says so: `from_simulator: true`).
     """
     settings = SweepSettings.from_config(cfg)
     if mode == "limits":
@@ -165,7 +172,8 @@ def execute(
         _fail(f"calibration aborted: {exc}; relay off, knob at zero, nothing written")
         return EXIT_RUNTIME, None
     stamp = date or datetime.datetime.now().isoformat(timespec="seconds")
-    save_calibration(out, fit.calibration, calibration_metadata(sweep, fit, stamp))
+    meta = {**calibration_metadata(sweep, fit, stamp), "from_simulator": simulated}
+    save_calibration(out, fit.calibration, meta)
     _report_fit(fit, cfg, out, report)
     return EXIT_OK, Written(out, sweep, fit)
 
@@ -214,6 +222,7 @@ def _limits(bench: Bench, cfg: Config, settings: SweepSettings, report: Callable
     except KeyboardInterrupt:
         _fail("limits check interrupted: relay off, knob to zero")
         return EXIT_INTERRUPTED
+    report("(on a terminal, --limits lets you move the servo with the keys and mark the knob's ends)")
     report(
         "if the knob hits an end stop before the servo stops, move servo.knob_zero_deg / knob_full_deg inwards; "
         "if the servo's own travel is off, adjust servo.min_pulse_width_ms / max_pulse_width_ms"
@@ -257,8 +266,55 @@ def _rig(args: argparse.Namespace) -> Rig:
     return Rig.simulated(day, args.cfg, start_s=start_s, speed=args.speed)
 
 
+def _jog_limits(rig: Rig, args: argparse.Namespace) -> int:
+    """--limits on a terminal: setup's live jog (relay open), then offer to write the knob angles into the config."""
+    from pvheater.config_writer import set_values, write_config
+    from pvheater.errors import ConfigError
+    from pvheater.setup_wizard import RawKeys, SetupAborted, Terminal, jog, park
+
+    heater = rig.heater
+    assert not isinstance(heater, DryRunHeater)
+    term = Terminal(sys.stdin, sys.stdout)
+    term.say("relay stays open. + / - or the arrow keys move the servo (s: step 1 or 5 deg); turn the knob to where "
+             "the heater just gets nothing and press z, to full power and press f; Enter when done, Ctrl-C aborts.")
+    keys = RawKeys(sys.stdin.fileno())
+    try:
+        zero, full = jog(heater, rig.config, keys, sys.stdout)
+    except SetupAborted:
+        _fail("limits jog aborted: relay open, knob to zero; nothing written")
+        return EXIT_INTERRUPTED
+    finally:
+        keys.close()
+        park(heater, rig.config.servo.knob_zero_deg, min(rig.config.servo.detach_after_s, PARK_S))
+    values = {"servo.knob_zero_deg": zero, "servo.knob_full_deg": full}
+    term.say(f"knob zero at {zero:g} deg, full at {full:g} deg")
+    path = Path(args.config) if args.config else Path("config.yaml")
+    if not path.is_file():
+        term.say(f"set in config.yaml: servo.knob_zero_deg: {zero:g} and servo.knob_full_deg: {full:g}")
+        return EXIT_OK
+    try:
+        text = set_values(path.read_text(encoding="utf-8"), values)
+    except (OSError, ValueError):
+        term.say(f"set in {path}: servo.knob_zero_deg: {zero:g} and servo.knob_full_deg: {full:g} "
+                 "(the file has no such lines to replace)")
+        return EXIT_OK
+    if not term.yes(f"Write them into {path}", True):
+        term.say(f"nothing written; set in {path}: servo.knob_zero_deg: {zero:g}, servo.knob_full_deg: {full:g}")
+        return EXIT_OK
+    try:
+        write_config(path, text, values, overwrite=True)
+    except (OSError, ConfigError) as exc:
+        _fail(f"{path}: not written ({exc})")
+        return EXIT_RUNTIME
+    term.say(f"wrote servo.knob_zero_deg: {zero:g} and servo.knob_full_deg: {full:g} into {path} "
+             "(a running service needs a restart for them)")
+    return EXIT_OK
+
+
 def _calibrate(rig: Rig, mode: str, args: argparse.Namespace) -> int:
     """One calibration on a rig; on a simulated one, say what is simulated and check the result against it."""
+    if mode == "limits" and sys.stdin.isatty() and sys.stdout.isatty():
+        return _jog_limits(rig, args)
     sim = rig.simulation
     out = Path(args.out or (DEFAULT_OUT if sim is None else DEFAULT_SIM_OUT))
     ask: Callable[[str], str] = input
@@ -273,8 +329,9 @@ def _calibrate(rig: Rig, mode: str, args: argparse.Namespace) -> int:
         def ask(prompt: str) -> str:
             return input(f"[the simulated meter shows {sim.plant.heater_w:.0f} W] {prompt}")
 
+    assert not isinstance(rig.heater, DryRunHeater)
     bench = Bench(rig.heater.relay, rig.heater.servo, rig.reader.read, rig.clock, rig.wait)
-    code, written = execute(bench, rig.config, mode=mode, out_path=out, ask=ask)
+    code, written = execute(bench, rig.config, mode=mode, out_path=out, ask=ask, simulated=sim is not None)
     if sim is not None and written is not None:
         for line in simulator_check(sim, written.fit.calibration, bench):
             _say(line)

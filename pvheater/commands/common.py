@@ -51,12 +51,37 @@ def hhmm(text: str) -> str:
 
 
 def add_scenario_arguments(parser: argparse.ArgumentParser, *, scenario: str | None, start: str, what: str) -> None:
-    """--scenario NAME and --start HH:MM of a simulated rig (run --simulate, calibrate-servo --simulate)."""
-    parser.add_argument("--scenario", default=scenario, metavar="NAME", help=f"with --simulate: {what}")
+    """--scenario NAME and --start HH:MM of a simulated rig (run --simulate, calibrate-servo --simulate).
+
+    Both default to None so that giving them without --simulate can be refused
+    (simulate_options_problem); the defaults are filled in afterwards.
+    """
+    parser.add_argument("--scenario", metavar="NAME", help=f"with --simulate: {what}")
     parser.add_argument(
-        "--start", type=hhmm, default=start, metavar="HH:MM",
+        "--start", type=hhmm, metavar="HH:MM",
         help=f"with --simulate: the time of day the simulation starts (default {start})",
     )
+    parser.set_defaults(scenario_default=scenario, start_default=start)
+
+
+def simulate_options_problem(args: argparse.Namespace) -> str | None:
+    """The one-line refusal of --scenario/--start without --simulate, else None (and the defaults filled in)."""
+    if not hasattr(args, "start_default"):
+        return None
+    given = [f"--{name}" for name in ("scenario", "start") if getattr(args, name) is not None]
+    if given and not args.simulate:
+        verb, it = ("only work", "them") if len(given) > 1 else ("only works", "it")
+        return f"{args.command}: {' and '.join(given)} {verb} with --simulate (add --simulate, or leave {it} out)"
+    if args.scenario is None:
+        args.scenario = args.scenario_default
+    elif args.simulate:
+        from pvheater.sim.scenarios import scenario_names
+
+        if args.scenario not in scenario_names():
+            return f"unknown scenario {args.scenario!r} (expected one of: {', '.join(scenario_names())})"
+    if args.start is None:
+        args.start = args.start_default
+    return None
 
 
 def scenario_day(name: str) -> ScenarioDay:

@@ -9,6 +9,12 @@ keeps the SQLite history (`history.file`) through a writer thread, writes
 `service.pid_file`, and speaks sd_notify when systemd started it
 (pvheater/systemd.py: READY, watchdog pings after healthy ticks, STOPPING).
 
+`pvheater run --dry-run` reads the GX and runs the controller and the guard
+as above, but on the dry-run heater (pvheater/service/dryrun.py): no pin
+library is opened and no pin driven; it logs what it would do, and keeps no
+history (so no invented heater energy), PID file or local channel. Its
+start-up line says DRY RUN.
+
 `pvheater run --simulate` runs the very same loop over real Modbus-TCP against
 the built-in GX simulator on a loopback port, with a simulated house, battery,
 inverter and heater behind it and gpiozero mock pins wired to the simulated
@@ -28,7 +34,7 @@ from pvheater.commands.common import add_scenario_arguments, positive_float, sce
 from pvheater.config import default_config_path
 from pvheater.control.timeofday import format_hms, hhmm_seconds
 from pvheater.service.instance import Instance
-from pvheater.service.loop import TickReport, status_line
+from pvheater.service.loop import STATUS_LEGEND, TickReport, status_line
 from pvheater.service.rig import Rig
 from pvheater.service.runtime import configure_logging, exit_on_signal, run_service
 
@@ -39,10 +45,17 @@ DEFAULT_SIM_DURATION_S = 60.0
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `pvheater run`."""
+    parser.epilog = STATUS_LEGEND
     parser.add_argument(
         "--simulate",
         action="store_true",
         help="run against the built-in GX simulator and a simulated house, with mock pins",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read the GX and run controller and guard, log what it would do; no pin is touched (no pin library "
+        "is opened), no history is written",
     )
     parser.add_argument(
         "--duration",
@@ -62,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         if args.simulate:
             return _run_simulated(args)
         configure_logging(args.cfg.log)
+        if args.dry_run:  # no pins, no history, no PID file: no lock needed, it may run beside the service
+            return run_service(Rig.dry_run_of(args.cfg), args.duration, config_path(args))
         # The single-instance lock comes before the pins: a second pvheater must not touch the relay.
         instance = Instance.acquire(args.cfg.service.pid_file, args.cfg.history.file)
         try:
@@ -93,17 +108,24 @@ def _run_simulated(args: argparse.Namespace) -> int:
     start_s = hhmm_seconds(args.start)
     duration_s = args.duration or DEFAULT_SIM_DURATION_S
     configure_logging(args.cfg.log, console_level="WARNING")
-    rig = Rig.simulated(day, args.cfg, start_s=start_s, realtime=True)
+    rig = Rig.simulated(day, args.cfg, start_s=start_s, realtime=True, dry_run=args.dry_run)
     sim = rig.simulation
     assert sim is not None
     cfg = rig.config
+    pins = "DRY RUN, the loop drives no pin" if args.dry_run else "mock pins"
     print(
         f"pvheater run --simulate: scenario {day.name!r} from {args.start} for {duration_s:.0f} s; "
-        f"GX simulator on 127.0.0.1:{sim.gx.port}, mock pins {cfg.relay.pin} (relay) / {cfg.servo.pin} (servo)"
+        f"GX simulator on 127.0.0.1:{sim.gx.port}, {pins} {cfg.relay.pin} (relay) / {cfg.servo.pin} (servo)"
     )
 
+    print(STATUS_LEGEND)
+    first_tick_s: list[float] = []
+
     def show(report: TickReport) -> None:
-        clock = format_hms(sim.live.sim_time_s)
+        # The tick's own time, rounded: the plant's clock read here sits up to a step either side of a second,
+        # so truncating it printed one second twice and skipped the next.
+        first_tick_s[:] = first_tick_s or [report.now_s]
+        clock = format_hms(start_s + round(report.now_s - first_tick_s[0]))
         print(f"{clock}  {status_line(report.m, report.output, rig.heater.servo_angle_deg)}", flush=True)
 
     sim.live.start()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from pvheater.plotting import require_matplotlib
 from pvheater.sim.day import default_jobs, run_matrix
-from pvheater.sim.metrics import format_table
+from pvheater.sim.metrics import format_legend, format_table
 from pvheater.sim.scenarios import SCENARIOS, scenario_names
-from pvheater.sim.strategy import DEFAULT_STRATEGY, strategy_names
+from pvheater.sim.strategy import DEFAULT_STRATEGY, forecast_strategy_names, strategy_names
 
 EXIT_USAGE = 2
 
@@ -53,6 +53,20 @@ def _plot_pattern(base: Path, runs: int) -> str:
     return str(base.with_name(f"{stem}-{{scenario}}-{{strategy}}{suffix}"))
 
 
+def _forecast_note(scenarios: list[str], strategies: list[str]) -> str | None:
+    """A note when a scenario that differs only in its forecast runs with strategies that ignore the forecast."""
+    users = forecast_strategy_names()
+    ignoring = [s for s in strategies if s not in users]
+    forecast_days = [s for s in scenarios if "_forecast_" in s]
+    if not forecast_days or not ignoring:
+        return None
+    return (
+        f"note: {', '.join(forecast_days)} test(s) the forecast, which {', '.join(ignoring)} ignore(s): those rows "
+        "show the day without a forecast (so morning60_forecast_good matches morning60); the strategies that use "
+        f"the forecast: {', '.join(users)} (e.g. --strategy {users[-1] if users else 'all'})"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the days, print the metrics table, draw plots when asked."""
     strategies_known = strategy_names()
@@ -61,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         for name, sc in SCENARIOS.items():
             print(f"  {name:<12} {sc.description}")
         print("strategies: " + ", ".join(strategies_known))
+        print("strategies that use the forecast (what the *_forecast_* scenarios test): "
+              + ", ".join(forecast_strategy_names()))
         return 0
     try:
         scenarios = _pick(args.scenario, scenario_names(), "scenario")
@@ -83,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
     seed = "scenario seeds" if args.seed is None else f"seed {args.seed}"
     print(f"{len(rows)} simulated day(s) at 1 s steps, each against the same day with the heater off ({seed})")
     print(format_table(rows, markdown=args.markdown))
+    print(format_legend())
+    note = _forecast_note(scenarios, strategies)
+    if note:
+        print(note)
     for _metrics, path in cells:
         if path is not None:
             print(f"plot: {path}")

@@ -18,6 +18,11 @@ whose fast-moving values stop changing (pvheater.control.freshness) counts as
 a fault too. `failsafe(now_s)` may be called from another thread while a tick
 hangs in a read: it opens the relay and parks the knob when the last fresh
 snapshot is older than relay.stale_after_s (the pins are applied under a lock).
+A GX episode is tracked by the kind of its error (the exception class), not
+its text, which changes every second ("next attempt in N s"); while it lasts,
+one short reminder line follows at growing intervals (REMINDER_FIRST_S
+doubling up to REMINDER_MAX_S), so a GX away for ten minutes costs a handful
+of lines.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ log = logging.getLogger("pvheater")
 PINS_WAIT_S = 1.0
 #: A status line is logged when the heater power moves by at least this much.
 STATUS_STEP_W = 100.0
+#: While the GX stays away: the first reminder after this long, then at doubling intervals up to REMINDER_MAX_S.
+REMINDER_FIRST_S = 30.0
+REMINDER_MAX_S = 300.0
 
 
 class MeasurementSource(Protocol):
@@ -106,24 +114,44 @@ class TickReport:
         return self.loop_error or self.fault is not None or self.output.failsafe
 
 
-def status_line(m: Measurements | None, output: HeaterOutput, angle_deg: float | None) -> str:
-    """One human line: PV, battery, grid, heater, servo, relay, reason."""
+#: What the status line's fields mean (printed at start-up, in `pvheater run --help` and in README's legend).
+STATUS_LEGEND = (
+    "status line: battery + = charging, - = discharging; grid + = import, - = export; "
+    "house ~ = AC consumption minus the heater's asked power (an estimate); heater asked = the power commanded"
+)
+
+
+def status_line(
+    m: Measurements | None, output: HeaterOutput, angle_deg: float | None, measured_w: float | None = None
+) -> str:
+    """One human line: PV, battery, grid, house load (estimate), heater asked (and measured), servo, relay, reason."""
 
     def watts(value: float | None, signed: bool = False) -> str:
         if value is None:
             return "?"
         return f"{value:+.0f} W" if signed else f"{value:.0f} W"
 
-    soc = "?" if m is None or m.soc_pct is None else f"{m.soc_pct:.0f} %"
-    pv = None if m is None else m.pv_w
-    battery = None if m is None else m.battery_w
-    grid = None if m is None else m.grid_w
+    asked_w = output.power_w if output.relay_on else 0.0
+    heater = f"heater asked {asked_w:.0f} W"
+    if measured_w is not None:  # the slot for a measured heater power (none is measured yet)
+        heater += f", measured {measured_w:.0f} W"
     angle = "-" if angle_deg is None else f"{angle_deg:.0f} deg"
     relay = "ON" if output.relay_on else "off"
-    return (
-        f"PV {watts(pv)} | battery {watts(battery, True)} {soc} | grid {watts(grid, True)} | "
-        f"heater {output.power_w:.0f} W, servo {angle} | relay {relay} | {output.reason}"
-    )
+    tail = f"{heater}, servo {angle} | relay {relay} | {_short_reason(output.reason)}"
+    if m is None:
+        return f"GX: no data (PV, battery, grid unknown) | {tail}"
+    soc = "SoC ?" if m.soc_pct is None else f"{m.soc_pct:.0f} %"
+    battery = "battery: no data" if m.battery_w is None else f"battery {watts(m.battery_w, True)} {soc}"
+    consumption = m.consumption_w
+    house = "house ?" if consumption is None else f"house ~{max(0.0, consumption - asked_w):.0f} W"
+    return f"PV {watts(m.pv_w)} | {battery} | grid {watts(m.grid_w, True)} | {house} | {tail}"
+
+
+def _short_reason(reason: str) -> str:
+    """A GX fault's reason up to its first ';' (the ERROR line at the episode's start has the whole hint)."""
+    if reason.startswith("fault: "):
+        return reason.split(";", 1)[0]
+    return reason
 
 
 class ControlLoop:
@@ -160,8 +188,11 @@ class ControlLoop:
         self._frozen: str | None = None
         self._failsafe_since_s: float | None = None
         self.last: TickReport | None = None
+        #: The kind (exception class name) of the GX error episode in progress; None: the GX answers.
         self._fault: str | None = None
         self._fault_since_s: float | None = None
+        self._reminder_at_s: float | None = None
+        self._reminder_gap_s = REMINDER_FIRST_S
         self._loop_error: str | None = None
         self._absent: frozenset[str] = frozenset()
         self._status_key: tuple[bool, int, str | None] | None = None
@@ -233,18 +264,19 @@ class ControlLoop:
 
     def _step(self, now_s: float, local_time: datetime.time | None, utc_s: float | None = None) -> TickReport:
         fault: str | None = None
+        kind: str | None = None
         m: Measurements | None
         try:
             m = self.source.read()
         except GxError as exc:
-            m, fault = None, str(exc)
+            m, fault, kind = None, str(exc), type(exc).__name__
             held = self._last_m
             if held is not None and now_s - held.time_s <= self.guard_settings.stale_after_s:
-                m, fault = held, None  # one failed read while the data are fresh: hold the power
+                m, fault, kind = held, None, None  # one failed read while the data are fresh: hold the power
             self._last_m = None  # a second failure in a row is a fault
         else:
             self._last_m = m
-        self._track_fault(fault, now_s)
+        self._track_fault(kind, fault, now_s)
         frozen: str | None = None
         if m is not None:
             self._track_absent(m)
@@ -313,14 +345,24 @@ class ControlLoop:
         except Exception as off_exc:  # the pins themselves fail: nothing more we can do here
             self.log.critical("cannot switch the heater off: %s", off_exc)
 
-    def _track_fault(self, fault: str | None, now_s: float) -> None:
-        if fault is not None and self._fault is None:
+    def _track_fault(self, kind: str | None, fault: str | None, now_s: float) -> None:
+        """A GX error episode: ERROR at its start (or a new kind), short reminders at growing gaps, INFO at its end."""
+        if kind is not None and kind != self._fault:
+            if self._fault is None:
+                self._fault_since_s = now_s
+                self._reminder_gap_s = REMINDER_FIRST_S
+                self._reminder_at_s = now_s + self._reminder_gap_s
             self.log.error("GX unavailable, heater off: %s", fault)
-            self._fault_since_s = now_s
-        elif fault is None and self._fault is not None:
+        elif kind is not None and self._reminder_at_s is not None and now_s >= self._reminder_at_s:
+            since_s = now_s if self._fault_since_s is None else self._fault_since_s
+            self.log.warning("GX still unavailable after %.0f s, heater off, retrying", now_s - since_s)
+            self._reminder_gap_s = min(2 * self._reminder_gap_s, REMINDER_MAX_S)
+            self._reminder_at_s = now_s + self._reminder_gap_s
+        elif kind is None and self._fault is not None:
             lasted = 0.0 if self._fault_since_s is None else now_s - self._fault_since_s
             self.log.info("GX data again after %.0f s", lasted)
-        self._fault = fault
+            self._reminder_at_s = None
+        self._fault = kind
 
     def _track_frozen(self, frozen: str | None, now_s: float) -> None:
         if frozen is not None and self._frozen is None:

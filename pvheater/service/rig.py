@@ -6,8 +6,12 @@ and time.sleep. `Rig.simulated(day, cfg, ...)` is the same reader and the
 same gpiozero devices, on mock pins, against the built-in GX simulator and
 the simulated house (pvheater.sim.live.SimulatedRig), on the wall clock
 (`realtime`, the plant steps in a thread) or in simulated time (`wait`
-advances the plant). `pvheater run` and `pvheater calibrate-servo` run one
-code path on either.
+advances the plant). `Rig.dry_run(cfg)` is the real GX reader with the
+dry-run heater (pvheater/service/dryrun.py: no pin library, no gpiozero
+device at all) and no history, PID file or channel; `Rig.simulated(...,
+dry_run=True)` puts the same dry-run heater on the simulated rig (its mock
+pins stay as built: relay open). `pvheater run` and `pvheater calibrate-servo`
+run one code path on either.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pvheater.control.timeofday import clock_is_set
 if TYPE_CHECKING:
     from pvheater.actuators import Heater
     from pvheater.reader import GxReader
+    from pvheater.service.dryrun import DryRunHeater
     from pvheater.sim.live import SimulatedRig
     from pvheater.sim.scenarios import ScenarioDay
 
@@ -41,13 +46,14 @@ class Rig:
         self,
         config: Config,
         reader: GxReader,
-        heater: Heater,
+        heater: Heater | DryRunHeater,
         *,
         clock: Callable[[], float],
         wait: Callable[[float], None],
         local_time: Callable[[], datetime.time | None],
         simulation: SimulatedRig | None = None,
         close: Callable[[], None],
+        dry_run: bool = False,
     ) -> None:
         #: The config the rig runs with (the simulation adjusts hardware, GX address, history and PID file).
         self.config = config
@@ -58,6 +64,8 @@ class Rig:
         self.local_time = local_time
         #: The simulated installation behind a simulated rig (plant, GX simulator, mock pins); None when real.
         self.simulation = simulation
+        #: True when the heater is the dry-run one: no pin is driven, no history kept.
+        self.dry_run = dry_run
         self._close = close
 
     @classmethod
@@ -88,6 +96,21 @@ class Rig:
         )
 
     @classmethod
+    def dry_run_of(cls, cfg: Config) -> Rig:
+        """The real GX of the config and the dry-run heater: no pins, no history, no PID file, no channel."""
+        from pvheater.calibration.curve import calibration_from_config
+        from pvheater.reader import GxReader
+        from pvheater.registers import load_register_map
+        from pvheater.service.dryrun import DryRunHeater
+
+        heater = DryRunHeater(calibration_from_config(cfg))
+        reader = GxReader(cfg.gx, load_register_map())
+        return cls(
+            _dry_run_config(cfg), reader, heater, clock=time.monotonic, wait=time.sleep,
+            local_time=trusted_local_time, close=reader.close, dry_run=True,
+        )
+
+    @classmethod
     def simulated(
         cls,
         day: ScenarioDay,
@@ -96,8 +119,11 @@ class Rig:
         start_s: float,
         realtime: bool = False,
         speed: float | None = None,
+        dry_run: bool = False,
     ) -> Rig:
         """The simulated installation: on the wall clock (`realtime`) or in simulated time, paced at `speed` x real.
+
+        `dry_run`: the loop drives the dry-run heater; the simulated heater's mock pins stay as built (relay open).
 
         It keeps no history, writes no PID file and fetches no forecast: a
         demo must not mix its rows into a real service's history.
@@ -113,9 +139,14 @@ class Rig:
             forecast=replace(c.forecast, enabled=False),
         )
         wait = time.sleep if realtime else simulated_wait(sim, speed)
+        heater: Heater | DryRunHeater = sim.heater
+        if dry_run:
+            from pvheater.service.dryrun import DryRunHeater
+
+            heater = DryRunHeater(sim.heater.calibration)
         return cls(
-            config, sim.reader, sim.heater, clock=sim.clock, wait=wait, local_time=sim.local_time,
-            simulation=sim, close=sim.close,
+            config, sim.reader, heater, clock=sim.clock, wait=wait, local_time=sim.local_time,
+            simulation=sim, close=sim.close, dry_run=dry_run,
         )
 
     def close(self) -> None:
@@ -127,6 +158,15 @@ class Rig:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _dry_run_config(cfg: Config) -> Config:
+    """The config of a dry run: no history (no invented heater energy), no PID file, no local channel."""
+    return replace(
+        cfg,
+        history=replace(cfg.history, file=None),
+        service=replace(cfg.service, pid_file=None, socket_file=None),
+    )
 
 
 def simulated_wait(sim: SimulatedRig, speed: float | None = None) -> Callable[[float], None]:

@@ -38,7 +38,7 @@ from pvheater.forecast import ForecastFetcher
 from pvheater.history import History, HistoryRecorder
 from pvheater.service.channel import Channel, channel_for
 from pvheater.service.instance import Instance
-from pvheater.service.loop import ControlLoop, HeaterPort, TickReport, status_line
+from pvheater.service.loop import STATUS_LEGEND, ControlLoop, HeaterPort, TickReport, status_line
 from pvheater.service.rig import Rig, trusted_local_time
 from pvheater.service.state import tick_state
 from pvheater.systemd import Notifier
@@ -532,9 +532,11 @@ def run_service(
         forecast = ForecastFetcher.from_config(cfg) if cfg.forecast.enabled else None
         loop = ControlLoop(rig.reader, rig.heater, cfg, on_report=recorder, forecast=forecast)
         log.info(
-            "pvheater running: GX %s, every %.1f s, relay %s, servo %s, history %s, config %s",
+            "pvheater %s: GX %s, every %.1f s, relay %s, servo %s, history %s, config %s",
+            "DRY RUN (no pin touched, no history written)" if rig.dry_run else "running",
             rig.reader.endpoint, cfg.poll.interval_s, cfg.relay.pin, cfg.servo.pin, cfg.history.file or "off", path,
         )
+        log.info("%s", STATUS_LEGEND)
         _check_watchdog(notifier, cfg)
         service = Service(
             loop, cfg.poll.interval_s, local_time=rig.local_time, on_tick=on_tick, notifier=notifier,
@@ -544,7 +546,7 @@ def run_service(
         )
         service.hold_signals()  # signals stay ignored until the history is closed and the PID file gone
         service.run(duration_s)
-        if rig.simulation is None:  # a simulated knob needs no time to reach zero
+        if rig.simulation is None and not rig.dry_run:  # a simulated or dry-run knob needs no time to reach zero
             _park(rig.heater, cfg)
     finally:
         rig.close()

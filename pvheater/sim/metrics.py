@@ -124,19 +124,25 @@ def compute_metrics(run: RunResult, baseline: RunResult) -> RunMetrics:
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("scenario", "scenario"),
     ("strategy", "strategy"),
-    ("heater kWh", "heater energy"),
-    ("surplus kWh", "oracle surplus (heater-limited)"),
-    ("capture %", "(heater - draw) / oracle surplus"),
-    ("draw kWh", "heater-caused draw: battery + grid"),
-    ("batt/grid kWh", "draw split"),
-    ("toggles", "relay toggles"),
-    ("servo deg", "servo travel"),
+    ("heater kWh", "energy into the heater"),
+    ("surplus kWh", "what a perfect heater could have taken (the oracle surplus, heater-limited)"),
+    ("capture %", "(heater - draw) / surplus"),
+    ("draw kWh", "energy the heater took from battery and grid instead of from the surplus"),
+    ("batt/grid kWh", "that draw split: battery/grid"),
+    ("toggles", "relay switchings"),
+    ("servo deg", "total servo travel"),
     ("moves", "servo moves"),
-    ("overshoot W", "worst heater power above the surplus"),
-    ("outage kWh", "heater energy during the GX outage"),
-    ("end SoC %", "run / heater off"),
-    ("balance %", "energy balance error"),
+    ("overshoot W", "worst heater power above the surplus in any second"),
+    ("outage kWh", "heater energy while the GX published nothing (- : no outage in the day)"),
+    ("end SoC %", "battery SoC at the day's end: this run/the same day with the heater off"),
+    ("balance %", "the simulation's own energy balance error (a self-check, should be ~0)"),
 )
+
+
+def format_legend() -> str:
+    """What each column of format_table means, one line per column after the first two."""
+    width = max(len(name) for name, _ in COLUMNS)
+    return "\n".join(["columns:", *(f"  {name:<{width}}  {doc}" for name, doc in COLUMNS[2:])])
 
 
 def _row_cells(r: RunMetrics) -> list[str]:

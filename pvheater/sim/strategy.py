@@ -218,3 +218,10 @@ STRATEGIES: dict[str, StrategyFactory] = {
     "oracle_late_2s": lambda day: OracleStrategy(day.params.heater, late_s=2.0, name="oracle_late_2s"),
     **CONTROLLER_STRATEGIES,
 }
+#: The strategies that read the day's forecast (the *_forecast_* scenarios differ from their day in the forecast).
+FORECAST_STRATEGIES: tuple[str, ...] = ("original", "pvheater_forecast")
+
+
+def forecast_strategy_names() -> list[str]:
+    """Names of the strategies that read the day's forecast."""
+    return [name for name in STRATEGIES if name in FORECAST_STRATEGIES]
