@@ -1,6 +1,9 @@
-"""Calibrate the servo: measure the heater's watts at each knob angle and write the calibration file.
+"""Calibrate the actuator: measure the heater's watts at each input step and write the calibration file.
 
-`pvheater calibrate-servo` closes the relay and turns the SCR regulator's knob
+`pvheater calibrate` sweeps the input of the actuator heater.actuator names
+(servo angle, pwm_0_10v duty, ssr_burst fraction of cycles; `--actuator`
+overrides it); `pvheater calibrate-servo` is its name for the servo. For the
+servo it closes the relay and turns the SCR regulator's knob
 in steps from `servo.knob_zero_deg` to `servo.knob_full_deg`, reads the
 heater's power from the GX at each angle (the rise in AC consumption over a
 heater-off baseline), and writes a monotonic angle -> watts table that
@@ -26,7 +29,7 @@ import datetime
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -46,6 +49,7 @@ from pvheater.calibration.sweep import (
     run_sweep,
 )
 from pvheater.commands.common import (
+    EXIT_CONFIG,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_RUNTIME,
@@ -53,7 +57,7 @@ from pvheater.commands.common import (
     positive_float,
     scenario_day,
 )
-from pvheater.config import Config, ServoConfig
+from pvheater.config import ACTUATORS, Config, ServoConfig
 from pvheater.control.measurements import Measurements
 from pvheater.control.timeofday import hhmm_seconds
 from pvheater.service.rig import Rig, simulated_wait
@@ -72,7 +76,11 @@ SIM_HOUSE_W = 350.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `pvheater calibrate-servo`."""
+    """Options of `pvheater calibrate` (and `calibrate-servo`)."""
+    parser.add_argument(
+        "--actuator", choices=ACTUATORS,
+        help="the actuator to calibrate (default: heater.actuator of the config; calibrate-servo: servo)",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--manual", action="store_true", help="type the watts a meter shows at each angle")
     mode.add_argument(
@@ -148,7 +156,10 @@ def execute(
                 sweep = run_sweep(bench, settings, report, first)
             else:
                 sweep = run_manual(bench, settings, ask, report, first)
-            fit = fit_sweep(sweep, noise_w=settings.settle_tolerance_w / 2, drop_tolerance_w=settings.house_tolerance_w)
+            fit = fit_sweep(
+                sweep, noise_w=settings.settle_tolerance_w / 2, drop_tolerance_w=settings.house_tolerance_w,
+                curve="linear" if settings.actuator == "ssr_burst" else "phase_angle",
+            )
         finally:
             if first is not None:  # the pins were driven: the relay is open, give the knob time to reach zero
                 bench.pause(PARK_S)
@@ -156,7 +167,8 @@ def execute(
         _fail("calibration aborted (interrupted): relay off, knob at zero; nothing written")
         return EXIT_INTERRUPTED, None
     except CalibrationRefused as exc:
-        _fail(f"calibrate-servo refused to start: {exc}; the relay stayed open")
+        name = "calibrate-servo" if settings.actuator == "servo" else "calibrate"
+        _fail(f"{name} refused to start: {exc}; the relay stayed open")
         return EXIT_RUNTIME, None
     except CalibrationDiscarded as exc:
         _fail(f"calibration discarded: {exc}; nothing written")
@@ -165,7 +177,10 @@ def execute(
         _fail(f"calibration aborted: {exc}; relay off, knob at zero, nothing written")
         return EXIT_RUNTIME, None
     stamp = date or datetime.datetime.now().isoformat(timespec="seconds")
-    save_calibration(out, fit.calibration, calibration_metadata(sweep, fit, stamp))
+    meta = calibration_metadata(sweep, fit, stamp)
+    if settings.actuator != "servo":  # a servo file stays as it was; the others say what they are for
+        meta = {"actuator": settings.actuator, "input": settings.unit, **meta}
+    save_calibration(out, fit.calibration, meta)
     _report_fit(fit, cfg, out, report)
     return EXIT_OK, Written(out, sweep, fit)
 
@@ -173,6 +188,13 @@ def execute(
 def _announce(mode: str, settings: SweepSettings) -> str:
     """What the sweep or the manual calibration is about to do, and how to stop it."""
     angles = settings.angles()
+    if settings.actuator != "servo":
+        what = f"{settings.actuator}'s input from {settings.zero_deg:g} to {settings.full_deg:g} {settings.unit}"
+        how = "type the watts your meter shows at each" if mode == "manual" else "keep the house load steady"
+        return (
+            f"{'manual calibration: ' if mode == 'manual' else ''}stepping the {what} in {len(angles)} steps "
+            f"with the relay closed; {how}. Ctrl-C stops it: relay off, input to zero, nothing written"
+        )
     if mode == "sweep":
         per_angle_s = settings.settle_samples * settings.interval_s
         return (
@@ -189,10 +211,11 @@ def _announce(mode: str, settings: SweepSettings) -> str:
 
 
 def _report_fit(fit: Fit, cfg: Config, out: Path, report: Callable[[str], None]) -> None:
+    unit = SweepSettings.from_config(cfg).unit
     full = "not reached: the sweep stopped at calibration.max_test_power_w" if fit.full_power_deg is None else (
-        f"{fit.max_power_w:.0f} W from {fit.full_power_deg:g} deg"
+        f"{fit.max_power_w:.0f} W from {fit.full_power_deg:g} {unit}"
     )
-    report(f"dead zone: no power up to {fit.dead_zone_deg:g} deg; full power: {full}")
+    report(f"dead zone: no power up to {fit.dead_zone_deg:g} {unit}; full power: {full}")
     report(fit.fit_note)
     if fit.full_power_deg is not None and abs(fit.max_power_w - cfg.heater.max_power_w) > 0.05 * cfg.heater.max_power_w:
         report(
@@ -229,9 +252,26 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _select_actuator(args: argparse.Namespace) -> str | None:
+    """Put the actuator to calibrate into args.cfg; a one-line refusal when the command and the actuator disagree."""
+    servo_command = getattr(args, "command", None) == "calibrate-servo"
+    actuator = args.actuator or ("servo" if servo_command else args.cfg.heater.actuator)
+    if servo_command and actuator != "servo":
+        return f"calibrate-servo calibrates the servo; for {actuator} use `pvheater calibrate --actuator {actuator}`"
+    if args.limits and actuator != "servo":
+        return f"--limits moves the servo to the knob's ends; {actuator} has no knob (heater.actuator)"
+    if actuator != args.cfg.heater.actuator:
+        args.cfg = replace(args.cfg, heater=replace(args.cfg.heater, actuator=actuator, calibration_file=None))
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Calibrate on the real pins and GX, or with --simulate on the simulated rig."""
     mode = "limits" if args.limits else "manual" if args.manual else "sweep"
+    refused = _select_actuator(args)
+    if refused is not None:
+        _fail(refused)
+        return EXIT_CONFIG
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         SweepSettings.from_config(args.cfg)  # a config error before any pin is touched
@@ -273,7 +313,7 @@ def _calibrate(rig: Rig, mode: str, args: argparse.Namespace) -> int:
         def ask(prompt: str) -> str:
             return input(f"[the simulated meter shows {sim.plant.heater_w:.0f} W] {prompt}")
 
-    bench = Bench(rig.heater.relay, rig.heater.servo, rig.reader.read, rig.clock, rig.wait)
+    bench = Bench(rig.heater.relay, rig.heater.actuator, rig.reader.read, rig.clock, rig.wait)
     code, written = execute(bench, rig.config, mode=mode, out_path=out, ask=ask)
     if sim is not None and written is not None:
         for line in simulator_check(sim, written.fit.calibration, bench):
@@ -283,7 +323,7 @@ def _calibrate(rig: Rig, mode: str, args: argparse.Namespace) -> int:
 
 def rig_bench(rig: SimulatedRig, speed: float | None = None) -> Bench:
     """A bench on a simulated rig in simulated time; with speed, paced at speed x real time."""
-    return Bench(rig.heater.relay, rig.heater.servo, rig.reader.read, rig.clock, simulated_wait(rig, speed))
+    return Bench(rig.heater.relay, rig.heater.actuator, rig.reader.read, rig.clock, simulated_wait(rig, speed))
 
 
 def true_edges_deg(rig: SimulatedRig) -> tuple[float, float]:

@@ -1,0 +1,116 @@
+"""Burst-fire over whole mains cycles (pure): which cycle a zero-cross SSR conducts, spread evenly.
+
+An "energy bucket" (first-order sigma-delta): each mains cycle the bucket
+gains the requested fraction of full power; when it holds half a cycle or
+more the cycle is fired and one cycle is taken out. So over any run of
+cycles at a steady fraction f the fired count stays within one cycle of
+f x cycles, and the on-cycles are spread as evenly as whole cycles allow: at
+f <= 1/2 no on-block is longer than one cycle and the off-blocks are
+floor or ceil of (1 - f) / f; above 1/2 the same with on and off swapped.
+
+A new request takes effect at the start of the next period of
+`period_cycles` (so each period fires round(f x period) cycles, give or take
+the carried remainder); a request of zero takes effect at once. Cycles in
+which the driver could not act (it woke late) are booked with `hold`, at the
+level the pin kept, so the energy stays right whatever the timing jitter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class BurstStats:
+    """What a burst pattern has done: cycles, fired cycles, SSR switch-ons, longest blocks while bursting."""
+
+    cycles: int = 0
+    on_cycles: int = 0
+    switch_ons: int = 0
+    #: The longest run of fired and of idle cycles while the fraction lay strictly between 0 and 1 (flicker).
+    longest_on_block: int = 0
+    longest_off_block: int = 0
+
+
+class BurstPattern:
+    """The cycle-by-cycle on/off sequence for a requested fraction of full power (see the module doc)."""
+
+    def __init__(self, period_cycles: int) -> None:
+        if period_cycles < 1:
+            raise ValueError(f"period_cycles must be at least 1, got {period_cycles}")
+        self.period_cycles = period_cycles
+        self.requested = 0.0
+        self.fraction = 0.0  # the fraction of the period under way
+        self._bucket = 0.0
+        self._pos = 0
+        self.stats = BurstStats()
+        self._run_on = False
+        self._run = 0
+        self._run_counts = False  # the current block lies wholly in bursting cycles
+
+    def request(self, fraction: float) -> None:
+        """Ask for a fraction 0..1 of full power: from the next period on, or at once when it is zero."""
+        f = min(max(fraction, 0.0), 1.0) if fraction == fraction else 0.0  # NaN -> 0
+        self.requested = f
+        if f == 0.0:
+            self.fraction = 0.0
+            self._bucket = 0.0
+
+    @property
+    def idle(self) -> bool:
+        """True when nothing is requested and nothing is being fired (the driver may sleep)."""
+        return self.requested == 0.0 and self.fraction == 0.0
+
+    def next_cycle(self) -> bool:
+        """Whether the next mains cycle is fired."""
+        if self._pos == 0:
+            self.fraction = self.requested
+        self._pos = (self._pos + 1) % self.period_cycles
+        self._bucket += self.fraction
+        on = self._bucket >= 0.5
+        if on:
+            self._bucket -= 1.0
+        self._count(on, 1)
+        return on
+
+    def hold(self, cycles: int, on: bool) -> None:
+        """Book cycles that passed at a level the driver could not change (it woke late)."""
+        if cycles <= 0:
+            return
+        for _ in range(cycles):
+            if self._pos == 0:
+                self.fraction = self.requested
+            self._pos = (self._pos + 1) % self.period_cycles
+            self._bucket += self.fraction - (1.0 if on else 0.0)
+        self._bucket = min(max(self._bucket, -1.0), 1.0)  # a long stall must not leave a debt of many cycles
+        self._count(on, cycles)
+
+    def _count(self, on: bool, cycles: int) -> None:
+        s = self.stats
+        bursting = 0.0 < self.fraction < 1.0
+        s.cycles += cycles
+        if on:
+            s.on_cycles += cycles
+        if on == self._run_on and self._run:
+            self._run += cycles
+            self._run_counts = self._run_counts and bursting
+            return
+        self._close_block()
+        if on:
+            s.switch_ons += 1
+        self._run_on, self._run, self._run_counts = on, cycles, bursting
+
+    def _close_block(self) -> None:
+        """A block ended: count it among the longest when it lay wholly in bursting cycles."""
+        if not (self._run and self._run_counts):
+            return
+        s = self.stats
+        if self._run_on:
+            s.longest_on_block = max(s.longest_on_block, self._run)
+        else:
+            s.longest_off_block = max(s.longest_off_block, self._run)
+
+
+def cycles_fired(pattern: BurstPattern, cycles: int) -> int:
+    """Run the pattern for a number of cycles; how many of them were fired."""
+    return sum(1 for _ in range(cycles) if pattern.next_cycle())
