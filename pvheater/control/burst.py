@@ -10,7 +10,8 @@ floor or ceil of (1 - f) / f; above 1/2 the same with on and off swapped.
 
 A new request takes effect at the start of the next period of
 `period_cycles` (so each period fires round(f x period) cycles, give or take
-the carried remainder); a request of zero takes effect at once. Cycles in
+the carried remainder); a request of zero takes effect at once, and so does
+the first request after zero (a new period starts). Cycles in
 which the driver could not act (it woke late) are booked with `hold`, at the
 level the pin kept, so the energy stays right whatever the timing jitter.
 """
@@ -55,6 +56,8 @@ class BurstPattern:
         if f == 0.0:
             self.fraction = 0.0
             self._bucket = 0.0
+        elif self.fraction == 0.0:
+            self._pos = 0  # nothing is being fired: a new period starts with the next cycle
 
     @property
     def idle(self) -> bool:
