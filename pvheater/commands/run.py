@@ -25,7 +25,7 @@ import signal
 from pathlib import Path
 
 from pvheater.commands.common import add_scenario_arguments, positive_float, scenario_day
-from pvheater.config import default_config_path
+from pvheater.config import Config, default_config_path
 from pvheater.control.timeofday import format_hms, hhmm_seconds
 from pvheater.service.loop import TickReport, status_line
 from pvheater.service.rig import Rig
@@ -91,7 +91,8 @@ def _run_simulated(args: argparse.Namespace) -> int:
     cfg = rig.config
     print(
         f"pvheater run --simulate: scenario {day.name!r} from {args.start} for {duration_s:.0f} s; "
-        f"GX simulator on 127.0.0.1:{sim.gx.port}, mock pins {cfg.relay.pin} (relay) / {cfg.servo.pin} (servo)"
+        f"GX simulator on 127.0.0.1:{sim.gx.port}, mock pins {cfg.relay.pin} (relay) / "
+        f"{actuator_pin(cfg)} ({cfg.heater.actuator})"
     )
 
     def show(report: TickReport) -> None:
@@ -100,11 +101,33 @@ def _run_simulated(args: argparse.Namespace) -> int:
 
     sim.live.start()
     code = run_service(rig, duration_s, config_path(args), args.cfg, on_tick=show)  # closes the rig
-    _print_summary(sim.live)
+    _print_summary(sim.live, rig.heater.actuator.wear())
     return code
 
 
-def _print_summary(live: object) -> None:
+def actuator_pin(cfg: Config) -> str:
+    """The pin of the selected actuator."""
+    section, name = cfg.actuator_pin_key.split(".")
+    return str(getattr(getattr(cfg, section), name))
+
+
+def wear_text(metrics: object, wear: dict[str, float]) -> str:
+    """The actuator's own wear figures, as the summary prints them."""
+    if "ssr_switch_ons" in wear:
+        return (
+            f"SSR switch-ons {wear['ssr_switch_ons']:.0f}, {wear['on_cycles']:.0f} of {wear['cycles']:.0f} cycles "
+            f"fired, longest on-block {wear['longest_on_block']:.0f} and off-block {wear['longest_off_block']:.0f} "
+            "cycles while bursting"
+        )
+    if "duty_changes" in wear:
+        return f"PWM duty changes {wear['duty_changes']:.0f} (no moving part)"
+    return (
+        f"servo travel {metrics.servo_travel_deg:.0f} deg in "  # type: ignore[attr-defined]
+        f"{metrics.servo_moves} moves"  # type: ignore[attr-defined]
+    )
+
+
+def _print_summary(live: object, wear: dict[str, float]) -> None:
     metrics = live.metrics()  # type: ignore[attr-defined]
     if metrics is None:
         print("summary: the simulation did not run long enough to measure anything")
@@ -115,7 +138,7 @@ def _print_summary(live: object) -> None:
         f"{metrics.oracle_surplus_kwh * 1000:.1f} Wh (capture {capture}); heater-caused draw "
         f"{metrics.draw_kwh * 1000:.1f} Wh (battery {metrics.draw_battery_kwh * 1000:.1f}, "
         f"grid {metrics.draw_grid_kwh * 1000:.1f}); relay switchings {metrics.relay_toggles}; "
-        f"servo travel {metrics.servo_travel_deg:.0f} deg in {metrics.servo_moves} moves"
+        f"{wear_text(metrics, wear)}"
     )
     print("(the first seconds are the relay guard confirming the surplus and the heater ramping up; "
           "whole simulated days: pvheater simulate)")
