@@ -267,7 +267,7 @@ class CalibrationConfig:
     limits_speed_deg_s: float = setting(10.0, "--limits: how fast the servo moves to the knob's ends and back",
                                         min=1.0, max=180.0)
     step_fraction: float = setting(
-        0.05, "pwm_0_10v and ssr_burst: step between measured inputs, as a fraction of the input's range",
+        0.025, "pwm_0_10v and ssr_burst: step between measured inputs, as a fraction of the input's range",
         min=0.01, max=0.5,
     )
 

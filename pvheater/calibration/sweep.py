@@ -110,10 +110,17 @@ class SweepSettings:
     #: The actuator swept (servo, pwm_0_10v, ssr_burst) and its input's unit.
     actuator: str = "servo"
     unit: str = "deg"
+    #: ssr_burst: inputs are whole cycles of a period (1 / burst.period_cycles), so each period fires the same count
+    #: and the meter's readings agree; 0: any input.
+    quantum: float = 0.0
 
     def angles(self) -> list[float]:
-        """The sweep's angles, no two closer than the servo moves."""
-        return sweep_angles(self.zero_deg, self.full_deg, self.step_deg, min_gap_deg=self.min_move_deg)
+        """The sweep's angles, no two closer than the servo moves (ssr_burst: whole cycles of a period)."""
+        angles = sweep_angles(self.zero_deg, self.full_deg, self.step_deg, min_gap_deg=self.min_move_deg)
+        if self.quantum <= 0:
+            return angles
+        whole = [round(round(a / self.quantum) * self.quantum, 6) for a in angles]
+        return sorted(set(whole), key=whole.index)
 
     def show(self, value: float) -> str:
         """An input as the reports print it ('  45.0 deg', '0.350 duty')."""
@@ -154,6 +161,7 @@ class SweepSettings:
             min_move_deg=cfg.servo.min_move_deg if servo else 0.0,
             actuator=actuator,
             unit={"servo": "deg", "pwm_0_10v": "duty"}.get(actuator, "of cycles"),
+            quantum=1.0 / cfg.burst.period_cycles if actuator == "ssr_burst" else 0.0,
         )
 
 
