@@ -37,6 +37,8 @@ NEAR_FRACTION = 0.01
 MIN_FULL_POWER_W = 100.0
 #: Table angles and powers are rounded to these.
 ANGLE_DECIMALS = 2
+#: Inputs of 0..1 (a duty, a fraction of cycles) are rounded finer.
+FRACTION_DECIMALS = 4
 POWER_DECIMALS = 1
 
 
@@ -133,7 +135,9 @@ def _to_line(curve: str) -> Callable[[float], float]:
     return conduction_for_power_fraction
 
 
-def fit_sweep(sweep: Sweep, noise_w: float, drop_tolerance_w: float, curve: str = "phase_angle") -> Fit:
+def fit_sweep(
+    sweep: Sweep, noise_w: float, drop_tolerance_w: float, curve: str = "phase_angle", decimals: int = ANGLE_DECIMALS
+) -> Fit:
     """A steadily rising Calibration from a sweep, with its dead-zone edge and full-power angle (see the module doc).
 
     CalibrationDiscarded when the power falls by more than drop_tolerance_w
@@ -160,9 +164,9 @@ def fit_sweep(sweep: Sweep, noise_w: float, drop_tolerance_w: float, curve: str 
     if not sweep.stopped_at_cap:
         full_pos, full_method = _full_power_angle(pos, fitted, near_w, dz_pos, to_line)
     return Fit(
-        calibration=Calibration(_table(pos, fitted, sign, dz_pos, full_pos)),
-        dead_zone_deg=round(sign * dz_pos, ANGLE_DECIMALS) + 0.0,
-        full_power_deg=None if full_pos is None else round(sign * full_pos, ANGLE_DECIMALS) + 0.0,
+        calibration=Calibration(_table(pos, fitted, sign, dz_pos, full_pos, decimals)),
+        dead_zone_deg=round(sign * dz_pos, decimals) + 0.0,
+        full_power_deg=None if full_pos is None else round(sign * full_pos, decimals) + 0.0,
         max_power_w=round(top_w, POWER_DECIMALS),
         adjusted_points=sum(1 for a in adjustments if a > 1e-9),
         largest_adjustment_w=max(adjustments),
@@ -221,7 +225,8 @@ def _line_method(points: int, fit_range: tuple[float, float], to_line: Callable[
 
 
 def _table(
-    pos: Sequence[float], fitted: Sequence[float], sign: float, dz_pos: float, full_pos: float | None
+    pos: Sequence[float], fitted: Sequence[float], sign: float, dz_pos: float, full_pos: float | None,
+    decimals: int = ANGLE_DECIMALS,
 ) -> tuple[tuple[float, float], ...]:
     """The angle -> watts table: 0 W up to the dead-zone edge, full from the full-power angle, rounded and merged."""
     top_w = fitted[-1]
@@ -237,9 +242,9 @@ def _table(
     table.sort(key=lambda item: item[0])
     merged: list[tuple[float, float]] = []
     for p, q in table:
-        a = round(sign * p, ANGLE_DECIMALS) + 0.0
+        a = round(sign * p, decimals) + 0.0
         w = round(q, POWER_DECIMALS) + 0.0
-        if merged and abs(a - merged[-1][0]) < 10 ** -ANGLE_DECIMALS / 2:
+        if merged and abs(a - merged[-1][0]) < 10 ** -decimals / 2:
             merged[-1] = (merged[-1][0], max(merged[-1][1], w))
         else:
             merged.append((a, w))

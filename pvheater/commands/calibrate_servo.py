@@ -35,7 +35,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from pvheater.calibration.curve import Calibration, save_calibration
-from pvheater.calibration.fit import Fit, calibration_metadata, fit_sweep
+from pvheater.calibration.fit import ANGLE_DECIMALS, FRACTION_DECIMALS, Fit, calibration_metadata, fit_sweep
 from pvheater.calibration.sweep import (
     Bench,
     CalibrationAborted,
@@ -159,6 +159,7 @@ def execute(
             fit = fit_sweep(
                 sweep, noise_w=settings.settle_tolerance_w / 2, drop_tolerance_w=settings.house_tolerance_w,
                 curve="linear" if settings.actuator == "ssr_burst" else "phase_angle",
+                decimals=ANGLE_DECIMALS if settings.actuator == "servo" else FRACTION_DECIMALS,
             )
         finally:
             if first is not None:  # the pins were driven: the relay is open, give the knob time to reach zero
