@@ -8,7 +8,11 @@ path and what was expected, in one line.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
+import os
 import re
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
@@ -51,6 +55,9 @@ class GxConfig:
 
     def check(self) -> list[tuple[str, str]]:
         """Cross-field checks: (key, message) pairs."""
+        if not valid_host(self.host):
+            return [("host", "expected an IP address or a host name (dot-separated labels of 1 to 63 letters, "
+                     f"digits, '-' or '_', at most 253 characters), got {_clip(self.host)}")]
         if self.reconnect_min_s > self.reconnect_max_s:
             return [(
                 "reconnect_min_s",
@@ -592,7 +599,31 @@ def _describe(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
+    if isinstance(value, str):
+        return _clip(value)
     return repr(value)
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    """repr() of a string, shortened to about limit characters (a message stays one readable line)."""
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def valid_host(host: str) -> bool:
+    """True for an IPv4/IPv6 address or a host name that the resolver accepts (labels of 1..63 characters)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return True
+    name = host[:-1] if host.endswith(".") else host
+    return 0 < len(name) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in name.split("."))
 
 
 def _convert(path: str, tp: Any, value: Any, meta: typing.Mapping[str, Any]) -> Any:
@@ -625,7 +656,12 @@ def _convert(path: str, tp: Any, value: Any, meta: typing.Mapping[str, Any]) -> 
     elif tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{path}: expected {_limits_text(tp, meta)}, got {_describe(value)}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            value = math.inf if value > 0 else -math.inf
+        if not math.isfinite(value):  # NaN fails every comparison: it would switch the limit checks off
+            raise ConfigError(f"{path}: expected a finite {_limits_text(tp, meta)[2:]}, got {_describe(value)}")
     elif tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected {_limits_text(tp, meta)}, got {_describe(value)}")
@@ -692,21 +728,116 @@ def default_config_path() -> Path:
     return local if local.is_file() else packaged_config()
 
 
-def read_yaml_file(file: Path, kind: str) -> Any:
-    """Read and parse a YAML file; ConfigError naming the file (and line) when it cannot be."""
+#: Largest config or calibration file read (both are a few kB; this bounds memory before parsing).
+MAX_YAML_BYTES = 1 << 20
+#: Deepest nesting of mappings and lists accepted (the config needs 4; YAML's composer recurses per level).
+MAX_YAML_DEPTH = 50
+#: Longest integer scalar accepted, in characters (no setting needs more than 10 digits).
+MAX_INT_CHARS = 30
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys, deep nesting and absurdly long integers (with line numbers)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        """Compose one node, counting the nesting depth."""
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """Construct a mapping; a key given twice is an error naming both lines."""
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:  # an unhashable key: the base class says so
+                    continue
+                if first is not key_node.start_mark:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {_describe(key)} (first at line {first.line + 1})",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node: Any) -> int:
+        """An integer scalar, refused when longer than MAX_INT_CHARS characters."""
+        text = self.construct_scalar(node)
+        if len(text) > MAX_INT_CHARS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"integer of {len(text)} characters is too long", node.start_mark
+            )
+        return int(super().construct_yaml_int(node))
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+
+
+def _read_bounded(file: Path, kind: str) -> str:
+    """The text of a regular file of at most MAX_YAML_BYTES, UTF-8; ConfigError in one line otherwise."""
     try:
-        text = file.read_text(encoding="utf-8")
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below as not a regular file.
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise ConfigError(f"{file}: {kind} file not found") from None
     except OSError as exc:
         raise ConfigError(f"{file}: cannot be read ({exc.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        what = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket or other special file"
+        raise ConfigError(f"{file}: {kind} file is {what}, expected a regular file")
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            data = handle.read(MAX_YAML_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot be read ({exc.strerror})") from None
+    if len(data) > MAX_YAML_BYTES:
+        raise ConfigError(f"{file}: {kind} file is larger than {MAX_YAML_BYTES // 1024} KiB; is it the right file?")
     try:
-        return yaml.safe_load(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 text (byte 0x{data[exc.start]:02X} at offset {exc.start}); "
+                          "save it as UTF-8") from None
+    return text.removeprefix("\ufeff")
+
+
+def read_yaml_file(file: Path, kind: str) -> Any:
+    """Read and parse a YAML file; ConfigError naming the file (and line) when it cannot be."""
+    text = _read_bounded(file, kind)
+    loader: _StrictLoader | None = None
+    try:
+        loader = _StrictLoader(text)  # checks the characters first
+        return loader.get_single_data()
+    except yaml.reader.ReaderError as exc:
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise ConfigError(f"{file}: not valid YAML: character U+{code:04X} at offset {exc.position} "
+                          "is not allowed") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{file}: not valid YAML{where}: {problem}") from None
+    except RecursionError:  # pragma: no cover - bounded by MAX_YAML_DEPTH
+        raise ConfigError(f"{file}: not valid YAML: nested too deeply") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def load_config(path: Path | str | None = None) -> Config:

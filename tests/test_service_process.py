@@ -4,6 +4,7 @@ a bad config, the PID file, history events, no listening socket; plus install-se
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -11,6 +12,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -231,8 +233,8 @@ def test_install_service_prints_the_unit(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["install-service", "--config", str(cfg_file), "--user", "pi"]) == 0
     unit = capsys.readouterr().out
     exe = Path(sys.executable).parent / "pvheater"
-    assert f"ExecStart={exe} run --config {cfg_file.resolve()}" in unit
-    for line in ("Type=notify", "WatchdogSec=30", "Restart=on-failure", "KillSignal=SIGTERM", "TimeoutStopSec=15",
+    assert f'ExecStart="{exe}" "run" "--config" "{cfg_file.resolve()}"' in unit
+    for line in ("Type=notify", "WatchdogSec=30", "Restart=on-failure", "KillSignal=SIGTERM", "TimeoutStopSec=18",
                  f"WorkingDirectory={tmp_path.resolve()}", "User=pi", "ExecReload=/bin/kill -HUP $MAINPID",
                  "RestartPreventExitStatus=2", "WantedBy=multi-user.target"):
         assert line in unit.splitlines(), line
@@ -273,7 +275,9 @@ def test_reload_without_a_running_service_says_so(tmp_path: Path, monkeypatch: p
     assert "not running" in capsys.readouterr().err
     (tmp_path / "pvheater.pid").write_text(f"{os.getppid()}\n", encoding="ascii")  # pytest's parent: not pvheater
     assert main(["reload", "--config", str(cfg_file)]) == 1
-    assert "is not pvheater" in capsys.readouterr().err
+    assert "pvheater is not running: no process holds pvheater.pid.lock" in capsys.readouterr().err
+    assert main(["reload", "--config", str(cfg_file), "--pid", str(os.getppid())]) == 1
+    assert "is not `pvheater run`" in capsys.readouterr().err
 
 
 def test_a_gx_timeout_at_or_over_the_stale_limit_is_refused(tmp_path: Path) -> None:
@@ -301,3 +305,274 @@ def test_reload_in_process_applies_live_keys(tmp_path: Path, caplog: pytest.LogC
         assert rig.loop.guard_settings.min_on_s == 300  # the old config keeps running
         rejected = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
         assert len(rejected) == 1 and "relay.stale_after_s" in rejected[0]
+
+
+# --- stopping, two instances, stale PID files: real processes -------------------------------------------------
+
+
+class SilencingProxy:
+    """A TCP proxy in front of the GX simulator that can go silent: it then accepts and reads, but never answers."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.silent = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.requests_swallowed = 0
+        self._socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self._socks += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, requests: bool) -> None:
+        while True:
+            try:
+                data = src.recv(4096)
+            except OSError:
+                return
+            if not data:
+                return
+            if requests and self.silent.is_set():
+                self.requests_swallowed += 1
+                continue  # read, never answered
+            with contextlib.suppress(OSError):
+                dst.sendall(data)
+
+    def close(self) -> None:
+        self.server.close()
+        for sock in self._socks:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+def start_run(tmp_path: Path, cfg_file: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "pvheater.cli", "run", "--config", str(cfg_file)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_pid_file(tmp_path: Path, pid: int, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    path = tmp_path / "pvheater.pid"
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip() == str(pid):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no PID file with {pid}")
+
+
+def events(tmp_path: Path) -> list[tuple[str, float]]:
+    with contextlib.closing(sqlite3.connect(tmp_path / "history.db")) as db:
+        return list(db.execute("SELECT kind, wall_s FROM events ORDER BY id"))
+
+
+@pytest.fixture
+def gx() -> Iterator[GxSimulator]:
+    simulator = GxSimulator(load_register_map(), Config().gx.unit_ids)
+    simulator.set_values(SAMPLE_VALUES)
+    simulator.start()
+    yield simulator
+    simulator.stop()
+
+
+def test_sigterm_while_the_gx_hangs_opens_the_relay_at_once_and_exits_within_5_s(
+        tmp_path: Path, gx: GxSimulator) -> None:
+    proxy = SilencingProxy(gx.port)
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(CONFIG.format(port=proxy.port, deadband=40.0, pin="GPIO17")
+                        .replace("timeout_s: 0.5", "timeout_s: 4.9").replace("interval_s: 0.5", "interval_s: 1.0"),
+                        encoding="utf-8")
+    proc = start_run(tmp_path, cfg_file)
+    log = tmp_path / "run.log"
+    try:
+        wait_for_log(log, "relay ON", timeout_s=30)  # the heater runs on good data
+        proxy.silent.set()
+        swallowed = proxy.requests_swallowed
+        deadline = time.monotonic() + 10
+        while proxy.requests_swallowed == swallowed:  # a read now waits for an answer that never comes
+            assert time.monotonic() < deadline, "the service sent no request to the silent GX"
+            time.sleep(0.01)
+        time.sleep(0.5)
+        sent_wall_s, sent_s = time.time(), time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+        exit_s = time.monotonic() - sent_s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proxy.close()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert exit_s < 5.0, f"exit took {exit_s:.2f} s"
+    text = log.read_text(encoding="utf-8")
+    assert "SIGTERM received: stopping" in text and "heater off: relay open, knob at zero" in text
+    stops = [wall_s for kind, wall_s in events(tmp_path) if kind == "stop"]
+    assert len(stops) == 1 and stops[0] - sent_wall_s < 0.5  # relay open and the stop recorded at once
+    assert not (tmp_path / "pvheater.pid").exists()
+    print(f"SIGTERM with a hanging GX (timeout 4.9 s): exit after {exit_s:.2f} s, "
+          f"stop event {stops[0] - sent_wall_s:.3f} s after the signal")
+
+
+@pytest.mark.parametrize("storm", ["SIGHUP", "SIGTERM", "SIGINT"])
+def test_signals_during_shutdown_are_ignored_exit_0_with_the_stop_event(
+        tmp_path: Path, gx: GxSimulator, storm: str) -> None:
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17"), encoding="utf-8")
+    proc = start_run(tmp_path, cfg_file)
+    try:
+        wait_for_log(tmp_path / "run.log", "relay ON", timeout_s=30)
+        first = signal.SIGINT if storm == "SIGINT" else signal.SIGTERM  # SIGINT twice: a double Ctrl-C
+        proc.send_signal(first)
+        for _ in range(12):  # the servo park alone takes 1 s: these all land in the shutdown
+            time.sleep(0.05)
+            proc.send_signal(getattr(signal, storm))
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    kinds = [kind for kind, _ in events(tmp_path)]
+    text = (tmp_path / "run.log").read_text(encoding="utf-8")
+    assert kinds[-1] == "stop", (kinds, text[-3000:])
+    assert f"{storm} received while stopping: ignored" in text
+    assert not (tmp_path / "pvheater.pid").exists()
+
+
+def test_a_second_instance_is_refused_and_the_lock_survives_kill_9(tmp_path: Path, gx: GxSimulator) -> None:
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17"), encoding="utf-8")
+    first = start_run(tmp_path, cfg_file)
+    procs = [first]
+    try:
+        wait_for_pid_file(tmp_path, first.pid)
+        second = start_run(tmp_path, cfg_file)
+        procs.append(second)
+        _out, err = second.communicate(timeout=30)
+        assert second.returncode == 2, err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert f"another pvheater runs with this PID file pvheater.pid (PID {first.pid})" in err
+        assert (tmp_path / "pvheater.pid").read_text().strip() == str(first.pid)  # the first one's file stays
+        assert first.poll() is None
+
+        first.kill()  # kill -9: no cleanup at all, the PID file stays behind
+        first.wait()
+        assert (tmp_path / "pvheater.pid").read_text().strip() == str(first.pid)
+        third = start_run(tmp_path, cfg_file)  # the kernel dropped the lock with the process
+        procs.append(third)
+        wait_for_pid_file(tmp_path, third.pid)
+        assert third.poll() is None
+        third.send_signal(signal.SIGTERM)
+        _out, err = third.communicate(timeout=30)
+        assert third.returncode == 0, err
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert not (tmp_path / "pvheater.pid").exists()
+
+
+def test_the_history_file_alone_is_locked_too(tmp_path: Path, gx: GxSimulator) -> None:
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17"), encoding="utf-8")
+    other = tmp_path / "other.yaml"  # its own PID file, the same history
+    other.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17").replace("pid_file: pvheater.pid",
+                                                                                      "pid_file: other.pid"))
+    first = start_run(tmp_path, cfg_file)
+    try:
+        wait_for_pid_file(tmp_path, first.pid)
+        second = start_run(tmp_path, other)
+        _out, err = second.communicate(timeout=30)
+        assert second.returncode == 2 and f"another pvheater runs with this history file history.db (PID {first.pid})" \
+            in err, err
+        assert not (tmp_path / "other.pid").exists()
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    assert first.returncode == 0
+
+
+def test_reload_with_a_stale_pid_file_signals_nothing(tmp_path: Path, gx: GxSimulator) -> None:
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17"), encoding="utf-8")
+    (tmp_path / "run.log").write_text("", encoding="utf-8")
+    # Processes whose command line mentions pvheater; SIGHUP's default action would end them.
+    tail = subprocess.Popen(["tail", "-f", "run.log", "pvheater.log"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    fake = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "pvheater", "run", "--config",
+                             str(cfg_file)], cwd=tmp_path)
+    service = None
+    try:
+        for victim in (tail, fake):
+            (tmp_path / "pvheater.pid").write_text(f"{victim.pid}\n", encoding="ascii")
+            done = subprocess.run([sys.executable, "-m", "pvheater.cli", "reload", "--config", str(cfg_file)],
+                                  cwd=tmp_path, capture_output=True, text=True, timeout=30)
+            assert done.returncode == 1 and "pvheater is not running" in done.stderr and "nothing sent" in \
+                done.stderr, done.stderr
+        (tmp_path / "pvheater.pid").unlink()
+
+        # A running pvheater holds the lock, but the PID file was overwritten with another process's PID.
+        service = start_run(tmp_path, cfg_file)
+        wait_for_pid_file(tmp_path, service.pid)
+        (tmp_path / "pvheater.pid").write_text(f"{tail.pid}\n", encoding="ascii")
+        done = subprocess.run([sys.executable, "-m", "pvheater.cli", "reload", "--config", str(cfg_file)],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 1 and f"pvheater PID {service.pid} holds its lock; nothing sent" in done.stderr
+        time.sleep(0.5)
+        assert tail.poll() is None and fake.poll() is None  # nobody got a SIGHUP
+        assert "SIGHUP" not in (tmp_path / "run.log").read_text(encoding="utf-8")
+
+        (tmp_path / "pvheater.pid").write_text(f"{service.pid}\n", encoding="ascii")
+        done = subprocess.run([sys.executable, "-m", "pvheater.cli", "reload", "--config", str(cfg_file)],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        wait_for_log(tmp_path / "run.log", "config reloaded from")
+    finally:
+        for proc in (tail, fake, service):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
+    assert service is not None and service.returncode == 0
+
+
+def test_instance_lock_in_process(tmp_path: Path) -> None:
+    from pvheater.service.instance import AlreadyRunning, Instance, lock_holder, lock_path
+
+    pid_file, history = tmp_path / "x.pid", tmp_path / "x.db"
+    first = Instance.acquire(str(pid_file), str(history))
+    assert pid_file.read_text().strip() == str(os.getpid())
+    assert lock_holder(lock_path(pid_file)) == os.getpid()
+    with pytest.raises(AlreadyRunning, match=rf"this PID file {pid_file} \(PID {os.getpid()}\)"):
+        Instance.acquire(str(pid_file), str(history))  # a second open file description conflicts, too
+    assert pid_file.exists()  # the refused one removed nothing
+    first.release()
+    assert not pid_file.exists() and not lock_path(pid_file).exists() and not lock_path(history).exists()
+    assert lock_holder(lock_path(pid_file)) is None
+    Instance.acquire(str(pid_file), None).release()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (every write: no space left on device)")
+def test_a_log_file_on_a_full_disk_costs_one_line_not_a_traceback_per_record(tmp_path: Path, gx: GxSimulator) -> None:
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17").replace("file: run.log",
+                                                                                         "file: /dev/full"))
+    done = subprocess.run([sys.executable, "-m", "pvheater.cli", "run", "--config", str(cfg_file), "--duration", "3"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "Logging error" not in done.stderr
+    failures = [line for line in done.stderr.splitlines() if line.startswith("pvheater: log.file")]
+    assert failures == ["pvheater: log.file /dev/full: cannot write (No space left on device); "
+                        "logging to the console only until it works again"]
+    assert "pvheater stopped: relay open, knob at zero" in done.stderr  # the console still gets every record
+    assert [kind for kind, _ in events(tmp_path)][-1] == "stop"

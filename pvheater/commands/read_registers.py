@@ -34,7 +34,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from pvheater.commands.common import EXIT_CONFIG, tcp_port
-from pvheater.config import GxConfig
+from pvheater.config import GxConfig, valid_host
 from pvheater.control.measurements import Measurements
 from pvheater.reader import KNOWN_UNIT_IDS, GxReader
 from pvheater.registers import Register, RegisterMap, load_register_map
@@ -61,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     gx: GxConfig = args.cfg.gx
     if args.host:
+        if not valid_host(args.host):
+            print(f"pvheater: --host: expected an IP address or a host name, got {args.host[:80]!r}", file=sys.stderr)
+            return EXIT_CONFIG
         gx = dataclasses.replace(gx, host=args.host)
     if args.port is not None:
         gx = dataclasses.replace(gx, port=args.port)

@@ -27,6 +27,7 @@ from pathlib import Path
 from pvheater.commands.common import add_scenario_arguments, positive_float, scenario_day
 from pvheater.config import Config, default_config_path
 from pvheater.control.timeofday import format_hms, hhmm_seconds
+from pvheater.service.instance import Instance
 from pvheater.service.loop import TickReport, status_line
 from pvheater.service.rig import Rig
 from pvheater.service.runtime import configure_logging, exit_on_signal, run_service
@@ -61,7 +62,14 @@ def run(args: argparse.Namespace) -> int:
         if args.simulate:
             return _run_simulated(args)
         configure_logging(args.cfg.log)
-        return run_service(Rig.real(args.cfg), args.duration, config_path(args))
+        # The single-instance lock comes before the pins: a second pvheater must not touch the relay.
+        instance = Instance.acquire(args.cfg.service.pid_file, args.cfg.history.file)
+        try:
+            rig = Rig.real(args.cfg)
+        except BaseException:
+            instance.release()
+            raise
+        return run_service(rig, args.duration, config_path(args), instance=instance)
     finally:  # leave the process as it was (tests and callers run more after us)
         signal.signal(signal.SIGTERM, previous_term)
         for handler in list(root.handlers):

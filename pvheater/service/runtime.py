@@ -23,6 +23,7 @@ import socket
 import sys
 import threading
 import time
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -36,12 +37,18 @@ from pvheater.errors import ConfigError, PvHeaterError
 from pvheater.forecast import ForecastFetcher
 from pvheater.history import History, HistoryRecorder
 from pvheater.service.channel import Channel, channel_for
+from pvheater.service.instance import Instance
 from pvheater.service.loop import ControlLoop, HeaterPort, TickReport, status_line
 from pvheater.service.rig import Rig, trusted_local_time
 from pvheater.service.state import tick_state
 from pvheater.systemd import Notifier
 
 log = logging.getLogger("pvheater")
+
+
+class _StopNow(BaseException):
+    """Raised by the SIGINT/SIGTERM handler into a tick in flight; not an Exception, so no `except` swallows it."""
+
 
 #: Longest wait at shutdown for the servo to reach zero before its pins are released.
 _PARK_WAIT_S = 1.0
@@ -59,9 +66,7 @@ def configure_logging(cfg: LogConfig, console_level: str | None = None) -> None:
     root.addHandler(console)
     if cfg.file:
         try:
-            file_handler = logging.handlers.RotatingFileHandler(
-                cfg.file, maxBytes=cfg.max_bytes, backupCount=cfg.backups, encoding="utf-8"
-            )
+            file_handler = LogFileHandler(cfg.file, maxBytes=cfg.max_bytes, backupCount=cfg.backups, encoding="utf-8")
         except OSError as exc:
             raise PvHeaterError(f"log.file: cannot open {cfg.file!r} ({exc.strerror})") from None
         file_handler.setFormatter(fmt)
@@ -71,6 +76,77 @@ def configure_logging(cfg: LogConfig, console_level: str | None = None) -> None:
     # The reader reports GX failures once per episode; pymodbus would log every reconnect attempt.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+class _AppendFile:
+    """An unbuffered append-only text file: a failed write loses that record only (nothing stays buffered)."""
+
+    def __init__(self, path: str, encoding: str) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self.encoding = encoding
+
+    def write(self, text: str) -> int:
+        """Write text with one system call per chunk (O_APPEND: whole records, no interleaving)."""
+        data = memoryview(text.encode(self.encoding, "replace"))
+        while data:
+            data = data[os.write(self.fd, data):]
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Move the file position (RotatingFileHandler seeks to the end before tell())."""
+        return os.lseek(self.fd, offset, whence)
+
+    def tell(self) -> int:
+        """The current position: the file size in append mode."""
+        return os.lseek(self.fd, 0, os.SEEK_CUR)
+
+    def close(self) -> None:
+        """Close the file."""
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+
+class LogFileHandler(logging.handlers.RotatingFileHandler):
+    """The rotating log file; when it cannot be written (a full disk) one line on stderr, no traceback per record.
+
+    Records go on to the console while the file fails; each new record tries
+    the file again, and a line on stderr says when it works again.
+    """
+
+    def __init__(self, filename: str, **kwargs: typing.Any) -> None:
+        super().__init__(filename, **kwargs)
+        self.failing = False
+
+    def _open(self) -> typing.Any:
+        return _AppendFile(self.baseFilename, self.encoding or "utf-8")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write one record (rotating when due); a failure is reported once per episode."""
+        self._failed_now = False
+        super().emit(record)
+        if self.failing and not self._failed_now:
+            self.failing = False
+            sys.stderr.write(f"pvheater: log.file {self.baseFilename}: written again\n")
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """One line on stderr for the first failure of an episode; the record is lost from the file only."""
+        self._failed_now = True
+        exc = sys.exc_info()[1]
+        if not self.failing:
+            self.failing = True
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            with contextlib.suppress(Exception):
+                sys.stderr.write(f"pvheater: log.file {self.baseFilename}: cannot write ({reason}); "
+                                 "logging to the console only until it works again\n")
+
+    def close(self) -> None:
+        """Close the file; a failure here changes nothing (the service is ending)."""
+        with contextlib.suppress(OSError):
+            super().close()
 
 
 class Service:
@@ -122,6 +198,12 @@ class Service:
         self._reload_requested = False
         self._deadline_s: float | None = None
         self._wake: tuple[socket.socket, socket.socket] | None = None
+        self._in_tick = False
+        self._interrupted = False
+        #: Signal handlers to put back after the shutdown (see hold_signals()).
+        self._saved_handlers: dict[int, object] = {}
+        self._hold_signals = False
+        self._ignored_logged: set[int] = set()
 
     def job(self) -> TickReport | None:
         """The poll+control job: one tick of the loop (a plain function tests call directly)."""
@@ -129,7 +211,11 @@ class Service:
             if self._stopping:
                 return None
             now_s = time.monotonic()
-            report = self.loop.tick(now_s, self.local_time(), self.wall_clock())
+            self._in_tick = True  # a stop signal now abandons the tick (a GX read may hang for seconds)
+            try:
+                report = self.loop.tick(now_s, self.local_time(), self.wall_clock())
+            finally:
+                self._in_tick = False
         status = status_line(report.m, report.output, self.loop.heater.servo_angle_deg)
         if report.loop_error:
             self.notifier.status(f"loop error, heater off: {report.fault}")
@@ -210,37 +296,56 @@ class Service:
             self.forecast.schedule(self.scheduler, self.forecast_job, datetime.datetime.now().astimezone())
         handlers = {signal.SIGINT: self._on_signal, signal.SIGTERM: self._on_signal, signal.SIGHUP: self._on_sighup}
         previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+        if not self._saved_handlers:
+            self._saved_handlers = previous
         reason = "stopped"
         try:
-            self.scheduler.start()
-            if self.channel is not None:
-                self.channel = self.channel.serve(
-                    pid=os.getpid(), version=__version__, started_s=self.wall_clock(), interval_s=self.interval_s
-                )
-            if self.recorder is not None:
-                self.recorder.start(time.monotonic(), f"pvheater {__version__}")
-            self.notifier.ready("running")
-            self._tick_loop()
+            try:
+                self.scheduler.start()
+                if self.channel is not None:
+                    self.channel = self.channel.serve(
+                        pid=os.getpid(), version=__version__, started_s=self.wall_clock(), interval_s=self.interval_s
+                    )
+                if self.recorder is not None:
+                    self.recorder.start(time.monotonic(), f"pvheater {__version__}")
+                self.notifier.ready("running")
+                self._tick_loop()
+            except _StopNow:
+                pass  # a stop signal abandoned the tick in flight; the heater goes off just below
         except BaseException as exc:
             reason = f"stopped by {type(exc).__name__}"
             raise
         finally:
+            # From here on signals are logged and ignored: a second Ctrl-C, a SIGHUP or another SIGTERM must
+            # not cut the shutdown short (the last history row, the stop event, the PID file).
+            for sig in previous:
+                signal.signal(sig, self._on_signal_while_stopping)
+            with self._tick_lock:  # a tick in flight in another thread finishes first; none starts after this
+                self._stopping = True
+                now_s = time.monotonic()
+                self.loop.shutdown(now_s)  # relay open first, then everything else
+                if self.recorder is not None:
+                    self.recorder.stop(now_s, reason)
             self.notifier.stopping()
             if self.scheduler.running:
                 self.scheduler.shutdown(wait=False)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            with self._tick_lock:  # let a tick in flight finish; none starts after this
-                self._stopping = True
-                now_s = time.monotonic()
-                self.loop.shutdown(now_s)
-                if self.recorder is not None:
-                    self.recorder.stop(now_s, reason)
             for sock in self._wake:
                 sock.close()
             self._wake = None
             if self.channel is not None:
                 self.channel.close()
+            if not self._hold_signals:
+                self.restore_signals()
+
+    def hold_signals(self) -> None:
+        """Keep ignoring stop signals after run() returns, until restore_signals() (the caller still cleans up)."""
+        self._hold_signals = True
+
+    def restore_signals(self) -> None:
+        """Put back the signal handlers that were installed before run()."""
+        for sig, handler in self._saved_handlers.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        self._saved_handlers = {}
 
     def stop(self) -> None:
         """Stop after the tick in flight (from a job, a signal or another thread)."""
@@ -283,8 +388,18 @@ class Service:
                 self._wake[1].send(b"\0")
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._interrupted:
+            return
         log.info("%s received: stopping", signal.Signals(signum).name)
         self.stop()
+        if self._in_tick:  # the tick may wait seconds for the GX: leave it now, the heater goes off at once
+            self._interrupted = True
+            raise _StopNow
+
+    def _on_signal_while_stopping(self, signum: int, frame: FrameType | None) -> None:
+        if signum not in self._ignored_logged:
+            self._ignored_logged.add(signum)
+            log.info("%s received while stopping: ignored (the heater is off)", signal.Signals(signum).name)
 
     def _on_sighup(self, signum: int, frame: FrameType | None) -> None:
         log.info("SIGHUP received: re-reading the config")
@@ -367,19 +482,24 @@ def run_service(
     path: Path,
     file_config: Config | None = None,
     on_tick: Callable[[TickReport], None] | None = None,
+    instance: Instance | None = None,
 ) -> int:
     """Run the service on a rig until stopped (or for duration_s); the rig is closed afterwards.
 
     `file_config` is the config as read from `path` (default: the rig's);
-    a reload re-reads `path` and keeps what the rig adjusted.
+    a reload re-reads `path` and keeps what the rig adjusted. `instance`:
+    the single-instance lock taken before the rig's pins (Instance.acquire);
+    without it, it is taken here. Either way it is released, and the PID file
+    removed, at the end.
     """
     cfg = rig.config
     history: History | None = None
-    pid_file: Path | None = None
     notifier = Notifier() if rig.simulation is None else Notifier({})
+    service: Service | None = None
     try:
+        if instance is None:
+            instance = Instance.acquire(cfg.service.pid_file, cfg.history.file)
         history = None if cfg.history.file is None else History(cfg.history.file)
-        pid_file = _write_pid_file(cfg.service.pid_file)
         recorder = None
         if history is not None:
             recorder = HistoryRecorder(history, rig.heater, time.time, cfg.history.row_every_s)
@@ -396,6 +516,7 @@ def run_service(
             retention_days=cfg.history.retention_days, forecast=forecast,
             channel=channel_for(cfg.service.socket_file),
         )
+        service.hold_signals()  # signals stay ignored until the history is closed and the PID file gone
         service.run(duration_s)
         if rig.simulation is None:  # a simulated knob needs no time to reach zero
             _park(rig.heater, cfg)
@@ -403,8 +524,11 @@ def run_service(
         rig.close()
         if history is not None:
             history.close()
-        _remove_pid_file(pid_file)
+        if instance is not None:
+            instance.release()
         notifier.close()
+        if service is not None:
+            service.restore_signals()
     log.info("pvheater stopped: relay open, knob at zero")
     return 0
 
@@ -414,29 +538,6 @@ def _check_watchdog(notifier: Notifier, cfg: Config) -> None:
     if notifier.watchdog_s is not None and cfg.poll.interval_s + cfg.gx.timeout_s > notifier.watchdog_s / 2:
         log.warning("poll.interval_s + gx.timeout_s is long for the systemd watchdog (%.0f s): "
                     "run `pvheater install-service` again to size it", notifier.watchdog_s)
-
-
-def _write_pid_file(name: str | None) -> Path | None:
-    """Write our process ID for `pvheater reload`; a failure is logged, not fatal."""
-    if name is None:
-        return None
-    path = Path(name)
-    try:
-        path.write_text(f"{os.getpid()}\n", encoding="ascii")
-    except OSError as exc:
-        log.warning("service.pid_file: cannot write %s (%s); `pvheater reload` will not find this process",
-                    path, exc.strerror)
-        return None
-    return path
-
-
-def _remove_pid_file(path: Path | None) -> None:
-    """Remove the PID file when it still holds our process ID."""
-    if path is None:
-        return
-    with contextlib.suppress(OSError):
-        if path.read_text(encoding="ascii").strip() == str(os.getpid()):
-            path.unlink()
 
 
 def _park(heater: HeaterPort, cfg: Config) -> None:
