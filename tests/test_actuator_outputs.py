@@ -261,3 +261,22 @@ def test_config_errors_are_one_line(data: dict, message: str) -> None:
 def test_the_unused_actuators_pin_may_equal_the_relays() -> None:
     assert config_from_dict({"pwm": {"pin": "GPIO17"}}).heater.actuator == "servo"
     assert replace(Config().heater).actuator == "servo"
+
+
+# --- the calibration sweep's inputs -----------------------------------------------------------------
+
+
+def test_sweep_steps_the_duty_range_and_whole_cycles_of_a_period() -> None:
+    from pvheater.calibration.sweep import SweepSettings
+
+    pwm = SweepSettings.from_config(config("pwm_0_10v", pwm={"min_duty": 0.1, "max_duty": 0.9}))
+    duties = pwm.angles()
+    assert duties[0] == 0.1 and duties[-1] == 0.9 and len(duties) == 41
+    assert pwm.unit == "duty" and pwm.min_move_deg == 0.0
+    burst = SweepSettings.from_config(config("ssr_burst", burst={"period_cycles": 50}))
+    fractions = burst.angles()
+    assert fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert all(abs(f * 50 - round(f * 50)) < 1e-9 for f in fractions)  # whole cycles of the period
+    assert fractions == sorted(set(fractions))
+    # the servo's steps are unchanged
+    assert SweepSettings.from_config(Config()).angles() == [5.0 * k for k in range(37)]
