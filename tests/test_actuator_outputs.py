@@ -111,7 +111,7 @@ def test_pattern_fires_the_fraction_within_one_cycle_spread_evenly(f: float, per
     assert p.stats.longest_on_block <= need_on and p.stats.longest_off_block <= need_off
 
 
-def test_pattern_zero_full_and_a_new_request_at_the_next_period() -> None:
+def test_pattern_zero_full_a_rise_at_the_next_period_a_fall_at_once() -> None:
     p = BurstPattern(10)
     assert cycles_fired(p, 30) == 0
     p.request(1.0)
@@ -121,8 +121,13 @@ def test_pattern_zero_full_and_a_new_request_at_the_next_period() -> None:
     assert sum(fired) == 5 and p.stats.switch_ons == 5  # the first of them ended the full block
     for _ in range(3):
         p.next_cycle()
-    p.request(0.2)  # mid-period: waits for the period's end
+    p.request(0.8)  # a rise mid-period waits for the period's end
     assert sum(p.next_cycle() for _ in range(7)) in (3, 4)
+    assert sum(p.next_cycle() for _ in range(10)) == 8
+    for _ in range(3):
+        p.next_cycle()
+    p.request(0.2)  # a fall takes effect at once
+    assert sum(p.next_cycle() for _ in range(7)) in (1, 2)
     assert sum(p.next_cycle() for _ in range(10)) == 2
     p.request(0.0)  # zero at once
     assert cycles_fired(p, 5) == 0 and p.idle

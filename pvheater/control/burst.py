@@ -10,8 +10,9 @@ floor or ceil of (1 - f) / f; above 1/2 the same with on and off swapped.
 
 A new request takes effect at the start of the next period of
 `period_cycles` (so each period fires round(f x period) cycles, give or take
-the carried remainder); a request of zero takes effect at once, and so does
-the first request after zero (a new period starts). Cycles in
+the carried remainder); a lower request takes effect at once (waiting would
+draw from the battery or the grid), and so does the first request after
+zero (a new period starts). Cycles in
 which the driver could not act (it woke late) are booked with `hold`, at the
 level the pin kept, so the energy stays right whatever the timing jitter.
 """
@@ -58,6 +59,8 @@ class BurstPattern:
             self._bucket = 0.0
         elif self.fraction == 0.0:
             self._pos = 0  # nothing is being fired: a new period starts with the next cycle
+        elif f < self.fraction:
+            self.fraction = f  # less at once: waiting would import (the battery or the grid covers the rest)
 
     @property
     def idle(self) -> bool:
