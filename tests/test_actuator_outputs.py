@@ -101,14 +101,15 @@ def test_pattern_fires_the_fraction_within_one_cycle_spread_evenly(f: float, per
     p = BurstPattern(period)
     p.request(f)
     seq = [p.next_cycle() for _ in range(20 * period)]
-    for start in range(0, len(seq), period):  # each period
-        assert abs(sum(seq[start:start + period]) - f * period) <= 1.0
-    for n in range(1, len(seq) + 1, 7):  # and every stretch from the start
-        assert abs(sum(seq[:n]) - f * n) <= 0.5 + 1e-9
-    on_max, off_max = _blocks(seq)
-    need_on, need_off = _needed(f)
-    assert on_max <= need_on and off_max <= need_off
-    assert p.stats.longest_on_block <= need_on and p.stats.longest_off_block <= need_off
+    k = math.floor(f * period + 0.5)
+    for start in range(0, len(seq), period):  # every period: the same whole cycles, within half a cycle
+        assert sum(seq[start:start + period]) == k
+        assert abs(k - f * period) <= 0.5
+    if 0 < k < period:
+        on_max, off_max = _blocks(seq)  # across period boundaries too
+        need_on, need_off = _needed(k / period)
+        assert on_max <= need_on and off_max <= need_off
+        assert p.stats.longest_on_block <= need_on and p.stats.longest_off_block <= need_off
 
 
 def test_pattern_zero_full_a_rise_at_the_next_period_a_fall_at_once() -> None:
@@ -158,11 +159,12 @@ def test_burst_pin_sequence_reproduces_the_fraction(factory: MockFactory, f: flo
     for _ in range(3 * 50):
         burst.run_cycles(1)
         seq.append(bool(pin.state) == active_high)
+    k = math.floor(f * 50 + 0.5)
     for start in range(0, len(seq), 50):
-        assert abs(sum(seq[start:start + 50]) - f * 50) <= 1.0
-    if 0 < f < 1:
+        assert sum(seq[start:start + 50]) == k and abs(k - f * 50) <= 0.5
+    if 0 < k < 50:
         on_max, off_max = _blocks(seq)
-        need_on, need_off = _needed(f)
+        need_on, need_off = _needed(k / 50)
         assert on_max <= need_on and off_max <= need_off
     # the pin changes only when the pattern does: its history has one entry per switch
     changes = sum(1 for a, b in itertools.pairwise(seq) if a != b)

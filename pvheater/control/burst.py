@@ -1,24 +1,28 @@
 """Burst-fire over whole mains cycles (pure): which cycle a zero-cross SSR conducts, spread evenly.
 
-An "energy bucket" (first-order sigma-delta): each mains cycle the bucket
-gains the requested fraction of full power; when it holds half a cycle or
-more the cycle is fired and one cycle is taken out. So over any run of
-cycles at a steady fraction f the fired count stays within one cycle of
-f x cycles, and the on-cycles are spread as evenly as whole cycles allow: at
-f <= 1/2 no on-block is longer than one cycle and the off-blocks are
-floor or ceil of (1 - f) / f; above 1/2 the same with on and off swapped.
+An "energy bucket" (first-order sigma-delta; Bresenham's line in integers):
+the request is taken as k = round(f x period) whole cycles per period of
+`period_cycles` (N); each mains cycle the bucket gains k, and when it holds
+half a period or more the cycle is fired and N is taken out. With k fixed
+the bucket comes back to the same value after every period, so each period
+fires exactly k cycles -- within half a cycle of the request, the same count
+every period, so a meter reading a period sees a steady power -- and the
+pattern repeats seamlessly from period to period, the on-cycles spread as
+evenly as whole cycles allow: at k/N <= 1/2 no on-block is longer than one
+cycle and the off-blocks are floor or ceil of (N - k) / k; above 1/2 the
+same with on and off swapped.
 
-A new request takes effect at the start of the next period of
-`period_cycles` (so each period fires round(f x period) cycles, give or take
-the carried remainder); a lower request takes effect at once (waiting would
-draw from the battery or the grid), and so does the first request after
-zero (a new period starts). Cycles in
-which the driver could not act (it woke late) are booked with `hold`, at the
-level the pin kept, so the energy stays right whatever the timing jitter.
+A higher request takes effect at the start of the next period; a lower
+request takes effect at once (waiting would draw from the battery or the
+grid), and so does the first request after zero (a new period starts).
+Cycles in which the driver could not act (it woke late) are booked with
+`hold`, at the level the pin kept, so the energy stays right whatever the
+timing jitter.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -42,40 +46,51 @@ class BurstPattern:
             raise ValueError(f"period_cycles must be at least 1, got {period_cycles}")
         self.period_cycles = period_cycles
         self.requested = 0.0
-        self.fraction = 0.0  # the fraction of the period under way
-        self._bucket = 0.0
+        self._k_requested = 0
+        self._k = 0  # cycles per period of the period under way
+        self._acc = 0  # the bucket, in 1/period_cycles of a cycle
         self._pos = 0
         self.stats = BurstStats()
         self._run_on = False
         self._run = 0
         self._run_counts = False  # the current block lies wholly in bursting cycles
 
+    @property
+    def fraction(self) -> float:
+        """The fraction of cycles the period under way fires (the request in whole cycles per period)."""
+        return self._k / self.period_cycles
+
     def request(self, fraction: float) -> None:
-        """Ask for a fraction 0..1 of full power: from the next period on, or at once when it is zero."""
+        """Ask for a fraction 0..1 of full power: from the next period on, at once when it is lower."""
         f = min(max(fraction, 0.0), 1.0) if fraction == fraction else 0.0  # NaN -> 0
         self.requested = f
-        if f == 0.0:
-            self.fraction = 0.0
-            self._bucket = 0.0
-        elif self.fraction == 0.0:
+        k = math.floor(f * self.period_cycles + 0.5)
+        self._k_requested = k
+        if k == 0:
+            self._acc = 0
+        if self._k == 0:
             self._pos = 0  # nothing is being fired: a new period starts with the next cycle
-        elif f < self.fraction:
-            self.fraction = f  # less at once: waiting would import (the battery or the grid covers the rest)
+        if k < self._k:
+            self._k = k
 
     @property
     def idle(self) -> bool:
         """True when nothing is requested and nothing is being fired (the driver may sleep)."""
-        return self.requested == 0.0 and self.fraction == 0.0
+        return self._k_requested == 0 and self._k == 0
+
+    def _advance(self) -> None:
+        if self._pos == 0:
+            self._k = self._k_requested
+        self._pos = (self._pos + 1) % self.period_cycles
 
     def next_cycle(self) -> bool:
         """Whether the next mains cycle is fired."""
-        if self._pos == 0:
-            self.fraction = self.requested
-        self._pos = (self._pos + 1) % self.period_cycles
-        self._bucket += self.fraction
-        on = self._bucket >= 0.5
+        self._advance()
+        n = self.period_cycles
+        self._acc += self._k
+        on = 2 * self._acc >= n
         if on:
-            self._bucket -= 1.0
+            self._acc -= n
         self._count(on, 1)
         return on
 
@@ -83,17 +98,16 @@ class BurstPattern:
         """Book cycles that passed at a level the driver could not change (it woke late)."""
         if cycles <= 0:
             return
+        n = self.period_cycles
         for _ in range(cycles):
-            if self._pos == 0:
-                self.fraction = self.requested
-            self._pos = (self._pos + 1) % self.period_cycles
-            self._bucket += self.fraction - (1.0 if on else 0.0)
-        self._bucket = min(max(self._bucket, -1.0), 1.0)  # a long stall must not leave a debt of many cycles
+            self._advance()
+            self._acc += self._k - (n if on else 0)
+        self._acc = min(max(self._acc, -n * n), n * n)  # a long stall leaves a debt of at most one period
         self._count(on, cycles)
 
     def _count(self, on: bool, cycles: int) -> None:
         s = self.stats
-        bursting = 0.0 < self.fraction < 1.0
+        bursting = 0 < self._k < self.period_cycles
         s.cycles += cycles
         if on:
             s.on_cycles += cycles
