@@ -409,7 +409,11 @@ def keep_soak_section(text: str, old: str) -> str:
         section = SOAK_BEGIN + old.split(SOAK_BEGIN, 1)[1].split(SOAK_END, 1)[0] + SOAK_END
     else:
         section = f"{SOAK_BEGIN}\n## Soak\n\nNot run yet: `python bench/soak.py` writes this section.\n{SOAK_END}"
-    return text.rstrip() + "\n\n" + section + "\n"
+    text = text.rstrip() + "\n\n" + section + "\n"
+    begin, end = "<!-- gx-safety -->", "<!-- /gx-safety -->"  # written by bench/gx_safety.py
+    if begin in old and end in old:
+        text += "\n" + begin + old.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ only ever sends read requests (function code 3). Every Modbus or socket
 failure leaves it as one of our errors:
 
 - `GxUnavailable`: no connection, no answer within `timeout_s`, a dropped
-  link. The client is closed and the next attempt waits (capped exponential
+  link, a reply that does not match its request. The client is closed and the next attempt waits (capped exponential
   backoff from `reconnect_min_s` to `reconnect_max_s`, measured with the
   injected clock); until then `read()` fails at once without network traffic.
 - `DeviceAbsent`: the GX says no system service sits behind its unit ID.
@@ -13,6 +13,15 @@ failure leaves it as one of our errors:
   into `Measurements.absent_roles` and a message into `GxReader.problems`.
 - `GxError`: any other exception reply, e.g. 0x02 when the register map does
   not match this GX.
+
+One deadline per read: connect and every request of one `read()` share
+`timeout_s` (monotonic), and each socket wait is bounded by the time left, so a
+GX that answers slowly -- or dribbles a frame in pieces -- cannot stretch a
+read past it. The snapshot is stamped with the time its first request was
+sent. Every reply is checked byte by byte against its request before pymodbus
+decodes it (protocol ID 0, transaction ID, unit ID, function code 3 or its
+exception 0x83, byte count = 2 x the registers asked for, exactly one frame);
+anything else is a failed read, and at most one frame's bytes are ever held.
 """
 
 from __future__ import annotations
@@ -59,6 +68,13 @@ EXCEPTION_NAMES = {
 }
 #: Unit IDs a Venus GX family device commonly uses, probed first by discovery.
 KNOWN_UNIT_IDS: tuple[int, ...] = (100, 0, 242, 227, 228, 245, 243, 239, 225, 30, 40, 31, 32, 41, 226, 246, 244)
+#: The only function code pvheater sends (read holding registers), and its exception reply.
+READ_HOLDING = 0x03
+READ_HOLDING_EXCEPTION = 0x83
+#: MBAP header bytes before the function code: transaction ID, protocol ID, length, unit ID.
+MBAP_BYTES = 7
+#: Largest Modbus-TCP frame (MBAP + 253-byte PDU); the reader never holds more than one.
+MAX_FRAME_BYTES = 260
 
 
 def decode_words(register: Register, words: Sequence[int]) -> float | None:
@@ -68,6 +84,70 @@ def decode_words(register: Register, words: Sequence[int]) -> float | None:
         raise TypeError(f"register {register.name!r}: pymodbus returned {raw!r}")
     value = register.decode_raw(raw)
     return value if register.plausible(value) else None
+
+
+#: Watts below which a power counts as "about zero" in the balance checks (meter noise, standby).
+BALANCE_MARGIN_W = 50.0
+
+
+def refuse_implausible(values: dict[str, float | None]) -> dict[str, str]:
+    """Mark as invalid (None, in place) the values the energy balance refutes; why, by register name.
+
+    The GX sends an invalid D-Bus value as 0, indistinguishable from a real 0,
+    and a 16-bit register out of range wraps. Conservative rules, each one a
+    physical impossibility:
+
+    - PV 0 W (system or MPPT) while the battery charges more than the grid
+      imports: the charge comes from PV, so PV is unknown;
+    - grid (system or meter) 0 W on a phase with consumption and no inverter
+      output on it: that consumption comes from the grid;
+    - consumption 0 W on a phase the inverter feeds;
+    - battery power 0 W with a battery current of 1 A or more, and the reverse;
+    - battery power (int16) far from voltage x current, or with the current
+      unknown: a wrapped register cannot be ruled out.
+    """
+    refused: dict[str, str] = {}
+    v = dict(values)
+
+    def known(name: str) -> float | None:
+        return v.get(name)
+
+    def refuse(name: str, why: str) -> None:
+        if values.get(name) is not None:
+            values[name] = None
+            refused[name] = why
+
+    battery_w = known("battery_power_w")
+    if battery_w is None:
+        battery_w = known("bms_power_w")
+    grid = [known(f"grid_l{n}_w") for n in (1, 2, 3)]
+    grid_w = sum(g for g in grid if g is not None) if any(g is not None for g in grid) else None
+    import_w = max(0.0, grid_w or 0.0)
+    if battery_w is not None and grid_w is not None and battery_w > import_w + BALANCE_MARGIN_W:
+        for name in ("pv_dc_w", "mppt_yield_w"):
+            if known(name) == 0:
+                refuse(name, f"0 W while the battery charges {battery_w:.0f} W, more than the grid gives")
+    for n in (1, 2, 3):
+        consumption = known(f"ac_consumption_l{n}_w")
+        inverter = known(f"vebus_ac_out_l{n}_w")
+        if consumption is not None and consumption > BALANCE_MARGIN_W and inverter is not None and abs(inverter) < 20:
+            for name in (f"grid_l{n}_w", f"meter_l{n}_w"):
+                if known(name) == 0:
+                    refuse(name, f"0 W while L{n} consumes {consumption:.0f} W and the inverter gives none")
+        if inverter is not None and inverter > BALANCE_MARGIN_W and known(f"ac_consumption_l{n}_w") == 0:
+            refuse(f"ac_consumption_l{n}_w", f"0 W while the inverter feeds L{n} with {inverter:.0f} W")
+    power, current, volts = known("battery_power_w"), known("battery_current_a"), known("battery_voltage_v")
+    if power == 0 and current is not None and abs(current) >= 1.0:
+        refuse("battery_power_w", f"0 W with {current:g} A")
+    elif current == 0 and power is not None and abs(power) >= BALANCE_MARGIN_W:
+        refuse("battery_current_a", f"0 A with {power:.0f} W")
+    elif power is not None and current is None:
+        refuse("battery_power_w", "battery current unknown: a 16-bit power cannot be checked for a wrap")
+    elif power is not None and current is not None and volts is not None:
+        product_w = volts * current
+        if abs(power - product_w) > max(200.0, 0.25 * abs(product_w)):
+            refuse("battery_power_w", f"{power:.0f} W but {volts:g} V x {current:g} A = {product_w:.0f} W (wrapped?)")
+    return refused
 
 
 def absent_message(role: str, unit_id: int, code: int) -> str:
@@ -90,6 +170,101 @@ class _ConnectFailed(ConnectionException):
     """Internal: the TCP connection to the GX could not be opened."""
 
 
+class _NoAnswer(ModbusIOException):
+    """Internal: the read's deadline passed before a whole reply arrived."""
+
+
+class _BadReply(ModbusIOException):
+    """Internal: a reply that does not match its request (or is no Modbus-TCP frame)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def check_reply(request: bytes, reply: bytes) -> bool:
+    """True when reply holds one whole frame that answers request (FC 3); raises _BadReply when it cannot.
+
+    False: a valid beginning, wait for more bytes. Checked: protocol ID 0, the
+    request's transaction and unit ID, function code 3 (or exception 0x83),
+    byte count twice the registers asked for, a length field that fits, and no
+    byte beyond the frame.
+    """
+    if len(reply) >= 4 and reply[2:4] != b"\0\0":
+        raise _BadReply(f"protocol ID {int.from_bytes(reply[2:4], 'big')} instead of 0")
+    if len(reply) >= 2 and reply[0:2] != request[0:2]:
+        raise _BadReply(
+            f"transaction ID {int.from_bytes(reply[0:2], 'big')} instead of {int.from_bytes(request[0:2], 'big')}"
+        )
+    if len(reply) >= MBAP_BYTES and reply[6] != request[6]:
+        raise _BadReply(f"unit ID {reply[6]} instead of {request[6]}")
+    if len(reply) < MBAP_BYTES + 1:
+        return False
+    function_code = reply[7]
+    length = int.from_bytes(reply[4:6], "big")
+    if function_code == READ_HOLDING_EXCEPTION:
+        expected = 3  # unit ID, function code, exception code
+    elif function_code == READ_HOLDING:
+        words = int.from_bytes(request[10:12], "big")
+        expected = 3 + 2 * words  # unit ID, function code, byte count, data
+        if len(reply) >= MBAP_BYTES + 2 and reply[8] != 2 * words:
+            raise _BadReply(f"byte count {reply[8]} for {words} registers")
+    else:
+        raise _BadReply(f"function code 0x{function_code:02X} in reply to 0x03")
+    if length != expected:
+        raise _BadReply(f"length field {length} instead of {expected}")
+    if len(reply) > 6 + length:
+        raise _BadReply(f"{len(reply) - 6 - length} bytes beyond the frame")
+    return len(reply) == 6 + length
+
+
+class _DeadlineClient(ModbusTcpClient):
+    """pymodbus' TCP client with every socket wait bounded by the read's deadline and each reply checked.
+
+    `deadline_s` (time.monotonic) is set by the reader before each read;
+    `recv` lowers the client's timeout to the time left before every wait
+    (pymodbus checks its own timeout only when bytes arrive), and the
+    trace_packet hook sees the request sent and every byte received.
+    """
+
+    def __init__(self, host: str, port: int, timeout_s: float) -> None:
+        super().__init__(host, port=port, timeout=timeout_s, retries=0, trace_packet=self._trace)
+        self.deadline_s = time.monotonic() + timeout_s
+        #: The last request frame sent (to check its reply against).
+        self.request = b""
+        #: time.monotonic() of the last request sent.
+        self.sent_s: float | None = None
+
+    def time_left_s(self) -> float:
+        """Seconds until the deadline (at least a millisecond, so a wait never becomes unbounded)."""
+        return max(0.001, self.deadline_s - time.monotonic())
+
+    def connect(self) -> bool:
+        """Open the connection within the time left."""
+        self.comm_params.timeout_connect = self.time_left_s()
+        return bool(super().connect())
+
+    def recv(self, size: int | None) -> bytes:
+        """Wait for bytes at most until the deadline; _NoAnswer once it has passed."""
+        if time.monotonic() >= self.deadline_s:
+            raise _NoAnswer("deadline passed")
+        self.comm_params.timeout_connect = self.time_left_s()
+        data = super().recv(size)
+        if not data and time.monotonic() >= self.deadline_s:
+            raise _NoAnswer("deadline passed")
+        return data
+
+    def _trace(self, sending: bool, data: bytes) -> bytes:
+        if sending:
+            self.request = bytes(data)
+            self.sent_s = time.monotonic()
+            return data
+        check_reply(self.request, data)  # a bad header or anything beyond one frame raises here
+        if len(data) > MAX_FRAME_BYTES:  # pragma: no cover - check_reply bounds a frame by its length field
+            raise _BadReply(f"{len(data)} bytes without a whole frame")
+        return data
+
+
 class GxReader:
     """Reads every mapped value from the GX over one persistent Modbus-TCP connection.
 
@@ -106,7 +281,7 @@ class GxReader:
         self._gx = gx
         self._map = register_map
         self._clock = clock
-        self._client: ModbusTcpClient | None = None
+        self._client: _DeadlineClient | None = None
         self._plan: list[tuple[str, int, Block]] = []
         for role, device in register_map.devices.items():
             unit_id = getattr(gx.unit_ids, role, None)
@@ -114,6 +289,7 @@ class GxReader:
                 self._plan.extend((role, unit_id, block) for block in plan_blocks(device))
         #: Why each absent role was not read in the last read(), by role.
         self.problems: dict[str, str] = {}
+        self.refused: dict[str, str] = {}
         self._failures = 0
         self._retry_at_s: float | None = None
         self._last_failure = ""
@@ -129,16 +305,21 @@ class GxReader:
         return {role: getattr(self._gx.unit_ids, role, None) for role in self._map.devices}
 
     def read(self) -> Measurements:
-        """Read every configured device once and return the decoded snapshot."""
-        now_s = self._clock()
-        self._check_backoff(now_s)
+        """Read every configured device once, all within timeout_s, and return the decoded snapshot.
+
+        The snapshot is stamped (with the injected clock) when its first request is sent.
+        """
+        self._check_backoff(self._clock())
         values: dict[str, float | None] = {reg.name: None for reg in self._map.all_registers()}
         absent: dict[str, str] = {}
+        stamp_s: float | None = None
         try:
             client = self._connect()
             for role, unit_id, block in self._plan:
                 if role in absent:
                     continue
+                if stamp_s is None:
+                    stamp_s = self._clock()
                 try:
                     words = self._read_words(client, unit_id, block.address, block.count)
                 except _ExceptionReply as reply:
@@ -153,10 +334,14 @@ class GxReader:
         for role in absent.keys() - self.problems.keys():
             log.info("%s", absent[role])  # reported to the caller in absent_roles / problems
         self.problems = absent
-        return Measurements(time_s=now_s, values=values, absent_roles=frozenset(absent))
+        #: Values the energy balance refuted in the last read (now None), with the reason, by register name.
+        self.refused = refuse_implausible(values)
+        return Measurements(
+            time_s=self._clock() if stamp_s is None else stamp_s, values=values, absent_roles=frozenset(absent)
+        )
 
     def probe(self, unit_id: int) -> tuple[str, ...]:
-        """Which mapped roles answer at a unit ID (reads each role's first register; never writes)."""
+        """Which mapped roles answer at a unit ID, within timeout_s (reads each role's first register; never writes)."""
         self._check_backoff(self._clock())
         found: list[str] = []
         try:
@@ -192,11 +377,11 @@ class GxReader:
 
     # --- internals ---------------------------------------------------------
 
-    def _connect(self) -> ModbusTcpClient:
+    def _connect(self) -> _DeadlineClient:
+        """The client, connected, with the deadline of this read set timeout_s from now."""
         if self._client is None:
-            self._client = ModbusTcpClient(
-                self._gx.host, port=self._gx.port, timeout=self._gx.timeout_s, retries=0
-            )
+            self._client = _DeadlineClient(self._gx.host, self._gx.port, self._gx.timeout_s)
+        self._client.deadline_s = time.monotonic() + self._gx.timeout_s
         if not self._client.connected:
             log.debug("connecting to GX at %s", self.endpoint)
             if not self._client.connect():
@@ -204,9 +389,14 @@ class GxReader:
         return self._client
 
     @staticmethod
-    def _read_words(client: ModbusTcpClient, unit_id: int, address: int, count: int) -> list[int]:
+    def _read_words(client: _DeadlineClient, unit_id: int, address: int, count: int) -> list[int]:
         """One read_holding_registers request (function code 3); the only request this module sends."""
+        if time.monotonic() >= client.deadline_s:
+            raise _NoAnswer("deadline passed before the request")
+        client.comm_params.timeout_connect = client.time_left_s()  # pymodbus' own deadline for this reply
         response = client.read_holding_registers(address, count=count, device_id=unit_id)
+        if response.function_code not in (READ_HOLDING, READ_HOLDING_EXCEPTION):  # checked on the bytes too
+            raise _BadReply(f"function code 0x{response.function_code:02X} in reply to 0x03")
         if response.isError():
             raise _ExceptionReply(int(getattr(response, "exception_code", 0)))
         words = list(response.registers)
@@ -260,9 +450,11 @@ class GxReader:
         """What went wrong, in words, for the one-line error."""
         if isinstance(exc, _ConnectFailed):
             return f"cannot be reached (connection refused, unreachable or timed out after {self._gx.timeout_s:g} s)"
+        if isinstance(exc, _NoAnswer):
+            return f"did not answer within {self._gx.timeout_s:g} s"
+        if isinstance(exc, _BadReply):
+            return f"sent a reply that does not match the request ({exc.detail})"
         if isinstance(exc, ModbusIOException):
-            if "No response" in str(exc):
-                return f"did not answer within {self._gx.timeout_s:g} s"
             return f"sent an unexpected reply ({exc})"
         if isinstance(exc, ConnectionException):
             return "closed the connection"

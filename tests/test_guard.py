@@ -214,11 +214,13 @@ def test_safety_switches_off_at_once(
     assert state.relay_on is False
 
 
-def test_grid_or_battery_alone_is_plausible() -> None:
+@pytest.mark.parametrize("missing", ["grid", "battery"])
+def test_grid_or_battery_alone_is_not_enough(missing: str) -> None:
+    """Issue 18: with every 32-bit register at 0x7FFFFFFF the grid was unknown and the relay stayed closed."""
     state = switch_on()
-    for m in (meas(3.0, grid=None), meas(3.0, battery=None)):
-        _, out = step(state, WANT, m, S, 3.0, NOON)
-        assert out.relay_on
+    _, out = step(state, WANT, meas(3.0, **{missing: None}), S, 3.0, NOON)
+    assert not out.relay_on
+    assert out.reason == f"implausible data: {missing} power missing"
 
 
 def test_safety_off_is_not_blocked_by_the_switch_limit() -> None:

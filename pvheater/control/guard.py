@@ -8,8 +8,8 @@ and is never blocked by the switch limit):
 - `fault` given (GX unreachable, an error in the loop), no measurements;
 - stale data: `now_s - m.time_s > stale_after_s` (a sample stamped more than
   stale_after_s in the *future* is refused too: the clocks disagree);
-- implausible data: SoC missing or outside 0..100 %, or grid and battery power
-  both missing;
+- implausible data: SoC missing or outside 0..100 %, grid power or battery
+  power missing (both are always known on a working ESS);
 - a non-finite power request (a controller bug);
 - outside the time window (window_start..window_end local time, end exclusive;
   end before start spans midnight; only one of them set bounds that side of
@@ -181,8 +181,14 @@ def _data_problem(m: Measurements | None, settings: GuardSettings, now_s: float,
     soc = m.soc_pct
     if soc is None or not math.isfinite(soc) or not 0.0 <= soc <= 100.0:
         return "implausible data: SoC " + ("missing" if soc is None else f"{soc}")
+    # Heating needs the whole picture: every Victron ESS has a battery, and the system service always
+    # reports the grid (0 W off-grid), so an unknown value here is an implausible or missing reading.
     if m.grid_w is None and m.battery_w is None:
         return "implausible data: grid and battery power missing"
+    if m.grid_w is None:
+        return "implausible data: grid power missing"
+    if m.battery_w is None:
+        return "implausible data: battery power missing"
     return None
 
 

@@ -42,15 +42,15 @@ class Measurements:
 
     @property
     def soc_pct(self) -> float | None:
-        """Battery state of charge: the system's value, else the BMS's."""
-        soc = self.values.get("battery_soc_pct")
-        return soc if soc is not None else self.values.get("bms_soc_pct")
+        """Battery state of charge: the BMS's (0.1 %), else the system's (whole percent)."""
+        soc = self.values.get("bms_soc_pct")
+        return soc if soc is not None else self.values.get("battery_soc_pct")
 
     @property
     def battery_w(self) -> float | None:
-        """Battery power, positive while charging."""
-        power = self.values.get("battery_power_w")
-        return power if power is not None else self.values.get("bms_power_w")
+        """Battery power, positive while charging: the BMS's 32-bit register, else the system's 16-bit one."""
+        power = self.values.get("bms_power_w")
+        return power if power is not None else self.values.get("battery_power_w")
 
     @property
     def grid_w(self) -> float | None:

@@ -9,20 +9,25 @@ rule and the forecast reserve; the forecast comes from a provider in memory.
 
 Safety: a GX error makes the guard open the relay at once; any other error in
 the loop opens the relay, returns the knob to zero and resets the guard. Each
-error episode is logged once when it starts and once when it ends.
+error episode is logged once when it starts and once when it ends. A picture
+whose fast-moving values stop changing (pvheater.control.freshness) counts as
+a fault too. `failsafe(now_s)` may be called from another thread while a tick
+hangs in a read: it opens the relay and parks the knob when the last fresh
+snapshot is older than relay.stale_after_s (the pins are applied under a lock).
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from pvheater.calibration.curve import Calibration
 from pvheater.config import Config
-from pvheater.control import controller, guard
+from pvheater.control import controller, freshness, guard
 from pvheater.control.measurements import Measurements
 from pvheater.control.messages import SAFE_OFF, HeaterOutput, HeatRequest
 from pvheater.control.reserve import ForecastProvider, ReserveAdvice, ReserveSettings, ReserveState, reserve_step
@@ -30,6 +35,8 @@ from pvheater.errors import GxError
 
 log = logging.getLogger("pvheater")
 
+#: Longest wait of shutdown() for the pins lock (held only while a tick applies its output).
+PINS_WAIT_S = 1.0
 #: A status line is logged when the heater power moves by at least this much.
 STATUS_STEP_W = 100.0
 
@@ -140,6 +147,14 @@ class ControlLoop:
         self.apply_config(config)
         self.controller_state = controller.ControllerState()
         self.guard_state = guard.GuardState()
+        self.freshness_state = freshness.FreshnessState()
+        self.freshness_settings = freshness.FreshnessSettings()
+        #: time_s of the newest snapshot that was fresh (read without fault, not frozen); None: none yet.
+        self.fresh_s: float | None = None
+        self._pins = threading.Lock()
+        self._tripped = False
+        self._frozen: str | None = None
+        self._failsafe_since_s: float | None = None
         self.last: TickReport | None = None
         self._fault: str | None = None
         self._fault_since_s: float | None = None
@@ -173,9 +188,40 @@ class ControlLoop:
 
     def shutdown(self, now_s: float) -> None:
         """Relay open and knob to zero, e.g. on SIGTERM."""
-        self.heater.safe_off(now_s)
-        self.guard_state = guard.force_off(self.guard_state, now_s)
+        # A stop signal raised into a tick may, in theory, leave the pins lock taken: never wait long for it.
+        locked = self._pins.acquire(timeout=PINS_WAIT_S)
+        try:
+            self.heater.safe_off(now_s)
+            self.guard_state = guard.force_off(self.guard_state, now_s)
+        finally:
+            if locked:
+                self._pins.release()
         self.log.info("heater off: relay open, knob at zero")
+
+    def failsafe(self, now_s: float) -> bool:
+        """The independent fail-safe (any thread, never waits for a read): relay open, knob parked when no fresh
+        snapshot arrived within stale_after_s. True when it switched something off."""
+        limit_s = self.guard_settings.stale_after_s
+        locked = self._pins.acquire(timeout=PINS_WAIT_S)  # not taken: an apply hangs, switch off regardless
+        try:
+            age_s = None if self.fresh_s is None else now_s - self.fresh_s
+            if age_s is not None and age_s <= limit_s:
+                return False
+            zero_deg = self.heater.calibration.zero_angle_deg
+            angle_deg = self.heater.servo_angle_deg
+            if not self.heater.relay_on and (angle_deg is None or angle_deg == zero_deg):
+                return False
+            self.heater.safe_off(now_s)
+            self._tripped = True  # the next tick forces the guard off, so heating restarts only after confirmation
+        finally:
+            if locked:
+                self._pins.release()
+        if self._failsafe_since_s is None:
+            self._failsafe_since_s = now_s
+            seen = "none yet" if age_s is None else f"the last is {age_s:.1f} s old"
+            self.log.error("no fresh GX data within %g s (%s): fail-safe opened the relay and parked the knob",
+                           limit_s, seen)
+        return True
 
     # --- internals ---------------------------------------------------------
 
@@ -187,17 +233,30 @@ class ControlLoop:
         except GxError as exc:
             m, fault = None, str(exc)
         self._track_fault(fault, now_s)
+        frozen: str | None = None
         if m is not None:
             self._track_absent(m)
+            self.freshness_state, frozen = freshness.step(self.freshness_state, m, self.freshness_settings)
+        self._track_frozen(frozen, now_s)
         early = self._reserve(m, utc_s if local_time is not None else None)
         self.controller_state, request = controller.step(
             self.controller_state, m, self.controller_settings, now_s, self.heater.relay_on, early
         )
-        self.guard_state, output = guard.step(
-            self.guard_state, request, m, self.guard_settings, now_s, local_time, fault,
-            min_soc_pct=None if early is None else early.min_soc_pct, utc_s=utc_s,
-        )
-        self.heater.apply(output, now_s)
+        with self._pins:
+            if self._tripped:  # the fail-safe opened the relay while this tick read: start over from off
+                self._tripped = False
+                self.guard_state = guard.force_off(self.guard_state, now_s)
+            self.guard_state, output = guard.step(
+                self.guard_state, request, m, self.guard_settings, now_s, local_time,
+                fault if fault is not None else frozen,
+                min_soc_pct=None if early is None else early.min_soc_pct, utc_s=utc_s,
+            )
+            self.heater.apply(output, now_s)
+            if m is not None and fault is None and frozen is None:
+                self.fresh_s = m.time_s if self.fresh_s is None else max(self.fresh_s, m.time_s)
+                if self._failsafe_since_s is not None:
+                    self.log.info("fresh GX data again after the fail-safe (%.0f s)", now_s - self._failsafe_since_s)
+                    self._failsafe_since_s = None
         self._log_status(m, output)
         return TickReport(now_s, m, request, output, fault)
 
@@ -250,6 +309,13 @@ class ControlLoop:
             lasted = 0.0 if self._fault_since_s is None else now_s - self._fault_since_s
             self.log.info("GX data again after %.0f s", lasted)
         self._fault = fault
+
+    def _track_frozen(self, frozen: str | None, now_s: float) -> None:
+        if frozen is not None and self._frozen is None:
+            self.log.error("GX data frozen, heater off: %s", frozen)
+        elif frozen is None and self._frozen is not None:
+            self.log.info("GX values move again")
+        self._frozen = frozen
 
     def _track_absent(self, m: Measurements) -> None:
         if m.absent_roles != self._absent:

@@ -52,6 +52,8 @@ class _StopNow(BaseException):
 
 #: Longest wait at shutdown for the servo to reach zero before its pins are released.
 _PARK_WAIT_S = 1.0
+#: How often the independent fail-safe timer checks the age of the last fresh snapshot.
+FAILSAFE_PERIOD_S = 0.2
 
 
 def configure_logging(cfg: LogConfig, console_level: str | None = None) -> None:
@@ -198,6 +200,7 @@ class Service:
         self._reload_requested = False
         self._deadline_s: float | None = None
         self._wake: tuple[socket.socket, socket.socket] | None = None
+        self._failsafe_stop = threading.Event()
         self._in_tick = False
         self._interrupted = False
         #: Signal handlers to put back after the shutdown (see hold_signals()).
@@ -217,8 +220,11 @@ class Service:
             finally:
                 self._in_tick = False
         status = status_line(report.m, report.output, self.loop.heater.servo_angle_deg)
+        took_s = time.monotonic() - now_s
         if report.loop_error:
             self.notifier.status(f"loop error, heater off: {report.fault}")
+        elif took_s > self.loop.guard_settings.stale_after_s:  # an overrun tick is not a healthy one
+            self.notifier.status(f"tick took {took_s:.1f} s: {status}")
         else:
             self.notifier.healthy(now_s, status)
         if self._deadline_s is not None and now_s >= self._deadline_s:
@@ -299,8 +305,11 @@ class Service:
         if not self._saved_handlers:
             self._saved_handlers = previous
         reason = "stopped"
+        self._failsafe_stop.clear()
+        failsafe = threading.Thread(target=self._failsafe_timer, name="pvheater-failsafe", daemon=True)
         try:
             try:
+                failsafe.start()
                 self.scheduler.start()
                 if self.channel is not None:
                     self.channel = self.channel.serve(
@@ -326,6 +335,9 @@ class Service:
                 self.loop.shutdown(now_s)  # relay open first, then everything else
                 if self.recorder is not None:
                     self.recorder.stop(now_s, reason)
+            self._failsafe_stop.set()  # the relay is open: the fail-safe timer has done its job
+            if failsafe.is_alive():
+                failsafe.join(timeout=2 * FAILSAFE_PERIOD_S + 1.0)
             self.notifier.stopping()
             if self.scheduler.running:
                 self.scheduler.shutdown(wait=False)
@@ -356,6 +368,20 @@ class Service:
         """Re-read the config before the next tick (what SIGHUP does)."""
         self._reload_requested = True
         self._poke()
+
+    def _failsafe_timer(self) -> None:
+        """Independent of the tick (it never takes the tick lock): relay open when the data are older than
+        relay.stale_after_s, e.g. while a read hangs. Its own errors are logged once and it goes on."""
+        failed = ""
+        while not self._failsafe_stop.wait(FAILSAFE_PERIOD_S):
+            try:
+                self.loop.failsafe(time.monotonic())
+            except Exception as exc:  # the pins failing here are reported by the tick too; keep watching
+                if str(exc) != failed:
+                    failed = str(exc)
+                    log.critical("fail-safe timer cannot switch the heater off: %s", exc)
+            else:
+                failed = ""
 
     def _tick_loop(self) -> None:
         next_s = time.monotonic()

@@ -19,7 +19,13 @@ the whole interface a plant model needs. Every request is recorded in
 `silent = True` accepts connections but never answers, `exception_override`
 forces an exception code per role, `remove_device()` makes a device absent,
 `drop_connections()` resets the clients' connections, `stop()`/`start()` is a
-restart on the same port.
+restart on the same port. `frozen = True` is a hung driver behind Victron's
+cache: reads go on succeeding with the last values, `set_values()` is
+ignored. `jitter_w` adds a real meter's last-digit flicker (+-jitter_w W,
+alternating per publish) to the grid, meter and consumption powers, so a
+constant plant does not look frozen (pvheater.control.freshness).
+`wrap = True` makes a value that does not fit its register wrap around, as
+Victron's server does (-33000 W on an int16 reads +32536), instead of raising.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ logging.getLogger("pymodbus").addHandler(logging.NullHandler())
 READ_CODES = frozenset({3, 4})
 WRITE_CODES = frozenset({6, 16, 23})
 RESERVED_WORD = 0xFFFF
+#: Register name prefixes that get the meter flicker (`jitter_w`).
+_JITTERED = ("grid_l", "meter_l", "ac_consumption_l")
 START_TIMEOUT_S = 10.0
 
 #: A sunny noon on an ESS with a full battery: the MPPT sits in float, voltage-limited
@@ -92,6 +100,15 @@ def encode_register(register: Register, value: float | None) -> list[int]:
         return [0] * register.words
     raw = register.encode_value(value)
     return ModbusTcpClient.convert_to_registers(raw, ModbusTcpClient.DATATYPE[register.type.upper()])
+
+
+def wrapped(register: Register, value: float) -> float:
+    """The value a register shows when value does not fit and wraps around (two's complement for signed types)."""
+    bits = 16 * register.words
+    raw = round(value * register.scale) % (1 << bits)
+    if register.type.startswith("int") and raw >= 1 << (bits - 1):
+        raw -= 1 << bits
+    return raw / register.scale
 
 
 class _GxContext(ModbusServerContext):
@@ -163,6 +180,13 @@ class GxSimulator:
         self.exception_override: dict[str, int] = {}
         #: Exception code for a unit ID without the addressed device (0x0B before Venus OS 3.70).
         self.absent_code = 0x0A
+        #: True: values stop updating (set_values ignored), reads still succeed -- a frozen GX.
+        self.frozen = False
+        #: True: out-of-range values wrap around their register, as Victron's server does.
+        self.wrap = False
+        #: Flicker of the fast-moving AC powers in W, alternating sign per set_values() (0: exact values).
+        self.jitter_w = 0
+        self._publishes = 0
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
@@ -195,11 +219,19 @@ class GxSimulator:
 
     def set_values(self, values: Mapping[str, float | None]) -> None:
         """Set values by register name in decoded units (None: invalid, reads 0); all or none."""
+        if self.frozen:
+            return
         encoded: list[tuple[Register, list[int]]] = []
+        self._publishes += 1
+        flicker = self.jitter_w if self._publishes % 2 else -self.jitter_w
         for name, value in values.items():
             register = self._by_name.get(name)
             if register is None:
                 raise ValueError(f"GX simulator: unknown value name {name!r}")
+            if flicker and value is not None and name.startswith(_JITTERED) and name.endswith("_w"):
+                value = max(0.0, value + flicker) if name.startswith("ac_consumption") else value + flicker
+            if self.wrap and value is not None:
+                value = wrapped(register, value)
             encoded.append((register, encode_register(register, value)))
         with self._lock:
             for register, words in encoded:

@@ -251,6 +251,7 @@ class SimulatedRig:
         )
         register_map = load_register_map()
         self.gx = GxSimulator(register_map, cfg.gx.unit_ids).start()
+        self.gx.jitter_w = 1  # a real meter's flicker: a constant plant must not look frozen
         self.config = cfg = replace(cfg, gx=replace(cfg.gx, host="127.0.0.1", port=self.gx.port))
         self.pin_factory = make_pin_factory("mock")
         self.heater = Heater.from_config(cfg, pin_factory=self.pin_factory)

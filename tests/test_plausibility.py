@@ -1,0 +1,105 @@
+"""Invalid-as-0 and wrapped registers, refused by the energy balance; read over Modbus from the GX simulator."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from pvheater.config import GxConfig, UnitIds
+from pvheater.reader import GxReader, refuse_implausible
+from pvheater.registers import RegisterMap
+from pvheater.sim.gx_server import GxSimulator
+
+#: Midday, heating: PV 2400 W, battery charging 300 W, house 500 W + heater 1600 W on L1 from the inverter,
+#: the grid at +10 W, consumption on L2 (180 W) fed by the grid (no inverter there).
+DAY: dict[str, float | None] = {
+    "ac_consumption_l1_w": 2100, "ac_consumption_l2_w": 180, "ac_consumption_l3_w": 0,
+    "grid_l1_w": 10, "grid_l2_w": 180, "grid_l3_w": 0,
+    "battery_voltage_v": 53.0, "battery_current_a": 5.7, "battery_power_w": 302, "battery_soc_pct": 97,
+    "pv_dc_w": 2400, "mppt_yield_w": 2400, "bms_power_w": 302, "bms_soc_pct": 96.6,
+    "meter_l1_w": 10, "meter_l2_w": 180, "meter_l3_w": 0,
+    "vebus_ac_out_l1_w": 2100, "vebus_ac_out_l2_w": 0, "vebus_ac_out_l3_w": 0,
+}
+#: Each power register read as 0 (the GX's invalid value) that the balance refutes.
+INVALID_ZEROS = ["pv_dc_w", "mppt_yield_w", "grid_l2_w", "meter_l2_w", "ac_consumption_l1_w", "battery_power_w"]
+
+
+@pytest.mark.parametrize("name", INVALID_ZEROS)
+def test_an_invalid_zero_is_refused(name: str) -> None:
+    values = dict(DAY, **{name: 0})
+    refused = refuse_implausible(values)
+    assert list(refused) == [name] and values[name] is None
+
+
+def test_a_consistent_picture_is_kept_whole() -> None:
+    values = dict(DAY)
+    assert refuse_implausible(values) == {} and values == DAY
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"pv_dc_w": 0, "mppt_yield_w": 0, "battery_power_w": -300, "battery_current_a": -5.7, "bms_power_w": -300},
+        {"pv_dc_w": 0, "mppt_yield_w": 0, "grid_l1_w": 800, "meter_l1_w": 800},  # charged from the grid
+        {"grid_l3_w": 0, "meter_l3_w": 0},  # no consumption on L3: a real 0
+        {"battery_power_w": 0, "battery_current_a": 0.3, "bms_power_w": 0},  # idle battery
+    ],
+    ids=["night_discharge", "grid_charge", "idle_phase", "idle_battery"],
+)
+def test_a_real_zero_is_kept(changes: dict[str, float]) -> None:
+    values = dict(DAY, **changes)
+    assert refuse_implausible(values) == {}
+
+
+def test_a_wrapped_int16_battery_power_is_refused() -> None:
+    # -33000 W reads +32536 on the int16 register (and is out of range); -40 kW reads +25536, in range
+    values = dict(DAY, battery_power_w=25536, battery_current_a=-754.7, bms_power_w=None)
+    refused = refuse_implausible(values)
+    assert list(refused) == ["battery_power_w"] and "wrapped" in refused["battery_power_w"]
+
+
+@pytest.fixture
+def day_sim(register_map: RegisterMap) -> GxSimulator:
+    sim = GxSimulator(register_map, UnitIds(), host="127.0.0.1", port=0)
+    with sim:
+        yield sim
+
+
+@pytest.mark.parametrize("name", INVALID_ZEROS)
+def test_over_modbus_no_decision_is_taken_on_an_invalid_zero(
+    day_sim: GxSimulator, register_map: RegisterMap, name: str
+) -> None:
+    day_sim.set_values(DAY)
+    day_sim.set_invalid([name])
+    gx = replace(GxConfig(), host="127.0.0.1", port=day_sim.port, timeout_s=1.0)
+    with GxReader(gx, register_map) as reader:
+        m = reader.read()
+    assert m.get(name) is None and name in reader.refused
+    if name.startswith(("pv_dc", "mppt_yield")):
+        assert m.pv_w is None or m.pv_w == 2400  # the other PV source stands in, never the invalid 0
+    if name == "battery_power_w":
+        assert m.battery_w == 302  # the BMS's 32-bit register
+
+
+def test_bms_soc_is_preferred(day_sim: GxSimulator, register_map: RegisterMap) -> None:
+    day_sim.set_values(DAY)
+    gx = replace(GxConfig(), host="127.0.0.1", port=day_sim.port, timeout_s=1.0)
+    with GxReader(gx, register_map) as reader:
+        assert reader.read().soc_pct == pytest.approx(96.6)
+
+
+@pytest.mark.parametrize("battery_w", [-33000, -40000, -60000])
+def test_over_modbus_a_wrapped_battery_power_is_never_believed(
+    day_sim: GxSimulator, register_map: RegisterMap, battery_w: float
+) -> None:
+    """Victron's server wraps an int16: -33000 W reads +32536 (out of range), -40000 W reads +25536 (in range)."""
+    day_sim.wrap = True
+    volts = 53.0
+    day_sim.remove_device("bms")
+    day_sim.set_values(dict(DAY, battery_power_w=battery_w, battery_current_a=battery_w / volts))
+    gx = replace(GxConfig(), host="127.0.0.1", port=day_sim.port, timeout_s=1.0)
+    with GxReader(gx, register_map) as reader:
+        m = reader.read()
+    assert m.get("battery_power_w") is None
+    assert m.battery_w is None  # and with the grid known, the guard opens the relay on it
