@@ -557,11 +557,15 @@ class Config:
         """The config key of the pin the selected actuator drives (servo.pin, pwm.pin or burst.pin)."""
         return {"servo": "servo.pin", "pwm_0_10v": "pwm.pin", "ssr_burst": "burst.pin"}[self.heater.actuator]
 
+    @property
+    def actuator_pin(self) -> str:
+        """The pin the selected actuator drives."""
+        section, name = self.actuator_pin_key.split(".")
+        return str(getattr(getattr(self, section), name))
+
     def _check_actuator(self) -> list[tuple[str, str]]:
         """The selected actuator's pin must not be the relay's."""
-        key = self.actuator_pin_key
-        section, name = key.split(".")
-        pin = getattr(getattr(self, section), name)
+        key, pin = self.actuator_pin_key, self.actuator_pin
         if pin == self.relay.pin:
             return [(key, f"must differ from relay.pin (both {pin!r}; the relay guards the {self.heater.actuator})")]
         return []

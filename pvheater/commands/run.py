@@ -25,7 +25,7 @@ import signal
 from pathlib import Path
 
 from pvheater.commands.common import add_scenario_arguments, positive_float, scenario_day
-from pvheater.config import Config, default_config_path
+from pvheater.config import default_config_path
 from pvheater.control.timeofday import format_hms, hhmm_seconds
 from pvheater.service.instance import Instance
 from pvheater.service.loop import TickReport, status_line
@@ -100,7 +100,7 @@ def _run_simulated(args: argparse.Namespace) -> int:
     print(
         f"pvheater run --simulate: scenario {day.name!r} from {args.start} for {duration_s:.0f} s; "
         f"GX simulator on 127.0.0.1:{sim.gx.port}, mock pins {cfg.relay.pin} (relay) / "
-        f"{actuator_pin(cfg)} ({cfg.heater.actuator})"
+        f"{cfg.actuator_pin} ({cfg.heater.actuator})"
     )
 
     def show(report: TickReport) -> None:
@@ -111,12 +111,6 @@ def _run_simulated(args: argparse.Namespace) -> int:
     code = run_service(rig, duration_s, config_path(args), args.cfg, on_tick=show)  # closes the rig
     _print_summary(sim.live, rig.heater.actuator.wear())
     return code
-
-
-def actuator_pin(cfg: Config) -> str:
-    """The pin of the selected actuator."""
-    section, name = cfg.actuator_pin_key.split(".")
-    return str(getattr(getattr(cfg, section), name))
 
 
 def wear_text(metrics: object, wear: dict[str, float]) -> str:

@@ -532,8 +532,9 @@ def run_service(
         forecast = ForecastFetcher.from_config(cfg) if cfg.forecast.enabled else None
         loop = ControlLoop(rig.reader, rig.heater, cfg, on_report=recorder, forecast=forecast)
         log.info(
-            "pvheater running: GX %s, every %.1f s, relay %s, servo %s, history %s, config %s",
-            rig.reader.endpoint, cfg.poll.interval_s, cfg.relay.pin, cfg.servo.pin, cfg.history.file or "off", path,
+            "pvheater running: GX %s, every %.1f s, relay %s, %s %s, history %s, config %s",
+            rig.reader.endpoint, cfg.poll.interval_s, cfg.relay.pin, cfg.heater.actuator,
+            cfg.actuator_pin, cfg.history.file or "off", path,
         )
         _check_watchdog(notifier, cfg)
         service = Service(
