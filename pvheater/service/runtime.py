@@ -569,6 +569,8 @@ def _check_watchdog(notifier: Notifier, cfg: Config) -> None:
 
 def _park(heater: HeaterPort, cfg: Config) -> None:
     """Give the servo a moment to reach zero before its pins are released (the relay is already open)."""
+    if cfg.heater.actuator != "servo":
+        return  # a duty or an SSR is at zero the moment it is set there
     deadline = time.monotonic() + min(cfg.servo.detach_after_s, _PARK_WAIT_S)
     while time.monotonic() < deadline:
         time.sleep(0.1)
