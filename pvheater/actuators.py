@@ -627,6 +627,11 @@ class Heater:
         return self.actuator.angle_deg if isinstance(self.actuator, Servo) else None
 
     @property
+    def input_value(self) -> float | None:
+        """The actuator's last commanded input (angle, duty, fraction of cycles): what the calibration maps to watts."""
+        return self.actuator.input_value
+
+    @property
     def travel_deg(self) -> float:
         """Total degrees the servo was commanded to travel (0 without a servo)."""
         return self.actuator.travel_deg if isinstance(self.actuator, Servo) else 0.0

@@ -287,3 +287,18 @@ def test_sweep_steps_the_duty_range_and_whole_cycles_of_a_period() -> None:
     assert fractions == sorted(set(fractions))
     # the servo's steps are unchanged
     assert SweepSettings.from_config(Config()).angles() == [5.0 * k for k in range(37)]
+
+
+@pytest.mark.parametrize("actuator", ["pwm_0_10v", "ssr_burst"])
+def test_history_counts_the_power_of_each_actuator(factory: MockFactory, actuator: str, tmp_path) -> None:
+    from pvheater.history import History, HistoryRecorder
+
+    heater = Heater.from_config(config(actuator), pin_factory=factory, burst_thread=False)
+    history = History(tmp_path / "h.db")
+    recorder = HistoryRecorder(history, heater, lambda: 0.0)
+    heater.apply(HeaterOutput(relay_on=True, power_w=1000.0), 0.0)
+    assert recorder._heater_now() == pytest.approx(1000.0)
+    heater.safe_off(1.0)
+    assert recorder._heater_now() == 0.0
+    heater.close()
+    history.close()
