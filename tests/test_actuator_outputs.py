@@ -205,7 +205,8 @@ def test_burst_timing_thread_fires_on_the_clock_and_stops(factory: MockFactory) 
     time.sleep(0.6)
     st = burst.pattern.stats
     assert st.cycles >= 15  # ~30 cycles of 20 ms, whatever the machine's load
-    assert abs(st.on_cycles - 0.5 * st.cycles) <= 1.5  # late wake-ups are booked at the level the pin held
+    # late wake-ups are booked at the level the pin held and paid back over the next cycles
+    assert abs(st.on_cycles - 0.5 * st.cycles) <= 0.1 * st.cycles + 2
     assert len(pin.states) > 5
     burst.set_input(0.0, 0.0)
     assert pin.state == 0
