@@ -6,7 +6,7 @@ Usage (from the checkout, with pvheater installed):
     python bench/soak.py                    # 7 simulated days (~8-10 min), writes the soak section of BENCHMARKS.md
     python bench/soak.py --days 1 --no-write
 
-It runs pvheater.sim.soak (see there for what is injected and measured), then
+It runs the soak engine pvheater.sim.soak_engine (see there for what is injected and measured), then
 `pvheater stats` on the week's database, prints the report, and replaces the
 part of BENCHMARKS.md between the `<!-- soak -->` and `<!-- /soak -->`
 markers (bench/run_bench.py keeps that part when it regenerates the file).
@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pvheater.sim.soak import Soak, format_result
+from pvheater.sim.soak_engine import Soak, format_result
 
 REPO = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- soak -->", "<!-- /soak -->"
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         "dropped connections, a GX that never answers, exception replies 0x02/0x0A/0x0B, an absent MPPT,",
         "implausible values (SoC 250, all system values 0 as from invalid D-Bus values, SoC 0xFFFF), service",
         "restarts, and one boot with the wall clock in 1970 set by \"NTP\" 10 minutes later. `gx.timeout_s` is",
-        "0.5 s so that a silent GX costs little wall time. See pvheater/sim/soak.py.",
+        "0.5 s so that a silent GX costs little wall time. See pvheater/sim/soak_engine.py.",
         "",
         f"Machine: {platform.machine()}, Python {platform.python_version()}.",
         "",

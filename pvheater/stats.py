@@ -23,6 +23,7 @@ from typing import Any
 
 from pvheater.control.timeofday import clock_is_set
 from pvheater.history import connect_read_only
+from pvheater.plotting import require_matplotlib
 
 #: A row whose wall clock disagrees with its run's monotonic clock by more than this was written before a jump.
 CLOCK_JUMP_S = 60.0
@@ -116,57 +117,80 @@ def compute_stats(path: Path | str, days: int | None = 7) -> HistoryStats:
         conn.close()
 
 
-def _compute(conn: sqlite3.Connection, days: int | None) -> HistoryStats:
-    by_day: dict[datetime.date, DayStats] = {}
-    unset = DayStats(UNSET_DAY)
+#: Per run: the monotonic times of its rows and the wall-clock anchor of each (None: cannot be dated).
+RunAnchors = dict[str, tuple[list[float], list[float | None]]]
 
-    def bucket(day: datetime.date | None) -> DayStats:
+
+class _Days:
+    """The per-day totals being summed, and the bucket of what cannot be dated."""
+
+    def __init__(self) -> None:
+        self.by_day: dict[datetime.date, DayStats] = {}
+        self.unset = DayStats(UNSET_DAY)
+
+    def bucket(self, day: datetime.date | None) -> DayStats:
+        """The totals of a day (None: the undatable bucket), opened on first use."""
         if day is None:
-            return unset
-        if day not in by_day:
-            by_day[day] = DayStats(day.isoformat())
-        return by_day[day]
+            return self.unset
+        if day not in self.by_day:
+            self.by_day[day] = DayStats(day.isoformat())
+        return self.by_day[day]
 
-    runs: dict[str, tuple[list[float], list[float | None]]] = {}
+
+def _compute(conn: sqlite3.Connection, days: int | None) -> HistoryStats:
+    totals = _Days()
+    runs = _count_ticks(conn, totals)
+    _count_events(conn, totals, runs)
+    return _select_days(totals, days)
+
+
+def _count_ticks(conn: sqlite3.Connection, totals: _Days) -> RunAnchors:
+    """Add every tick row to its day(s), run by run; return each run's row times and anchors."""
+    runs: RunAnchors = {}
     cursor = conn.execute(
         "SELECT run_id, wall_s, mono_s, span_s, heater_wh, captured_wh, heating_s, failsafe_s, switches "
         "FROM ticks ORDER BY run_id, seq"
     )
     current: str | None = None
     batch: list[tuple[Any, ...]] = []
-
-    def flush_run() -> None:
-        if not batch:
-            return
-        anchors = _anchors([(r[1], r[2]) for r in batch])
-        runs[batch[0][0]] = ([r[2] for r in batch], anchors)
-        for row, anchor in zip(batch, anchors, strict=True):
-            _run_id, _wall, mono_s, span_s, heater_wh, captured_wh, heating_s, failsafe_s, switches = row
-            if span_s == 0 and switches == 0:
-                continue  # a run's first row (or a stop right after a row): nothing to count, no day to open
-            if anchor is None:
-                parts: list[tuple[datetime.date | None, float]] = [(None, 1.0)]
-            else:
-                end_s = mono_s + anchor
-                parts = list(_split(end_s - span_s, end_s))
-            for day, frac in parts:
-                d = bucket(day)
-                d.heater_kwh += heater_wh * frac / 1000.0
-                d.captured_kwh += captured_wh * frac / 1000.0
-                d.heating_h += heating_s * frac / 3600.0
-                d.failsafe_min += failsafe_s * frac / 60.0
-                d.recorded_h += span_s * frac / 3600.0
-            if switches:
-                bucket(parts[-1][0]).switchings += switches  # the day the span ends in (a span ends before midnight)
-
     for row in cursor:
         if row[0] != current:
-            flush_run()
+            if batch:
+                runs[batch[0][0]] = _count_run(batch, totals)
             batch = []
             current = row[0]
         batch.append(row)
-    flush_run()
+    if batch:
+        runs[batch[0][0]] = _count_run(batch, totals)
+    return runs
 
+
+def _count_run(batch: list[tuple[Any, ...]], totals: _Days) -> tuple[list[float], list[float | None]]:
+    """Add one run's tick rows to their days (a span across midnight is split); return its times and anchors."""
+    anchors = _anchors([(r[1], r[2]) for r in batch])
+    for row, anchor in zip(batch, anchors, strict=True):
+        _run_id, _wall, mono_s, span_s, heater_wh, captured_wh, heating_s, failsafe_s, switches = row
+        if span_s == 0 and switches == 0:
+            continue  # a run's first row (or a stop right after a row): nothing to count, no day to open
+        if anchor is None:
+            parts: list[tuple[datetime.date | None, float]] = [(None, 1.0)]
+        else:
+            end_s = mono_s + anchor
+            parts = list(_split(end_s - span_s, end_s))
+        for day, frac in parts:
+            d = totals.bucket(day)
+            d.heater_kwh += heater_wh * frac / 1000.0
+            d.captured_kwh += captured_wh * frac / 1000.0
+            d.heating_h += heating_s * frac / 3600.0
+            d.failsafe_min += failsafe_s * frac / 60.0
+            d.recorded_h += span_s * frac / 3600.0
+        if switches:
+            totals.bucket(parts[-1][0]).switchings += switches  # the day the span ends in (a span ends before midnight)
+    return [r[2] for r in batch], anchors
+
+
+def _count_events(conn: sqlite3.Connection, totals: _Days, runs: RunAnchors) -> None:
+    """Count GX errors, starts and config reloads on the day each happened (dated through its run's anchors)."""
     for run_id, wall_s, mono_s, kind in conn.execute("SELECT run_id, wall_s, mono_s, kind FROM events ORDER BY id"):
         if kind not in ("gx_error", "start", "config_reload"):
             continue
@@ -177,7 +201,7 @@ def _compute(conn: sqlite3.Connection, days: int | None) -> HistoryStats:
             anchor = anchors[i]
         if anchor is None and clock_is_set(wall_s):
             anchor = wall_s - mono_s
-        d = bucket(None if anchor is None else _day_of(mono_s + anchor))
+        d = totals.bucket(None if anchor is None else _day_of(mono_s + anchor))
         if kind == "gx_error":
             d.gx_errors += 1
         elif kind == "start":
@@ -185,7 +209,11 @@ def _compute(conn: sqlite3.Connection, days: int | None) -> HistoryStats:
         else:
             d.reloads += 1
 
+
+def _select_days(totals: _Days, days: int | None) -> HistoryStats:
+    """The last `days` calendar days up to the newest (every day for None, empty ones included) and their total."""
     notes = []
+    by_day, unset = totals.by_day, totals.unset
     chosen = sorted(by_day)
     if chosen:
         newest = chosen[-1]
@@ -232,31 +260,43 @@ def format_stats(stats: HistoryStats) -> str:
     return "\n".join(lines)
 
 
-def plot_stats(stats: HistoryStats, path: Path | str) -> Path:
-    """Bar charts per day (energy, heating hours, fail-safe minutes and GX errors) to a PNG; return the path."""
-    from pvheater.sim.plot import require_matplotlib
+def _bars(ax: Any, x: list[float], values: list[float], width: float, fmt: str, **style: Any) -> None:
+    """Bars with their values written on them, on an axis that starts at 0 (and shows 0..1 when all are 0)."""
+    bars = ax.bar(x, values, width=width, **style)
+    ax.bar_label(bars, fmt=fmt, fontsize=7, padding=1)
+    top = max(values, default=0.0)
+    ax.set_ylim(0.0, top * 1.18 if top > 0 else 1.0)
 
+
+def plot_stats(stats: HistoryStats, path: Path | str) -> Path:
+    """Bar charts per day (energy, heating hours, fail-safe minutes, GX errors) to a PNG; return the path."""
     require_matplotlib()
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    labels = [d.day[5:] for d in stats.days]
-    x = list(range(len(labels)))
-    fig, axes = plt.subplots(3, 1, figsize=(max(6.0, 0.6 * len(labels) + 2), 8), sharex=True)
+    days = stats.days
+    labels = [d.day[5:] for d in days]
+    x = [float(i) for i in range(len(labels))]
+    fig, axes = plt.subplots(4, 1, figsize=(max(7.0, 0.7 * len(labels) + 4), 9), sharex=True, layout="constrained")
     ax = axes[0]
-    ax.bar([i - 0.2 for i in x], [d.heater_kwh for d in stats.days], width=0.4, label="heater kWh")
-    ax.bar([i + 0.2 for i in x], [d.captured_kwh for d in stats.days], width=0.4, label="surplus captured kWh")
+    _bars(ax, [i - 0.2 for i in x], [d.heater_kwh for d in days], 0.4, "%.1f", label="heater")
+    _bars(ax, [i + 0.2 for i in x], [d.captured_kwh for d in days], 0.4, "%.1f", label="surplus captured")
+    top = max([d.heater_kwh for d in days] + [d.captured_kwh for d in days], default=0.0)
+    ax.set_ylim(0.0, top * 1.18 if top > 0 else 1.0)
     ax.set_ylabel("kWh")
-    ax.legend(loc="upper left")
-    axes[1].bar(x, [d.heating_h for d in stats.days], color="tab:orange")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8)
+    _bars(axes[1], x, [d.heating_h for d in days], 0.6, "%.1f", color="tab:orange")
     axes[1].set_ylabel("heating h")
-    ax = axes[2]
-    ax.bar([i - 0.2 for i in x], [d.failsafe_min for d in stats.days], width=0.4, color="tab:red",
-           label="fail-safe min")
-    ax.bar([i + 0.2 for i in x], [d.gx_errors for d in stats.days], width=0.4, color="tab:gray", label="GX errors")
-    ax.legend(loc="upper left")
-    ax.set_xticks(x, labels, rotation=45)
+    _bars(axes[2], x, [d.failsafe_min for d in days], 0.6, "%.0f", color="tab:red")
+    axes[2].set_ylabel("fail-safe min")
+    _bars(axes[3], x, [float(d.gx_errors) for d in days], 0.6, "%d", color="tab:gray")
+    axes[3].set_ylabel("GX errors")
+    axes[3].yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[3].set_xticks(x, labels, rotation=45 if len(labels) > 7 else 0)
+    axes[3].set_xlim(-0.6, max(len(labels) - 0.4, 0.6))
+    for a in axes:
+        a.grid(axis="y", alpha=0.3)
     fig.suptitle("pvheater history")
-    fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=100)
     plt.close(fig)

@@ -13,13 +13,7 @@ from gpiozero.pins.mock import MockPin
 
 from pvheater.actuators import Heater
 from pvheater.calibration.curve import load_calibration
-from pvheater.calibration.fit import (
-    conduction_for_power_fraction,
-    fit_sweep,
-    isotonic_fit,
-    largest_drop,
-    phase_angle_power_fraction,
-)
+from pvheater.calibration.fit import fit_sweep, isotonic_fit, largest_drop
 from pvheater.calibration.sweep import (
     Bench,
     CalibrationDiscarded,
@@ -474,11 +468,6 @@ def test_isotonic_fit_and_largest_drop() -> None:
     assert isotonic_fit([1, 2, 3]) == [1, 2, 3]
     assert largest_drop([0, 100, 500, 420, 600, 590]) == (80, 2, 3)
     assert largest_drop([0, 1, 2])[0] == 0
-
-
-def test_phase_angle_inverse() -> None:
-    for frac in (0.0, 0.001, 0.1, 0.5, 0.9, 0.999, 1.0):
-        assert phase_angle_power_fraction(conduction_for_power_fraction(frac)) == pytest.approx(frac, abs=1e-9)
 
 
 def make_sweep(powers: list[float], angles: list[float] | None = None) -> Sweep:

@@ -8,6 +8,7 @@ import math
 import pytest
 
 from pvheater.registers import load_register_map
+from pvheater.sim.params import Actuation
 from pvheater.sim.plant import (
     MODE_LIMITED,
     MODE_TRACKING,
@@ -24,7 +25,6 @@ from pvheater.sim.plant import (
     regulator_power_fraction,
 )
 from pvheater.sim.scenarios import build_day, constant_day, hhmm
-from pvheater.sim.strategy import Actuation
 
 HP = HeaterPlantParams()
 OFF = Actuation(False, HP.knob_zero_deg)

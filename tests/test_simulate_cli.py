@@ -10,7 +10,7 @@ import pytest
 
 from pvheater.cli import main
 from pvheater.sim import strategy as strategy_module
-from pvheater.sim.strategy import Actuation
+from pvheater.sim.params import Actuation
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
@@ -54,23 +54,13 @@ class IdleStrategy:
         return Actuation(False, 20.0)
 
 
-def test_default_strategy_is_pvheater_when_registered(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    strategy_module.strategy_names()  # load plugins first, so they cannot replace the stand-in
-    monkeypatch.setitem(strategy_module._REGISTRY, "pvheater", lambda day: IdleStrategy())
+def test_default_strategy_is_pvheater(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(strategy_module.STRATEGIES, "pvheater", lambda day: IdleStrategy())
     assert main(["simulate", "--scenario", "gx_outage", "--jobs", "1"]) == 0
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines()[3:-1]]
     assert [r[:2] for r in rows] == [["gx_outage", "pvheater"]]
     assert float(rows[0][2]) == 0.0  # the idle strategy never heats
-
-
-def test_default_lists_what_exists_when_pvheater_is_not_registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    strategy_module.strategy_names()  # load plugins first
-    registry = {k: v for k, v in strategy_module._REGISTRY.items() if k != "pvheater"}
-    monkeypatch.setattr(strategy_module, "_REGISTRY", registry)
-    assert strategy_module.default_strategy_name() is None
 
 
 def test_plot_needs_matplotlib_and_says_how_to_get_it(

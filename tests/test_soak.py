@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pvheater.sim.soak import FAULT_KINDS, Soak, format_result
+from pvheater.sim.soak_engine import FAULT_KINDS, Soak, format_result
 
 
 def test_two_hours_with_every_fault_keep_the_acceptance(tmp_path: Path) -> None:

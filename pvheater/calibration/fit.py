@@ -20,13 +20,13 @@ straight from 0 to full) the lines are fitted to the power fraction itself.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pvheater.calibration.curve import Calibration
 from pvheater.calibration.sweep import SOURCE_TEXT, CalibrationDiscarded, Sweep
+from pvheater.control.scr import conduction_for_power_fraction
 
 #: Where the straight-line fits of the conduction fraction take their points, as fractions of full power.
 ONSET_FIT_RANGE = (0.02, 0.35)
@@ -67,28 +67,6 @@ def largest_drop(values: Sequence[float]) -> tuple[float, int, int]:
         if values[peak_i] - v > best:
             best, hi_i, lo_i = values[peak_i] - v, peak_i, i
     return best, hi_i, lo_i
-
-
-def phase_angle_power_fraction(conduction: float) -> float:
-    """P/Pmax of a resistive load under phase-angle control at a conduction fraction 0..1."""
-    x = min(max(conduction, 0.0), 1.0)
-    return x - math.sin(2.0 * math.pi * x) / (2.0 * math.pi)
-
-
-def conduction_for_power_fraction(power_frac: float) -> float:
-    """The conduction fraction 0..1 that gives P/Pmax under phase-angle control (bisection)."""
-    if power_frac <= 0.0:
-        return 0.0
-    if power_frac >= 1.0:
-        return 1.0
-    lo, hi = 0.0, 1.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        if phase_angle_power_fraction(mid) < power_frac:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
 
 
 def _line_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float] | None:

@@ -7,11 +7,11 @@ import sys
 import time
 from pathlib import Path
 
+from pvheater.plotting import require_matplotlib
 from pvheater.sim.day import default_jobs, run_matrix
 from pvheater.sim.metrics import format_table
-from pvheater.sim.plot import require_matplotlib
 from pvheater.sim.scenarios import SCENARIOS, scenario_names
-from pvheater.sim.strategy import DEFAULT_STRATEGY, default_strategy_name, strategy_names
+from pvheater.sim.strategy import DEFAULT_STRATEGY, strategy_names
 
 EXIT_USAGE = 2
 
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--strategy", default=None, metavar="NAME|all",
-        help=f"strategy, comma-separated list, or all (default: {DEFAULT_STRATEGY} when registered, else all)",
+        help=f"strategy, comma-separated list, or all (default: {DEFAULT_STRATEGY})",
     )
     parser.add_argument("--seed", type=int, default=None, help="another seed for the scenarios (default: theirs)")
     parser.add_argument("--plot", metavar="FILE.png", help="draw the day (several runs: FILE-scenario-strategy.png)")
@@ -62,18 +62,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {name:<12} {sc.description}")
         print("strategies: " + ", ".join(strategies_known))
         return 0
-    if args.strategy is None:
-        default = default_strategy_name()
-        args.strategy = default or "all"
-        if default is None:
-            print(
-                f"pvheater: strategy {DEFAULT_STRATEGY!r} is not registered yet; running all of: "
-                + ", ".join(strategies_known),
-                file=sys.stderr,
-            )
     try:
         scenarios = _pick(args.scenario, scenario_names(), "scenario")
-        strategies = _pick(args.strategy, strategies_known, "strategy")
+        strategies = _pick(args.strategy or DEFAULT_STRATEGY, strategies_known, "strategy")
     except ValueError as exc:
         print(f"pvheater: {exc}", file=sys.stderr)
         return EXIT_USAGE

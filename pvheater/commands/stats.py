@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from pvheater.errors import PvHeaterError
+from pvheater.plotting import require_matplotlib
 from pvheater.stats import compute_stats, format_stats, plot_stats
 
 
@@ -47,9 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise PvHeaterError("history.file is null in the config: there is no history (or pass --db PATH)")
     stats = compute_stats(Path(path), None if args.all else args.days)
     if args.plot:
-        from pvheater.sim.plot import require_matplotlib
-
-        require_matplotlib()  # fail before printing anything
+            require_matplotlib()  # fail before printing anything
     if args.json:
         print(json.dumps({"file": str(path), **stats.as_json()}, indent=2))
     elif not stats.days:

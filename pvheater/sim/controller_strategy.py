@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 from pvheater.calibration.curve import Calibration, calibration_from_config
@@ -27,9 +28,9 @@ from pvheater.control.servo import worth_moving
 from pvheater.control.timeofday import parse_fetch_times, time_of_day
 from pvheater.errors import GxUnavailable
 from pvheater.service.loop import ControlLoop
-from pvheater.sim.plant import HeaterPlantParams, PlantTruth
+from pvheater.sim.params import Actuation, config_for_plant
+from pvheater.sim.plant import PlantTruth
 from pvheater.sim.scenarios import ScenarioDay
-from pvheater.sim.strategy import Actuation, register_strategy
 
 #: A whole simulated day logs nothing: the bench reports the day's numbers instead.
 _QUIET = logging.getLogger("pvheater.sim.quiet")
@@ -56,19 +57,6 @@ class SimForecast(StaticForecast):
             self.forecast = None
         elif self.forecast is None or self.forecast.fetched_utc_s != fetched:
             self.forecast = replace(self._content, fetched_utc_s=fetched)
-
-
-def config_for_plant(heater: HeaterPlantParams, base: Config | None = None) -> Config:
-    """The config a user of this simulated hardware would write: knob angles and heater power."""
-    cfg = base or Config()
-    servo = replace(
-        cfg.servo,
-        min_angle_deg=heater.servo_min_deg,
-        max_angle_deg=heater.servo_max_deg,
-        knob_zero_deg=heater.knob_zero_deg,
-        knob_full_deg=heater.knob_full_deg,
-    )
-    return replace(cfg, servo=servo, heater=replace(cfg.heater, max_power_w=heater.max_power_w))
 
 
 class HandedSource:
@@ -142,17 +130,23 @@ class ControllerStrategy:
 
 
 def _heater_first(day: ScenarioDay) -> ControllerStrategy:
+    """`pvheater_heater_first`: the loop with control.policy heater_first."""
     cfg = Config()
     cfg = replace(cfg, control=replace(cfg.control, policy="heater_first"))
     return ControllerStrategy(day, cfg, name="pvheater_heater_first")
 
 
 def _with_forecast(day: ScenarioDay) -> ControllerStrategy:
+    """`pvheater_forecast`: the loop with the forecast reserve fed the day's forecast."""
     cfg = Config()
     cfg = replace(cfg, forecast=replace(cfg.forecast, battery_capacity_wh=day.params.battery.capacity_wh))
     return ControllerStrategy(day, cfg, name="pvheater_forecast", forecast=True)
 
 
-register_strategy("pvheater", ControllerStrategy, replace=True)
-register_strategy("pvheater_forecast", _with_forecast, replace=True)
-register_strategy("pvheater_heater_first", _heater_first, replace=True)
+
+#: The real loop's strategies by name (pvheater.sim.strategy lists them after the reference strategies).
+CONTROLLER_STRATEGIES: dict[str, Callable[[ScenarioDay], ControllerStrategy]] = {
+    "pvheater": ControllerStrategy,
+    "pvheater_forecast": _with_forecast,
+    "pvheater_heater_first": _heater_first,
+}

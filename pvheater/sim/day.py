@@ -23,68 +23,19 @@ import functools
 import multiprocessing
 import os
 import time
-from array import array
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pvheater.control.measurements import Measurements
-from pvheater.sim.metrics import RunMetrics, compute_metrics
-from pvheater.sim.plant import EnergyTotals, Plant
+from pvheater.sim.metrics import compute_metrics
+from pvheater.sim.params import Actuation
+from pvheater.sim.plant import Plant
+from pvheater.sim.recording import RunRecorder
+from pvheater.sim.results import RunMetrics, RunResult
 from pvheater.sim.scenarios import ScenarioDay, build_day
-from pvheater.sim.strategy import Actuation, Strategy, make_strategy
+from pvheater.sim.strategy import Strategy, make_strategy
 
 _EPS_S = 1e-6
-
-
-@dataclass(frozen=True)
-class RunSeries:
-    """Per-step averages of a run, W (soc_pct in %); step k covers [start_s + k dt_s, start_s + (k+1) dt_s).
-
-    The runner fills compact ``array('d')`` sequences (8 bytes a value).
-    """
-
-    start_s: float
-    dt_s: float
-    pv_avail_w: Sequence[float]
-    pv_used_w: Sequence[float]
-    house_w: Sequence[float]
-    heater_w: Sequence[float]
-    battery_w: Sequence[float]
-    grid_w: Sequence[float]
-    soc_pct: Sequence[float]
-    surplus_w: Sequence[float]
-
-    def __len__(self) -> int:
-        return len(self.pv_used_w)
-
-    def times_s(self) -> list[float]:
-        """Start time of each step, seconds since midnight."""
-        return [self.start_s + k * self.dt_s for k in range(len(self))]
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """Everything one run produced."""
-
-    scenario: str
-    strategy: str | None  # None: the heater-off baseline
-    seed: int
-    start_s: float
-    end_s: float
-    dt_s: float
-    series: RunSeries
-    energy: EnergyTotals
-    relay_toggles: int
-    servo_travel_deg: float
-    servo_moves: int
-    start_soc_pct: float
-    end_soc_pct: float
-    decisions: int
-    publishes: int
-    wall_s: float
-    outages_s: tuple[tuple[float, float], ...] = ()
-    heater_max_w: float = 0.0
 
 
 def run_day(
@@ -105,74 +56,73 @@ def run_day(
     if not 0.0 < dt_s <= 1.0:
         raise ValueError(f"dt_s must be in (0, 1] s for a run, got {dt_s}")
     plant = Plant(day, start_s=start_s, soc_pct=soc_pct)
-    start_soc = plant.soc_pct
-    n = round((end - start_s) / dt_s)
-    pv_avail, pv_used, house, heater, battery, grid, soc, surplus = (array("d", bytes(8 * n)) for _ in range(8))
+    recorder = RunRecorder(plant)
+    steps = round((end - start_s) / dt_s)
     outages = day.scenario.gx_outages_s
-    act = Actuation(False, plant.servo_deg)
-    m: Measurements | None = None
-    next_pub = start_s + (gx_phase_s if gx_phase_s > 0 else gx_period_s)
-    next_dec = start_s
-    interval = strategy.interval_s if strategy is not None else 0.0
-    decisions = publishes = 0
-    step = plant.step
     wall0 = time.perf_counter()
-    for k in range(n):
-        now = start_s + k * dt_s
-        if strategy is not None:
-            if now >= next_pub - _EPS_S:
-                if not outages or not any(a <= now < b for a, b in outages):
-                    m = Measurements(time_s=now, values=plant.gx_values())
-                    publishes += 1
-                while next_pub <= now + _EPS_S:
-                    next_pub += gx_period_s
-            if now >= next_dec - _EPS_S:
-                act = strategy.decide(now, m, plant.truth())
-                decisions += 1
-                while next_dec <= now + _EPS_S:
-                    next_dec += interval
-        step(dt_s, act)
-        pv_avail[k] = plant.pv_avail_w
-        pv_used[k] = plant.pv_used_w
-        house[k] = plant.house_w
-        heater[k] = plant.heater_w
-        battery[k] = plant.battery_w
-        grid[k] = plant.grid_w
-        soc[k] = plant.soc_pct
-        surplus[k] = plant.surplus_w
+    if strategy is None:
+        _hold_heater_off(plant, recorder, steps, dt_s)
+        decisions = publishes = 0
+    else:
+        gx = _GxClock(start_s + (gx_phase_s if gx_phase_s > 0 else gx_period_s), gx_period_s, outages)
+        decisions, publishes = _drive(plant, recorder, strategy, gx, steps, start_s, dt_s)
     wall = time.perf_counter() - wall0
-    return RunResult(
-        scenario=day.name,
-        strategy=None if strategy is None else strategy.name,
-        seed=day.seed,
-        start_s=float(start_s),
-        end_s=end,
-        dt_s=dt_s,
-        series=RunSeries(float(start_s), dt_s, pv_avail, pv_used, house, heater, battery, grid, soc, surplus),
-        energy=plant.energy(),
-        relay_toggles=plant.relay_toggles,
-        servo_travel_deg=plant.servo_travel_deg,
-        servo_moves=plant.servo_moves,
-        start_soc_pct=start_soc,
-        end_soc_pct=plant.soc_pct,
-        decisions=decisions,
-        publishes=publishes,
-        wall_s=wall,
-        outages_s=outages,
-        heater_max_w=day.params.heater.max_power_w,
+    return recorder.result(
+        day, None if strategy is None else strategy.name, start_s=float(start_s), end_s=end, dt_s=dt_s,
+        decisions=decisions, publishes=publishes, wall_s=wall, outages_s=outages,
     )
 
 
-def run_baseline(
-    day: ScenarioDay,
-    *,
-    dt_s: float = 1.0,
-    start_s: float = 0.0,
-    end_s: float | None = None,
-    soc_pct: float | None = None,
-) -> RunResult:
-    """The same day (or window) with the heater off: the reference for heater-caused draw."""
-    return run_day(day, None, dt_s=dt_s, start_s=start_s, end_s=end_s, soc_pct=soc_pct)
+def _hold_heater_off(plant: Plant, recorder: RunRecorder, steps: int, dt_s: float) -> None:
+    """The heater-off baseline: relay open, servo where it is, every step recorded."""
+    off = Actuation(False, plant.servo_deg)
+    step, record = plant.step, recorder.record
+    for _ in range(steps):
+        step(dt_s, off)
+        record()
+
+
+@dataclass
+class _GxClock:
+    """When the simulated GX publishes: every period_s from next_s, except in the outage windows."""
+
+    next_s: float
+    period_s: float
+    outages_s: tuple[tuple[float, float], ...]
+
+    def due(self, now_s: float) -> bool:
+        """True when a publish falls at now_s and the GX is not out; moves on to the next publish."""
+        if now_s < self.next_s - _EPS_S:
+            return False
+        while self.next_s <= now_s + _EPS_S:
+            self.next_s += self.period_s
+        outages = self.outages_s
+        return not outages or not any(a <= now_s < b for a, b in outages)
+
+
+def _drive(
+    plant: Plant, recorder: RunRecorder, strategy: Strategy, gx: _GxClock, steps: int, start_s: float, dt_s: float,
+) -> tuple[int, int]:
+    """Publish, decide every strategy.interval_s on the last publish, step and record; (decisions, publishes)."""
+    act = Actuation(False, plant.servo_deg)
+    m: Measurements | None = None
+    next_dec = start_s
+    interval = strategy.interval_s
+    decisions = publishes = 0
+    step, record = plant.step, recorder.record
+    for k in range(steps):
+        now = start_s + k * dt_s
+        if gx.due(now):
+            m = Measurements(time_s=now, values=plant.gx_values())
+            publishes += 1
+        if now >= next_dec - _EPS_S:
+            act = strategy.decide(now, m, plant.truth())
+            decisions += 1
+            while next_dec <= now + _EPS_S:
+                next_dec += interval
+        step(dt_s, act)
+        record()
+    return decisions, publishes
 
 
 # --- scenario x strategy matrix ----------------------------------------------------

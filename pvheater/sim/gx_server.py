@@ -114,10 +114,19 @@ def wrapped(register: Register, value: float) -> float:
 class _GxContext(ModbusServerContext):
     """The datastore pymodbus asks for each request; it hands every request to the simulator.
 
-    pymodbus 3.x uses a ModbusServerContext flagged `old_simulator` as it is
-    and calls async_getValues / async_setValues with the unit ID, which a
-    SimDevice action never sees. The base __init__ is skipped on purpose: it
-    wants device contexts and logs a deprecation warning.
+    Why not the public API: pymodbus 3.x's public server datastore is
+    SimDevice/SimData (SimCore), and it cannot be a GX: each SimDevice's unit ID
+    and register blocks are fixed when the server starts (no device can go
+    absent or come back, so no 0x0A/0x0B per unit at run time); addresses
+    outside its blocks are answered 0x02 before its `action` callback runs (so
+    per-role exception overrides and the request log would miss those); and an
+    action cannot withhold the answer (`silent`). The deprecated
+    ModbusServerContext is the one way to see every request with its unit ID,
+    but its public __init__ accepts only device contexts and logs a deprecation
+    warning. So this subclass skips that __init__ and sets the two attributes
+    the server reads (`old_simulator`: hand requests to this context as they
+    come; `simdevices`: none); both are plain attributes of pymodbus 3.16, not
+    underscored, but not documented either -- check them when pymodbus moves.
     """
 
     def __init__(self, simulator: GxSimulator) -> None:

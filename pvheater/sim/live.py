@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from pvheater.config import Config
 from pvheater.control.timeofday import time_of_day
-from pvheater.sim.day import RunResult, RunSeries
 from pvheater.sim.gx_server import GxSimulator
-from pvheater.sim.metrics import RunMetrics, compute_metrics
+from pvheater.sim.metrics import compute_metrics
+from pvheater.sim.params import Actuation, config_for_plant
 from pvheater.sim.plant import Plant
+from pvheater.sim.recording import RunRecorder
+from pvheater.sim.results import RunMetrics, RunResult
 from pvheater.sim.scenarios import ScenarioDay
-from pvheater.sim.strategy import Actuation
 
 if TYPE_CHECKING:
     from pvheater.service.loop import TickReport
@@ -67,33 +68,6 @@ class MockPinWiring:
         return Actuation(self.relay_closed, rest_deg if angle is None else angle)
 
 
-class _Recorder:
-    """Per-step series of a plant, for the bench's metrics."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, list[float]] = {
-            k: [] for k in ("pv_avail", "pv_used", "house", "heater", "battery", "grid", "soc", "surplus")
-        }
-
-    def add(self, p: Plant) -> None:
-        r = self.rows
-        r["pv_avail"].append(p.pv_avail_w)
-        r["pv_used"].append(p.pv_used_w)
-        r["house"].append(p.house_w)
-        r["heater"].append(p.heater_w)
-        r["battery"].append(p.battery_w)
-        r["grid"].append(p.grid_w)
-        r["soc"].append(p.soc_pct)
-        r["surplus"].append(p.surplus_w)
-
-    def series(self, start_s: float, dt_s: float) -> RunSeries:
-        r = self.rows
-        return RunSeries(
-            start_s, dt_s, r["pv_avail"], r["pv_used"], r["house"], r["heater"],
-            r["battery"], r["grid"], r["soc"], r["surplus"],
-        )
-
-
 class LiveSimulation:
     """Steps the plant in real time (fixed steps of step_s), publishing to the GX simulator every second."""
 
@@ -119,7 +93,7 @@ class LiveSimulation:
         self.plant = Plant(day, start_s=start_s)
         self._baseline = Plant(day, start_s=start_s)
         self._rest = Actuation(False, self.plant.servo_deg)
-        self._run_rec, self._base_rec = _Recorder(), _Recorder()
+        self._run_rec, self._base_rec = RunRecorder(self.plant), RunRecorder(self._baseline)
         #: False: keep no per-step series (a long soak would run out of memory); results() then has none.
         self.record = record
         #: Values published instead of the plant's, by register name (fault injection: SoC 250, invalid 0 ...).
@@ -155,8 +129,8 @@ class LiveSimulation:
                 self.plant.step(self.step_s, self.wiring.actuation(self._rest.servo_angle_deg))
                 self._baseline.step(self.step_s, self._rest)
                 if self.record:
-                    self._run_rec.add(self.plant)
-                    self._base_rec.add(self._baseline)
+                    self._run_rec.record()
+                    self._base_rec.record()
                 self._steps += 1
                 per_publish = max(1, round(self.publish_s / self.step_s))
                 if self._steps % per_publish == 0:
@@ -180,30 +154,13 @@ class LiveSimulation:
         """The run so far and its heater-off twin, as the bench's results."""
         with self._lock:
             end_s = self.sim_time_s
-            runs = []
-            for plant, rec, name in ((self.plant, self._run_rec, "pvheater"), (self._baseline, self._base_rec, None)):
-                runs.append(
-                    RunResult(
-                        scenario=self.day.name,
-                        strategy=name,
-                        seed=self.day.seed,
-                        start_s=self.start_s,
-                        end_s=end_s,
-                        dt_s=self.step_s,
-                        series=rec.series(self.start_s, self.step_s),
-                        energy=plant.energy(),
-                        relay_toggles=plant.relay_toggles,
-                        servo_travel_deg=plant.servo_travel_deg,
-                        servo_moves=plant.servo_moves,
-                        start_soc_pct=rec.rows["soc"][0] if rec.rows["soc"] else plant.soc_pct,
-                        end_soc_pct=plant.soc_pct,
-                        decisions=0,
-                        publishes=0,
-                        wall_s=0.0,
-                        outages_s=(),
-                        heater_max_w=self.day.params.heater.max_power_w,
-                    )
+            runs = [
+                rec.result(
+                    self.day, name, start_s=self.start_s, end_s=end_s, dt_s=self.step_s,
+                    start_soc_pct=rec.soc_pct[0] if len(rec) else rec.plant.soc_pct,
                 )
+                for rec, name in ((self._run_rec, "pvheater"), (self._base_rec, None))
+            ]
         return runs[0], runs[1]
 
     def metrics(self) -> RunMetrics | None:
@@ -242,7 +199,6 @@ class SimulatedRig:
         from pvheater.reader import GxReader
         from pvheater.registers import load_register_map
         from pvheater.service.loop import ControlLoop
-        from pvheater.sim.controller_strategy import config_for_plant
 
         cfg = config_for_plant(day.params.heater, config)
         cfg = replace(

@@ -25,34 +25,7 @@ Definitions (energies in kWh; per-step values are the plant's step averages):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from pvheater.sim.day import RunResult
-
-
-@dataclass(frozen=True)
-class RunMetrics:
-    """The numbers of one run against its heater-off baseline."""
-
-    scenario: str
-    strategy: str
-    heater_kwh: float
-    oracle_surplus_kwh: float
-    capture: float | None
-    draw_kwh: float
-    draw_battery_kwh: float
-    draw_grid_kwh: float
-    relay_toggles: int
-    servo_travel_deg: float
-    servo_moves: int
-    worst_overshoot_w: float
-    outage_heater_kwh: float | None
-    end_soc_pct: float
-    baseline_end_soc_pct: float
-    balance_error_pct: float
-    wall_s: float
+from pvheater.sim.results import RunMetrics, RunResult
 
 
 def _check_aligned(run: RunResult, baseline: RunResult) -> None:

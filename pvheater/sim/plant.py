@@ -39,14 +39,15 @@ and ``losses`` are the inverter's conversion losses and idle draw.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pvheater.control.measurements import Measurements
+from pvheater.control.scr import conduction_for_power_fraction, phase_angle_power_fraction
+from pvheater.sim.params import Actuation, HeaterPlantParams, PlantParams
 
 if TYPE_CHECKING:
     from pvheater.sim.scenarios import ScenarioDay
-    from pvheater.sim.strategy import Actuation
 
 #: Charger (solarcharger /State) values the plant produces.
 MPPT_OFF, MPPT_BULK, MPPT_ABSORPTION, MPPT_FLOAT = 0, 3, 4, 5
@@ -63,35 +64,17 @@ VEBUS_INVERTING, VEBUS_PASSTHRU = 9, 8
 # --- the heater: regulator curve and servo geometry ----------------------------
 
 
-@dataclass(frozen=True)
-class HeaterPlantParams:
-    """The heater, its SCR regulator and the servo turning the regulator's knob."""
-
-    max_power_w: float = 2000.0
-    servo_min_deg: float = 0.0
-    servo_max_deg: float = 180.0
-    #: Servo angles at which the knob sits at zero and at full (the pot uses part of the servo's travel).
-    knob_zero_deg: float = 20.0
-    knob_full_deg: float = 160.0
-    #: Knob fraction at the low end that gives no output at all.
-    dead_zone_frac: float = 0.08
-    #: Servo slew rate under the knob's load.
-    servo_speed_deg_s: float = 120.0
-
-
 def regulator_power_fraction(knob_frac: float, dead_zone_frac: float = 0.08) -> float:
     """Regulator output P/Pmax for a knob fraction 0..1: dead zone, then the phase-angle curve.
 
-    After the dead zone the knob sets x = (knob - dead) / (1 - dead); the firing
-    angle is a = pi * (1 - x) and a resistive load gets P/Pmax = 1 - a/pi + sin(2a)/(2 pi).
+    After the dead zone the knob sets the conduction fraction x = (knob - dead) / (1 - dead)
+    (see :mod:`pvheater.control.scr`).
     """
     if knob_frac <= dead_zone_frac:
         return 0.0
     if knob_frac >= 1.0:
         return 1.0
-    x = (knob_frac - dead_zone_frac) / (1.0 - dead_zone_frac)
-    a = math.pi * (1.0 - x)
-    return 1.0 - a / math.pi + math.sin(2.0 * a) / (2.0 * math.pi)
+    return phase_angle_power_fraction((knob_frac - dead_zone_frac) / (1.0 - dead_zone_frac))
 
 
 def regulator_knob_fraction(power_frac: float, dead_zone_frac: float = 0.08) -> float:
@@ -100,23 +83,7 @@ def regulator_knob_fraction(power_frac: float, dead_zone_frac: float = 0.08) -> 
         return dead_zone_frac
     if power_frac >= 1.0:
         return 1.0
-    # Solve f(x) = x - sin(2 pi x)/(2 pi) = y for x in [0, 1] (same curve with a = pi (1 - x)):
-    # f is monotonic with f'(x) = 1 - cos(2 pi x) = 2 sin^2(pi x). Safeguarded Newton.
-    lo, hi = 0.0, 1.0
-    x = power_frac
-    two_pi = 2.0 * math.pi
-    for _ in range(60):
-        f = x - math.sin(two_pi * x) / two_pi - power_frac
-        if abs(f) < 1e-12:
-            break
-        if f > 0:
-            hi = x
-        else:
-            lo = x
-        slope = 1.0 - math.cos(two_pi * x)
-        nxt = x - f / slope if slope > 1e-12 else -1.0
-        x = nxt if lo < nxt < hi else 0.5 * (lo + hi)
-    return dead_zone_frac + x * (1.0 - dead_zone_frac)
+    return dead_zone_frac + conduction_for_power_fraction(power_frac) * (1.0 - dead_zone_frac)
 
 
 def knob_fraction_for_angle(angle_deg: float, params: HeaterPlantParams) -> float:
@@ -145,66 +112,7 @@ def angle_for_power_w(power_w: float, params: HeaterPlantParams) -> float:
     return angle_for_knob_fraction(frac, params)
 
 
-# --- the rest of the plant -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BatteryParams:
-    """A lithium battery behind a BMS (defaults: 2 x Pylontech US2000, 4.8 kWh, 48 V)."""
-
-    capacity_wh: float = 4800.0
-    max_charge_w: float = 2400.0
-    max_discharge_w: float = 2400.0
-    #: Acceptance falls linearly from max_charge_w here to 0 at 100 %.
-    taper_start_pct: float = 92.0
-    #: Smallest acceptance while not yet full, so 100 % is reached in finite time.
-    taper_floor_w: float = 40.0
-    #: Float ends (charger back to bulk/absorption) below this SoC.
-    rebulk_pct: float = 95.0
-    charge_efficiency: float = 0.97
-    discharge_efficiency: float = 0.97
-    #: Open-circuit voltage at 0 % and 100 % (linear), and internal resistance.
-    voltage_empty_v: float = 47.0
-    voltage_full_v: float = 53.2
-    resistance_ohm: float = 0.02
-
-
-@dataclass(frozen=True)
-class InverterParams:
-    """A MultiPlus in ESS mode with grid setpoint 0 W (defaults: MultiPlus 48/3000)."""
-
-    max_power_w: float = 2400.0
-    efficiency: float = 0.93
-    #: First-order lag of the ESS grid regulation behind load steps.
-    tau_s: float = 1.0
-    #: DC drawn by the inverter whatever its load.
-    idle_w: float = 20.0
-    #: ESS minimum SoC: below it the battery is not discharged for the loads.
-    min_soc_pct: float = 10.0
-    #: ESS "feed-in excess DC-coupled PV".
-    dc_feed_in: bool = False
-    feed_in_limit_w: float = 5000.0
-
-
-@dataclass(frozen=True)
-class PlantParams:
-    """The whole plant; defaults follow the original project's system (seed README).
-
-    2.5 kWp PV on a BlueSolar MPPT 150/45, a MultiPlus 48/3000, 2 x 2.4 kWh
-    Pylontech, a 2 kW heater behind the SCR regulator.
-    """
-
-    heater: HeaterPlantParams = field(default_factory=HeaterPlantParams)
-    battery: BatteryParams = field(default_factory=BatteryParams)
-    inverter: InverterParams = field(default_factory=InverterParams)
-    #: Largest MPPT output (its 45 A current limit at battery voltage).
-    mppt_max_w: float = 2400.0
-    #: PV string voltage at the maximum power point and open circuit.
-    pv_vmp_v: float = 120.0
-    pv_voc_v: float = 145.0
-    three_phase: bool = False
-    meter_import_kwh0: float = 12345.0
-    meter_export_kwh0: float = 678.0
+# --- the plant ------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +160,21 @@ class EnergyTotals:
         """PV used - (house + heater + battery net + losses - net grid import): 0 when energy is conserved."""
         net_import = self.grid_import_wh - self.grid_export_wh
         return self.pv_used_wh - (self.house_wh + self.heater_wh + self.battery_net_wh + self.losses_wh - net_import)
+
+
+@dataclass(slots=True)
+class _EnergyCounters:
+    """The plant's running energy integrals, Wh (what :meth:`Plant.energy` reports)."""
+
+    pv_avail_wh: float = 0.0
+    pv_used_wh: float = 0.0
+    house_wh: float = 0.0
+    heater_wh: float = 0.0
+    battery_charge_wh: float = 0.0
+    battery_discharge_wh: float = 0.0
+    losses_wh: float = 0.0
+    grid_import_wh: float = 0.0
+    grid_export_wh: float = 0.0
 
 
 class Plant:
@@ -307,7 +230,7 @@ class Plant:
         self.servo_travel_deg = 0.0
         self.servo_moves = 0
         # energy accumulators, Wh
-        self._e = [0.0] * 9
+        self._e = _EnergyCounters()
         self._import_wh = p.meter_import_kwh0 * 1000.0
         self._export_wh = p.meter_export_kwh0 * 1000.0
         # constants
@@ -316,6 +239,9 @@ class Plant:
         self._lag_avg = 0.0
         self._cap_pct_wh = bp.capacity_wh / 100.0
         self._eff = ip.efficiency
+        self._idle_w = ip.idle_w
+        self._inverter_max_w = ip.max_power_w
+        self._mppt_max_w = p.mppt_max_w
 
     # -- inputs and helpers ---------------------------------------------------------
 
@@ -333,10 +259,13 @@ class Plant:
         return acc if acc < room_w else room_w
 
     def _surplus(self, pv_w: float, house_w: float, accept_w: float) -> float:
-        """AC power the heater could take without cutting battery charge or importing."""
-        ip = self.params.inverter
-        pv_w = min(pv_w, self.params.mppt_max_w)
-        spare = min((pv_w - accept_w - ip.idle_w) * ip.efficiency, ip.max_power_w) - house_w
+        """AC power the heater could take without cutting battery charge or importing (the one surplus formula)."""
+        if pv_w > self._mppt_max_w:
+            pv_w = self._mppt_max_w
+        spare = (pv_w - accept_w - self._idle_w) * self._eff
+        if spare > self._inverter_max_w:
+            spare = self._inverter_max_w
+        spare -= house_w
         return spare if spare > 0.0 else 0.0
 
     def truth(self) -> PlantTruth:
@@ -469,20 +398,20 @@ class Plant:
         # energy, Wh
         h = dt / 3600.0
         e = self._e
-        e[0] += pv_avail * h
-        e[1] += pv_used * h
-        e[2] += house * h
-        e[3] += heater * h
+        e.pv_avail_wh += pv_avail * h
+        e.pv_used_wh += pv_used * h
+        e.house_wh += house * h
+        e.heater_wh += heater * h
         if battery >= 0.0:
-            e[4] += battery * h
+            e.battery_charge_wh += battery * h
         else:
-            e[5] -= battery * h
-        e[6] += (dc_draw - inv_avg) * h
+            e.battery_discharge_wh -= battery * h
+        e.losses_wh += (dc_draw - inv_avg) * h
         if grid >= 0.0:
-            e[7] += grid * h
+            e.grid_import_wh += grid * h
             self._import_wh += grid * h
         else:
-            e[8] -= grid * h
+            e.grid_export_wh -= grid * h
             self._export_wh -= grid * h
 
         # step averages for observers
@@ -497,11 +426,7 @@ class Plant:
         self.battery_w = battery
         self.grid_w = grid
         self.accept_w = accept
-        spare = (pv - accept - idle) * eff
-        if spare > ip.max_power_w:
-            spare = ip.max_power_w
-        spare -= house
-        self.surplus_w = spare if spare > 0.0 else 0.0
+        self.surplus_w = self._surplus(pv, house, accept)
         self.time_s += dt
 
     # -- what the GX shows ---------------------------------------------------------------
@@ -542,15 +467,15 @@ class Plant:
         """Energy integrated since the plant started."""
         e = self._e
         return EnergyTotals(
-            pv_avail_wh=e[0],
-            pv_used_wh=e[1],
-            house_wh=e[2],
-            heater_wh=e[3],
-            battery_charge_wh=e[4],
-            battery_discharge_wh=e[5],
-            losses_wh=e[6],
-            grid_import_wh=e[7],
-            grid_export_wh=e[8],
+            pv_avail_wh=e.pv_avail_wh,
+            pv_used_wh=e.pv_used_wh,
+            house_wh=e.house_wh,
+            heater_wh=e.heater_wh,
+            battery_charge_wh=e.battery_charge_wh,
+            battery_discharge_wh=e.battery_discharge_wh,
+            losses_wh=e.losses_wh,
+            grid_import_wh=e.grid_import_wh,
+            grid_export_wh=e.grid_export_wh,
         )
 
     def gx_values(self) -> dict[str, float | None]:

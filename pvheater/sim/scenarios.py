@@ -22,18 +22,11 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from pvheater.sim.plant import BatteryParams, HeaterPlantParams, InverterParams, PlantParams
+from pvheater.control.timeofday import hhmm_seconds as hhmm
+from pvheater.sim.params import BatteryParams, HeaterPlantParams, InverterParams, PlantParams
 
 DAY_S = 86_400
 HOUR_S = 3600
-
-
-def hhmm(text: str) -> float:
-    """Seconds since midnight for 'HH:MM' (or 'HH:MM:SS')."""
-    parts = [int(p) for p in text.split(":")]
-    while len(parts) < 3:
-        parts.append(0)
-    return float(parts[0] * 3600 + parts[1] * 60 + parts[2])
 
 
 @dataclass(frozen=True)

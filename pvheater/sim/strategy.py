@@ -17,33 +17,24 @@ Built in:
   curve, acts every second; ``oracle_late_1s`` / ``oracle_late_2s`` do the same
   acting 1 s / 2 s late.
 
-More strategies (the real controller) register a factory with
-:func:`register_strategy`. A module ``pvheater.sim.controller_strategy``, when it
-exists, is imported the first time the registry is listed, so the controller can
-register itself as ``pvheater`` there.
+- ``pvheater``, ``pvheater_forecast``, ``pvheater_heater_first``: the real control
+  loop (:mod:`pvheater.sim.controller_strategy`).
+
+:data:`STRATEGIES` names them all.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from pvheater.control.measurements import Measurements
-from pvheater.sim.plant import HeaterPlantParams, PlantTruth, angle_for_power_w
-
-if TYPE_CHECKING:
-    from pvheater.sim.scenarios import ScenarioDay
-
-
-@dataclass(frozen=True)
-class Actuation:
-    """What a strategy sets on the plant: the relay, and the servo angle to slew to."""
-
-    relay_on: bool
-    servo_angle_deg: float
+from pvheater.sim.controller_strategy import CONTROLLER_STRATEGIES
+from pvheater.sim.params import Actuation, HeaterPlantParams
+from pvheater.sim.plant import PlantTruth, angle_for_power_w
+from pvheater.sim.scenarios import ScenarioDay
 
 
 class Strategy(Protocol):
@@ -59,54 +50,22 @@ class Strategy(Protocol):
 
 
 #: Builds a strategy for one simulated day (it may use the day's forecast and plant geometry).
-StrategyFactory = Callable[["ScenarioDay"], Strategy]
+StrategyFactory = Callable[[ScenarioDay], Strategy]
 
-#: The strategy `pvheater simulate` runs by default once it is registered.
+#: The strategy `pvheater simulate` runs by default.
 DEFAULT_STRATEGY = "pvheater"
-#: Modules imported (when present) before the registry is listed, so they can register strategies.
-PLUGIN_MODULES: tuple[str, ...] = ("pvheater.sim.controller_strategy",)
-
-_REGISTRY: dict[str, StrategyFactory] = {}
-_plugins_loaded = False
-
-
-def register_strategy(name: str, factory: StrategyFactory, *, replace: bool = False) -> None:
-    """Make a strategy available by name; ValueError when the name is taken (unless replace)."""
-    if not replace and name in _REGISTRY:
-        raise ValueError(f"strategy {name!r} is already registered")
-    _REGISTRY[name] = factory
-
-
-def _load_plugins() -> None:
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for module in PLUGIN_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
 
 
 def strategy_names() -> list[str]:
-    """Names of every registered strategy, built-ins first."""
-    _load_plugins()
-    return list(_REGISTRY)
-
-
-def default_strategy_name() -> str | None:
-    """``pvheater`` when the controller is registered, else None."""
-    return DEFAULT_STRATEGY if DEFAULT_STRATEGY in strategy_names() else None
+    """Names of every strategy, the reference strategies first."""
+    return list(STRATEGIES)
 
 
 def make_strategy(name: str, day: ScenarioDay) -> Strategy:
     """A fresh strategy by name for a day; ValueError listing the names when unknown."""
-    names = strategy_names()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown strategy {name!r} (expected one of: {', '.join(names)})")
-    return _REGISTRY[name](day)
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r} (expected one of: {', '.join(STRATEGIES)})")
+    return STRATEGIES[name](day)
 
 
 # --- the original algorithm ---------------------------------------------------------
@@ -251,7 +210,11 @@ class OracleStrategy:
         return self._idle
 
 
-register_strategy("original", lambda day: OriginalStrategy(day.forecast_at))
-register_strategy("oracle", lambda day: OracleStrategy(day.params.heater))
-register_strategy("oracle_late_1s", lambda day: OracleStrategy(day.params.heater, late_s=1.0, name="oracle_late_1s"))
-register_strategy("oracle_late_2s", lambda day: OracleStrategy(day.params.heater, late_s=2.0, name="oracle_late_2s"))
+#: Every strategy by name: the references (original, oracles), then the real loop.
+STRATEGIES: dict[str, StrategyFactory] = {
+    "original": lambda day: OriginalStrategy(day.forecast_at),
+    "oracle": lambda day: OracleStrategy(day.params.heater),
+    "oracle_late_1s": lambda day: OracleStrategy(day.params.heater, late_s=1.0, name="oracle_late_1s"),
+    "oracle_late_2s": lambda day: OracleStrategy(day.params.heater, late_s=2.0, name="oracle_late_2s"),
+    **CONTROLLER_STRATEGIES,
+}

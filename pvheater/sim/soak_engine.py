@@ -1,4 +1,4 @@
-"""Soak: the real loop over Modbus-TCP against the GX simulator for days of simulated time, with faults injected.
+"""The soak engine: the real loop over Modbus-TCP against the GX simulator for simulated days, with faults injected.
 
 Everything pvheater runs is the real thing: the GX reader over a loopback
 socket, the controller and the relay guard, the gpiozero heater on mock pins
@@ -39,7 +39,7 @@ from pvheater.config import Config
 from pvheater.history import History, HistoryRecorder, connect_read_only
 from pvheater.reader import GxReader
 from pvheater.registers import load_register_map
-from pvheater.service.loop import ControlLoop
+from pvheater.service.loop import ControlLoop, TickReport
 from pvheater.sim.live import SimulatedRig
 from pvheater.sim.plant import HeaterPlantParams, heater_power_w
 from pvheater.sim.scenarios import DAY_S, Scenario, ScenarioDay, build_day, get_scenario
@@ -220,6 +220,24 @@ def fault_schedule(days: int, seed: int, window_s: tuple[float, float] | None = 
     return sorted(faults, key=lambda f: f.start_s)
 
 
+@dataclass
+class _Tally:
+    """What a soak run counts as it goes: faults injected and active, service down, heating without fresh data."""
+
+    pending: list[Fault]
+    last_fresh_s: float
+    #: Heating longer than this after the last fresh tick counts as beyond the limit (stale_after_s + interval).
+    limit_s: float
+    injected: Counter[str] = field(default_factory=Counter)
+    fault_seconds: Counter[str] = field(default_factory=Counter)
+    active: list[Fault] = field(default_factory=list)
+    down: bool = False
+    heating_stale: int = 0
+    heating_beyond: int = 0
+    worst_age: float = 0.0
+    ticks: int = 0
+
+
 class _CountingHandler(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -361,72 +379,72 @@ class Soak:
     def run(self, progress: Callable[[str], None] | None = None) -> SoakResult:
         """Run the whole soak and compare `pvheater stats` with the plant."""
         rig = self.rig
-        cfg = rig.config
-        interval_s = cfg.poll.interval_s
-        limit_s = cfg.relay.stale_after_s + interval_s
+        interval_s = rig.config.poll.interval_s
         counting = _CountingHandler()
         pv_log = logging.getLogger("pvheater")
         pv_log.addHandler(counting)
-        injected: Counter[str] = Counter()
-        fault_seconds: Counter[str] = Counter()
         truth = [DayTruth() for _ in range(self.days)]
         first_s, end_s = self.window_s
+        tally = _Tally(pending=list(self.faults), last_fresh_s=first_s,
+                       limit_s=rig.config.relay.stale_after_s + interval_s)
         # The live plant settles one step before the first tick, so the last tick falls one step before end_s.
         total_ticks = int((end_s - first_s) / interval_s) - 1
-        pending = list(self.faults)
-        active: list[Fault] = []
-        down = False
-        last_fresh_s = first_s
-        heating_stale = heating_beyond = 0
-        worst_age = 0.0
-        ticks = 0
         started = time.perf_counter()
         try:
             self.start_service()
             for k in range(total_ticks):
                 t_s = first_s + k * interval_s
-                while pending and pending[0].start_s <= t_s:
-                    fault = pending.pop(0)
-                    self.begin(fault)
-                    injected[fault.kind] += 1
-                    fault_seconds[fault.kind] += fault.duration_s
-                    active.append(fault)
-                    down = down or fault.kind in ("service_restart", "boot_1970")
-                for fault in [f for f in active if f.start_s + f.duration_s <= t_s]:
-                    self.end(fault)
-                    active.remove(fault)
-                    if fault.kind in ("service_restart", "boot_1970"):
-                        down = False
-                if down:  # the service is not running: the plant goes on, relay open
-                    rig.live.advance(round(interval_s / rig.live.step_s))
-                    report = None
-                else:
-                    rig.live.advance(round(interval_s / rig.live.step_s))
+                self._step_faults(t_s, tally)
+                rig.live.advance(round(interval_s / rig.live.step_s))
+                report = None
+                if not tally.down:  # while the service is down the plant goes on, relay open
                     report = rig.loop.tick(rig.clock(), self.local_time())
-                    ticks += 1
-                day = min(int(rig.live.sim_time_s // DAY_S), self.days - 1)
-                self._account(truth[day], rig)
-                if report is not None and not report.failsafe:
-                    last_fresh_s = report.now_s
-                if rig.live.wiring.relay_closed:
-                    age = rig.clock() - last_fresh_s
-                    if report is None or report.failsafe:
-                        heating_stale += 1
-                        worst_age = max(worst_age, age)
-                    if age > limit_s:
-                        heating_beyond += 1
+                    tally.ticks += 1
+                self._account(truth[min(int(rig.live.sim_time_s // DAY_S), self.days - 1)], rig)
+                self._watch_heating(report, tally)
                 if k % 3600 == 0:
                     rig.gx.clear_requests()  # the simulator records every request: a week would fill memory
                 if progress is not None and k % (DAY_S // 4) == 0 and k:
-                    progress(f"{t_s / DAY_S:.2f} days, {ticks} ticks, {time.perf_counter() - started:.0f} s")
-            if not down:
+                    progress(f"{t_s / DAY_S:.2f} days, {tally.ticks} ticks, {time.perf_counter() - started:.0f} s")
+            if not tally.down:
                 self.stop_service()
             rig.live.advance(1)  # the plant sees the relay the stop opened
             self._account(truth[-1], rig)
         finally:
             pv_log.removeHandler(counting)
             rig.close()
-        wall_s = time.perf_counter() - started
+        return self._result(tally, truth, time.perf_counter() - started, counting)
+
+    def _step_faults(self, t_s: float, tally: _Tally) -> None:
+        """Begin the faults due at t_s and end those that are over."""
+        while tally.pending and tally.pending[0].start_s <= t_s:
+            fault = tally.pending.pop(0)
+            self.begin(fault)
+            tally.injected[fault.kind] += 1
+            tally.fault_seconds[fault.kind] += fault.duration_s
+            tally.active.append(fault)
+            tally.down = tally.down or fault.kind in ("service_restart", "boot_1970")
+        for fault in [f for f in tally.active if f.start_s + f.duration_s <= t_s]:
+            self.end(fault)
+            tally.active.remove(fault)
+            if fault.kind in ("service_restart", "boot_1970"):
+                tally.down = False
+
+    def _watch_heating(self, report: TickReport | None, tally: _Tally) -> None:
+        """Count the seconds the relay is closed without fresh usable data (no tick, or a fail-safe tick)."""
+        rig = self.rig
+        if report is not None and not report.failsafe:
+            tally.last_fresh_s = report.now_s
+        if rig.live.wiring.relay_closed:
+            age = rig.clock() - tally.last_fresh_s
+            if report is None or report.failsafe:
+                tally.heating_stale += 1
+                tally.worst_age = max(tally.worst_age, age)
+            if age > tally.limit_s:
+                tally.heating_beyond += 1
+
+    def _result(self, tally: _Tally, truth: list[DayTruth], wall_s: float, counting: _CountingHandler) -> SoakResult:
+        """The soak's result: the tally, the plant's truth and `pvheater stats` of the database."""
         rows_in_db, gaps, gx_errors = _count_rows(self.db_path)
         stats = compute_stats(self.db_path, None)
         by_day = {d.day: d for d in stats.days}
@@ -435,9 +453,10 @@ class Soak:
             name = (EPOCH_LOCAL.date() + datetime.timedelta(days=k)).isoformat()
             day_stats.append(by_day.get(name, DayStats(name)))
         return SoakResult(
-            days=self.days, ticks=ticks, wall_s=wall_s, faults=injected, fault_seconds=fault_seconds,
-            heating_stale_s=heating_stale, heating_beyond_limit_s=heating_beyond, worst_heating_age_s=worst_age,
-            limit_s=limit_s, rows_handed=self.rows_handed, rows_in_db=rows_in_db, row_gaps=gaps,
+            days=self.days, ticks=tally.ticks, wall_s=wall_s, faults=tally.injected,
+            fault_seconds=tally.fault_seconds, heating_stale_s=tally.heating_stale,
+            heating_beyond_limit_s=tally.heating_beyond, worst_heating_age_s=tally.worst_age,
+            limit_s=tally.limit_s, rows_handed=self.rows_handed, rows_in_db=rows_in_db, row_gaps=gaps,
             rows_dropped=self.dropped, restarts=self.runs - 1, runs=self.runs,
             error_log_lines=counting.counts["ERROR"] + counting.counts["CRITICAL"], gx_error_events=gx_errors,
             truth=truth, stats=day_stats, unset_recorded_h=0.0 if stats.unset is None else stats.unset.recorded_h,
