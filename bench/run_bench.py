@@ -292,6 +292,17 @@ def keep_soak_section(text: str, old: str) -> str:
     return text
 
 
+ACTUATORS_BEGIN, ACTUATORS_END = "<!-- actuators -->", "<!-- /actuators -->"
+
+
+def keep_actuators_section(text: str, old: str) -> str:
+    """The new report with the actuators section (written by bench/actuators.py) of the old one, when it has one."""
+    if ACTUATORS_BEGIN in old and ACTUATORS_END in old:
+        section = ACTUATORS_BEGIN + old.split(ACTUATORS_BEGIN, 1)[1].split(ACTUATORS_END, 1)[0] + ACTUATORS_END
+        return text.rstrip() + "\n\n" + section + "\n"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the bench and write the report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -312,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         controller_acceptance(rows), response_times(), forecast_reserve(rows),
     )
     out = Path(args.out)
-    text = keep_soak_section(text, out.read_text(encoding="utf-8") if out.is_file() else "")
+    old = out.read_text(encoding="utf-8") if out.is_file() else ""
+    text = keep_actuators_section(keep_soak_section(text, old), old)
     out.write_text(text, encoding="utf-8")
     print(format_table(rows))
     print(f"matrix: {matrix_s:.1f} s with {jobs} process(es); wrote {args.out}", file=sys.stderr)

@@ -305,10 +305,16 @@ def _calibrate(rig: Rig, mode: str, args: argparse.Namespace) -> int:
     ask: Callable[[str], str] = input
     if sim is not None:
         hp = sim.plant.params.heater
+        actuator = rig.config.heater.actuator
+        what = {
+            "servo": f"the simulated linkage puts the knob at {hp.knob_zero_deg:g}..{hp.knob_full_deg:g} deg",
+            "pwm_0_10v": "a simulated regulator with a 0-10 V input behind the PWM module",
+            "ssr_burst": f"a simulated zero-cross SSR on {rig.config.burst.mains_hz} Hz mains",
+        }[actuator]
+        name = "calibrate-servo" if actuator == "servo" else "calibrate"
         _say(
-            f"pvheater calibrate-servo --simulate: {sim.live.day.name!r}, simulated time at {args.speed:g}x real "
-            f"time; GX simulator on 127.0.0.1:{sim.gx.port}, mock pins; the simulated linkage puts the knob at "
-            f"{hp.knob_zero_deg:g}..{hp.knob_full_deg:g} deg, a {hp.max_power_w:.0f} W heater"
+            f"pvheater {name} --simulate: {sim.live.day.name!r}, simulated time at {args.speed:g}x real "
+            f"time; GX simulator on 127.0.0.1:{sim.gx.port}, mock pins; {what}, a {hp.max_power_w:.0f} W heater"
         )
 
         def ask(prompt: str) -> str:
@@ -333,29 +339,53 @@ def true_edges_deg(rig: SimulatedRig) -> tuple[float, float]:
     return hp.knob_zero_deg + hp.dead_zone_frac * (hp.knob_full_deg - hp.knob_zero_deg), hp.knob_full_deg
 
 
-def simulator_check(rig: SimulatedRig, calibration: Calibration, bench: Bench) -> list[str]:
-    """Compare a calibration with the simulated regulator, and command 1000 W with it once."""
-    from pvheater.actuators import Heater
-    from pvheater.control.messages import HeaterOutput
+def true_power_w(rig: SimulatedRig, value: float) -> float:
+    """The simulated heater's true power at an input of the rig's actuator (angle, duty, fraction of cycles)."""
     from pvheater.sim.plant import heater_power_w
+    from pvheater.sim.regulators import zero_ten_power_fraction
 
     hp = rig.plant.params.heater
-    lo, hi = sorted((hp.servo_min_deg, hp.servo_max_deg))
+    actuator = rig.config.heater.actuator
+    if actuator == "pwm_0_10v":
+        return hp.max_power_w * zero_ten_power_fraction(value, hp.regulator.zero_ten)
+    if actuator == "ssr_burst":
+        return hp.max_power_w * min(max(value, 0.0), 1.0)
+    return heater_power_w(True, value, hp)
+
+
+def simulator_check(rig: SimulatedRig, calibration: Calibration, bench: Bench) -> list[str]:
+    """Compare a calibration with the simulated heater, and command 1000 W with it once."""
+    from pvheater.actuators import Heater
+    from pvheater.control.messages import HeaterOutput
+
+    hp = rig.plant.params.heater
+    actuator = rig.config.heater.actuator
+    if actuator == "servo":
+        lo, hi = sorted((hp.servo_min_deg, hp.servo_max_deg))
+        first = (
+            f"its dead zone ends at {true_edges_deg(rig)[0]:g} deg, full power from {true_edges_deg(rig)[1]:g} deg"
+        )
+    else:
+        lo, hi = 0.0, 1.0
+        first = f"over the whole input range 0..1 {SweepSettings.from_config(rig.config).unit}"
     grid = [lo + (hi - lo) * k / 360 for k in range(361)]
-    err_w = max(abs(calibration.power_at(a) - heater_power_w(True, a, hp)) for a in grid)
-    dz_deg, full_deg = true_edges_deg(rig)
+    err_w = max(abs(calibration.power_at(a) - true_power_w(rig, a)) for a in grid)
     target_w = min(1000.0, 0.5 * calibration.max_power_w)
-    heater = Heater(rig.heater.relay, rig.heater.servo, calibration)
+    heater = Heater(rig.heater.relay, rig.heater.actuator, calibration)
     moves = heater.moves
     heater.apply(HeaterOutput(relay_on=True, power_w=target_w), bench.clock())
+    start_s = bench.clock()
     bench.pause(3.0)
-    got_w = rig.plant.heater_w
+    energy = rig.plant.energy().heater_wh
+    bench.pause(2.0)  # the mean over 2 s: a burst heater's power is whole cycles
+    got_w = (rig.plant.energy().heater_wh - energy) * 3600.0 / (bench.clock() - start_s - 3.0)
     moves = heater.moves - moves
     heater.safe_off(bench.clock())
     bench.pause(PARK_S)
+    how = f"took {moves} servo move(s), " if actuator == "servo" else ""
     return [
         f"simulator check: the table is within {err_w:.0f} W ({100 * err_w / hp.max_power_w:.1f} % of full) of the "
-        f"simulated regulator; its dead zone ends at {dz_deg:g} deg, full power from {full_deg:g} deg",
-        f"simulator check: commanding {target_w:.0f} W with the new table took {moves} servo move(s), "
+        f"simulated heater; {first}",
+        f"simulator check: commanding {target_w:.0f} W with the new table {how}"
         f"the simulated heater then takes {got_w:.0f} W ({100 * (got_w - target_w) / target_w:+.1f} %)",
     ]

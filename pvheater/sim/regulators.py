@@ -73,6 +73,11 @@ class Regulator(Protocol):
         ...
 
 
+def zero_ten_duty_range(params: ZeroTenVoltParams) -> tuple[float, float]:
+    """The duties where the regulator starts and reaches full power (what pwm.min_duty/max_duty would be set to)."""
+    return params.start_v / 10.0, params.full_v / 10.0
+
+
 def zero_ten_power_fraction(duty: float, params: ZeroTenVoltParams) -> float:
     """P/Pmax of the 0-10 V regulator at a PWM duty 0..1 (the module's output as a fraction of 10 V)."""
     volts = 10.0 * duty
