@@ -33,7 +33,7 @@ from pvheater.sim.results import RunResult
 from pvheater.sim.scenarios import ScenarioDay, build_day, scenario_names
 
 REPO = Path(__file__).resolve().parent.parent
-BEGIN, END = "<!-- actuators -->", "<!-- /actuators -->"
+BEGIN, END = "<!-- actuators:begin -->", "<!-- actuators:end -->"
 
 
 def with_actuator(day: ScenarioDay, actuator: str) -> ScenarioDay:

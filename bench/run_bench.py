@@ -276,30 +276,23 @@ def render(
     )
 
 
-SOAK_BEGIN, SOAK_END = "<!-- soak -->", "<!-- /soak -->"
+#: Sections other bench scripts write into BENCHMARKS.md: (begin marker, end marker, placeholder when absent).
+KEPT_SECTIONS = (
+    ("<!-- soak -->", "<!-- /soak -->", "## Soak\n\nNot run yet (bench/soak.py writes it).\n"),
+    ("<!-- gx-safety -->", "<!-- /gx-safety -->", None),
+    ("<!-- family:begin", "<!-- family:end -->", None),
+    ("<!-- actuators:begin", "<!-- actuators:end -->", None),
+)
 
 
-def keep_soak_section(text: str, old: str) -> str:
-    """The new report with the soak section (written by bench/soak.py) of the old one; a placeholder when none."""
-    if SOAK_BEGIN in old and SOAK_END in old:
-        section = SOAK_BEGIN + old.split(SOAK_BEGIN, 1)[1].split(SOAK_END, 1)[0] + SOAK_END
-    else:
-        section = f"{SOAK_BEGIN}\n## Soak\n\nNot run yet: `python bench/soak.py` writes this section.\n{SOAK_END}"
-    text = text.rstrip() + "\n\n" + section + "\n"
-    begin, end = "<!-- gx-safety -->", "<!-- /gx-safety -->"  # written by bench/gx_safety.py
-    if begin in old and end in old:
-        text += "\n" + begin + old.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
-    return text
-
-
-ACTUATORS_BEGIN, ACTUATORS_END = "<!-- actuators -->", "<!-- /actuators -->"
-
-
-def keep_actuators_section(text: str, old: str) -> str:
-    """The new report with the actuators section (written by bench/actuators.py) of the old one, when it has one."""
-    if ACTUATORS_BEGIN in old and ACTUATORS_END in old:
-        section = ACTUATORS_BEGIN + old.split(ACTUATORS_BEGIN, 1)[1].split(ACTUATORS_END, 1)[0] + ACTUATORS_END
-        return text.rstrip() + "\n\n" + section + "\n"
+def keep_other_sections(text: str, old: str) -> str:
+    """The new report followed by the sections other bench scripts wrote into the old one (placeholders if any)."""
+    text = text.rstrip() + "\n"
+    for begin, end, placeholder in KEPT_SECTIONS:
+        if begin in old and end in old:
+            text += "\n" + begin + old.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
+        elif placeholder is not None:
+            text += f"\n{begin}\n{placeholder}{end}\n"
     return text
 
 
@@ -323,8 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         controller_acceptance(rows), response_times(), forecast_reserve(rows),
     )
     out = Path(args.out)
-    old = out.read_text(encoding="utf-8") if out.is_file() else ""
-    text = keep_actuators_section(keep_soak_section(text, old), old)
+    text = keep_other_sections(text, out.read_text(encoding="utf-8") if out.is_file() else "")
     out.write_text(text, encoding="utf-8")
     print(format_table(rows))
     print(f"matrix: {matrix_s:.1f} s with {jobs} process(es); wrote {args.out}", file=sys.stderr)

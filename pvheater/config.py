@@ -109,13 +109,13 @@ class ControlConfig:
     kp: float = setting(0.3, "proportional gain (W per W of error)", min=0.0, max=2.0)
     ki_per_s: float = setting(0.35, "integral gain (W per W of error per second)", min=0.0, max=5.0)
     raise_w_per_s: float = setting(
-        120.0, "fastest rise of the heater power (backing off is never limited)", min=5.0, max=5000.0
+        400.0, "fastest rise of the heater power (backing off is never limited)", min=5.0, max=5000.0
     )
     probe_start_w_per_s: float = setting(
-        15.0, "rise when hidden PV first shows (speeds up to raise_w_per_s)", min=1.0, max=5000.0
+        80.0, "rise when hidden PV first shows (grows exponentially to raise_w_per_s)", min=1.0, max=5000.0
     )
     probe_accel_s: float = setting(
-        10.0, "seconds of hidden PV until the rise reaches raise_w_per_s", min=0.0, max=600.0
+        6.0, "seconds of hidden PV until the rise reaches raise_w_per_s", min=0.0, max=600.0
     )
     probe_hold_s: float = setting(
         60.0, "after probes of hidden PV hit the same limit, stay below it up to this long", min=0.0, max=3600.0
@@ -125,6 +125,21 @@ class ControlConfig:
     )
     idle_off_s: float = setting(
         900.0, "stop wanting heat after this long without any surplus seen", min=0.0, max=7200.0
+    )
+    feed_forward_min_w: float = setting(
+        250.0, "a house load change at least this big goes to (or comes from) the heater at once",
+        min=50.0, max=5000.0,
+    )
+    memory_s: float = setting(
+        600.0, "how long the load PV covered while held back is remembered (return there after a cloud)",
+        min=0.0, max=7200.0,
+    )
+    restore_margin_w: float = setting(
+        100.0, "returning to the remembered load, stay this far below it", min=0.0, max=2000.0
+    )
+    pulse_s: float = setting(
+        20.0, "a house load that ends within this long of starting is pulsing (a hob): not given back at once",
+        min=0.0, max=600.0,
     )
 
 
@@ -146,6 +161,10 @@ class RelayConfig:
     )
     stale_after_s: float = setting(
         5.0, "relay off when the newest GX data are older than this", min=1.0, max=300.0
+    )
+    zero_settle_s: float = setting(
+        1.0, "the knob sits at zero this long before the relay opens (no current); data older than "
+        "stale_after_s - this - poll.interval_s turn the knob to zero first", min=0.1, max=30.0,
     )
     window_start: str | None = setting(None, "optional local time HH:MM before which it never heats")
     window_end: str | None = setting(None, "optional local time HH:MM after which it never heats")

@@ -11,7 +11,15 @@ from dataclasses import FrozenInstanceError, replace
 import pytest
 
 from pvheater.config import Config, ControlConfig, RelayConfig
-from pvheater.control.guard import SWITCH_WINDOW_S, GuardSettings, GuardState, force_off, in_window, shutdown, step
+from pvheater.control.guard import (
+    SWITCH_WINDOW_S,
+    GuardSettings,
+    GuardState,
+    force_off,
+    in_window,
+    recent_edges,
+    step,
+)
 from pvheater.control.measurements import Measurements
 from pvheater.control.messages import SAFE_OFF, HeaterOutput, HeatRequest
 
@@ -46,10 +54,10 @@ def switch_on(settings: GuardSettings = S, t0: float = 0.0, state: GuardState | 
 # --- start, shutdown -----------------------------------------------------------
 
 
-def test_start_state_is_off_and_shutdown_is_safe_off() -> None:
+def test_start_state_is_off() -> None:
     assert GuardState().relay_on is False
     assert GuardState.start(10.0).relay_on is False
-    assert shutdown() == SAFE_OFF == HeaterOutput(relay_on=False, power_w=0.0, reason="safe off")
+    assert HeaterOutput(relay_on=False, power_w=0.0, reason="safe off") == SAFE_OFF
     with pytest.raises(FrozenInstanceError):
         GuardState().relay_on = True  # type: ignore[misc]
 
@@ -159,15 +167,39 @@ def test_min_on_keeps_relay_closed_with_zero_power() -> None:
     state, out = step(state, WANT, meas(13.0), S, 13.0, NOON)  # the cloud passed: no switch cycle spent
     assert out.relay_on and out.power_w == 800.0
     assert state.switch_times_s == (2.0,)
-    state, out = step(state, IDLE, meas(62.0), S, 62.0, NOON)  # min_on_s over
+    state, out = step(state, IDLE, meas(62.0), S, 62.0, NOON)  # min_on_s over: the knob goes to zero first
+    assert out.relay_on and out.power_w == 0.0 and out.reason == "knob to zero before the relay opens"
+    state, out = step(state, IDLE, meas(62.5), S, 62.5, NOON)  # not settled yet
+    assert out.relay_on and out.power_w == 0.0
+    state, out = step(state, IDLE, meas(63.0), S, 63.0, NOON)  # zero_settle_s at zero: opens at no current
     assert not out.relay_on and out.power_w == 0.0
     assert out.reason == "off: no surplus"
-    assert state.switch_times_s == (2.0, 62.0)
+    assert state.switch_times_s == (2.0, 63.0) and not state.opened_loaded
 
 
-def test_min_off_delays_switching_on_again() -> None:
+def _off_at_zero() -> GuardState:
+    """Relay on at 2 s, heating, then knob to zero and open at no current (63 s)."""
     state = switch_on()
-    state, _ = step(state, IDLE, meas(62.0), S, 62.0, NOON)  # off at 62
+    state, _ = step(state, IDLE, meas(62.0), S, 62.0, NOON)
+    state, out = step(state, IDLE, meas(63.0), S, 63.0, NOON)
+    assert not out.relay_on and not state.opened_loaded
+    return state
+
+
+def test_off_at_zero_current_needs_no_min_off() -> None:
+    state = _off_at_zero()
+    outs = []
+    for t in range(64, 70):
+        state, out = step(state, WANT, meas(float(t)), S, float(t), NOON)
+        outs.append((t, out.relay_on))
+    assert dict(outs)[64 + S.confirm_samples - 1]  # on as soon as confirm_samples samples want heat
+    assert not dict(outs)[64 + S.confirm_samples - 2]
+
+
+def test_min_off_delays_switching_on_again_after_an_off_under_load() -> None:
+    state = switch_on()
+    state, out = step(state, WANT, meas(62.0), S, 62.0, NOON, "GX unreachable")  # heating at 800 W: under load
+    assert not out.relay_on and state.opened_loaded
     outs = []
     for t in range(63, 200):
         state, out = step(state, WANT, meas(float(t)), S, float(t), NOON)
@@ -175,6 +207,22 @@ def test_min_off_delays_switching_on_again() -> None:
     first_on = next(t for t, out in outs if out.relay_on)
     assert first_on == 62 + 120
     assert dict(outs)[100].reason == "min off time: 82 s left"
+
+
+def test_aging_data_turn_the_knob_to_zero_so_the_stale_off_breaks_no_current() -> None:
+    state = switch_on()  # last sample at 2.0
+    threshold = S.stale_after_s - S.zero_settle_s - S.poll_interval_s
+    state, out = step(state, WANT, meas(2.0), S, 2.0 + threshold, NOON)  # exactly at the threshold: heating
+    assert out.relay_on and out.power_w == 800.0
+    state, out = step(state, WANT, meas(2.0), S, 3.0 + threshold, NOON)  # older: knob to zero, relay on
+    assert out.relay_on and out.power_w == 0.0 and "knob to zero before the stale off" in out.reason
+    state, out = step(state, WANT, meas(2.0), S, 2.0 + S.stale_after_s + 0.5, NOON)  # stale: off at once
+    assert not out.relay_on and out.reason.startswith("stale data")
+    assert not state.opened_loaded  # the knob sat at zero: heating resumes without min_off_s
+    t0 = 30.0
+    for i in range(S.confirm_samples):
+        state, out = step(state, WANT, meas(t0 + i), S, t0 + i, NOON)
+    assert out.relay_on and out.power_w == 800.0
 
 
 def test_start_with_now_applies_min_off_from_start() -> None:
@@ -228,7 +276,7 @@ def test_safety_off_is_not_blocked_by_the_switch_limit() -> None:
     state = switch_on(settings)  # 1 edge
     state, out = step(state, WANT, meas(3.0), settings, 10.0, NOON)  # 7 s old: stale
     assert not out.relay_on
-    assert state.switches_in_last_hour(10.0) == 2
+    assert len(recent_edges(state, 10.0)) == 2
     # the hour is full now: no on until the first edge leaves it
     for t in (1000.0, 1001.0, 1002.0):
         state, out = step(state, WANT, meas(t), settings, t, NOON)
@@ -410,6 +458,10 @@ def test_invariants_under_random_inputs(seed: int) -> None:
     settings = replace(S, min_on_s=30.0, min_off_s=45.0, max_switches_per_hour=8)
     state = GuardState()
     on_since = off_since = None
+    off_loaded = True
+    zero_since: float | None = None
+    aging_s = max(settings.stale_after_s - settings.zero_settle_s - settings.poll_interval_s,
+                  settings.stale_after_s / 2)
     edges: list[float] = []
     passing_run = 0
     last_counted: float | None = None
@@ -442,17 +494,25 @@ def test_invariants_under_random_inputs(seed: int) -> None:
         if not out.relay_on:
             assert out.power_w == 0.0
         else:
-            assert out.power_w == (max(0.0, request.power_w) if wants else 0.0)
+            heating = wants and t - sample_t <= aging_s
+            assert out.power_w == (max(0.0, request.power_w) if heating else 0.0)
             assert safe  # never on with unsafe inputs
         if out.relay_on and not was_on:
             assert passing_run >= settings.confirm_samples
-            assert off_since is None or t - off_since >= settings.min_off_s
+            if off_loaded:  # min_off_s after an off that broke current
+                assert off_since is None or t - off_since >= settings.min_off_s
             on_since, edges = t, [*edges, t]
             passing_run, last_counted = 0, None
         elif was_on and not out.relay_on:
-            if safe:  # a normal off waits for min_on_s
+            if safe:  # a normal off waits for min_on_s, and for the knob to sit at zero
                 assert t - on_since >= settings.min_on_s  # type: ignore[operator]
+                assert zero_since is not None and t - zero_since >= settings.zero_settle_s
+            off_loaded = not (zero_since is not None and t - zero_since >= settings.zero_settle_s)
             off_since, edges = t, [*edges, t]
             passing_run, last_counted = 0, None
+        if out.relay_on and out.power_w == 0.0:
+            zero_since = t if zero_since is None or not was_on else zero_since
+        else:
+            zero_since = None
         assert sum(1 for u in edges if u > t - SWITCH_WINDOW_S) <= settings.max_switches_per_hour
     assert len(edges) > 10  # the run did exercise the relay

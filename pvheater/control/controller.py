@@ -18,6 +18,24 @@ deficits, anti-windup by clamping the integral to the
 heater's range, rises limited to `raise_w_per_s`). No I/O, no clock: `now_s`
 comes in as an argument.
 
+What the controller knows is used as well (each decision says why in its reason):
+
+- *its own commands*: a short history of the power it asked for, so a sample
+  is compared with the heater power *at the time of that sample* (the GX and
+  the poll make data 0.5-3 s old); a deficit is cut at once to that power minus
+  the deficit, and grid import that the inverter's lag behind its own recent
+  rises explains (a first-order lag of `inverter_lag_s`) does not stop a probe;
+- *the house load* (AC consumption minus the heater's power then): a change of
+  at least `feed_forward_min_w` goes to (or comes from) the heater at once --
+  when a kettle ends, the power it took is available again;
+- *the load PV covered while it was still held back* (heater + house, within
+  `memory_s`): when PV is hidden again after a cloud or a load, the heater
+  returns at once to that level (less `restore_margin_w`) and probes only the
+  rest; a probe that finds the limit below it lowers it;
+- the probe of hidden PV grows exponentially from `probe_start_w_per_s` to
+  `raise_w_per_s` over `probe_accel_s`, so a small gap is crossed gently and
+  a large one fast; what it overshoots is found within one or two samples.
+
 With a forecast (`reserve`, see pvheater/forecast.py) the SoC gate uses the
 reserve's lower limit, and below `min_soc_pct` the battery's charge counts as
 spare beyond the share of (battery + heater) the battery must keep to be full
@@ -26,6 +44,7 @@ in time. Without one (None) the plain rule applies, unchanged.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -45,6 +64,16 @@ _MAX_DT_S = 5.0
 _STEADY_LIMIT_W = 150.0
 #: Shortest stay below a limit just found.
 _MIN_HOLD_S = 5.0
+#: Longest stay below a limit found while PV is well below the remembered level (the sun may come back).
+_SHADED_HOLD_S = 40.0
+#: Commands kept for comparing samples with the heater power of their time.
+_COMMANDS_KEPT = 12
+#: The heater reaches a commanded power about this long after the command (servo travel), s.
+_SERVO_DELAY_S = 0.2
+#: A deficit found within this long of a rise is the probe's limit (not a cloud), s.
+_RISE_RECENT_S = 6.0
+#: A return to the remembered load that meets no deficit for this long was right, s.
+_RESTORE_OK_S = 8.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +107,27 @@ class ControllerState:
     limit_s: float | None = None
     #: How long to stay below that limit: doubles while limits repeat (steady sun), short when they move.
     hold_s: float = 0.0
+    #: Recent commands: (time_s, power_w, lag_import_w) -- the power asked for, and the grid import its
+    #: rises should cause while the inverter catches up (first-order lag of inverter_lag_s).
+    commands: tuple[tuple[float, float, float], ...] = ()
+    #: Inverter output the lag model expects now (follows the commanded power), W.
+    lagged_w: float = 0.0
+    #: The house load (consumption minus heater) of the last new sample, W.
+    house_w: float | None = None
+    #: Heater + house that PV covered while still held back (the known-good load), and when.
+    covered_w: float | None = None
+    covered_s: float | None = None
+    #: PV the MPPT gave at that time (a deficit with PV well below it is a cloud, not the probe's limit).
+    covered_pv_w: float | None = None
+    #: When the house load last rose by feed_forward_min_w or more (a load that ends soon after is pulsing).
+    house_rise_s: float | None = None
+    #: When the heater last returned to the remembered load, and no return before restore_block_s.
+    restore_s: float | None = None
+    restore_block_s: float | None = None
+    #: Wait after a return that met a deficit (PV had not come back): doubles on each such miss.
+    restore_wait_s: float = 0.0
+    #: PV of the last new sample, W.
+    pv_w: float | None = None
 
 
 def spare_power_w(
@@ -136,30 +186,28 @@ def step(
     """One control step: the new state and the heat request for the relay guard (reserve: early heating advice)."""
     c = settings.control
     if m is None:
-        return replace(state, integral_w=0.0, power_w=0.0, error_w=0.0), HeatRequest(False, 0.0, "no data")
-
+        return _stopped(state, None, "no data"), HeatRequest(False, 0.0, "no data")
     min_soc_pct = c.min_soc_pct if reserve is None else reserve.min_soc_pct
     soc_ok = m.soc_pct is not None and soc_gate(m.soc_pct, state.soc_ok, min_soc_pct, c.soc_hysteresis_pct)
     if not soc_ok:
         reason = "SoC unknown" if m.soc_pct is None else f"charging battery first (SoC {m.soc_pct:.0f} %)"
-        new = replace(state, soc_ok=False, integral_w=0.0, power_w=0.0, error_w=0.0, last_sample_s=m.time_s)
-        return new, HeatRequest(False, 0.0, reason)
+        return _stopped(replace(state, soc_ok=False), m, reason), HeatRequest(False, 0.0, reason)
 
-    importing = m.grid_w is not None and m.grid_w > c.grid_import_allowance_w
-    import_since = (state.import_since_s if state.import_since_s is not None else now_s) if importing else None
-    lag_ok = import_since is not None and now_s - import_since < c.inverter_lag_s
+    obs = _observe(state, m, c, now_s, relay_on)
     share = None
     if reserve is not None and m.soc_pct is not None and m.soc_pct < c.min_soc_pct:
         share = reserve.battery_share  # early heating: the battery keeps what it needs to be full in time
     error_w, saturated = spare_power_w(
-        m, state.accept_ref_w, c, import_lag_ok=lag_ok, battery_share=share, heater_w=state.power_w
+        m, state.accept_ref_w, c, import_lag_ok=obs.lag_ok, battery_share=share, heater_w=state.power_w
     )
     if error_w is None:
-        new = replace(state, soc_ok=True, integral_w=0.0, power_w=0.0, error_w=0.0, last_sample_s=m.time_s)
-        return new, HeatRequest(False, 0.0, "grid and battery power unknown")
+        reason = "grid and battery power unknown"
+        return _stopped(replace(state, soc_ok=True), m, reason), HeatRequest(False, 0.0, reason)
+    if obs.explained_import and m.pv_curtailed and (m.battery_w or 0.0) >= -c.battery_discharge_allowance_w:
+        error_w, saturated = c.probe_w, True  # the import is the inverter catching up with the last rise
 
     accept_ref = state.accept_ref_w
-    if saturated and m.battery_w is not None and import_since is None:
+    if saturated and m.battery_w is not None and obs.import_since_s is None:
         battery = max(0.0, m.battery_w)
         accept_ref = battery if accept_ref is None else accept_ref + _ACCEPT_SMOOTHING * (battery - accept_ref)
     last_surplus = now_s if error_w > 0 or saturated else state.last_surplus_s
@@ -168,31 +216,24 @@ def step(
     if -c.deficit_tolerance_w < error_w < c.deadband_w:
         error_w = 0.0  # hold: spare PV below the deadband, or a deficit within tolerance
 
-    dt_s = 0.0 if state.last_sample_s is None else min(max(m.time_s - state.last_sample_s, 0.0), _MAX_DT_S)
-    limit_w, limit_s, hold_s = state.limit_w, state.limit_s, state.hold_s
-    if error_w < 0 and state.error_w >= 0 and state.power_w > 0:
-        # A deficit begins: the limit lies just below this power. Found again where it was
-        # (steady sun): hold longer; somewhere else (clouds): probe again soon.
-        steady = limit_w is not None and abs(state.power_w - limit_w) <= _STEADY_LIMIT_W
-        hold_s = min(max(2.0 * hold_s, _MIN_HOLD_S), c.probe_hold_s) if steady else _MIN_HOLD_S
-        limit_w, limit_s = state.power_w, now_s
-    if limit_s is not None and now_s - limit_s > hold_s:
-        limit_s = None
+    # PV fell since the last sample: a deficit now is a cloud coming, not the limit of hidden PV
+    cloud = m.pv_w is not None and state.pv_w is not None and m.pv_w < state.pv_w - c.restore_margin_w
+    shaded = m.pv_w is not None and state.covered_pv_w is not None and m.pv_w < state.covered_pv_w - c.restore_margin_w
+    limit = _track_limit(state, c, error_w, obs, now_s, cloud, shaded)
+    restoring = state.restore_s is not None and now_s - state.restore_s <= _RESTORE_OK_S
+    covered_w, covered_s, covered_pv = _track_covered(state, c, obs, hidden, error_w, m, cloud, restoring)
+    restore_s, block_s, wait_s = _track_restore(state, error_w, obs, now_s)
     if relay_on:
-        integral = min(max(state.integral_w + c.ki_per_s * error_w * dt_s, 0.0), settings.max_power_w)
-        power = min(max(integral + c.kp * error_w, 0.0), settings.max_power_w)
-        ceiling = state.power_w + _raise_rate_w_per_s(c, hidden_since, now_s) * dt_s
-        if hidden and limit_s is not None and limit_w is not None:
-            # PV is hidden, but the limit was found a moment ago: stay below it for a while
-            # rather than probing again at once (each probe takes a little from the battery);
-            # the next probe starts slowly again.
-            ceiling = min(ceiling, max(state.power_w, limit_w - c.deadband_w))
-            hidden_since = now_s
-        if power > ceiling:
-            power = ceiling
-            integral = min(integral, ceiling)  # anti-windup against the rise limit
+        blocked = block_s is not None and now_s < block_s
+        integral, power, hidden_since, why = _next_power(
+            state, settings, error_w, hidden, hidden_since, limit, obs,
+            None if blocked else covered_w, covered_s, now_s,
+        )
+        if why.startswith("PV held back again"):
+            restore_s = now_s
+            limit = (limit[0], None, limit[2])  # the limit found in the cloud no longer holds the probe
     else:
-        integral, power = 0.0, 0.0
+        integral, power, why = 0.0, 0.0, ""
 
     recent = last_surplus is not None and now_s - last_surplus <= c.idle_off_s
     want = recent or power > 0
@@ -203,16 +244,262 @@ def step(
         accept_ref_w=accept_ref,
         last_surplus_s=last_surplus,
         hidden_since_s=hidden_since,
-        import_since_s=import_since,
-        limit_w=limit_w,
-        limit_s=limit_s,
-        hold_s=hold_s,
+        import_since_s=obs.import_since_s,
+        limit_w=limit[0],
+        limit_s=limit[1],
+        hold_s=limit[2],
         last_sample_s=m.time_s,
         error_w=error_w,
+        commands=obs.commands_with(now_s, power),
+        lagged_w=obs.lagged_w,
+        house_w=obs.house_w if obs.house_w is not None else state.house_w,
+        covered_w=covered_w,
+        covered_s=covered_s,
+        covered_pv_w=covered_pv,
+        house_rise_s=m.time_s if obs.house_step_w >= c.feed_forward_min_w else state.house_rise_s,
+        restore_s=restore_s,
+        restore_block_s=block_s,
+        restore_wait_s=wait_s,
+        pv_w=m.pv_w if obs.new_sample else state.pv_w,
     )
     if not want:
         return new, HeatRequest(False, 0.0, "no surplus")
-    return new, HeatRequest(True, power, _describe(error_w, m))
+    return new, HeatRequest(True, power, why or _describe(error_w, m))
+
+
+def _stopped(state: ControllerState, m: Measurements | None, reason: str) -> ControllerState:
+    """The state when no heat is asked for (no data, SoC, unknown power): power, integral, history cleared."""
+    last = state.last_sample_s if m is None else m.time_s
+    return replace(state, integral_w=0.0, power_w=0.0, error_w=0.0, last_sample_s=last, commands=(), lagged_w=0.0)
+
+
+@dataclass(frozen=True)
+class _Observation:
+    """What a sample says once compared with the controller's own recent commands."""
+
+    #: True when this sample was not seen before (time_s newer than the last one).
+    new_sample: bool
+    #: The heater power asked for at the sample's time (servo delay included), W.
+    heater_then_w: float
+    #: The house load of this sample (consumption - heater then), None when consumption is unknown.
+    house_w: float | None
+    #: House change since the last new sample, W (0 when unknown or not a new sample).
+    house_step_w: float
+    #: Grid import at this sample, and since when import lasts.
+    import_w: float
+    import_since_s: float | None
+    #: Import within the lag model's expectation for the last rises (the inverter is catching up).
+    explained_import: bool
+    #: Import lasting less than inverter_lag_s: held, not backed off (the old rule).
+    lag_ok: bool
+    #: Power asked for within _RISE_RECENT_S before the sample rose (a probe was going on).
+    rising: bool
+    lagged_w: float
+    commands: tuple[tuple[float, float, float], ...]
+
+    def commands_with(self, now_s: float, power_w: float) -> tuple[tuple[float, float, float], ...]:
+        """The command history with this tick's command appended (and the oldest dropped)."""
+        entry = (now_s, power_w, max(0.0, power_w - self.lagged_w))
+        return (*self.commands[-(_COMMANDS_KEPT - 1):], entry)
+
+
+def _command_at(
+    commands: tuple[tuple[float, float, float], ...], time_s: float, default_w: float
+) -> tuple[float, float]:
+    """(power asked for, lag import expected) in force at time_s; default when the history does not reach back."""
+    found = None
+    for entry in commands:
+        if entry[0] <= time_s:
+            found = entry
+        else:
+            break
+    if found is None:
+        return (commands[0][1], commands[0][2]) if commands else (default_w, 0.0)
+    return found[1], found[2]
+
+
+def _observe(state: ControllerState, m: Measurements, c: ControlConfig, now_s: float, relay_on: bool) -> _Observation:
+    """Compare the sample with the controller's own commands: heater then, house load, import explained by lag."""
+    new_sample = state.last_sample_s is None or m.time_s > state.last_sample_s
+    dt_s = 0.0 if not state.commands else max(0.0, now_s - state.commands[-1][0])
+    tau_s = max(c.inverter_lag_s, 0.1)
+    # the inverter's output as the lag model expects it: up with inverter_lag_s (the slowest lag
+    # expected), down at once -- so the import it predicts for a rise is an upper bound
+    lagged = min(state.lagged_w + (state.power_w - state.lagged_w) * (1.0 - math.exp(-dt_s / tau_s)), state.power_w)
+    commands = state.commands if relay_on else ()
+    heater_then, lag_import = _command_at(commands, m.time_s - _SERVO_DELAY_S, state.power_w if relay_on else 0.0)
+    consumption = m.consumption_w
+    house = None if consumption is None else max(0.0, consumption - heater_then)
+    step_w = 0.0
+    if new_sample and house is not None and state.house_w is not None:
+        moved = [p for t, p, _ in commands if m.time_s - 2.5 <= t <= m.time_s]
+        settled = not moved or max(moved) - min(moved) < 0.5 * c.feed_forward_min_w
+        step_w = house - state.house_w if settled else 0.0
+    grid = m.grid_w or 0.0
+    import_w = max(0.0, grid - c.grid_import_allowance_w)
+    importing = m.grid_w is not None and m.grid_w > c.grid_import_allowance_w
+    since = (state.import_since_s if state.import_since_s is not None else now_s) if importing else None
+    rises = [p for t, p, _ in commands if m.time_s - _RISE_RECENT_S <= t <= m.time_s]
+    rising = len(rises) >= 2 and rises[-1] > min(rises) + c.deadband_w
+    return _Observation(
+        new_sample=new_sample,
+        heater_then_w=heater_then,
+        house_w=house if new_sample else None,
+        house_step_w=step_w,
+        import_w=import_w,
+        import_since_s=since,
+        explained_import=importing and import_w <= lag_import + c.grid_import_allowance_w,
+        lag_ok=since is not None and now_s - since < c.inverter_lag_s,
+        rising=rising,
+        lagged_w=lagged,
+        commands=commands,
+    )
+
+
+def _track_limit(
+    state: ControllerState,
+    c: ControlConfig,
+    error_w: float,
+    obs: _Observation,
+    now_s: float,
+    cloud: bool,
+    shaded: bool,
+) -> tuple[float | None, float | None, float]:
+    """The limit of hidden PV: (power where the last deficit began, when, how long to stay below it).
+
+    A deficit that begins while PV is well below what it gave at the remembered
+    load is a cloud (or a load), not the limit of hidden PV: no limit then.
+    While PV stays well below what it gave at the remembered load (`shaded`)
+    the hold stays short: the sun may come back any moment.
+    """
+    limit_w, limit_s, hold_s = state.limit_w, state.limit_s, state.hold_s
+    if error_w < 0 and state.error_w >= 0 and state.power_w > 0 and not cloud:
+        # A deficit begins: the limit lies just below this power. Found again where it was
+        # (steady sun): hold longer; somewhere else (clouds): probe again soon.
+        steady = limit_w is not None and abs(state.power_w - limit_w) <= _STEADY_LIMIT_W
+        hold_s = min(max(2.0 * hold_s, _MIN_HOLD_S), c.probe_hold_s) if steady else _MIN_HOLD_S
+        if shaded:
+            hold_s = min(hold_s, _SHADED_HOLD_S)
+        limit_w, limit_s = state.power_w, now_s
+    if limit_s is not None and now_s - limit_s > hold_s:
+        limit_s = None
+    return limit_w, limit_s, hold_s
+
+
+def _track_covered(
+    state: ControllerState,
+    c: ControlConfig,
+    obs: _Observation,
+    hidden: bool,
+    error_w: float,
+    m: Measurements,
+    cloud: bool,
+    restoring: bool,
+) -> tuple[float | None, float | None, float | None]:
+    """(load, when, PV then): heater + house that PV covered while held back; raised by hidden samples.
+
+    A deficit while a probe was rising (PV did not just fall, and it is not a
+    return to the remembered load that missed) is the limit: it lowers the load
+    remembered. A deficit as PV falls is a cloud: the memory stays, to return
+    there after it.
+    """
+    covered, since, pv_then = state.covered_w, state.covered_s, state.covered_pv_w
+    if covered is not None and since is not None and m.time_s - since > c.memory_s:
+        covered = since = pv_then = None  # too old: the sun has moved on
+    if not obs.new_sample or obs.house_w is None:
+        return covered, since, pv_then
+    load = obs.heater_then_w + obs.house_w
+    if hidden and not (obs.import_w > 0 and not obs.explained_import):
+        if covered is None or load >= covered:
+            covered, pv_then = load, m.pv_w
+        since = m.time_s
+    elif error_w < 0 and covered is not None and not cloud and not restoring:
+        below = m.pv_w is not None and pv_then is not None and m.pv_w < pv_then - c.restore_margin_w
+        if not below:  # PV as high as when the load was covered: this is the limit, not a cloud
+            covered = min(covered, load + error_w - c.restore_margin_w)
+    return covered, since, pv_then
+
+
+def _track_restore(
+    state: ControllerState, error_w: float, obs: _Observation, now_s: float
+) -> tuple[float | None, float | None, float]:
+    """(last return, no return before, wait): a return to the remembered load that meets a deficit was a miss.
+
+    After a miss (the cloud had not passed, PV was hidden only because the
+    heater was low) the next return waits 5 s, then 10, 20 ... (up to the
+    memory's age); a return that holds for _RESTORE_OK_S resets the wait.
+    """
+    restore_s, block_s, wait_s = state.restore_s, state.restore_block_s, state.restore_wait_s
+    if restore_s is None:
+        return None, block_s, wait_s
+    age_s = now_s - restore_s
+    if error_w < 0 and obs.new_sample and age_s <= _RESTORE_OK_S:
+        wait_s = min(max(2.0 * wait_s, _MIN_HOLD_S), 600.0)
+        return None, now_s + wait_s, wait_s
+    if age_s > _RESTORE_OK_S:
+        return None, block_s, 0.0
+    return restore_s, block_s, wait_s
+
+
+def _next_power(
+    state: ControllerState,
+    settings: ControllerSettings,
+    error_w: float,
+    hidden: bool,
+    hidden_since: float | None,
+    limit: tuple[float | None, float | None, float],
+    obs: _Observation,
+    covered_w: float | None,
+    covered_s: float | None,
+    now_s: float,
+) -> tuple[float, float, float | None, str]:
+    """(integral, power, hidden_since, reason) with the relay on: PI, feed-forward, cut, restore, probe limits."""
+    c = settings.control
+    top = settings.max_power_w
+    last_s = state.last_sample_s
+    dt_s = 0.0 if last_s is None or not obs.new_sample else min(max(now_s - last_s, 0.0), _MAX_DT_S)
+    base, why = state.power_w, ""
+    pulsing = (
+        state.house_rise_s is not None
+        and obs.house_step_w <= -c.feed_forward_min_w
+        and now_s - state.house_rise_s < c.pulse_s
+    )
+    if pulsing:
+        why = f"house load {-obs.house_step_w:.0f} W off again within {c.pulse_s:g} s (pulsing): not given back"
+    elif abs(obs.house_step_w) >= c.feed_forward_min_w:
+        base = min(max(base - obs.house_step_w, 0.0), top)
+        verb = "ended" if obs.house_step_w < 0 else "started"
+        why = f"house load {abs(obs.house_step_w):.0f} W {verb}: heater {base - state.power_w:+.0f} W at once"
+    integral = min(max(state.integral_w + (base - state.power_w) + c.ki_per_s * error_w * dt_s, 0.0), top)
+    power = min(max(integral + c.kp * error_w, 0.0), top)
+    if error_w < 0 and obs.new_sample:
+        cut = max(0.0, obs.heater_then_w + error_w)
+        if cut < power:
+            power = integral = cut
+            why = f"backing off {-error_w:.0f} W: heater {obs.heater_then_w:.0f} W then, {cut:.0f} W now"
+    restore = None
+    steady = state.house_rise_s is None or now_s - state.house_rise_s >= c.pulse_s
+    if hidden and steady and covered_w is not None and obs.house_w is not None:
+        restore = min(covered_w - obs.house_w - c.restore_margin_w, top)
+    if restore is not None and restore > max(base, state.power_w) + c.deadband_w:
+        power = integral = restore
+        ago = now_s - covered_s if covered_s is not None else 0.0
+        why = f"PV held back again: back to {restore:.0f} W (PV covered that {ago:.0f} s ago)"
+        return integral, power, now_s, why
+    ceiling = max(base, state.power_w) + _raise_rate_w_per_s(c, hidden_since, now_s) * dt_s
+    limit_w, limit_s, _hold = limit
+    if hidden and limit_s is not None and limit_w is not None:
+        # PV is hidden, but the limit was found a moment ago: stay below it for a while
+        # rather than probing again at once (each probe takes a little from the battery);
+        # the next probe starts slowly again.
+        ceiling = min(ceiling, max(state.power_w, limit_w - c.deadband_w))
+        hidden_since = now_s
+    if hidden and error_w >= c.probe_w and obs.new_sample:
+        power = integral = min(max(power, ceiling), top)  # the probe follows its (exponential) rate, not the PI
+    if power > ceiling:
+        power = ceiling
+        integral = min(integral, ceiling)  # anti-windup against the rise limit
+    return integral, power, hidden_since, why
 
 
 def _raise_rate_w_per_s(c: ControlConfig, hidden_since_s: float | None, now_s: float) -> float:
@@ -221,12 +508,14 @@ def _raise_rate_w_per_s(c: ControlConfig, hidden_since_s: float | None, now_s: f
     A measured surplus (export) may be followed at `raise_w_per_s`. Hidden PV
     is probed: the rise starts at `probe_start_w_per_s` -- after a back-off the
     limit is usually close, and a slow probe overshoots it by little -- and
-    speeds up to `raise_w_per_s` over `probe_accel_s` while PV stays hidden.
+    grows exponentially to `raise_w_per_s` over `probe_accel_s` while PV stays
+    hidden, so a large gap is crossed in a few seconds.
     """
     if hidden_since_s is None:
         return c.raise_w_per_s
+    start, full = c.probe_start_w_per_s, max(c.raise_w_per_s, c.probe_start_w_per_s)
     ramp = min(1.0, (now_s - hidden_since_s) / c.probe_accel_s) if c.probe_accel_s > 0 else 1.0
-    return c.probe_start_w_per_s + (c.raise_w_per_s - c.probe_start_w_per_s) * ramp
+    return start * (full / start) ** ramp
 
 
 def _describe(error_w: float, m: Measurements) -> str:

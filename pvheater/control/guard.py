@@ -57,7 +57,7 @@ from dataclasses import dataclass, replace
 
 from pvheater.config import Config, ControlConfig, RelayConfig, SiteConfig
 from pvheater.control.measurements import Measurements
-from pvheater.control.messages import SAFE_OFF, HeaterOutput, HeatRequest
+from pvheater.control.messages import HeaterOutput, HeatRequest
 from pvheater.control.sun import sun_elevation_deg
 from pvheater.control.timeofday import format_hhmm as _fmt
 from pvheater.control.timeofday import in_window, parse_hhmm
@@ -83,6 +83,10 @@ class GuardSettings:
     latitude_deg: float | None = None
     longitude_deg: float | None = None
     min_sun_elevation_deg: float = -0.833
+    #: The knob must have been at zero this long before the relay opens at (almost) no current, s.
+    zero_settle_s: float = 1.0
+    #: Seconds between the loop's ticks (the knob goes to zero this much earlier before data go stale).
+    poll_interval_s: float = 1.0
 
     @classmethod
     def from_sections(
@@ -103,12 +107,14 @@ class GuardSettings:
             window_end=None if relay.window_end is None else parse_hhmm(relay.window_end),
             min_soc_pct=control.min_soc_pct,
             soc_hysteresis_pct=control.soc_hysteresis_pct,
+            zero_settle_s=relay.zero_settle_s,
         )
 
     @classmethod
     def from_config(cls, config: Config) -> GuardSettings:
         """Build from the whole config."""
-        return cls.from_sections(config.relay, config.control, config.site)
+        return replace(cls.from_sections(config.relay, config.control, config.site),
+                       poll_interval_s=config.poll.interval_s)
 
     @property
     def has_window(self) -> bool:
@@ -136,6 +142,10 @@ class GuardState:
     last_sample_s: float | None = None
     #: SoC gate with hysteresis (starts closed: needs min + hysteresis first).
     soc_ok: bool = False
+    #: Since when the output power has been 0 with the relay on (None: it is not).
+    zero_since_s: float | None = None
+    #: True when the last off edge broke current (or was the start-up): min_off_s applies after it.
+    opened_loaded: bool = True
 
     @classmethod
     def start(cls, now_s: float | None = None) -> GuardState:
@@ -147,14 +157,9 @@ class GuardState:
         """
         return cls(changed_s=now_s)
 
-    def switches_in_last_hour(self, now_s: float) -> int:
-        """Relay edges within the sliding hour ending at now_s."""
-        return sum(1 for t in self.switch_times_s if t > now_s - SWITCH_WINDOW_S)
-
-
-def shutdown() -> HeaterOutput:
-    """The output for shutting down: relay open, power 0."""
-    return SAFE_OFF
+    def at_zero(self, now_s: float, settle_s: float) -> bool:
+        """True when the relay is on and the knob has been at zero for settle_s: opening breaks no current."""
+        return self.zero_since_s is not None and now_s - self.zero_since_s >= settle_s
 
 
 def force_off(state: GuardState, now_s: float) -> GuardState:
@@ -216,18 +221,44 @@ def _safety_problem(
     return None
 
 
-def _edge(state: GuardState, relay_on: bool, now_s: float) -> GuardState:
-    """Record a relay edge at now_s."""
-    recent = tuple(t for t in state.switch_times_s if t > now_s - SWITCH_WINDOW_S)
+def recent_edges(state: GuardState, now_s: float) -> tuple[float, ...]:
+    """The relay edges within the sliding hour ending at now_s (the switch limit's window)."""
+    return tuple(t for t in state.switch_times_s if t > now_s - SWITCH_WINDOW_S)
+
+
+def _edge(state: GuardState, relay_on: bool, now_s: float, loaded: bool = True) -> GuardState:
+    """Record a relay edge at now_s (loaded: an off edge that broke current)."""
     return replace(
-        state, relay_on=relay_on, changed_s=now_s, switch_times_s=(*recent, now_s), confirmed=0, last_sample_s=None
+        state,
+        relay_on=relay_on,
+        changed_s=now_s,
+        switch_times_s=(*recent_edges(state, now_s), now_s),
+        confirmed=0,
+        last_sample_s=None,
+        zero_since_s=None,
+        opened_loaded=loaded if not relay_on else state.opened_loaded,
     )
 
 
-def _off(state: GuardState, now_s: float, reason: str, failsafe: bool = False) -> tuple[GuardState, HeaterOutput]:
-    """Relay off now (an edge when it was on) and forget the confirmation."""
-    new = _edge(state, False, now_s) if state.relay_on else replace(state, confirmed=0, last_sample_s=None)
+def _off(
+    state: GuardState, now_s: float, reason: str, settle_s: float = math.inf, failsafe: bool = False
+) -> tuple[GuardState, HeaterOutput]:
+    """Relay off now (an edge when it was on; loaded unless the knob sat at zero settle_s) and forget the count."""
+    if state.relay_on:
+        new = _edge(state, False, now_s, loaded=not state.at_zero(now_s, settle_s))
+    else:
+        new = replace(state, confirmed=0, last_sample_s=None)
     return new, HeaterOutput(relay_on=False, power_w=0.0, reason=reason, failsafe=failsafe)
+
+
+def _on_output(state: GuardState, power_w: float, reason: str, now_s: float) -> tuple[GuardState, HeaterOutput]:
+    """Relay on at power_w (at least 0); remembers since when the knob is at zero."""
+    power_w = max(0.0, power_w)
+    if power_w > 0.0:
+        state = replace(state, zero_since_s=None)
+    elif state.zero_since_s is None:
+        state = replace(state, zero_since_s=now_s)
+    return state, HeaterOutput(relay_on=True, power_w=power_w, reason=reason)
 
 
 def step(
@@ -249,10 +280,10 @@ def step(
     """
     problem = _data_problem(m, settings, now_s, fault)
     if problem is not None:
-        return _off(state, now_s, problem, failsafe=True)
+        return _off(state, now_s, problem, settings.zero_settle_s, failsafe=True)
     problem = _safety_problem(request, settings, local_time, utc_s)
     if problem is not None:
-        return _off(state, now_s, problem)
+        return _off(state, now_s, problem, settings.zero_settle_s)
     assert m is not None and m.soc_pct is not None  # checked above
 
     was_ok = state.soc_ok
@@ -261,19 +292,38 @@ def step(
     state = replace(state, soc_ok=soc_ok)
     if not soc_ok:
         threshold = limit_pct if was_ok else limit_pct + settings.soc_hysteresis_pct
-        return _off(state, now_s, f"SoC {m.soc_pct:g} % below {threshold:g} %")
-
-    since_edge_s = None if state.changed_s is None else now_s - state.changed_s
+        return _off(state, now_s, f"SoC {m.soc_pct:g} % below {threshold:g} %", settings.zero_settle_s)
     if state.relay_on:
-        if request.want_heat:
-            power_w = max(0.0, request.power_w)
-            return state, HeaterOutput(relay_on=True, power_w=power_w, reason=f"on: {request.reason or 'heating'}")
-        if since_edge_s is not None and since_edge_s < settings.min_on_s:
-            left_s = settings.min_on_s - since_edge_s
-            return state, HeaterOutput(relay_on=True, power_w=0.0, reason=f"min on time: {left_s:.0f} s left")
-        return _off(state, now_s, f"off: {request.reason or 'no heat wanted'}")
+        return _while_on(state, request, m, settings, now_s)
+    return _while_off(state, request, m, settings, now_s)
 
-    # Relay off: count distinct samples in a row that want heat.
+
+def _while_on(
+    state: GuardState, request: HeatRequest, m: Measurements, settings: GuardSettings, now_s: float
+) -> tuple[GuardState, HeaterOutput]:
+    """Relay on: follow the request; knob to zero before data go stale; open only once the knob sat at zero."""
+    since_edge_s = None if state.changed_s is None else now_s - state.changed_s
+    if request.want_heat:
+        age_s = now_s - m.time_s
+        zero_at_s = settings.stale_after_s - settings.zero_settle_s - settings.poll_interval_s
+        if age_s > max(zero_at_s, 0.5 * settings.stale_after_s):
+            # the data will be stale soon: have the knob at zero when the relay must open
+            return _on_output(state, 0.0, f"on: data {age_s:.1f} s old, knob to zero before the stale off", now_s)
+        return _on_output(state, request.power_w, f"on: {request.reason or 'heating'}", now_s)
+    if since_edge_s is not None and since_edge_s < settings.min_on_s:
+        left_s = settings.min_on_s - since_edge_s
+        return _on_output(state, 0.0, f"min on time: {left_s:.0f} s left", now_s)
+    if not state.at_zero(now_s, settings.zero_settle_s):
+        state, out = _on_output(state, 0.0, "knob to zero before the relay opens", now_s)
+        if not state.at_zero(now_s, settings.zero_settle_s):
+            return state, out
+    return _off(state, now_s, f"off: {request.reason or 'no heat wanted'}", settings.zero_settle_s)
+
+
+def _while_off(
+    state: GuardState, request: HeatRequest, m: Measurements, settings: GuardSettings, now_s: float
+) -> tuple[GuardState, HeaterOutput]:
+    """Relay off: count distinct fresh samples that want heat; close within min_off_s and the switch limit."""
     if not request.want_heat:
         return _off(state, now_s, f"off: {request.reason or 'no heat wanted'}")
     if state.last_sample_s is None or m.time_s > state.last_sample_s:
@@ -281,19 +331,26 @@ def step(
     if state.confirmed < settings.confirm_samples:
         reason = f"waiting {state.confirmed}/{settings.confirm_samples} samples"
         return state, HeaterOutput(relay_on=False, power_w=0.0, reason=reason)
-    if since_edge_s is not None and since_edge_s < settings.min_off_s:
+    since_edge_s = None if state.changed_s is None else now_s - state.changed_s
+    if state.opened_loaded and since_edge_s is not None and since_edge_s < settings.min_off_s:
+        # min_off_s protects the contacts after an off that broke current; an off at zero current needs no rest
         left_s = settings.min_off_s - since_edge_s
         return state, HeaterOutput(relay_on=False, power_w=0.0, reason=f"min off time: {left_s:.0f} s left")
-    recent = [t for t in state.switch_times_s if t > now_s - SWITCH_WINDOW_S]
+    blocked = _switch_limit_problem(state, settings, now_s)
+    if blocked is not None:
+        return state, HeaterOutput(relay_on=False, power_w=0.0, reason=blocked)
+    new = _edge(state, True, now_s)
+    return _on_output(new, request.power_w, f"on: {request.reason or 'heating'}", now_s)
+
+
+def _switch_limit_problem(state: GuardState, settings: GuardSettings, now_s: float) -> str | None:
+    """Why the switch limit leaves no room for an on and the off after it now, or None."""
     limit = settings.max_switches_per_hour
     if limit < 2:
-        reason = f"switch limit {limit}/h leaves no room for an on and its off"
-        return state, HeaterOutput(relay_on=False, power_w=0.0, reason=reason)
+        return f"switch limit {limit}/h leaves no room for an on and its off"
+    recent = recent_edges(state, now_s)
     if len(recent) + 2 > limit:
         # Room is needed for this on and the off after it: wait for the oldest edges to leave the hour.
         free_in_s = recent[len(recent) + 2 - limit - 1] + SWITCH_WINDOW_S - now_s
-        reason = f"switch limit {limit}/h reached (room again in {free_in_s:.0f} s)"
-        return state, HeaterOutput(relay_on=False, power_w=0.0, reason=reason)
-    new = _edge(state, True, now_s)
-    power_w = max(0.0, request.power_w)
-    return new, HeaterOutput(relay_on=True, power_w=power_w, reason=f"on: {request.reason or 'heating'}")
+        return f"switch limit {limit}/h reached (room again in {free_in_s:.0f} s)"
+    return None

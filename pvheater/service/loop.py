@@ -7,7 +7,11 @@ runs in real time on a Pi and in simulated time on the bench. `utc_s`, the
 trusted wall clock as UTC epoch seconds (None when untrusted), feeds the sun
 rule and the forecast reserve; the forecast comes from a provider in memory.
 
-Safety: a GX error makes the guard open the relay at once; any other error in
+Safety: a GX error makes the guard open the relay at once -- unless it is a
+single failed read after a good one and that snapshot is still younger than
+`stale_after_s`: then the snapshot is used again (a repeated sample: the power
+is held, nothing is confirmed twice); a second failure in a row is a fault.
+Any other error in
 the loop opens the relay, returns the knob to zero and resets the guard. Each
 error episode is logged once when it starts and once when it ends. A picture
 whose fast-moving values stop changing (pvheater.control.freshness) counts as
@@ -161,6 +165,8 @@ class ControlLoop:
         self._loop_error: str | None = None
         self._absent: frozenset[str] = frozenset()
         self._status_key: tuple[bool, int, str | None] | None = None
+        #: The last snapshot read, when the last read succeeded: one failed read while it is fresh reuses it.
+        self._last_m: Measurements | None = None
 
     def tick(self, now_s: float, local_time: datetime.time | None, utc_s: float | None = None) -> TickReport:
         """One control step: read, decide, guard, apply. Never raises for a GX or loop error."""
@@ -232,6 +238,12 @@ class ControlLoop:
             m = self.source.read()
         except GxError as exc:
             m, fault = None, str(exc)
+            held = self._last_m
+            if held is not None and now_s - held.time_s <= self.guard_settings.stale_after_s:
+                m, fault = held, None  # one failed read while the data are fresh: hold the power
+            self._last_m = None  # a second failure in a row is a fault
+        else:
+            self._last_m = m
         self._track_fault(fault, now_s)
         frozen: str | None = None
         if m is not None:

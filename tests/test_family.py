@@ -1,0 +1,86 @@
+"""The plant family: seeded randomiser, and the real loop closed on family plants in simulated time."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import pytest
+
+from pvheater.sim import family as F
+
+
+def test_random_plants_are_seeded_and_within_the_family_ranges() -> None:
+    assert F.random_spec(7) == F.random_spec(7)
+    assert F.random_spec(7) != F.random_spec(8)
+    specs = [F.random_spec(seed) for seed in range(60)]
+    for s in specs:
+        p = s.params
+        assert 0.5 <= p.inverter.tau_s <= 3.0
+        assert 1000.0 <= p.heater.max_power_w <= 4000.0
+        assert 0.0 <= s.dead_zone_frac <= 0.15 and s.curve in F.CURVES and s.taper in F.TAPERS
+        assert 0.0 <= s.accept_w <= 800.0
+        assert s.gx_period_s in (1.0, 1.5, 2.0) and 0.0 <= s.gx_jitter_s <= 0.3
+        assert 300 <= s.duration_s <= 900 and len(s.pv_w) == len(s.house_w) == s.duration_s
+        assert all(5.0 <= b - a <= 30.0 for a, b in s.outages_s)
+    assert {s.curve for s in specs} == set(F.CURVES) and {s.kind for s in specs} == {"steps", "broken"}
+    assert any(s.outages_s for s in specs) and any(s.read_failures for s in specs)
+
+
+@pytest.mark.parametrize("curve", F.CURVES)
+def test_regulator_shapes_are_monotonic_with_their_dead_zone(curve: str) -> None:
+    fracs = [F.shape_power_fraction(k / 100, curve, 0.1) for k in range(101)]
+    assert all(b >= a for a, b in itertools.pairwise(fracs))
+    assert fracs[10] == 0.0 and fracs[11] > 0.0 and fracs[100] == 1.0
+
+
+def test_the_plant_gives_the_shapes_power_at_the_commanded_angle() -> None:
+    spec = replace(F.random_spec(5), curve="log", dead_zone_frac=0.1)
+    plant = F.FamilyPlant(F.spec_day(spec), spec, F.START_S)
+    h = spec.params.heater
+    angle = h.knob_zero_deg + 0.6 * (h.knob_full_deg - h.knob_zero_deg)
+    for _ in range(8):
+        plant.step_real(0.25, F.Actuation(True, angle))
+    assert plant.heater_w == pytest.approx(h.max_power_w * F.shape_power_fraction(0.6, "log", 0.1), rel=1e-6)
+
+
+def _kettle_and_outage(seed: int) -> tuple[F.FamilySpec, F.FamilyRun, list[F.Response], list[F.Response]]:
+    """PV a little above heater + house; a 2 kW kettle 120-240 s; a read failure; a 15 s GX outage at 300 s."""
+    heater_w = F.random_spec(seed).heater_max_w
+    n = 420
+    pv = [heater_w + 600.0] * n
+    house = [200.0] * n
+    for i in range(120, 240):
+        house[i] += 2000.0
+    a = F.START_S + 300.0
+    events = (("load_start", F.START_S + 120), ("load_end", F.START_S + 240), ("outage_end", a + 15.0))
+    spec = F.directed_spec(seed, pv, house, outages_s=((a, a + 15.0),), read_failures=frozenset({60}), events=events)
+    base = F.run_spec(spec, "off").run
+    run = F.run_spec(spec, "pvheater")
+    floor = F.responses(spec, F.run_spec(spec, "oracle_late"), base)
+    return spec, run, F.responses(spec, run, base), floor
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])  # linear, phase-angle and log-taper regulators, lags 2.0/1.6/3.0 s
+def test_closed_loop_on_family_plants(seed: int) -> None:
+    spec, run, responses, floor = _kettle_and_outage(seed)
+    by_kind = {r.kind: r for r in responses}
+    floor_kind = {r.kind: r for r in floor}
+    # relay closes with PV hidden: 90 % of the surplus within 10 s
+    first = next(r for r in responses if r.kind == "relay_close")
+    assert first.response_s is not None and first.response_s <= 10.0
+    # the kettle ends: its power is back in the heater within 3 s (+1 s margin for a 1.5 s GX), little draw
+    end = by_kind["load_end"]
+    assert end.response_s is not None and end.response_s <= 4.0
+    # the heater's rise shows as import while the inverter catches up: the 2 s late oracle pays it too
+    assert end.draw_wh <= floor_kind["load_end"].draw_wh + 0.5
+    # the kettle starts: the heater gives way within a sample or two, about as fast as the late oracle
+    assert by_kind["load_start"].draw_wh <= 1.5 * floor_kind["load_start"].draw_wh + 0.2
+    # the one failed read at tick 60 held the power: no switching there; a 15 s outage: back within 10 s
+    out = by_kind["outage_end"]
+    assert out.response_s is not None and out.response_s <= 10.0
+    assert run.switchings == 3  # on at start, off in the outage, on after it
+    assert run.under_load == 0  # the knob was at zero each time the relay switched
+    s = run.run.series
+    k = F._index(run.run, F.START_S + 62.0)
+    assert s.heater_w[k] > 0.5 * min(s.surplus_w[k], spec.heater_max_w)
