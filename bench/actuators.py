@@ -109,7 +109,7 @@ def section(rows: list[tuple[str, ...]], wall_s: float) -> str:
         "actuator's own pattern (pvheater/control/burst.py), the meter averaging over 1 s. SSR switch-ons count",
         "the off-to-on changes of the SSR a day; the longest on- and off-blocks are the flicker-relevant runs of",
         "whole cycles while the power lies strictly between 0 and full. Relay toggles are the guard's in every case.",
-        "Not yet on the plant family of the control work (bench/family.py is not in main): whole days only.",
+        "Whole days only: the plant family (bench/family.py, its own runner) is not wired to the actuators yet.",
         "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "|".join(["---", "---"] + ["---:"] * (len(HEADER) - 2)) + "|",
