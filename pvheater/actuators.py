@@ -1,4 +1,19 @@
-"""The pins: relay, servo and the Heater port on top of them. The only module that imports gpiozero.
+"""The pins: the relay, the actuator that sets the power, and the Heater port on top. The only gpiozero module.
+
+The actuator is one of (heater.actuator):
+
+- `Servo` (servo): turns the SCR regulator's knob; its input is the servo angle.
+- `PwmOutput` (pwm_0_10v): a PWM pin feeding a PWM -> 0-10 V module, which
+  feeds a regulator's isolated 0-10 V control input; its input is the duty
+  (0..1 of the module's output, 0 = 0 V), inverted on the pin when pwm.inverted.
+- `BurstOutput` (ssr_burst): a zero-cross SSR switched on whole mains cycles
+  by an evenly spread pattern (pvheater/control/burst.py); its input is the
+  fraction of cycles fired. A timing thread sets the pin at each cycle, or
+  (threaded=False) whoever calls `run_cycles` does, in simulated time.
+
+Each takes the requested fraction of full power (`set_power_fraction`) and
+maps it through its calibration (watts -> its input); a fraction of zero puts
+its input at the zero end (the servo's zero angle, 0 % duty, no cycles).
 
 Wiring and safety notes:
 
@@ -20,15 +35,20 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
+import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import gpiozero
 from gpiozero.exc import BadPinFactory, GPIOPinInUse, PinInvalidPin, PinPWMUnsupported
 from gpiozero.pins import Factory
 
 from pvheater.calibration.curve import Calibration, calibration_from_config
-from pvheater.config import Config, RelayConfig, ServoConfig
+from pvheater.config import BurstConfig, Config, PwmConfig, RelayConfig, ServoConfig
+from pvheater.control.burst import BurstPattern
 from pvheater.control.messages import SAFE_OFF, HeaterOutput
 from pvheater.control.servo import worth_moving
 from pvheater.errors import ConfigError, HardwareError, PvHeaterError
@@ -173,8 +193,63 @@ class Relay:
             self._device.close()
 
 
+class Actuator(Protocol):
+    """The port every actuator offers: the requested fraction of full power in, its own input on the pin."""
+
+    kind: str
+    #: The unit of the actuator's input, for messages ("deg", "duty", "of cycles").
+    unit: str
+
+    @property
+    def input_value(self) -> float | None:
+        """The last commanded input (angle, duty, fraction of cycles); None before the first."""
+        ...
+
+    def use_calibration(self, calibration: Calibration) -> None:
+        """Map watts through this calibration from now on; ConfigError when it leaves the input's range."""
+        ...
+
+    def set_power_fraction(self, fraction: float, now_s: float) -> None:
+        """Set a fraction 0..1 of full power (0: the zero end of the input)."""
+        ...
+
+    def set_input(self, value: float, now_s: float) -> bool:
+        """Command the input directly (the calibration sweep); True when the pin changed."""
+        ...
+
+    def tick(self, now_s: float) -> None:
+        """Housekeeping between commands."""
+        ...
+
+    def wear(self) -> dict[str, float]:
+        """The actuator's own wear figures so far."""
+        ...
+
+    def close(self) -> None:
+        """Input to zero and the pin released."""
+        ...
+
+
+def _check_range(actuator: Actuator, calibration: Calibration, in_range: Callable[[float], bool]) -> None:
+    """ConfigError when a calibration point's input lies outside what the actuator can be set to."""
+    what = "angle" if actuator.kind == "servo" else "input"
+    for value, _ in calibration.points:
+        if not in_range(value):
+            raise ConfigError(f"calibration {what} {value} {actuator.unit} lies outside the {actuator.kind}'s range")
+
+
+def _power_input(calibration: Calibration, fraction: float) -> float:
+    """The calibrated input for a fraction of the calibration's full power (zero end for <= 0 or NaN)."""
+    if not fraction > 0:
+        return calibration.zero_angle_deg
+    return calibration.angle_for(fraction * calibration.max_power_w)
+
+
 class Servo:
     """The knob's servo: moves only when worth it, detaches after each move, tracks its travel."""
+
+    kind = "servo"
+    unit = "deg"
 
     def __init__(self, cfg: ServoConfig, pin_factory: Factory, zero_angle_deg: float | None = None) -> None:
         self._cfg = cfg
@@ -197,11 +272,31 @@ class Servo:
         self.last_move_s: float | None = None
         self.travel_deg = 0.0
         self.moves = 0
+        self.calibration = Calibration.linear(cfg.knob_zero_deg, cfg.knob_full_deg, 1.0)
+
+    @property
+    def input_value(self) -> float | None:
+        """The last commanded angle."""
+        return self.angle_deg
 
     def in_range(self, angle_deg: float) -> bool:
         """True when the servo can reach angle_deg."""
         lo, hi = sorted((self._cfg.min_angle_deg, self._cfg.max_angle_deg))
         return lo <= angle_deg <= hi
+
+    def use_calibration(self, calibration: Calibration) -> None:
+        """Map watts to angles through this calibration; its zero end becomes the zero angle."""
+        _check_range(self, calibration, self.in_range)
+        self.calibration = calibration
+        self.zero_angle_deg = calibration.zero_angle_deg
+
+    def set_power_fraction(self, fraction: float, now_s: float) -> None:
+        """Move to the calibrated angle for a fraction of full power (small moves skipped)."""
+        self.move_to(_power_input(self.calibration, fraction), now_s)
+
+    def set_input(self, value: float, now_s: float) -> bool:
+        """Command an angle (see move_to)."""
+        return self.move_to(value, now_s)
 
     def move_to(self, angle_deg: float, now_s: float) -> bool:
         """Command an angle; skipped below min_move_deg unless it goes to the zero angle. True when moved."""
@@ -230,6 +325,10 @@ class Servo:
         self._device.detach()
         self.attached = False
 
+    def wear(self) -> dict[str, float]:
+        """Servo moves and degrees travelled."""
+        return {"servo_moves": self.moves, "servo_travel_deg": self.travel_deg}
+
     def close(self) -> None:
         """Stop the pulses and release the pin."""
         if not self._device.closed:
@@ -238,25 +337,257 @@ class Servo:
         self.attached = False
 
 
-class Heater:
-    """The heater port: one apply(output, now_s) drives the relay and the knob in a safe order."""
+class PwmOutput:
+    """A PWM pin feeding a PWM -> 0-10 V module: duty 0..1 of the module's output, inverted on the pin if asked."""
+
+    kind = "pwm_0_10v"
+    unit = "duty"
+
+    def __init__(self, cfg: PwmConfig, pin_factory: Factory) -> None:
+        self._cfg = cfg
+        try:
+            # active_high=False writes 1 - value: an inverted module sees "0 V" from the first instant too.
+            self._device = gpiozero.PWMOutputDevice(
+                cfg.pin, active_high=not cfg.inverted, initial_value=0.0, frequency=cfg.frequency_hz,
+                pin_factory=pin_factory,
+            )
+        except Exception as exc:  # gpiozero and the pin libraries raise many types; all mean "pin unusable"
+            raise _pin_error("pwm.pin", cfg.pin, exc) from None
+        self.duty: float | None = None
+        self.changes = 0
+        self.calibration = Calibration.linear(cfg.min_duty, cfg.max_duty, 1.0)
+
+    @property
+    def input_value(self) -> float | None:
+        """The last commanded duty (before inversion)."""
+        return self.duty
+
+    @property
+    def angle_deg(self) -> float | None:
+        """The calibration sweep's name for the last commanded input."""
+        return self.duty
+
+    @staticmethod
+    def in_range(duty: float) -> bool:
+        """True for a duty 0..1."""
+        return 0.0 <= duty <= 1.0
+
+    def use_calibration(self, calibration: Calibration) -> None:
+        """Map watts to duties through this calibration."""
+        _check_range(self, calibration, self.in_range)
+        self.calibration = calibration
+
+    def set_power_fraction(self, fraction: float, now_s: float) -> None:
+        """The calibrated duty for a fraction of full power; exactly 0 (0 V) for zero."""
+        self.set_input(0.0 if not fraction > 0 else _power_input(self.calibration, fraction), now_s)
+
+    def set_input(self, value: float, now_s: float) -> bool:
+        """Set the duty 0..1; True when it changed."""
+        if not self.in_range(value):
+            raise ValueError(f"pwm duty {value} outside 0..1")
+        if value == self.duty:
+            return False
+        self._device.value = value
+        self.duty = value
+        self.changes += 1
+        return True
+
+    def move_to(self, value: float, now_s: float) -> bool:
+        """The calibration sweep's name for set_input."""
+        return self.set_input(value, now_s)
+
+    def tick(self, now_s: float) -> None:
+        """Nothing to do: the module holds its output while the PWM runs."""
+
+    def wear(self) -> dict[str, float]:
+        """No moving part: only how often the duty changed."""
+        return {"duty_changes": self.changes}
+
+    def close(self) -> None:
+        """Duty 0 (0 V), then release the pin."""
+        if not self._device.closed:
+            self._device.value = 0.0
+            self._device.close()
+        self.duty = 0.0
+
+
+class BurstOutput:
+    """A zero-cross SSR on a pin, fired on whole mains cycles by an evenly spread pattern (see the module doc).
+
+    threaded=True: a timing thread sets the pin at each mains cycle (asleep
+    while nothing is asked); it never bursts missed cycles out after waking
+    late, it books them at the level the pin held. threaded=False: nothing
+    runs by itself; `run_cycles(n)` steps the pattern and the pin (simulated time).
+    """
+
+    kind = "ssr_burst"
+    unit = "of cycles"
 
     def __init__(
-        self, relay: Relay, servo: Servo, calibration: Calibration, pin_factory: Factory | None = None
+        self,
+        cfg: BurstConfig,
+        pin_factory: Factory,
+        *,
+        threaded: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Take ownership of relay and servo (and of pin_factory, closed by close(), when given)."""
-        for angle_deg, _ in calibration.points:
-            if not servo.in_range(angle_deg):
-                raise ConfigError(f"calibration angle {angle_deg} deg lies outside the servo's range")
-        servo.zero_angle_deg = calibration.zero_angle_deg
+        self._cfg = cfg
+        try:
+            self._device = gpiozero.DigitalOutputDevice(
+                cfg.pin, active_high=cfg.active_high, initial_value=False, pin_factory=pin_factory
+            )
+        except Exception as exc:  # gpiozero and the pin libraries raise many types; all mean "pin unusable"
+            raise _pin_error("burst.pin", cfg.pin, exc) from None
+        self.cycle_s = 1.0 / cfg.mains_hz
+        self.pattern = BurstPattern(cfg.period_cycles)
+        self.calibration = Calibration.linear(0.0, 1.0, 1.0)
+        self.fraction: float | None = None
+        self.late_cycles = 0
+        self._on = False
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._run, name="pvheater-ssr-burst", daemon=True)
+            self._thread.start()
+
+    @property
+    def input_value(self) -> float | None:
+        """The last commanded fraction of cycles."""
+        return self.fraction
+
+    @property
+    def angle_deg(self) -> float | None:
+        """The calibration sweep's name for the last commanded input."""
+        return self.fraction
+
+    @staticmethod
+    def in_range(fraction: float) -> bool:
+        """True for a fraction 0..1."""
+        return 0.0 <= fraction <= 1.0
+
+    def use_calibration(self, calibration: Calibration) -> None:
+        """Map watts to fractions of cycles through this calibration."""
+        _check_range(self, calibration, self.in_range)
+        self.calibration = calibration
+
+    def set_power_fraction(self, fraction: float, now_s: float) -> None:
+        """The calibrated fraction of cycles for a fraction of full power; none fired for zero."""
+        self.set_input(0.0 if not fraction > 0 else _power_input(self.calibration, fraction), now_s)
+
+    def set_input(self, value: float, now_s: float) -> bool:
+        """Ask for a fraction 0..1 of cycles from the next period on; zero stops firing at once."""
+        if not self.in_range(value):
+            raise ValueError(f"ssr_burst fraction {value} outside 0..1")
+        with self._lock:
+            changed = value != self.fraction
+            self.fraction = value
+            self.pattern.request(value)
+            if value == 0.0:
+                self._set_pin(False)
+        if value > 0.0:
+            self._wake.set()
+        return changed
+
+    def move_to(self, value: float, now_s: float) -> bool:
+        """The calibration sweep's name for set_input."""
+        return self.set_input(value, now_s)
+
+    def _set_pin(self, on: bool) -> None:
+        if on != self._on and not self._device.closed:
+            self._device.value = on
+        self._on = on
+
+    def run_cycles(self, cycles: int) -> int:
+        """Step the pattern and the pin through whole cycles; how many were fired."""
+        fired = 0
+        with self._lock:
+            for _ in range(cycles):
+                on = self.pattern.next_cycle()
+                self._set_pin(on)
+                fired += on
+        return fired
+
+    @property
+    def pin_on(self) -> bool:
+        """True while the pin turns the SSR on."""
+        return self._on
+
+    def _run(self) -> None:
+        """The timing thread: one pattern step per mains cycle on the monotonic clock."""
+        next_s = self._clock()
+        while not self._stop.is_set():
+            if self.pattern.idle:
+                self._wake.wait()
+                self._wake.clear()
+                next_s = self._clock()
+                continue
+            delay_s = next_s - self._clock()
+            if delay_s > 0 and self._stop.wait(delay_s):
+                break
+            late = int((self._clock() - next_s) / self.cycle_s)
+            if late > 0:  # woke late: those cycles passed at the level the pin held
+                with self._lock:
+                    self.pattern.hold(late, self._on)
+                self.late_cycles += late
+                next_s += late * self.cycle_s
+            self.run_cycles(1)
+            next_s += self.cycle_s
+
+    def tick(self, now_s: float) -> None:
+        """Nothing to do: the timing thread runs by itself."""
+
+    def wear(self) -> dict[str, float]:
+        """SSR switch-ons and the longest on- and off-blocks (cycles) while bursting."""
+        st = self.pattern.stats
+        return {
+            "ssr_switch_ons": st.switch_ons, "cycles": st.cycles, "on_cycles": st.on_cycles,
+            "longest_on_block": st.longest_on_block, "longest_off_block": st.longest_off_block,
+        }
+
+    def close(self) -> None:
+        """Stop firing and the thread, pin off, then release it."""
+        with self._lock:
+            self.pattern.request(0.0)
+            self.fraction = 0.0
+            self._set_pin(False)
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        if not self._device.closed:
+            self._device.off()
+            self._device.close()
+
+
+def make_actuator(config: Config, pin_factory: Factory, *, burst_thread: bool = True) -> Actuator:
+    """The actuator heater.actuator names, on its pin (input at zero from the first instant)."""
+    kind = config.heater.actuator
+    if kind == "pwm_0_10v":
+        return PwmOutput(config.pwm, pin_factory)
+    if kind == "ssr_burst":
+        return BurstOutput(config.burst, pin_factory, threaded=burst_thread)
+    return Servo(config.servo, pin_factory)
+
+
+class Heater:
+    """The heater port: one apply(output, now_s) drives the relay and the actuator in a safe order."""
+
+    def __init__(
+        self, relay: Relay, actuator: Actuator, calibration: Calibration, pin_factory: Factory | None = None
+    ) -> None:
+        """Take ownership of relay and actuator (and of pin_factory, closed by close(), when given)."""
+        actuator.use_calibration(calibration)
         self.relay = relay
-        self.servo = servo
+        self.actuator = actuator
         self.calibration = calibration
         self._pin_factory = pin_factory
         self._closed = False
 
     @classmethod
-    def from_config(cls, config: Config, pin_factory: Factory | None = None) -> Heater:
+    def from_config(cls, config: Config, pin_factory: Factory | None = None, *, burst_thread: bool = True) -> Heater:
         """Build the pins from the config; without pin_factory, make (and own) the configured one."""
         calibration = calibration_from_config(config)
         owned = pin_factory is None
@@ -264,12 +595,12 @@ class Heater:
         relay: Relay | None = None
         try:
             relay = Relay(config.relay, factory)
-            servo = Servo(config.servo, factory, zero_angle_deg=calibration.zero_angle_deg)
+            actuator = make_actuator(config, factory, burst_thread=burst_thread)
             try:
-                return cls(relay, servo, calibration, factory if owned else None)
+                return cls(relay, actuator, calibration, factory if owned else None)
             except ConfigError as exc:
-                servo.close()
-                where = config.heater.calibration_file or "servo.knob_zero_deg/knob_full_deg"
+                actuator.close()
+                where = config.heater.calibration_file or "the default calibration"
                 raise ConfigError(f"{where}: {exc}") from None
         except BaseException:
             if relay is not None:
@@ -279,58 +610,74 @@ class Heater:
             raise
 
     @property
+    def servo(self) -> Servo:
+        """The servo, when the actuator is one (AttributeError otherwise)."""
+        if not isinstance(self.actuator, Servo):
+            raise AttributeError(f"the heater's actuator is {self.actuator.kind}, not a servo")
+        return self.actuator
+
+    @property
     def relay_on(self) -> bool:
         """True while the relay is closed."""
         return self.relay.is_on
 
     @property
     def servo_angle_deg(self) -> float | None:
-        """The last commanded servo angle; None before the first move."""
-        return self.servo.angle_deg
+        """The last commanded servo angle; None before the first move or without a servo."""
+        return self.actuator.angle_deg if isinstance(self.actuator, Servo) else None
+
+    @property
+    def input_value(self) -> float | None:
+        """The actuator's last commanded input (angle, duty, fraction of cycles): what the calibration maps to watts."""
+        return self.actuator.input_value
 
     @property
     def travel_deg(self) -> float:
-        """Total degrees the servo was commanded to travel."""
-        return self.servo.travel_deg
+        """Total degrees the servo was commanded to travel (0 without a servo)."""
+        return self.actuator.travel_deg if isinstance(self.actuator, Servo) else 0.0
 
     @property
     def moves(self) -> int:
-        """How many times the servo was moved."""
-        return self.servo.moves
+        """How many times the servo was moved (0 without a servo)."""
+        return self.actuator.moves if isinstance(self.actuator, Servo) else 0
 
     def apply(self, output: HeaterOutput, now_s: float) -> None:
-        """Set relay and knob: off = relay first then knob to zero; on = knob first then relay."""
+        """Set relay and actuator: off = relay first then input to zero; on = input first then relay."""
         if output.relay_on:
-            self.servo.move_to(self.calibration.angle_for(output.power_w), now_s)
+            self.actuator.set_power_fraction(output.power_w / self.calibration.max_power_w, now_s)
             self.relay.set(True)
         else:
             self.relay.set(False)
-            self.servo.move_to(self.calibration.zero_angle_deg, now_s)
-        self.servo.tick(now_s)
+            self.actuator.set_power_fraction(0.0, now_s)
+        self.actuator.tick(now_s)
 
     def tick(self, now_s: float) -> None:
         """Housekeeping between applies: detach the servo when its time has come."""
-        self.servo.tick(now_s)
+        self.actuator.tick(now_s)
 
     def safe_off(self, now_s: float) -> None:
-        """Relay open, then knob to zero."""
+        """Relay open, then the actuator to zero."""
         self.apply(SAFE_OFF, now_s)
 
     def close(self) -> None:
-        """Relay open, knob to zero, then release the pins.
+        """Relay open, actuator to zero, then release the pins.
 
-        Releasing stops the pulses at once, so a knob not yet at zero may stop
-        short (the relay is open, so the heater is off regardless). To park the
-        knob, call safe_off() and keep calling tick() for detach_after_s first.
+        Releasing stops a servo's pulses at once, so a knob not yet at zero may
+        stop short (the relay is open, so the heater is off regardless). To
+        park the knob, call safe_off() and keep calling tick() for
+        detach_after_s first.
         """
         if self._closed:
             return
         self._closed = True
         try:
             self.relay.set(False)
-            self.servo.move_to(self.calibration.zero_angle_deg, self.servo.last_move_s or 0.0)
+            if isinstance(self.actuator, Servo):
+                self.actuator.move_to(self.calibration.zero_angle_deg, self.actuator.last_move_s or 0.0)
+            else:
+                self.actuator.set_power_fraction(0.0, 0.0)
         finally:
-            self.servo.close()
+            self.actuator.close()
             self.relay.close()
             if self._pin_factory is not None and self._pin_factory is not gpiozero.Device.pin_factory:
                 self._pin_factory.close()

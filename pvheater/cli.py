@@ -16,6 +16,7 @@ from pvheater.errors import ConfigError, GxError, PvHeaterError, RegisterMapErro
 COMMANDS: dict[str, str] = {
     "run": "run",
     "read-registers": "read_registers",
+    "calibrate": "calibrate_servo",
     "calibrate-servo": "calibrate_servo",
     "simulate": "simulate",
     "gx-sim": "gx_sim",

@@ -249,12 +249,50 @@ class ServoConfig:
 
 
 @dataclass(frozen=True)
+class PwmConfig:
+    """A PWM -> 0-10 V converter module feeding an isolated 0-10 V control input (heater.actuator: pwm_0_10v)."""
+
+    pin: str = setting("GPIO18", "GPIO pin of the module's PWM input (GPIO or BOARD name)")
+    frequency_hz: float = setting(1000.0, "PWM frequency the module expects (most: 1-3 kHz)", min=10.0,
+                                  max=100_000.0)
+    inverted: bool = setting(False, "true for modules whose output falls as the duty rises (open-collector input)")
+    min_duty: float = setting(0.0, "duty (0..1) where the regulator just gives no power (0 W end of the range)",
+                              min=0.0, max=1.0)
+    max_duty: float = setting(1.0, "duty (0..1) where the regulator reaches full power", min=0.0, max=1.0)
+
+    def check(self) -> list[tuple[str, str]]:
+        """The duty range must rise."""
+        if self.min_duty >= self.max_duty:
+            return [("min_duty", f"must be less than pwm.max_duty (got {self.min_duty} >= {self.max_duty})")]
+        return []
+
+
+@dataclass(frozen=True)
+class BurstConfig:
+    """A zero-cross SSR switched on whole mains cycles, spread evenly (heater.actuator: ssr_burst)."""
+
+    pin: str = setting("GPIO18", "GPIO pin driving the SSR's input (GPIO or BOARD name)")
+    mains_hz: int = setting(50, "mains frequency", choices=(50, 60))
+    period_cycles: int = setting(
+        50, "mains cycles per pattern period: the power resolution is one cycle of it", min=2, max=1000
+    )
+    active_high: bool = setting(True, "true when a HIGH pin turns the SSR on (the usual DC-input SSR)")
+
+
+#: The actuators heater.actuator can name.
+ACTUATORS = ("servo", "pwm_0_10v", "ssr_burst")
+
+
+@dataclass(frozen=True)
 class HeaterConfig:
-    """The water heater behind the SCR regulator."""
+    """The water heater and what sets its power."""
 
     max_power_w: float = setting(2000.0, "heater power at full knob", min=100.0, max=10000.0)
     calibration_file: str | None = setting(
-        None, "YAML written by `pvheater calibrate-servo`; null: linear from knob zero to full"
+        None, "YAML written by `pvheater calibrate`; null: linear from the actuator's zero to its full end"
+    )
+    actuator: str = setting(
+        "servo", "what sets the power: servo (turns the regulator's knob), pwm_0_10v, ssr_burst", choices=ACTUATORS
     )
 
 
@@ -279,6 +317,10 @@ class CalibrationConfig:
                                     max=3600.0)
     limits_speed_deg_s: float = setting(10.0, "--limits: how fast the servo moves to the knob's ends and back",
                                         min=1.0, max=180.0)
+    step_fraction: float = setting(
+        0.025, "pwm_0_10v and ssr_burst: step between measured inputs, as a fraction of the input's range",
+        min=0.01, max=0.5,
+    )
 
 
 @dataclass(frozen=True)
@@ -533,6 +575,8 @@ class Config:
     relay: RelayConfig = field(default_factory=RelayConfig, metadata={"doc": "relay"})
     servo: ServoConfig = field(default_factory=ServoConfig, metadata={"doc": "servo"})
     heater: HeaterConfig = field(default_factory=HeaterConfig, metadata={"doc": "heater"})
+    pwm: PwmConfig = field(default_factory=PwmConfig, metadata={"doc": "pwm_0_10v actuator"})
+    burst: BurstConfig = field(default_factory=BurstConfig, metadata={"doc": "ssr_burst actuator"})
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig, metadata={"doc": "calibrate-servo"})
     gpio: GpioConfig = field(default_factory=GpioConfig, metadata={"doc": "pin library"})
     log: LogConfig = field(default_factory=LogConfig, metadata={"doc": "logging"})
@@ -554,7 +598,25 @@ class Config:
                      f"past the stale limit (got {self.gx.timeout_s} >= {self.relay.stale_after_s})")]
         if self.forecast.enabled and not self.site.located:
             return [("forecast.enabled", "needs site.latitude_deg and site.longitude_deg")]
-        return self._check_hot_water()
+        return self._check_actuator() or self._check_hot_water()
+
+    @property
+    def actuator_pin_key(self) -> str:
+        """The config key of the pin the selected actuator drives (servo.pin, pwm.pin or burst.pin)."""
+        return {"servo": "servo.pin", "pwm_0_10v": "pwm.pin", "ssr_burst": "burst.pin"}[self.heater.actuator]
+
+    @property
+    def actuator_pin(self) -> str:
+        """The pin the selected actuator drives."""
+        section, name = self.actuator_pin_key.split(".")
+        return str(getattr(getattr(self, section), name))
+
+    def _check_actuator(self) -> list[tuple[str, str]]:
+        """The selected actuator's pin must not be the relay's."""
+        key, pin = self.actuator_pin_key, self.actuator_pin
+        if pin == self.relay.pin:
+            return [(key, f"must differ from relay.pin (both {pin!r}; the relay guards the {self.heater.actuator})")]
+        return []
 
     def _check_hot_water(self) -> list[tuple[str, str]]:
         """Hot-water settings that need the tank sensor, or must stay below its limit."""

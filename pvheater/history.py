@@ -475,8 +475,8 @@ class HistoryRecorder:
     # --- internals ---------------------------------------------------------------
 
     def _heater_now(self) -> float:
-        """Heater power the relay and the servo give now, through the calibration."""
-        angle = self.heater.servo_angle_deg
+        """Heater power the relay and the servo (or another actuator's input) give now, through the calibration."""
+        angle = getattr(self.heater, "input_value", self.heater.servo_angle_deg)
         if not self.heater.relay_on or angle is None:
             return 0.0
         return self.heater.calibration.power_at(angle)

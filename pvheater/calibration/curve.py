@@ -1,4 +1,8 @@
-"""The servo's calibration curve: heater watts <-> servo angle, by linear interpolation.
+"""The actuator's calibration curve: heater watts <-> the actuator's input, by linear interpolation.
+
+The input is the servo angle for `heater.actuator: servo` (the names below
+say angle), the duty 0..1 for pwm_0_10v and the fraction of mains cycles
+fired 0..1 for ssr_burst; the table and its rules are the same for all.
 
 A calibration is a table of (angle_deg, power_w) points ordered from the knob's
 zero end to its full end. Angles are strictly monotonic along the table; they
@@ -8,9 +12,10 @@ knob_full_deg). Power never falls along the knob direction; flat stretches
 
 Power 0 always maps to the zero end's angle exactly, powers beyond the table
 clip to its ends. Without a calibration file the curve is a straight line from
-servo.knob_zero_deg (0 W) to servo.knob_full_deg (heater.max_power_w).
+servo.knob_zero_deg (0 W) to servo.knob_full_deg (heater.max_power_w); for
+pwm_0_10v from pwm.min_duty to pwm.max_duty, for ssr_burst from 0 to 1.
 
-File format (written by `pvheater calibrate-servo`)::
+File format (written by `pvheater calibrate`, `calibrate-servo` for the servo)::
 
     date: 2024-06-01            # optional metadata, kept as it is
     dead_zone_deg: 12.0         # optional number
@@ -149,11 +154,29 @@ class Calibration:
         return p0 + (x - x0) / (x1 - x0) * (p1 - p0)
 
 
+def input_range(config: Config) -> tuple[float, float]:
+    """The selected actuator's input at zero and at full power, as the linear default spans it."""
+    actuator = config.heater.actuator
+    if actuator == "pwm_0_10v":
+        return config.pwm.min_duty, config.pwm.max_duty
+    if actuator == "ssr_burst":
+        return 0.0, 1.0
+    return config.servo.knob_zero_deg, config.servo.knob_full_deg
+
+
 def calibration_from_config(config: Config) -> Calibration:
-    """The calibration file named by heater.calibration_file, else the linear default."""
+    """The calibration file named by heater.calibration_file, else the selected actuator's linear default."""
     if config.heater.calibration_file is None:
-        return Calibration.linear(config.servo.knob_zero_deg, config.servo.knob_full_deg, config.heater.max_power_w)
-    return load_calibration(config.heater.calibration_file)
+        zero, full = input_range(config)
+        return Calibration.linear(zero, full, config.heater.max_power_w)
+    calibration = load_calibration(config.heater.calibration_file)
+    made_for = calibration.metadata.get("actuator", "servo")
+    if made_for != config.heater.actuator:
+        raise ConfigError(
+            f"heater.calibration_file: {config.heater.calibration_file} was made for the {made_for}, but "
+            f"heater.actuator is {config.heater.actuator}; run `pvheater calibrate` for it"
+        )
+    return calibration
 
 
 def _parse_points(data: Any) -> list[tuple[float, float]]:

@@ -13,11 +13,14 @@ straight line in the angle over the low (2-35 % of full) and the high
 dead-zone edge and the full-power angle. Only those edges use the model; the
 table itself is the measurement. Without enough points for a line it falls
 back to the last angle with ~0 W and the first with ~full power.
+
+With `curve="linear"` (ssr_burst: the power is the fraction of cycles fired,
+straight from 0 to full) the lines are fitted to the power fraction itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +37,8 @@ NEAR_FRACTION = 0.01
 MIN_FULL_POWER_W = 100.0
 #: Table angles and powers are rounded to these.
 ANGLE_DECIMALS = 2
+#: Inputs of 0..1 (a duty, a fraction of cycles) are rounded finer.
+FRACTION_DECIMALS = 4
 POWER_DECIMALS = 1
 
 
@@ -101,7 +106,16 @@ class Fit:
         )
 
 
-def fit_sweep(sweep: Sweep, noise_w: float, drop_tolerance_w: float) -> Fit:
+def _to_line(curve: str) -> Callable[[float], float]:
+    """What the edge lines are fitted to, from a power fraction: the conduction fraction, or the fraction itself."""
+    if curve == "linear":
+        return lambda frac: frac
+    return conduction_for_power_fraction
+
+
+def fit_sweep(
+    sweep: Sweep, noise_w: float, drop_tolerance_w: float, curve: str = "phase_angle", decimals: int = ANGLE_DECIMALS
+) -> Fit:
     """A steadily rising Calibration from a sweep, with its dead-zone edge and full-power angle (see the module doc).
 
     CalibrationDiscarded when the power falls by more than drop_tolerance_w
@@ -121,15 +135,16 @@ def fit_sweep(sweep: Sweep, noise_w: float, drop_tolerance_w: float) -> Fit:
             "the relay, and the water not already hot (heater thermostat open)?"
         )
     near_w = max(NEAR_FRACTION * top_w, noise_w)
-    dz_pos, dz_method = _dead_zone_edge(pos, fitted, near_w)
+    to_line = _to_line(curve)
+    dz_pos, dz_method = _dead_zone_edge(pos, fitted, near_w, to_line)
     full_pos: float | None = None
     full_method = "none: the sweep stopped at calibration.max_test_power_w"
     if not sweep.stopped_at_cap:
-        full_pos, full_method = _full_power_angle(pos, fitted, near_w, dz_pos)
+        full_pos, full_method = _full_power_angle(pos, fitted, near_w, dz_pos, to_line)
     return Fit(
-        calibration=Calibration(_table(pos, fitted, sign, dz_pos, full_pos)),
-        dead_zone_deg=round(sign * dz_pos, ANGLE_DECIMALS) + 0.0,
-        full_power_deg=None if full_pos is None else round(sign * full_pos, ANGLE_DECIMALS) + 0.0,
+        calibration=Calibration(_table(pos, fitted, sign, dz_pos, full_pos, decimals)),
+        dead_zone_deg=round(sign * dz_pos, decimals) + 0.0,
+        full_power_deg=None if full_pos is None else round(sign * full_pos, decimals) + 0.0,
         max_power_w=round(top_w, POWER_DECIMALS),
         adjusted_points=sum(1 for a in adjustments if a > 1e-9),
         largest_adjustment_w=max(adjustments),
@@ -150,42 +165,46 @@ def _refuse_a_drop(angles: Sequence[float], raw: Sequence[float], drop_tolerance
         )
 
 
-def _dead_zone_edge(pos: Sequence[float], fitted: Sequence[float], near_w: float) -> tuple[float, str]:
+def _dead_zone_edge(
+    pos: Sequence[float], fitted: Sequence[float], near_w: float, to_line: Callable[[float], float]
+) -> tuple[float, str]:
     """Where the low part's conduction line reaches x = 0 (else the last ~0 W point), and how it was found."""
     top_w = fitted[-1]
     fracs = [q / top_w for q in fitted]
     onset = [i for i, f in enumerate(fracs) if ONSET_FIT_RANGE[0] <= f <= ONSET_FIT_RANGE[1]]
-    line = _line_fit([pos[i] for i in onset], [conduction_for_power_fraction(fracs[i]) for i in onset])
+    line = _line_fit([pos[i] for i in onset], [to_line(fracs[i]) for i in onset])
     first_on = next((i for i, f in enumerate(fracs) if f >= ONSET_FIT_RANGE[0]), len(pos) - 1)
     if line is not None and line[1] > 0:
         dz_pos = min(max(-line[0] / line[1], pos[0]), pos[first_on])
-        return dz_pos, _line_method(len(onset), ONSET_FIT_RANGE)
+        return dz_pos, _line_method(len(onset), ONSET_FIT_RANGE, to_line)
     zero_is = [i for i, q in enumerate(fitted) if q <= near_w]
     return (pos[zero_is[-1]] if zero_is else pos[0]), f"last angle with at most {near_w:.0f} W"
 
 
 def _full_power_angle(
-    pos: Sequence[float], fitted: Sequence[float], near_w: float, dz_pos: float
+    pos: Sequence[float], fitted: Sequence[float], near_w: float, dz_pos: float, to_line: Callable[[float], float]
 ) -> tuple[float, str]:
     """Where the high part's conduction line reaches x = 1 (else the first ~full point), and how it was found."""
     top_w = fitted[-1]
     fracs = [q / top_w for q in fitted]
     top = [i for i, f in enumerate(fracs) if TOP_FIT_RANGE[0] <= f <= TOP_FIT_RANGE[1]]
-    line = _line_fit([pos[i] for i in top], [conduction_for_power_fraction(fracs[i]) for i in top])
+    line = _line_fit([pos[i] for i in top], [to_line(fracs[i]) for i in top])
     if line is not None and line[1] > 0:
         full_pos = min(max((1.0 - line[0]) / line[1], pos[top[-1]], dz_pos), pos[-1])
-        return full_pos, _line_method(len(top), TOP_FIT_RANGE)
+        return full_pos, _line_method(len(top), TOP_FIT_RANGE, to_line)
     first_full = next(pos[i] for i, q in enumerate(fitted) if q >= top_w - near_w)
     return first_full, f"first angle within {near_w:.0f} W of full"
 
 
-def _line_method(points: int, fit_range: tuple[float, float]) -> str:
-    """How an edge was found by a conduction line, for the calibration file."""
-    return f"phase-angle line through {points} points at {fit_range[0]:.0%}-{fit_range[1]:.0%}"
+def _line_method(points: int, fit_range: tuple[float, float], to_line: Callable[[float], float]) -> str:
+    """How an edge was found by a conduction (or power) line, for the calibration file."""
+    kind = "phase-angle" if to_line is conduction_for_power_fraction else "straight power"
+    return f"{kind} line through {points} points at {fit_range[0]:.0%}-{fit_range[1]:.0%}"
 
 
 def _table(
-    pos: Sequence[float], fitted: Sequence[float], sign: float, dz_pos: float, full_pos: float | None
+    pos: Sequence[float], fitted: Sequence[float], sign: float, dz_pos: float, full_pos: float | None,
+    decimals: int = ANGLE_DECIMALS,
 ) -> tuple[tuple[float, float], ...]:
     """The angle -> watts table: 0 W up to the dead-zone edge, full from the full-power angle, rounded and merged."""
     top_w = fitted[-1]
@@ -201,9 +220,9 @@ def _table(
     table.sort(key=lambda item: item[0])
     merged: list[tuple[float, float]] = []
     for p, q in table:
-        a = round(sign * p, ANGLE_DECIMALS) + 0.0
+        a = round(sign * p, decimals) + 0.0
         w = round(q, POWER_DECIMALS) + 0.0
-        if merged and abs(a - merged[-1][0]) < 10 ** -ANGLE_DECIMALS / 2:
+        if merged and abs(a - merged[-1][0]) < 10 ** -decimals / 2:
             merged[-1] = (merged[-1][0], max(merged[-1][1], w))
         else:
             merged.append((a, w))

@@ -1,6 +1,11 @@
-"""The servo calibration's measurement: sweep the knob, measure the heater on the GX at each angle.
+"""The calibration's measurement: sweep the actuator's input, measure the heater on the GX at each step.
 
-`pvheater calibrate-servo` (pvheater/commands/calibrate_servo.py) wires this
+The names say angle and knob (the servo's words); for pwm_0_10v the input
+swept is the duty from pwm.min_duty to pwm.max_duty, for ssr_burst the
+fraction of mains cycles from 0 to 1, in steps of calibration.step_fraction
+of that range.
+
+`pvheater calibrate` (pvheater/commands/calibrate_servo.py) wires this
 to the pins and the GX; everything here takes its hardware, its clock and its
 `wait(seconds)` as arguments (a `Bench`), so tests run it in simulated time.
 
@@ -27,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from pvheater.calibration.curve import input_range
 from pvheater.config import Config
 from pvheater.control.measurements import Measurements
 from pvheater.errors import ConfigError, GxError, PvHeaterError
@@ -101,10 +107,26 @@ class SweepSettings:
     min_soc_pct: float
     limits_speed_deg_s: float
     min_move_deg: float
+    #: The actuator swept (servo, pwm_0_10v, ssr_burst) and its input's unit.
+    actuator: str = "servo"
+    unit: str = "deg"
+    #: ssr_burst: inputs are whole cycles of a period (1 / burst.period_cycles), so each period fires the same count
+    #: and the meter's readings agree; 0: any input.
+    quantum: float = 0.0
 
     def angles(self) -> list[float]:
-        """The sweep's angles, no two closer than the servo moves."""
-        return sweep_angles(self.zero_deg, self.full_deg, self.step_deg, min_gap_deg=self.min_move_deg)
+        """The sweep's angles, no two closer than the servo moves (ssr_burst: whole cycles of a period)."""
+        angles = sweep_angles(self.zero_deg, self.full_deg, self.step_deg, min_gap_deg=self.min_move_deg)
+        if self.quantum <= 0:
+            return angles
+        whole = [round(round(a / self.quantum) * self.quantum, 6) for a in angles]
+        return sorted(set(whole), key=whole.index)
+
+    def show(self, value: float) -> str:
+        """An input as the reports print it ('  45.0 deg', '0.350 duty')."""
+        if self.unit == "deg":
+            return f"{value:7.1f} deg"
+        return f"{value:7.3f} {self.unit}"
 
     @classmethod
     def from_config(cls, cfg: Config) -> SweepSettings:
@@ -115,15 +137,18 @@ class SweepSettings:
                 f"calibration.settle_timeout_s must allow settle_samples + 1 readings every poll.interval_s "
                 f"(got {c.settle_timeout_s:g} s < ({c.settle_samples} + 1) x {cfg.poll.interval_s:g} s)"
             )
-        if c.step_deg <= cfg.servo.min_move_deg:
+        actuator = cfg.heater.actuator
+        if actuator == "servo" and c.step_deg <= cfg.servo.min_move_deg:
             raise ConfigError(
                 f"calibration.step_deg must be larger than servo.min_move_deg, or the servo skips the steps "
                 f"(got {c.step_deg:g} <= {cfg.servo.min_move_deg:g})"
             )
+        zero, full = input_range(cfg)
+        servo = actuator == "servo"
         return cls(
-            zero_deg=cfg.servo.knob_zero_deg,
-            full_deg=cfg.servo.knob_full_deg,
-            step_deg=c.step_deg,
+            zero_deg=zero,
+            full_deg=full,
+            step_deg=c.step_deg if servo else c.step_fraction * abs(full - zero),
             interval_s=cfg.poll.interval_s,
             settle_samples=c.settle_samples,
             settle_tolerance_w=c.settle_tolerance_w,
@@ -133,7 +158,10 @@ class SweepSettings:
             max_duration_s=c.max_duration_s,
             min_soc_pct=cfg.control.min_soc_pct,
             limits_speed_deg_s=c.limits_speed_deg_s,
-            min_move_deg=cfg.servo.min_move_deg,
+            min_move_deg=cfg.servo.min_move_deg if servo else 0.0,
+            actuator=actuator,
+            unit={"servo": "deg", "pwm_0_10v": "duty"}.get(actuator, "of cycles"),
+            quantum=1.0 / cfg.burst.period_cycles if actuator == "ssr_burst" else 0.0,
         )
 
 
@@ -401,15 +429,15 @@ def _step_through_angles(
             return power
 
         try:
-            got = settle(heater_w, bench, settings, f"the power at {angle:g} deg", deadline_s)
+            got = settle(heater_w, bench, settings, f"the power at {angle:g} {settings.unit}", deadline_s)
         except _OverCap as over:
             report(
-                f"{angle:7.1f} deg  {over.power_w:6.0f} W  above calibration.max_test_power_w "
+                f"{settings.show(angle)}  {over.power_w:6.0f} W  above calibration.max_test_power_w "
                 f"({settings.max_test_power_w:g} W): the sweep stops here, the table ends at the angle before"
             )
             return points, True
         points.append(SweepPoint(angle, got.value_w, got.value_w + baseline_w, got.elapsed_s))
-        report(f"{angle:7.1f} deg  {got.value_w:6.0f} W  (settled after {got.elapsed_s:.0f} s)")
+        report(f"{settings.show(angle)}  {got.value_w:6.0f} W  (settled after {got.elapsed_s:.0f} s)")
     return points, False
 
 
@@ -489,7 +517,7 @@ def run_manual(
         for angle in settings.angles():
             _move(bench, angle)
             bench.pause(MANUAL_WAIT_READINGS * settings.interval_s)
-            answer = _ask_watts(ask, f"knob at {angle:g} deg: heater watts on your meter (Enter: skip, q: stop)? ")
+            answer = _ask_watts(ask, f"{_where(settings, angle)}: heater watts on your meter (Enter: skip, q: stop)? ")
             if answer == "stop":
                 break
             if answer is None:
@@ -508,6 +536,13 @@ def run_manual(
         points=tuple(points), method="manual", soc_pct=first.soc_pct, stopped_at_cap=stopped_at_cap,
         duration_s=bench.clock() - start_s,
     )
+
+
+def _where(settings: SweepSettings, value: float) -> str:
+    """Where the actuator stands, as the manual prompt says it."""
+    if settings.actuator == "servo":
+        return f"knob at {value:g} deg"
+    return f"{settings.actuator} at {value:g} {settings.unit}"
 
 
 def _ask_watts(ask: Callable[[str], str], prompt: str) -> float | str | None:

@@ -1,6 +1,9 @@
-"""Calibrate the servo: measure the heater's watts at each knob angle and write the calibration file.
+"""Calibrate the actuator: measure the heater's watts at each input step and write the calibration file.
 
-`pvheater calibrate-servo` closes the relay and turns the SCR regulator's knob
+`pvheater calibrate` sweeps the input of the actuator heater.actuator names
+(servo angle, pwm_0_10v duty, ssr_burst fraction of cycles; `--actuator`
+overrides it); `pvheater calibrate-servo` is its name for the servo. For the
+servo it closes the relay and turns the SCR regulator's knob
 in steps from `servo.knob_zero_deg` to `servo.knob_full_deg`, reads the
 heater's power from the GX at each angle (the rise in AC consumption over a
 heater-off baseline), and writes a monotonic angle -> watts table that
@@ -30,13 +33,13 @@ import datetime
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from pvheater.calibration.curve import Calibration, save_calibration
-from pvheater.calibration.fit import Fit, calibration_metadata, fit_sweep
+from pvheater.calibration.fit import ANGLE_DECIMALS, FRACTION_DECIMALS, Fit, calibration_metadata, fit_sweep
 from pvheater.calibration.sweep import (
     Bench,
     CalibrationAborted,
@@ -50,6 +53,7 @@ from pvheater.calibration.sweep import (
     run_sweep,
 )
 from pvheater.commands.common import (
+    EXIT_CONFIG,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_RUNTIME,
@@ -57,7 +61,7 @@ from pvheater.commands.common import (
     positive_float,
     scenario_day,
 )
-from pvheater.config import Config, ServoConfig
+from pvheater.config import ACTUATORS, Config, ServoConfig
 from pvheater.control.measurements import Measurements
 from pvheater.control.timeofday import hhmm_seconds
 from pvheater.service.dryrun import DryRunHeater
@@ -77,7 +81,11 @@ SIM_HOUSE_W = 350.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `pvheater calibrate-servo`."""
+    """Options of `pvheater calibrate` (and `calibrate-servo`)."""
+    parser.add_argument(
+        "--actuator", choices=ACTUATORS,
+        help="the actuator to calibrate (default: heater.actuator of the config; calibrate-servo: servo)",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--manual", action="store_true", help="type the watts a meter shows at each angle")
     mode.add_argument(
@@ -155,7 +163,11 @@ def execute(
                 sweep = run_sweep(bench, settings, report, first)
             else:
                 sweep = run_manual(bench, settings, ask, report, first)
-            fit = fit_sweep(sweep, noise_w=settings.settle_tolerance_w / 2, drop_tolerance_w=settings.house_tolerance_w)
+            fit = fit_sweep(
+                sweep, noise_w=settings.settle_tolerance_w / 2, drop_tolerance_w=settings.house_tolerance_w,
+                curve="linear" if settings.actuator == "ssr_burst" else "phase_angle",
+                decimals=ANGLE_DECIMALS if settings.actuator == "servo" else FRACTION_DECIMALS,
+            )
         finally:
             if first is not None:  # the pins were driven: the relay is open, give the knob time to reach zero
                 bench.pause(PARK_S)
@@ -163,7 +175,8 @@ def execute(
         _fail("calibration aborted (interrupted): relay off, knob at zero; nothing written")
         return EXIT_INTERRUPTED, None
     except CalibrationRefused as exc:
-        _fail(f"calibrate-servo refused to start: {exc}; the relay stayed open")
+        name = "calibrate-servo" if settings.actuator == "servo" else "calibrate"
+        _fail(f"{name} refused to start: {exc}; the relay stayed open")
         return EXIT_RUNTIME, None
     except CalibrationDiscarded as exc:
         _fail(f"calibration discarded: {exc}; nothing written")
@@ -173,6 +186,8 @@ def execute(
         return EXIT_RUNTIME, None
     stamp = date or datetime.datetime.now().isoformat(timespec="seconds")
     meta = {**calibration_metadata(sweep, fit, stamp), "from_simulator": simulated}
+    if settings.actuator != "servo":  # a servo file stays as it was; the others say what they are for
+        meta = {"actuator": settings.actuator, "input": settings.unit, **meta}
     save_calibration(out, fit.calibration, meta)
     _report_fit(fit, cfg, out, report)
     return EXIT_OK, Written(out, sweep, fit)
@@ -181,6 +196,13 @@ def execute(
 def _announce(mode: str, settings: SweepSettings) -> str:
     """What the sweep or the manual calibration is about to do, and how to stop it."""
     angles = settings.angles()
+    if settings.actuator != "servo":
+        what = f"{settings.actuator}'s input from {settings.zero_deg:g} to {settings.full_deg:g} {settings.unit}"
+        how = "type the watts your meter shows at each" if mode == "manual" else "keep the house load steady"
+        return (
+            f"{'manual calibration: ' if mode == 'manual' else ''}stepping the {what} in {len(angles)} steps "
+            f"with the relay closed; {how}. Ctrl-C stops it: relay off, input to zero, nothing written"
+        )
     if mode == "sweep":
         per_angle_s = settings.settle_samples * settings.interval_s
         return (
@@ -197,10 +219,11 @@ def _announce(mode: str, settings: SweepSettings) -> str:
 
 
 def _report_fit(fit: Fit, cfg: Config, out: Path, report: Callable[[str], None]) -> None:
+    unit = SweepSettings.from_config(cfg).unit
     full = "not reached: the sweep stopped at calibration.max_test_power_w" if fit.full_power_deg is None else (
-        f"{fit.max_power_w:.0f} W from {fit.full_power_deg:g} deg"
+        f"{fit.max_power_w:.0f} W from {fit.full_power_deg:g} {unit}"
     )
-    report(f"dead zone: no power up to {fit.dead_zone_deg:g} deg; full power: {full}")
+    report(f"dead zone: no power up to {fit.dead_zone_deg:g} {unit}; full power: {full}")
     report(fit.fit_note)
     if fit.full_power_deg is not None and abs(fit.max_power_w - cfg.heater.max_power_w) > 0.05 * cfg.heater.max_power_w:
         report(
@@ -238,9 +261,26 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _select_actuator(args: argparse.Namespace) -> str | None:
+    """Put the actuator to calibrate into args.cfg; a one-line refusal when the command and the actuator disagree."""
+    servo_command = getattr(args, "command", None) == "calibrate-servo"
+    actuator = args.actuator or ("servo" if servo_command else args.cfg.heater.actuator)
+    if servo_command and actuator != "servo":
+        return f"calibrate-servo calibrates the servo; for {actuator} use `pvheater calibrate --actuator {actuator}`"
+    if args.limits and actuator != "servo":
+        return f"--limits moves the servo to the knob's ends; {actuator} has no knob (heater.actuator)"
+    if actuator != args.cfg.heater.actuator:
+        args.cfg = replace(args.cfg, heater=replace(args.cfg.heater, actuator=actuator, calibration_file=None))
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Calibrate on the real pins and GX, or with --simulate on the simulated rig."""
     mode = "limits" if args.limits else "manual" if args.manual else "sweep"
+    refused = _select_actuator(args)
+    if refused is not None:
+        _fail(refused)
+        return EXIT_CONFIG
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         SweepSettings.from_config(args.cfg)  # a config error before any pin is touched
@@ -320,17 +360,23 @@ def _calibrate(rig: Rig, mode: str, args: argparse.Namespace) -> int:
     ask: Callable[[str], str] = input
     if sim is not None:
         hp = sim.plant.params.heater
+        actuator = rig.config.heater.actuator
+        what = {
+            "servo": f"the simulated linkage puts the knob at {hp.knob_zero_deg:g}..{hp.knob_full_deg:g} deg",
+            "pwm_0_10v": "a simulated regulator with a 0-10 V input behind the PWM module",
+            "ssr_burst": f"a simulated zero-cross SSR on {rig.config.burst.mains_hz} Hz mains",
+        }[actuator]
+        name = "calibrate-servo" if actuator == "servo" else "calibrate"
         _say(
-            f"pvheater calibrate-servo --simulate: {sim.live.day.name!r}, simulated time at {args.speed:g}x real "
-            f"time; GX simulator on 127.0.0.1:{sim.gx.port}, mock pins; the simulated linkage puts the knob at "
-            f"{hp.knob_zero_deg:g}..{hp.knob_full_deg:g} deg, a {hp.max_power_w:.0f} W heater"
+            f"pvheater {name} --simulate: {sim.live.day.name!r}, simulated time at {args.speed:g}x real "
+            f"time; GX simulator on 127.0.0.1:{sim.gx.port}, mock pins; {what}, a {hp.max_power_w:.0f} W heater"
         )
 
         def ask(prompt: str) -> str:
             return input(f"[the simulated meter shows {sim.plant.heater_w:.0f} W] {prompt}")
 
     assert not isinstance(rig.heater, DryRunHeater)
-    bench = Bench(rig.heater.relay, rig.heater.servo, rig.reader.read, rig.clock, rig.wait)
+    bench = Bench(rig.heater.relay, rig.heater.actuator, rig.reader.read, rig.clock, rig.wait)
     code, written = execute(bench, rig.config, mode=mode, out_path=out, ask=ask, simulated=sim is not None)
     if sim is not None and written is not None:
         for line in simulator_check(sim, written.fit.calibration, bench):
@@ -340,7 +386,7 @@ def _calibrate(rig: Rig, mode: str, args: argparse.Namespace) -> int:
 
 def rig_bench(rig: SimulatedRig, speed: float | None = None) -> Bench:
     """A bench on a simulated rig in simulated time; with speed, paced at speed x real time."""
-    return Bench(rig.heater.relay, rig.heater.servo, rig.reader.read, rig.clock, simulated_wait(rig, speed))
+    return Bench(rig.heater.relay, rig.heater.actuator, rig.reader.read, rig.clock, simulated_wait(rig, speed))
 
 
 def true_edges_deg(rig: SimulatedRig) -> tuple[float, float]:
@@ -349,29 +395,53 @@ def true_edges_deg(rig: SimulatedRig) -> tuple[float, float]:
     return hp.knob_zero_deg + hp.dead_zone_frac * (hp.knob_full_deg - hp.knob_zero_deg), hp.knob_full_deg
 
 
-def simulator_check(rig: SimulatedRig, calibration: Calibration, bench: Bench) -> list[str]:
-    """Compare a calibration with the simulated regulator, and command 1000 W with it once."""
-    from pvheater.actuators import Heater
-    from pvheater.control.messages import HeaterOutput
+def true_power_w(rig: SimulatedRig, value: float) -> float:
+    """The simulated heater's true power at an input of the rig's actuator (angle, duty, fraction of cycles)."""
     from pvheater.sim.plant import heater_power_w
+    from pvheater.sim.regulators import zero_ten_power_fraction
 
     hp = rig.plant.params.heater
-    lo, hi = sorted((hp.servo_min_deg, hp.servo_max_deg))
+    actuator = rig.config.heater.actuator
+    if actuator == "pwm_0_10v":
+        return hp.max_power_w * zero_ten_power_fraction(value, hp.regulator.zero_ten)
+    if actuator == "ssr_burst":
+        return hp.max_power_w * min(max(value, 0.0), 1.0)
+    return heater_power_w(True, value, hp)
+
+
+def simulator_check(rig: SimulatedRig, calibration: Calibration, bench: Bench) -> list[str]:
+    """Compare a calibration with the simulated heater, and command 1000 W with it once."""
+    from pvheater.actuators import Heater
+    from pvheater.control.messages import HeaterOutput
+
+    hp = rig.plant.params.heater
+    actuator = rig.config.heater.actuator
+    if actuator == "servo":
+        lo, hi = sorted((hp.servo_min_deg, hp.servo_max_deg))
+        first = (
+            f"its dead zone ends at {true_edges_deg(rig)[0]:g} deg, full power from {true_edges_deg(rig)[1]:g} deg"
+        )
+    else:
+        lo, hi = 0.0, 1.0
+        first = f"over the whole input range 0..1 {SweepSettings.from_config(rig.config).unit}"
     grid = [lo + (hi - lo) * k / 360 for k in range(361)]
-    err_w = max(abs(calibration.power_at(a) - heater_power_w(True, a, hp)) for a in grid)
-    dz_deg, full_deg = true_edges_deg(rig)
+    err_w = max(abs(calibration.power_at(a) - true_power_w(rig, a)) for a in grid)
     target_w = min(1000.0, 0.5 * calibration.max_power_w)
-    heater = Heater(rig.heater.relay, rig.heater.servo, calibration)
+    heater = Heater(rig.heater.relay, rig.heater.actuator, calibration)
     moves = heater.moves
     heater.apply(HeaterOutput(relay_on=True, power_w=target_w), bench.clock())
+    start_s = bench.clock()
     bench.pause(3.0)
-    got_w = rig.plant.heater_w
+    energy = rig.plant.energy().heater_wh
+    bench.pause(2.0)  # the mean over 2 s: a burst heater's power is whole cycles
+    got_w = (rig.plant.energy().heater_wh - energy) * 3600.0 / (bench.clock() - start_s - 3.0)
     moves = heater.moves - moves
     heater.safe_off(bench.clock())
     bench.pause(PARK_S)
+    how = f"took {moves} servo move(s), " if actuator == "servo" else ""
     return [
         f"simulator check: the table is within {err_w:.0f} W ({100 * err_w / hp.max_power_w:.1f} % of full) of the "
-        f"simulated regulator; its dead zone ends at {dz_deg:g} deg, full power from {full_deg:g} deg",
-        f"simulator check: commanding {target_w:.0f} W with the new table took {moves} servo move(s), "
+        f"simulated heater; {first}",
+        f"simulator check: commanding {target_w:.0f} W with the new table {how}"
         f"the simulated heater then takes {got_w:.0f} W ({100 * (got_w - target_w) / target_w:+.1f} %)",
     ]

@@ -115,7 +115,8 @@ def _run_simulated(args: argparse.Namespace) -> int:
     pins = "DRY RUN, the loop drives no pin" if args.dry_run else "mock pins"
     print(
         f"pvheater run --simulate: scenario {day.name!r} from {args.start} for {duration_s:.0f} s; "
-        f"GX simulator on 127.0.0.1:{sim.gx.port}, {pins} {cfg.relay.pin} (relay) / {cfg.servo.pin} (servo)"
+        f"GX simulator on 127.0.0.1:{sim.gx.port}, {pins} {cfg.relay.pin} (relay) / "
+        f"{cfg.actuator_pin} ({cfg.heater.actuator})"
     )
 
     print(STATUS_LEGEND)
@@ -130,11 +131,28 @@ def _run_simulated(args: argparse.Namespace) -> int:
 
     sim.live.start()
     code = run_service(rig, duration_s, config_path(args), args.cfg, on_tick=show)  # closes the rig
-    _print_summary(sim.live)
+    # A dry run's simulated heater never moved: its wear is the servo's nothing, as the metrics say.
+    _print_summary(sim.live, {} if rig.dry_run else rig.heater.actuator.wear())
     return code
 
 
-def _print_summary(live: object) -> None:
+def wear_text(metrics: object, wear: dict[str, float]) -> str:
+    """The actuator's own wear figures, as the summary prints them."""
+    if "ssr_switch_ons" in wear:
+        return (
+            f"SSR switch-ons {wear['ssr_switch_ons']:.0f}, {wear['on_cycles']:.0f} of {wear['cycles']:.0f} cycles "
+            f"fired, longest on-block {wear['longest_on_block']:.0f} and off-block {wear['longest_off_block']:.0f} "
+            "cycles while bursting"
+        )
+    if "duty_changes" in wear:
+        return f"PWM duty changes {wear['duty_changes']:.0f} (no moving part)"
+    return (
+        f"servo travel {metrics.servo_travel_deg:.0f} deg in "  # type: ignore[attr-defined]
+        f"{metrics.servo_moves} moves"  # type: ignore[attr-defined]
+    )
+
+
+def _print_summary(live: object, wear: dict[str, float]) -> None:
     metrics = live.metrics()  # type: ignore[attr-defined]
     if metrics is None:
         print("summary: the simulation did not run long enough to measure anything")
@@ -145,7 +163,7 @@ def _print_summary(live: object) -> None:
         f"{metrics.oracle_surplus_kwh * 1000:.1f} Wh (capture {capture}); heater-caused draw "
         f"{metrics.draw_kwh * 1000:.1f} Wh (battery {metrics.draw_battery_kwh * 1000:.1f}, "
         f"grid {metrics.draw_grid_kwh * 1000:.1f}); relay switchings {metrics.relay_toggles}; "
-        f"servo travel {metrics.servo_travel_deg:.0f} deg in {metrics.servo_moves} moves"
+        f"{wear_text(metrics, wear)}"
     )
     print("(the first seconds are the relay guard confirming the surplus and the heater ramping up; "
           "whole simulated days: pvheater simulate)")

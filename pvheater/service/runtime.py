@@ -532,9 +532,10 @@ def run_service(
         forecast = ForecastFetcher.from_config(cfg) if cfg.forecast.enabled else None
         loop = ControlLoop(rig.reader, rig.heater, cfg, on_report=recorder, forecast=forecast)
         log.info(
-            "pvheater %s: GX %s, every %.1f s, relay %s, servo %s, history %s, config %s",
+            "pvheater %s: GX %s, every %.1f s, relay %s, %s %s, history %s, config %s",
             "DRY RUN (no pin touched, no history written)" if rig.dry_run else "running",
-            rig.reader.endpoint, cfg.poll.interval_s, cfg.relay.pin, cfg.servo.pin, cfg.history.file or "off", path,
+            rig.reader.endpoint, cfg.poll.interval_s, cfg.relay.pin, cfg.heater.actuator,
+            cfg.actuator_pin, cfg.history.file or "off", path,
         )
         log.info("%s", STATUS_LEGEND)
         _check_watchdog(notifier, cfg)
@@ -570,6 +571,8 @@ def _check_watchdog(notifier: Notifier, cfg: Config) -> None:
 
 def _park(heater: HeaterPort, cfg: Config) -> None:
     """Give the servo a moment to reach zero before its pins are released (the relay is already open)."""
+    if cfg.heater.actuator != "servo":
+        return  # a duty or an SSR is at zero the moment it is set there
     deadline = time.monotonic() + min(cfg.servo.detach_after_s, _PARK_WAIT_S)
     while time.monotonic() < deadline:
         time.sleep(0.1)

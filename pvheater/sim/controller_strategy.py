@@ -73,25 +73,39 @@ class HandedSource:
 
 
 class SimHeater:
-    """The heater port without pins: relay and servo angle through the calibration, as `Heater` does."""
+    """The heater port without pins: relay and servo angle (or duty, fraction of cycles) through the calibration.
 
-    def __init__(self, calibration: Calibration, min_move_deg: float) -> None:
+    As `Heater` does: the servo skips small moves; pwm_0_10v and ssr_burst
+    (`actuator`) take the calibrated input as it is, and 0 for zero power.
+    """
+
+    def __init__(self, calibration: Calibration, min_move_deg: float, actuator: str = "servo") -> None:
         self.calibration = calibration
         self.min_move_deg = min_move_deg
+        self.actuator = actuator
         self.relay_on = False
-        self.servo_angle_deg: float | None = calibration.zero_angle_deg
+        self.servo_angle_deg: float | None = calibration.zero_angle_deg if actuator == "servo" else None
+        #: pwm_0_10v's duty or ssr_burst's fraction of cycles.
+        self.drive = 0.0
 
     def apply(self, output: HeaterOutput, now_s: float) -> None:
         """Relay and knob; small moves are skipped like the real servo's."""
+        if self.actuator != "servo":
+            on = output.relay_on and output.power_w > 0
+            self.drive = self.calibration.angle_for(output.power_w) if on else 0.0
+            self.relay_on = output.relay_on
+            return
         target = self.calibration.angle_for(output.power_w) if output.relay_on else self.calibration.zero_angle_deg
         if worth_moving(self.servo_angle_deg, target, self.calibration.zero_angle_deg, self.min_move_deg):
             self.servo_angle_deg = target
         self.relay_on = output.relay_on
 
     def safe_off(self, now_s: float) -> None:
-        """Relay open, knob to zero."""
+        """Relay open, knob (input) to zero."""
         self.relay_on = False
-        self.servo_angle_deg = self.calibration.zero_angle_deg
+        self.drive = 0.0
+        if self.actuator == "servo":
+            self.servo_angle_deg = self.calibration.zero_angle_deg
 
     def tick(self, now_s: float) -> None:
         """Nothing to do between applies: a simulated servo sends no pulses to stop."""
@@ -111,7 +125,8 @@ class ControllerStrategy:
         self.name = name
         self.interval_s = cfg.poll.interval_s
         self.source = HandedSource()
-        self.heater = SimHeater(calibration_from_config(cfg), cfg.servo.min_move_deg)
+        self.heater = SimHeater(calibration_from_config(cfg), cfg.servo.min_move_deg, cfg.heater.actuator)
+        self._rest_deg = day.params.heater.knob_zero_deg  # where the unused knob stays for pwm_0_10v, ssr_burst
         self.forecast: SimForecast | None = None
         if forecast:
             content = Forecast.from_hourly(SIM_DAY_UTC_S, day.forecast_w, SIM_DAY_UTC_S)
@@ -126,6 +141,8 @@ class ControllerStrategy:
             self.forecast.at(now_s)
         self.loop.tick(now_s, local_time, SIM_DAY_UTC_S + now_s)
         angle = self.heater.servo_angle_deg
+        if self.heater.actuator != "servo":
+            return Actuation(self.heater.relay_on, self._rest_deg, self.heater.drive)
         return Actuation(self.heater.relay_on, self.heater.calibration.zero_angle_deg if angle is None else angle)
 
 

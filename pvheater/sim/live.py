@@ -22,7 +22,7 @@ from pvheater.config import Config
 from pvheater.control.timeofday import time_of_day
 from pvheater.sim.gx_server import GxSimulator
 from pvheater.sim.metrics import compute_metrics
-from pvheater.sim.params import Actuation, config_for_plant
+from pvheater.sim.params import Actuation, config_for_plant, params_for_actuator
 from pvheater.sim.plant import Plant
 from pvheater.sim.recording import RunRecorder
 from pvheater.sim.results import RunMetrics, RunResult
@@ -33,10 +33,23 @@ if TYPE_CHECKING:
 
 
 class MockPinWiring:
-    """Reads the heater's inputs off gpiozero mock pins: relay level and servo pulse width."""
+    """Reads the heater's inputs off gpiozero mock pins: relay level and servo pulse width (or PWM duty, SSR cycles).
 
-    def __init__(self, pin_factory: Any, config: Config) -> None:
+    For ssr_burst the wiring is the mains: each plant step of step_s it steps
+    the burst output (`burst`, built with threaded=False) through the step's
+    mains cycles and reads the pin after each, so the plant gets the share of
+    cycles the pin really fired.
+    """
+
+    def __init__(self, pin_factory: Any, config: Config, *, burst: Any = None, step_s: float = 0.1) -> None:
         self._relay_pin = pin_factory.pin(config.relay.pin)
+        self._actuator = config.heater.actuator
+        self._pwm_pin = pin_factory.pin(config.pwm.pin) if self._actuator == "pwm_0_10v" else None
+        self._pwm_inverted = config.pwm.inverted
+        self._burst = burst
+        self._burst_pin = pin_factory.pin(config.burst.pin) if self._actuator == "ssr_burst" else None
+        self._burst_high = config.burst.active_high
+        self._cycles_per_step = max(1, round(step_s * config.burst.mains_hz))
         self._servo_pin = pin_factory.pin(config.servo.pin)
         self._active_high = config.relay.active_high
         s = config.servo
@@ -62,10 +75,23 @@ class MockPinWiring:
             self._angle_deg = self._min_angle + frac * (self._max_angle - self._min_angle)
         return self._angle_deg
 
+    def drive(self) -> float | None:
+        """pwm_0_10v: the module's duty off the pin; ssr_burst: the share of this step's cycles fired; else None."""
+        if self._pwm_pin is not None:
+            duty = float(self._pwm_pin.state) if self._pwm_pin.frequency else 0.0
+            return 1.0 - duty if self._pwm_inverted else duty
+        if self._burst_pin is not None and self._burst is not None:
+            fired = 0
+            for _ in range(self._cycles_per_step):
+                self._burst.run_cycles(1)
+                fired += bool(self._burst_pin.state) == self._burst_high
+            return fired / self._cycles_per_step
+        return None
+
     def actuation(self, rest_deg: float) -> Actuation:
         """What the pins tell the plant; rest_deg until the servo was ever driven."""
         angle = self.servo_angle_deg()
-        return Actuation(self.relay_closed, rest_deg if angle is None else angle)
+        return Actuation(self.relay_closed, rest_deg if angle is None else angle, self.drive())
 
 
 class LiveSimulation:
@@ -90,7 +116,7 @@ class LiveSimulation:
         self.step_s = step_s
         self.publish_s = publish_s
         self._clock = clock
-        self.plant = Plant(day, start_s=start_s)
+        self.plant = Plant(day, start_s=start_s, drive_from_pin=True)
         self._baseline = Plant(day, start_s=start_s)
         self._rest = Actuation(False, self.plant.servo_deg)
         self._run_rec, self._base_rec = RunRecorder(self.plant), RunRecorder(self._baseline)
@@ -200,6 +226,8 @@ class SimulatedRig:
         from pvheater.registers import load_register_map
         from pvheater.service.loop import ControlLoop
 
+        if config is not None:  # the simulated heater has the actuator the config selects
+            day = replace(day, params=params_for_actuator(day.params, config))
         cfg = config_for_plant(day.params.heater, config)
         cfg = replace(
             cfg, gpio=replace(cfg.gpio, pin_factory="mock"),
@@ -210,10 +238,9 @@ class SimulatedRig:
         self.gx.jitter_w = 1  # a real meter's flicker: a constant plant must not look frozen
         self.config = cfg = replace(cfg, gx=replace(cfg.gx, host="127.0.0.1", port=self.gx.port))
         self.pin_factory = make_pin_factory("mock")
-        self.heater = Heater.from_config(cfg, pin_factory=self.pin_factory)
-        self.live = LiveSimulation(
-            day, self.gx, MockPinWiring(self.pin_factory, cfg), start_s=start_s, step_s=step_s, record=record
-        )
+        self.heater = Heater.from_config(cfg, pin_factory=self.pin_factory, burst_thread=False)
+        wiring = MockPinWiring(self.pin_factory, cfg, burst=self.heater.actuator, step_s=step_s)
+        self.live = LiveSimulation(day, self.gx, wiring, start_s=start_s, step_s=step_s, record=record)
         self.clock = clock if clock is not None else (lambda: self.live.sim_time_s)
         self.reader = GxReader(cfg.gx, register_map, clock=self.clock)
         self.loop = ControlLoop(self.reader, self.heater, cfg)

@@ -10,14 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from pvheater.config import Config
+from pvheater.sim.regulators import RegulatorParams, zero_ten_duty_range
 
 
 @dataclass(frozen=True)
 class Actuation:
-    """What a strategy sets on the plant: the relay, and the servo angle to slew to."""
+    """What a strategy sets on the plant: the relay, and the servo angle to slew to (or the other actuator's input)."""
 
     relay_on: bool
     servo_angle_deg: float
+    #: pwm_0_10v: the duty; ssr_burst: the fraction of cycles (see pvheater/sim/regulators.py); None for the servo.
+    drive: float | None = None
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class HeaterPlantParams:
     dead_zone_frac: float = 0.08
     #: Servo slew rate under the knob's load.
     servo_speed_deg_s: float = 120.0
+    #: Which actuator sets the power (servo: the knob above), and the models of the others.
+    regulator: RegulatorParams = field(default_factory=RegulatorParams)
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,7 @@ class PlantParams:
 
 
 def config_for_plant(heater: HeaterPlantParams, base: Config | None = None) -> Config:
-    """The config a user of this simulated hardware would write: knob angles and heater power."""
+    """The config a user of this simulated hardware would write: knob angles (or duties, SSR timing), heater power."""
     cfg = base or Config()
     servo = replace(
         cfg.servo,
@@ -105,4 +110,21 @@ def config_for_plant(heater: HeaterPlantParams, base: Config | None = None) -> C
         knob_zero_deg=heater.knob_zero_deg,
         knob_full_deg=heater.knob_full_deg,
     )
-    return replace(cfg, servo=servo, heater=replace(cfg.heater, max_power_w=heater.max_power_w))
+    reg = heater.regulator
+    min_duty, max_duty = zero_ten_duty_range(reg.zero_ten)
+    pwm = replace(cfg.pwm, min_duty=min_duty, max_duty=max_duty)
+    burst = replace(cfg.burst, mains_hz=reg.burst.mains_hz, period_cycles=reg.burst.period_cycles)
+    return replace(
+        cfg, servo=servo, pwm=pwm, burst=burst,
+        heater=replace(cfg.heater, max_power_w=heater.max_power_w, actuator=reg.actuator),
+    )
+
+
+def params_for_actuator(params: PlantParams, cfg: Config) -> PlantParams:
+    """The plant with the actuator a config selects (its SSR timing too), the rest unchanged."""
+    hp = params.heater
+    reg = replace(
+        hp.regulator, actuator=cfg.heater.actuator,
+        burst=replace(hp.regulator.burst, mains_hz=cfg.burst.mains_hz, period_cycles=cfg.burst.period_cycles),
+    )
+    return replace(params, heater=replace(hp, regulator=reg))

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING
 from pvheater.control.measurements import Measurements
 from pvheater.control.scr import conduction_for_power_fraction, phase_angle_power_fraction
 from pvheater.sim.params import Actuation, HeaterPlantParams, PlantParams
+from pvheater.sim.regulators import Regulator, make_regulator
 
 if TYPE_CHECKING:
     from pvheater.sim.scenarios import ScenarioDay
@@ -195,7 +196,9 @@ class Plant:
         soc_pct: float | None = None,
         params: PlantParams | None = None,
         servo_deg: float | None = None,
+        drive_from_pin: bool = False,
     ) -> None:
+        """`drive_from_pin`: an ssr_burst drive is the share of cycles a pin fired already (the live rig)."""
         self.day = day
         self.params = p = params if params is not None else day.params
         self._pv = day.pv_avail_w
@@ -203,6 +206,8 @@ class Plant:
         self._n = len(self._pv)
         hp, bp, ip = p.heater, p.battery, p.inverter
         self._heater = hp
+        #: The model of a pwm_0_10v or ssr_burst heater (pvheater/sim/regulators.py); None: the servo's knob.
+        self.regulator: Regulator | None = make_regulator(hp.regulator, hp.max_power_w, from_pin=drive_from_pin)
         self.time_s = float(start_s)
         self.soc_pct = float(day.scenario.initial_soc_pct if soc_pct is None else soc_pct)
         if not 0.0 <= self.soc_pct <= 100.0:
@@ -295,12 +300,13 @@ class Plant:
             raise ValueError(f"dt_s must be positive, got {dt_s}")
         relay = bool(actuation.relay_on)
         cmd = float(actuation.servo_angle_deg)
+        drive = actuation.drive
         while dt_s > 1.0 + 1e-9:
-            self._advance(1.0, relay, cmd)
+            self._advance(1.0, relay, cmd, drive)
             dt_s -= 1.0
-        self._advance(dt_s, relay, cmd)
+        self._advance(dt_s, relay, cmd, drive)
 
-    def _advance(self, dt: float, relay: bool, cmd: float) -> None:
+    def _advance(self, dt: float, relay: bool, cmd: float, drive: float | None = None) -> None:
         p = self.params
         hp = self._heater
         ip = p.inverter
@@ -334,7 +340,9 @@ class Plant:
                 self.servo_travel_deg += reach
             self.servo_deg = servo
         c_relay, c_servo, c_power = self._heater_cache
-        if relay == c_relay and servo == c_servo:
+        if self.regulator is not None:
+            heater = self.regulator.power_w(relay, 0.0 if drive is None else drive, dt)
+        elif relay == c_relay and servo == c_servo:
             heater = c_power
         else:
             heater = heater_power_w(relay, servo, hp)
@@ -463,6 +471,10 @@ class Plant:
         v_oc = bp.voltage_empty_v + (bp.voltage_full_v - bp.voltage_empty_v) * self.soc_pct / 100.0
         return v_oc + bp.resistance_ohm * self.battery_w / v_oc
 
+    def actuator_wear(self) -> dict[str, float]:
+        """The wear figures of a pwm_0_10v or ssr_burst heater model (the servo has servo_moves, servo_travel_deg)."""
+        return {} if self.regulator is None else self.regulator.wear()
+
     def energy(self) -> EnergyTotals:
         """Energy integrated since the plant started."""
         e = self._e
@@ -482,7 +494,7 @@ class Plant:
         """What the GX publishes now, by register name, rounded as the registers carry it."""
         p = self.params
         three = p.three_phase
-        heater = self.heater_w
+        heater = self.heater_w if self.regulator is None else self.regulator.metered_w
         out_l1 = self.house_l1_w + heater
         inv = self.inverter_w
         if three:
@@ -492,7 +504,7 @@ class Plant:
             cons_l2: float | None = grid_l2
             cons_l3: float | None = grid_l3
         else:
-            grid_l1 = self.grid_w
+            grid_l1 = self.grid_w + (heater - self.heater_w)  # a burst heater: the meter averages its cycles
             grid_l2 = grid_l3 = cons_l2 = cons_l3 = None
         battery = self.battery_w
         volts = self.battery_voltage_v

@@ -80,4 +80,5 @@ class RunRecorder:
             wall_s=wall_s,
             outages_s=outages_s,
             heater_max_w=day.params.heater.max_power_w,
+            actuator_wear=plant.actuator_wear(),
         )

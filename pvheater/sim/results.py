@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from pvheater.sim.plant import EnergyTotals
 
@@ -56,6 +56,8 @@ class RunResult:
     wall_s: float
     outages_s: tuple[tuple[float, float], ...] = ()
     heater_max_w: float = 0.0
+    #: The actuator's own wear figures when it is not the servo (pvheater/sim/regulators.py).
+    actuator_wear: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
