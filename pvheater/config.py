@@ -231,6 +231,14 @@ class HeaterConfig:
     calibration_file: str | None = setting(
         None, "YAML written by `pvheater calibrate-servo`; null: linear from knob zero to full"
     )
+    sense_power_pct: float = setting(
+        10.0, "with the tank full (the heater does not draw), the knob waits at this % of the heater's power",
+        min=1.0, max=50.0,
+    )
+    tank_full_open_after_s: float = setting(
+        0.0, "open the relay when the tank has been full this long (0: keep it closed at the sense power)",
+        min=0.0, max=86400.0,
+    )
 
 
 @dataclass(frozen=True)

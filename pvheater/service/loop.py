@@ -22,6 +22,7 @@ snapshot is older than relay.stale_after_s (the pins are applied under a lock).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import threading
@@ -31,10 +32,11 @@ from typing import Protocol
 
 from pvheater.calibration.curve import Calibration
 from pvheater.config import Config
-from pvheater.control import controller, freshness, guard
+from pvheater.control import controller, freshness, guard, heater_response
 from pvheater.control.measurements import Measurements
 from pvheater.control.messages import SAFE_OFF, HeaterOutput, HeatRequest
 from pvheater.control.reserve import ForecastProvider, ReserveAdvice, ReserveSettings, ReserveState, reserve_step
+from pvheater.control.timeofday import format_hms
 from pvheater.errors import GxError
 
 log = logging.getLogger("pvheater")
@@ -99,6 +101,10 @@ class TickReport:
     fault: str | None
     #: True when the tick failed inside the loop (not a GX error): the heater was switched off.
     loop_error: bool = False
+    #: What the heater draws by the GX's consumption (pvheater.control.heater_response); None: not known.
+    measured_heater_w: float | None = None
+    #: The heater response says the thermostat is open (the heater does not draw).
+    tank_full: bool = False
 
     @property
     def failsafe(self) -> bool:
@@ -106,8 +112,10 @@ class TickReport:
         return self.loop_error or self.fault is not None or self.output.failsafe
 
 
-def status_line(m: Measurements | None, output: HeaterOutput, angle_deg: float | None) -> str:
-    """One human line: PV, battery, grid, heater, servo, relay, reason."""
+def status_line(
+    m: Measurements | None, output: HeaterOutput, angle_deg: float | None, measured_w: float | None = None
+) -> str:
+    """One human line: PV, battery, grid, heater (commanded, and measured when known), servo, relay, reason."""
 
     def watts(value: float | None, signed: bool = False) -> str:
         if value is None:
@@ -120,9 +128,10 @@ def status_line(m: Measurements | None, output: HeaterOutput, angle_deg: float |
     grid = None if m is None else m.grid_w
     angle = "-" if angle_deg is None else f"{angle_deg:.0f} deg"
     relay = "ON" if output.relay_on else "off"
+    measured = "" if measured_w is None else f" (measured {measured_w:.0f} W)"
     return (
         f"PV {watts(pv)} | battery {watts(battery, True)} {soc} | grid {watts(grid, True)} | "
-        f"heater {output.power_w:.0f} W, servo {angle} | relay {relay} | {output.reason}"
+        f"heater {output.power_w:.0f} W{measured}, servo {angle} | relay {relay} | {output.reason}"
     )
 
 
@@ -167,6 +176,12 @@ class ControlLoop:
         self._status_key: tuple[bool, int, str | None] | None = None
         #: The last snapshot read, when the last read succeeded: one failed read while it is fresh reuses it.
         self._last_m: Measurements | None = None
+        #: What the heater really draws, from the consumption's response to deliberate changes.
+        self.response_state = heater_response.ResponseState()
+        self.response_settings = heater_response.ResponseSettings()
+        #: The heater's power by the GX (None before the first sample) and when the tank was found full.
+        self.measured_heater_w: float | None = None
+        self.tank_full_since_s: float | None = None
 
     def tick(self, now_s: float, local_time: datetime.time | None, utc_s: float | None = None) -> TickReport:
         """One control step: read, decide, guard, apply. Never raises for a GX or loop error."""
@@ -191,6 +206,9 @@ class ControlLoop:
         self.controller_settings = controller.ControllerSettings(config.control, max_power_w)
         self.guard_settings = guard.GuardSettings.from_config(config)
         self.reserve_settings = ReserveSettings.from_config(config)
+        #: With the tank full the knob waits at this power; the relay opens after tank_full_open_after_s (0: never).
+        self.sense_power_w = config.heater.sense_power_pct / 100.0 * max_power_w
+        self.tank_full_open_after_s = config.heater.tank_full_open_after_s
 
     def shutdown(self, now_s: float) -> None:
         """Relay open and knob to zero, e.g. on SIGTERM."""
@@ -251,9 +269,11 @@ class ControlLoop:
             self.freshness_state, frozen = freshness.step(self.freshness_state, m, self.freshness_settings)
         self._track_frozen(frozen, now_s)
         early = self._reserve(m, utc_s if local_time is not None else None)
+        self._observe_heater(m if fault is None and frozen is None else None, now_s, local_time)
         self.controller_state, request = controller.step(
             self.controller_state, m, self.controller_settings, now_s, self.heater.relay_on, early
         )
+        request = self._tank_full_cap(request, now_s)
         with self._pins:
             if self._tripped:  # the fail-safe opened the relay while this tick read: start over from off
                 self._tripped = False
@@ -270,7 +290,55 @@ class ControlLoop:
                     self.log.info("fresh GX data again after the fail-safe (%.0f s)", now_s - self._failsafe_since_s)
                     self._failsafe_since_s = None
         self._log_status(m, output)
-        return TickReport(now_s, m, request, output, fault)
+        return TickReport(now_s, m, request, output, fault, measured_heater_w=self.measured_heater_w,
+                          tank_full=self.tank_full_since_s is not None)
+
+    def _expected_heater_w(self) -> float:
+        """The heater power the calibration gives for the relay and servo angle in force now."""
+        angle_deg = self.heater.servo_angle_deg
+        if not self.heater.relay_on or angle_deg is None:
+            return 0.0
+        return self.heater.calibration.power_at(angle_deg)
+
+    def _observe_heater(self, m: Measurements | None, now_s: float, local_time: datetime.time | None) -> None:
+        """Feed the heater-response observer; log "tank full" and the thermostat closing once each."""
+        expected_w = self._expected_heater_w()
+        if m is not None:
+            self.response_state, event = heater_response.step(
+                self.response_state, m.time_s, m.consumption_w, expected_w, self.response_settings
+            )
+            if event is not None:
+                at = "clock not set" if local_time is None else local_time.strftime("%H:%M:%S")
+                if event.status == heater_response.NOT_DRAWING:
+                    self.tank_full_since_s = now_s
+                    self.log.info("tank full at %s: %s; knob waits at %.0f W", at, event.reason, self.sense_power_w)
+                elif self.tank_full_since_s is not None:
+                    lasted = format_hms(now_s - self.tank_full_since_s)
+                    self.tank_full_since_s = None
+                    self.log.info("thermostat closed at %s after %s tank full: %s", at, lasted, event.reason)
+                else:
+                    self.log.info("heater at %s: %s", at, event.reason)
+        self.measured_heater_w = heater_response.measured_heater_w(self.response_state, expected_w)
+
+    def _tank_full_cap(self, request: HeatRequest, now_s: float) -> HeatRequest:
+        """With the tank full (or a drop that looks like it) the power stays at the sense power; the relay opens
+        after tank_full_open_after_s when configured."""
+        full_since = self.tank_full_since_s
+        if full_since is None and not self.response_state.suspect:
+            return request
+        cap_w = self.sense_power_w
+        cs = self.controller_state
+        if cs.power_w > cap_w or cs.integral_w > cap_w or cs.covered_w is not None:
+            self.controller_state = dataclasses.replace(
+                cs, power_w=min(cs.power_w, cap_w), integral_w=min(cs.integral_w, cap_w), covered_w=None
+            )
+        open_after_s = self.tank_full_open_after_s
+        if full_since is not None and open_after_s > 0 and now_s - full_since >= open_after_s:
+            return HeatRequest(False, 0.0, "tank full: relay open")
+        if not request.want_heat:
+            return request
+        why = "tank full" if full_since is not None else "heater stopped drawing?"
+        return HeatRequest(True, min(request.power_w, cap_w), f"{why}: knob at the sense power")
 
     def _reserve(self, m: Measurements | None, utc_s: float | None) -> ReserveAdvice | None:
         """The forecast reserve's advice when it allows early heating, else None (the plain rule); logs changes."""
@@ -341,4 +409,4 @@ class ControlLoop:
         key = (output.relay_on, round(output.power_w / STATUS_STEP_W), self._fault)
         if key != self._status_key:
             self._status_key = key
-            self.log.info("%s", status_line(m, output, self.heater.servo_angle_deg))
+            self.log.info("%s", status_line(m, output, self.heater.servo_angle_deg, self.measured_heater_w))

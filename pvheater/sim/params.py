@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from pvheater.config import Config
+from pvheater.sim.tank import TankParams
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ class PlantParams:
     three_phase: bool = False
     meter_import_kwh0: float = 12345.0
     meter_export_kwh0: float = 678.0
+    #: A hot-water tank behind the element (None: the element always draws what the regulator gives).
+    tank: TankParams | None = None
 
 
 def config_for_plant(heater: HeaterPlantParams, base: Config | None = None) -> Config:
