@@ -108,7 +108,7 @@ def response_rows(outs: list[PlantOutcome]) -> list[str]:
 def whole_day_rows() -> list[str]:
     """The existing whole-day scenarios with the loop: capture, draw and its limit, switchings under load."""
     from pvheater.sim.controller_strategy import ControllerStrategy
-    from pvheater.sim.day import run_baseline, run_day
+    from pvheater.sim.day import run_day
     from pvheater.sim.metrics import compute_metrics
     from pvheater.sim.plant import heater_power_w
     from pvheater.sim.scenarios import build_day, scenario_names
@@ -131,7 +131,7 @@ def whole_day_rows() -> list[str]:
             return act
 
         strategy.decide = counting  # type: ignore[method-assign]
-        base = run_baseline(day)
+        base = run_day(day, None)
         ours = compute_metrics(run_day(day, strategy), base)
         late = compute_metrics(run_day(day, make_strategy("oracle_late_2s", day)), base)
         limit = max(0.02 * ours.heater_kwh, 1.5 * late.draw_kwh)

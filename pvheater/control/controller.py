@@ -182,9 +182,18 @@ def step(
     now_s: float,
     relay_on: bool,
     reserve: ReserveAdvice | None = None,
+    *,
+    cap_w: float | None = None,
 ) -> tuple[ControllerState, HeatRequest]:
-    """One control step: the new state and the heat request for the relay guard (reserve: early heating advice)."""
+    """One control step: the new state and the heat request for the relay guard (reserve: early heating advice).
+
+    `cap_w` caps this tick's power: the request, and the power and integral the
+    controller keeps (so it does not wind up while capped); None = no cap.
+    """
     c = settings.control
+    capped = cap_w is not None and cap_w < settings.max_power_w
+    if cap_w is not None and capped:
+        settings = replace(settings, max_power_w=max(0.0, cap_w))
     if m is None:
         return _stopped(state, None, "no data"), HeatRequest(False, 0.0, "no data")
     min_soc_pct = c.min_soc_pct if reserve is None else reserve.min_soc_pct
@@ -264,7 +273,10 @@ def step(
     )
     if not want:
         return new, HeatRequest(False, 0.0, "no surplus")
-    return new, HeatRequest(True, power, why or _describe(error_w, m))
+    why = why or _describe(error_w, m)
+    if capped and relay_on and power >= settings.max_power_w - 1e-9:
+        why = f"{why} (capped at {settings.max_power_w:.0f} W)"
+    return new, HeatRequest(True, power, why)
 
 
 def _stopped(state: ControllerState, m: Measurements | None, reason: str) -> ControllerState:

@@ -46,22 +46,19 @@ from pvheater.config import Config
 from pvheater.control.measurements import Measurements
 from pvheater.errors import GxUnavailable
 from pvheater.service.loop import ControlLoop
-from pvheater.sim.day import RunResult, RunSeries
-from pvheater.sim.metrics import RunMetrics, compute_metrics
+from pvheater.sim.metrics import compute_metrics
+from pvheater.sim.params import Actuation, BatteryParams, HeaterPlantParams, InverterParams, PlantParams
 from pvheater.sim.plant import (
-    BatteryParams,
-    HeaterPlantParams,
-    InverterParams,
     Plant,
-    PlantParams,
     angle_for_knob_fraction,
     heater_power_w,
     knob_fraction_for_angle,
     regulator_knob_fraction,
     regulator_power_fraction,
 )
+from pvheater.sim.results import RunMetrics, RunResult, RunSeries
 from pvheater.sim.scenarios import Scenario, ScenarioDay
-from pvheater.sim.strategy import Actuation, OracleStrategy
+from pvheater.sim.strategy import OracleStrategy
 
 #: Simulated seconds of a day.
 DAY_S = 86_400
