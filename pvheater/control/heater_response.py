@@ -1,19 +1,20 @@
 """What the heater really draws, measured from the GX: drawing, not drawing (tank full) or drawing less.
 
-The GX's AC consumption is house + heater. At each deliberate change of the
-expected heater power (relay close, knob move) the change in consumption over
-the next samples is compared with the change the calibration expects, aligned
-by ``lag_samples`` (servo slew and the GX's publish). An observation is dropped
-when the house visibly moved (consumption unsteady before the change, or the
-samples after it disagree with one ratio) or when the change is too small; the
-next change repeats it. Two zero responses in a row say "not drawing"; one is
+The GX's AC consumption is house + heater. Between two plateaus of the
+expected heater power (the command held for ``lag_samples`` + ``judge_samples``
+samples: servo slew and the GX's publish, then the samples judged) that differ
+by a worthwhile step (relay close, knob move), the change in consumption is
+compared with the change expected. An observation is dropped when the house
+visibly moved (consumption unsteady on either plateau, or more than the
+element could give); the next change repeats it. Two zero responses in a row say "not drawing"; one is
 enough right after a *spontaneous* drop of about the heater's power without a
 command change (the thermostat opening looks like that; so does a kettle
 switching off, which the next observation tells apart). While not drawing, a
 spontaneous rise of about the expected power, or a deliberate change that the
 consumption follows, says the thermostat closed. Accepted observations update
-a ratio measured / expected (mains voltage, linkage wear), used for the
-measured heater power. Pure: the caller passes every sample and its time.
+a correction of the curve: measured / expected power in ``bands`` bands of the
+expected power (mains voltage, linkage wear, a straight-line default curve),
+which gives the measured heater power. Pure: the caller passes every sample and its time.
 """
 
 from __future__ import annotations
@@ -27,37 +28,40 @@ DRAWING, NOT_DRAWING, LOW, UNKNOWN = "drawing", "not drawing", "drawing less tha
 class ResponseSettings:
     """Thresholds of the heater-response observer."""
 
+    #: The heater's power at full (the correction's bands span 0..max_power_w).
+    max_power_w: float = 2000.0
+    bands: int = 8
     #: Smallest expected change that counts as an observation, W.
     min_step_w: float = 150.0
-    #: Samples between the change and the command's effect in consumption (servo slew, GX publish).
+    #: Samples between a change and its effect in consumption (servo slew, GX publish); samples per fit.
     lag_samples: int = 2
-    #: Samples after the change before it is judged (lag included), and samples it is judged over.
-    settle_samples: int = 4
-    judge_samples: int = 3
-    #: Consumption spread (after removing the heater's share) that counts as the house moving, W.
+    window_samples: int = 6
+    #: Consumption spread on a plateau that counts as the house moving, W.
     house_tolerance_w: float = 60.0
-    #: Measured / expected below this: no response; below low_ratio: drawing less than expected.
+    #: Measured / expected step below this: no response; a band's ratio below low_ratio: drawing less.
     none_ratio: float = 0.3
-    low_ratio: float = 0.85
-    #: Weight of a new observation in the running ratio.
-    ratio_weight: float = 0.3
+    low_ratio: float = 0.8
+    #: Weight of a new observation in a band's ratio.
+    ratio_weight: float = 0.5
     #: A spontaneous step counts when it is at least this fraction of the expected power.
     spontaneous_frac: float = 0.6
 
 
 @dataclass(frozen=True)
 class ResponseState:
-    """The observer's memory: recent samples (time, consumption, expected), the pending change, the verdict."""
+    """The observer's memory: recent samples (time, consumption, expected), the last plateau, the verdict."""
 
     samples: tuple[tuple[float, float, float], ...] = ()
-    pending: int | None = None  # index (into samples) of the last sample before the change
     status: str = UNKNOWN
     status_s: float | None = None
-    ratio: float = 1.0
+    #: Measured watts per expected watt (the curve's slope) per band of expected power (None: not observed).
+    ratios: tuple[float | None, ...] = ()
     observations: int = 0
     zero_responses: int = 0
     suspect: bool = False
     rejected: int = 0
+    #: No new observation before this time (windows do not overlap).
+    next_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -69,14 +73,57 @@ class ResponseEvent:
     reason: str
 
 
-_KEEP = 16
+_KEEP = 12
 
 
-def measured_heater_w(state: ResponseState, expected_w: float) -> float:
-    """The heater's power by the observer: 0 while not drawing, else the expected power times the ratio."""
-    if state.status == NOT_DRAWING:
+def _band(expected_w: float, s: ResponseSettings) -> int:
+    return min(s.bands - 1, max(0, int(expected_w / s.max_power_w * s.bands)))
+
+
+def _slope(state: ResponseState, i: int) -> float:
+    """The measured slope of band i: its own, else the nearest observed band's, else 1."""
+    if not state.ratios:
+        return 1.0
+    for d in range(len(state.ratios)):
+        for j in (i - d, i + d):
+            if 0 <= j < len(state.ratios) and state.ratios[j] is not None:
+                return state.ratios[j]  # type: ignore[return-value]
+    return 1.0
+
+
+def _integral(state: ResponseState, expected_w: float, s: ResponseSettings) -> float:
+    """The corrected curve: the integral of the bands' slopes from 0 to expected_w."""
+    width = s.max_power_w / s.bands
+    total, i = 0.0, 0
+    while i < s.bands and (i + 1) * width <= expected_w:
+        total += _slope(state, i) * width
+        i += 1
+    if i < s.bands:
+        total += _slope(state, i) * (expected_w - i * width)
+    else:
+        total += _slope(state, s.bands - 1) * (expected_w - s.max_power_w)
+    return max(0.0, total)
+
+
+def slope_between(state: ResponseState, lo_w: float, hi_w: float, s: ResponseSettings) -> float:
+    """The corrected curve's mean slope between two expected powers (1 when they are equal)."""
+    if hi_w - lo_w < 1.0:
+        return 1.0
+    return max(0.05, (_integral(state, hi_w, s) - _integral(state, lo_w, s)) / (hi_w - lo_w))
+
+
+def ratio_at(state: ResponseState, expected_w: float, s: ResponseSettings) -> float:
+    """Measured / expected power at an expected power by the corrected curve (1 at zero)."""
+    if expected_w <= 0.0:
+        return 1.0
+    return _integral(state, expected_w, s) / expected_w
+
+
+def measured_heater_w(state: ResponseState, expected_w: float, s: ResponseSettings) -> float:
+    """The heater's power by the observer: 0 while not drawing, else the corrected curve at the expected power."""
+    if state.status == NOT_DRAWING or expected_w <= 0.0:
         return 0.0
-    return expected_w * state.ratio
+    return _integral(state, expected_w, s)
 
 
 def step(
@@ -85,24 +132,36 @@ def step(
     """Take one GX sample (consumption) with the heater power the calibration expects for the command in force."""
     if consumption_w is None or (state.samples and time_s <= state.samples[-1][0]):
         return state, None  # no value, or the same snapshot again
-    samples = (*state.samples, (time_s, float(consumption_w), float(expected_w)))
-    pending = state.pending
-    if len(samples) > _KEEP:
-        cut = len(samples) - _KEEP
-        samples = samples[cut:]
-        pending = None if pending is None or pending < cut else pending - cut
-    state = replace(state, samples=samples, pending=pending)
-    n = len(samples)
-    if n < 2:
+    samples = (*state.samples, (time_s, float(consumption_w), float(expected_w)))[-_KEEP:]
+    state = replace(state, samples=samples)
+    spont = _spontaneous(state, s)
+    if spont is not None:
+        return spont
+    return _regress(state, s)
+
+
+def _regress(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, ResponseEvent | None]:
+    """Fit consumption = house + slope x expected (lagged) over the last window: the heater's response."""
+    samples = state.samples
+    w = s.window_samples
+    if len(samples) < w + s.lag_samples:
         return state, None
-    if pending is None and abs(samples[-1][2] - samples[-2][2]) >= 1.0:
-        state = replace(state, pending=n - 2)
-    event = _spontaneous(state, s)
-    if event is not None:
-        return event
-    if state.pending is not None and n - 1 - state.pending >= s.settle_samples + s.judge_samples - 1:
-        return _judge(state, s)
-    return state, None
+    t = samples[-1][0]
+    if state.next_s is not None and t < state.next_s:
+        return state, None
+    c = [x[1] for x in samples[-w:]]
+    e = [x[2] for x in samples[-w - s.lag_samples: len(samples) - s.lag_samples]]
+    span = max(e) - min(e)
+    if span < s.min_step_w:
+        return state, None
+    mc, me = sum(c) / w, sum(e) / w
+    var = sum((x - me) ** 2 for x in e)
+    slope = sum((x - me) * (y - mc) for x, y in zip(e, c, strict=True)) / var
+    resid = [y - mc - slope * (x - me) for x, y in zip(e, c, strict=True)]
+    state = replace(state, next_s=t + w)  # the next observation uses new samples
+    if max(resid) - min(resid) > s.house_tolerance_w + 0.1 * span * max(slope, 0.0):
+        return replace(state, rejected=state.rejected + 1), None  # the house moved: the next change repeats it
+    return _judge(state, slope, t, lo_w=min(e), hi_w=max(e), s=s)
 
 
 def _set(state: ResponseState, status: str, time_s: float, reason: str) -> tuple[ResponseState, ResponseEvent | None]:
@@ -123,52 +182,44 @@ def _spontaneous(state: ResponseState, s: ResponseSettings) -> tuple[ResponseSta
         return None
     step_w = recent[-1][1] - recent[-2][1]
     t = recent[-1][0]
-    expected = e * state.ratio
+    r = ratio_at(state, e, s)
+    lo, hi = s.spontaneous_frac * e * min(r, 1.0), 1.5 * e * max(r, 1.0) + s.house_tolerance_w
     if state.status == NOT_DRAWING:
-        if s.spontaneous_frac * expected <= step_w <= 1.5 * expected + s.house_tolerance_w:
-            return _set(replace(state, pending=None), DRAWING, t, f"consumption rose {step_w:.0f} W: thermostat closed")
+        if lo <= step_w <= hi:
+            return _set(state, DRAWING, t, f"consumption rose {step_w:.0f} W: thermostat closed")
         return None
-    if -step_w >= s.spontaneous_frac * expected and -step_w <= 1.5 * expected + s.house_tolerance_w:
-        return replace(state, suspect=True), None
+    if lo <= -step_w <= hi:
+        # judge from just after the drop: a kettle ending leaves the heater drawing, a thermostat does not
+        return replace(state, suspect=True, zero_responses=0, next_s=t + s.window_samples - 1), None
+    if state.suspect and state.next_s is not None and t - state.next_s > 20.0:
+        return replace(state, suspect=False), None  # no plateau to judge by: give the drop up
     return None
 
 
-def _judge(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, ResponseEvent | None]:
-    """Judge the pending change: the consumption's step against the expected one."""
-    samples = state.samples
-    i0 = state.pending
-    assert i0 is not None
-    _t0, c0, e0 = samples[i0]
-    before = samples[max(0, i0 - 2): i0 + 1]
-    judged = samples[-s.judge_samples:]
-    start = len(samples) - s.judge_samples
-    d_c = [c - c0 for _, c, _ in judged]
-    d_e = [samples[max(i0, start + k - s.lag_samples)][2] - e0 for k in range(s.judge_samples)]
-    nxt = None  # a later change in the window starts the next observation
-    t = judged[-1][0]
-    cleared = replace(state, pending=nxt)
-    mean_e = sum(d_e) / len(d_e)
-    if abs(mean_e) < s.min_step_w:
-        return cleared, None
-    spread_before = max(c for _, c, _ in before) - min(c for _, c, _ in before)
-    ratio = sum(d_c) / sum(d_e)
-    resid = [dc - ratio * de for dc, de in zip(d_c, d_e, strict=True)]
-    tol = s.house_tolerance_w + 0.05 * abs(mean_e)
-    if spread_before > tol or max(resid) - min(resid) > tol:
-        return replace(cleared, rejected=state.rejected + 1), None  # the house moved: try the next change
-    if ratio < s.none_ratio:
+def _judge(
+    state: ResponseState, slope: float, t: float, lo_w: float, hi_w: float, s: ResponseSettings
+) -> tuple[ResponseState, ResponseEvent | None]:
+    """Judge a fitted slope (measured watts per expected watt) over expected lo_w..hi_w."""
+    expected = slope_between(state, lo_w, hi_w, s)
+    seen = slope / expected if state.status != NOT_DRAWING else slope
+    if seen < s.none_ratio:
         zeros = state.zero_responses + 1
         if zeros >= 2 or state.suspect or state.status == NOT_DRAWING:
             how = "after a drop of its power" if state.suspect else f"{zeros} changes without a response"
-            return _set(cleared, NOT_DRAWING, t, f"heater does not draw ({how}): tank full")
-        return replace(cleared, zero_responses=zeros), None
-    if ratio > 1.6:
-        return replace(cleared, rejected=state.rejected + 1), None  # more than the element can give: the house
-    seen = min(ratio, 1.3)
-    new_ratio = state.ratio + s.ratio_weight * (seen - state.ratio) if state.observations else seen
-    cleared = replace(cleared, ratio=new_ratio, observations=state.observations + 1)
-    status = LOW if new_ratio < s.low_ratio else DRAWING
-    why = "consumption follows the command" if status == DRAWING else f"draws {new_ratio:.0%} of the expected power"
+            return _set(state, NOT_DRAWING, t, f"heater does not draw ({how}): tank full")
+        return replace(state, zero_responses=zeros), None
+    if slope > 2.5:
+        return replace(state, rejected=state.rejected + 1), None  # more than the element can give: the house
+    slopes = list(state.ratios) if state.ratios else [None] * s.bands
+    first, last = _band(lo_w, s), _band(max(lo_w, hi_w - 1e-6), s)
+    r_new = min(max(slope, 0.0), 2.5)
+    for i in range(first, last + 1):
+        old = slopes[i]
+        slopes[i] = r_new if old is None else old + s.ratio_weight * (r_new - old)
+    state = replace(state, ratios=tuple(slopes), observations=state.observations + 1, zero_responses=0)
+    gain = measured_heater_w(replace(state, status=DRAWING), s.max_power_w, s) / s.max_power_w
+    status = LOW if gain < s.low_ratio else DRAWING
+    why = "consumption follows the command" if status == DRAWING else f"draws {gain:.0%} of the expected power"
     if state.status == NOT_DRAWING:
         why = "consumption follows the command again: thermostat closed"
-    return _set(cleared, status, t, why)
+    return _set(state, status, t, why)

@@ -178,7 +178,6 @@ class ControlLoop:
         self._last_m: Measurements | None = None
         #: What the heater really draws, from the consumption's response to deliberate changes.
         self.response_state = heater_response.ResponseState()
-        self.response_settings = heater_response.ResponseSettings()
         #: The heater's power by the GX (None before the first sample) and when the tank was found full.
         self.measured_heater_w: float | None = None
         self.tank_full_since_s: float | None = None
@@ -209,6 +208,7 @@ class ControlLoop:
         #: With the tank full the knob waits at this power; the relay opens after tank_full_open_after_s (0: never).
         self.sense_power_w = config.heater.sense_power_pct / 100.0 * max_power_w
         self.tank_full_open_after_s = config.heater.tank_full_open_after_s
+        self.response_settings = heater_response.ResponseSettings(max_power_w=max_power_w)
 
     def shutdown(self, now_s: float) -> None:
         """Relay open and knob to zero, e.g. on SIGTERM."""
@@ -270,8 +270,10 @@ class ControlLoop:
         self._track_frozen(frozen, now_s)
         early = self._reserve(m, utc_s if local_time is not None else None)
         self._observe_heater(m if fault is None and frozen is None else None, now_s, local_time)
+        parked = self.tank_full_since_s is not None or self.response_state.suspect
         self.controller_state, request = controller.step(
-            self.controller_state, m, self.controller_settings, now_s, self.heater.relay_on, early
+            self.controller_state, m, self.controller_settings, now_s, self.heater.relay_on, early,
+            cap_w=self._sense_command_w() if parked else None,
         )
         request = self._tank_full_cap(request, now_s)
         with self._pins:
@@ -318,7 +320,14 @@ class ControlLoop:
                     self.log.info("thermostat closed at %s after %s tank full: %s", at, lasted, event.reason)
                 else:
                     self.log.info("heater at %s: %s", at, event.reason)
-        self.measured_heater_w = heater_response.measured_heater_w(self.response_state, expected_w)
+        self.measured_heater_w = heater_response.measured_heater_w(
+            self.response_state, expected_w, self.response_settings
+        )
+
+    def _sense_command_w(self) -> float:
+        """The command that gives the sense power by the measured curve (a straight-line default reads low there)."""
+        ratio = heater_response.ratio_at(self.response_state, self.sense_power_w, self.response_settings)
+        return self.sense_power_w / min(max(ratio, 1.0 / 3.0), 1.0)
 
     def _tank_full_cap(self, request: HeatRequest, now_s: float) -> HeatRequest:
         """With the tank full (or a drop that looks like it) the power stays at the sense power; the relay opens
@@ -326,19 +335,16 @@ class ControlLoop:
         full_since = self.tank_full_since_s
         if full_since is None and not self.response_state.suspect:
             return request
-        cap_w = self.sense_power_w
         cs = self.controller_state
-        if cs.power_w > cap_w or cs.integral_w > cap_w or cs.covered_w is not None:
-            self.controller_state = dataclasses.replace(
-                cs, power_w=min(cs.power_w, cap_w), integral_w=min(cs.integral_w, cap_w), covered_w=None
-            )
+        if cs.covered_w is not None:  # the load "covered" while the heater did not draw is not there to return to
+            self.controller_state = dataclasses.replace(cs, covered_w=None)
         open_after_s = self.tank_full_open_after_s
         if full_since is not None and open_after_s > 0 and now_s - full_since >= open_after_s:
             return HeatRequest(False, 0.0, "tank full: relay open")
         if not request.want_heat:
             return request
         why = "tank full" if full_since is not None else "heater stopped drawing?"
-        return HeatRequest(True, min(request.power_w, cap_w), f"{why}: knob at the sense power")
+        return HeatRequest(True, request.power_w, f"{why}: knob at the sense power")
 
     def _reserve(self, m: Measurements | None, utc_s: float | None) -> ReserveAdvice | None:
         """The forecast reserve's advice when it allows early heating, else None (the plain rule); logs changes."""
