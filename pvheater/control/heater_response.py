@@ -1,20 +1,21 @@
 """What the heater really draws, measured from the GX: drawing, not drawing (tank full) or drawing less.
 
-The GX's AC consumption is house + heater. Between two plateaus of the
-expected heater power (the command held for ``lag_samples`` + ``judge_samples``
-samples: servo slew and the GX's publish, then the samples judged) that differ
-by a worthwhile step (relay close, knob move), the change in consumption is
-compared with the change expected. An observation is dropped when the house
-visibly moved (consumption unsteady on either plateau, or more than the
-element could give); the next change repeats it. Two zero responses in a row say "not drawing"; one is
-enough right after a *spontaneous* drop of about the heater's power without a
-command change (the thermostat opening looks like that; so does a kettle
-switching off, which the next observation tells apart). While not drawing, a
-spontaneous rise of about the expected power, or a deliberate change that the
-consumption follows, says the thermostat closed. Accepted observations update
-a correction of the curve: measured / expected power in ``bands`` bands of the
-expected power (mains voltage, linkage wear, a straight-line default curve),
-which gives the measured heater power. Pure: the caller passes every sample and its time.
+The GX's AC consumption is house + heater. Over windows of
+``window_samples`` samples in which the expected heater power (the calibration
+at the command in force) moved by a worthwhile step (relay close, knob move),
+consumption is fitted as house + slope x expected, the expected power taken
+``lag_samples`` earlier (servo slew, the GX's publish). A window whose residuals
+spread more than the house tolerance is dropped (the house moved at the same
+moment); the next change repeats it. A flat response (slope ~0) over a big
+span says "not drawing" after two such windows, or after one right after a
+*spontaneous* drop of about the heater's power with the command steady (the
+thermostat opening looks like that; so does a kettle ending, which the next
+window -- the loop lowers the knob to the sense power -- tells apart). While
+not drawing, a spontaneous rise of about the expected power, or a window that
+follows the command, says the thermostat closed. Accepted slopes, per band of
+expected power, are the online correction of the curve (mains voltage, linkage
+wear, a straight-line default): its integral is the measured heater power.
+Pure: the caller passes every sample and its time.
 """
 
 from __future__ import annotations
@@ -38,8 +39,12 @@ class ResponseSettings:
     window_samples: int = 6
     #: Consumption spread on a plateau that counts as the house moving, W.
     house_tolerance_w: float = 60.0
-    #: Measured / expected step below this: no response; a band's ratio below low_ratio: drawing less.
-    none_ratio: float = 0.3
+    #: A fitted slope below this is no response -- judged only over a span of verdict_span_frac of the
+    #: heater's power reaching verdict_high_frac of it (a straight-line curve is flat at both ends of the knob).
+    none_ratio: float = 0.15
+    verdict_span_frac: float = 0.2
+    verdict_high_frac: float = 0.4
+    #: The full curve's gain below low_ratio: drawing less than expected.
     low_ratio: float = 0.8
     #: Weight of a new observation in a band's ratio.
     ratio_weight: float = 0.5
@@ -81,14 +86,11 @@ def _band(expected_w: float, s: ResponseSettings) -> int:
 
 
 def _slope(state: ResponseState, i: int) -> float:
-    """The measured slope of band i: its own, else the nearest observed band's, else 1."""
+    """The measured slope of band i (1 while it is not observed)."""
     if not state.ratios:
         return 1.0
-    for d in range(len(state.ratios)):
-        for j in (i - d, i + d):
-            if 0 <= j < len(state.ratios) and state.ratios[j] is not None:
-                return state.ratios[j]  # type: ignore[return-value]
-    return 1.0
+    own = state.ratios[i] if i < len(state.ratios) else None
+    return 1.0 if own is None else own
 
 
 def _integral(state: ResponseState, expected_w: float, s: ResponseSettings) -> float:
@@ -200,9 +202,10 @@ def _judge(
     state: ResponseState, slope: float, t: float, lo_w: float, hi_w: float, s: ResponseSettings
 ) -> tuple[ResponseState, ResponseEvent | None]:
     """Judge a fitted slope (measured watts per expected watt) over expected lo_w..hi_w."""
-    expected = slope_between(state, lo_w, hi_w, s)
-    seen = slope / expected if state.status != NOT_DRAWING else slope
-    if seen < s.none_ratio:
+    big = hi_w - lo_w >= s.verdict_span_frac * s.max_power_w and hi_w >= s.verdict_high_frac * s.max_power_w
+    if slope < s.none_ratio and state.status != NOT_DRAWING and not big:
+        return state, None  # a flat response low on the curve or over a small span: the curve's ends do that
+    if slope < s.none_ratio:
         zeros = state.zero_responses + 1
         if zeros >= 2 or state.suspect or state.status == NOT_DRAWING:
             how = "after a drop of its power" if state.suspect else f"{zeros} changes without a response"
