@@ -180,8 +180,8 @@ def _spontaneous(state: ResponseState, s: ResponseSettings) -> tuple[ResponseSta
         return None
     recent = samples[-(s.lag_samples + 2):]
     e = recent[-1][2]
-    if any(abs(x[2] - e) >= 1.0 for x in recent) or e < s.min_step_w / 2:
-        return None
+    if max(x[2] for x in recent) - min(x[2] for x in recent) > 0.15 * e or e < s.min_step_w / 2:
+        return None  # the command moved by more than a trim: the step may be its own
     step_w = recent[-1][1] - recent[-2][1]
     t = recent[-1][0]
     r = ratio_at(state, e, s)
