@@ -43,6 +43,8 @@ log = logging.getLogger("pvheater")
 
 #: Longest wait of shutdown() for the pins lock (held only while a tick applies its output).
 PINS_WAIT_S = 1.0
+#: After the thermostat closed the power climbs back from the sense power at most this fast (the inverter keeps up).
+CLOSE_RAMP_W_PER_S = 80.0
 #: A status line is logged when the heater power moves by at least this much.
 STATUS_STEP_W = 100.0
 
@@ -181,6 +183,8 @@ class ControlLoop:
         #: The heater's power by the GX (None before the first sample) and when the tank was found full.
         self.measured_heater_w: float | None = None
         self.tank_full_since_s: float | None = None
+        #: When the thermostat closed again: the power climbs back from the sense power at CLOSE_RAMP_W_PER_S.
+        self._closed_s: float | None = None
 
     def tick(self, now_s: float, local_time: datetime.time | None, utc_s: float | None = None) -> TickReport:
         """One control step: read, decide, guard, apply. Never raises for a GX or loop error."""
@@ -270,10 +274,9 @@ class ControlLoop:
         self._track_frozen(frozen, now_s)
         early = self._reserve(m, utc_s if local_time is not None else None)
         self._observe_heater(m if fault is None and frozen is None else None, now_s, local_time)
-        parked = self.tank_full_since_s is not None or self.response_state.suspect
         self.controller_state, request = controller.step(
             self.controller_state, m, self.controller_settings, now_s, self.heater.relay_on, early,
-            cap_w=self._sense_command_w() if parked else None,
+            cap_w=self._heater_cap_w(now_s),
         )
         request = self._tank_full_cap(request, now_s)
         with self._pins:
@@ -317,12 +320,26 @@ class ControlLoop:
                 elif self.tank_full_since_s is not None:
                     lasted = format_hms(now_s - self.tank_full_since_s)
                     self.tank_full_since_s = None
+                    self._closed_s = now_s
                     self.log.info("thermostat closed at %s after %s tank full: %s", at, lasted, event.reason)
                 else:
                     self.log.info("heater at %s: %s", at, event.reason)
         self.measured_heater_w = heater_response.measured_heater_w(
             self.response_state, expected_w, self.response_settings
         )
+
+    def _heater_cap_w(self, now_s: float) -> float | None:
+        """The cap for controller.step: the sense power while the tank is full (or looks it), then a climb back
+        at CLOSE_RAMP_W_PER_S after the thermostat closed (the inverter keeps up)."""
+        if self.tank_full_since_s is not None or self.response_state.suspect:
+            return self._sense_command_w()
+        if self._closed_s is None:
+            return None
+        cap_w = self._sense_command_w() + CLOSE_RAMP_W_PER_S * (now_s - self._closed_s)
+        if cap_w >= self.controller_settings.max_power_w:
+            self._closed_s = None
+            return None
+        return cap_w
 
     def _sense_command_w(self) -> float:
         """The command that gives the sense power by the measured curve (a straight-line default reads low there)."""
