@@ -273,7 +273,7 @@ class ControlLoop:
             self.freshness_state, frozen = freshness.step(self.freshness_state, m, self.freshness_settings)
         self._track_frozen(frozen, now_s)
         early = self._reserve(m, utc_s if local_time is not None else None)
-        self._observe_heater(m if fault is None and frozen is None else None, now_s, local_time)
+        expected_w = self._expected_heater_w()  # the command the snapshot m saw (before this tick's apply)
         self.controller_state, request = controller.step(
             self.controller_state, m, self.controller_settings, now_s, self.heater.relay_on, early,
             cap_w=self._heater_cap_w(now_s),
@@ -294,6 +294,8 @@ class ControlLoop:
                 if self._failsafe_since_s is not None:
                     self.log.info("fresh GX data again after the fail-safe (%.0f s)", now_s - self._failsafe_since_s)
                     self._failsafe_since_s = None
+        usable = m is not None and fault is None and frozen is None and not output.failsafe
+        self._observe_heater(m if usable else None, expected_w, now_s, local_time)
         self._log_status(m, output)
         return TickReport(now_s, m, request, output, fault, measured_heater_w=self.measured_heater_w,
                           tank_full=self.tank_full_since_s is not None)
@@ -305,10 +307,14 @@ class ControlLoop:
             return 0.0
         return self.heater.calibration.power_at(angle_deg)
 
-    def _observe_heater(self, m: Measurements | None, now_s: float, local_time: datetime.time | None) -> None:
-        """Feed the heater-response observer; log "tank full" and the thermostat closing once each."""
-        expected_w = self._expected_heater_w()
-        if m is not None:
+    def _observe_heater(
+        self, m: Measurements | None, expected_w: float, now_s: float, local_time: datetime.time | None
+    ) -> None:
+        """Feed the heater-response observer (None: no usable snapshot, the samples start over); log "tank full"
+        and the thermostat closing once each."""
+        if m is None:
+            self.response_state = dataclasses.replace(self.response_state, samples=(), suspect=False, next_s=None)
+        else:
             self.response_state, event = heater_response.step(
                 self.response_state, m.time_s, m.consumption_w, expected_w, self.response_settings
             )
