@@ -64,6 +64,8 @@ class ResponseState:
     observations: int = 0
     zero_responses: int = 0
     suspect: bool = False
+    #: Sample time of the drop that made it suspect.
+    suspect_s: float | None = None
     rejected: int = 0
     #: No new observation before this time (windows do not overlap).
     next_s: float | None = None
@@ -126,6 +128,13 @@ def measured_heater_w(state: ResponseState, expected_w: float, s: ResponseSettin
     if state.status == NOT_DRAWING or expected_w <= 0.0:
         return 0.0
     return _integral(state, expected_w, s)
+
+
+def suspect_for_s(state: ResponseState) -> float:
+    """How long (sample time) a drop has been waiting for its verdict; 0 when there is none."""
+    if not state.suspect or state.suspect_s is None or not state.samples:
+        return 0.0
+    return state.samples[-1][0] - state.suspect_s
 
 
 def step(
@@ -192,8 +201,8 @@ def _spontaneous(state: ResponseState, s: ResponseSettings) -> tuple[ResponseSta
         return None
     if lo <= -step_w <= hi:
         # judge from just after the drop: a kettle ending leaves the heater drawing, a thermostat does not
-        return replace(state, suspect=True, zero_responses=0, next_s=t + s.window_samples - 1), None
-    if state.suspect and state.next_s is not None and t - state.next_s > 20.0:
+        return replace(state, suspect=True, suspect_s=t, zero_responses=0, next_s=t + s.window_samples - 1), None
+    if state.suspect and state.suspect_s is not None and t - state.suspect_s > 25.0:
         return replace(state, suspect=False), None  # no plateau to judge by: give the drop up
     return None
 

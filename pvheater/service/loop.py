@@ -45,6 +45,9 @@ log = logging.getLogger("pvheater")
 PINS_WAIT_S = 1.0
 #: After the thermostat closed the power climbs back from the sense power at most this fast (the inverter keeps up).
 CLOSE_RAMP_W_PER_S = 80.0
+#: A drop of consumption like the heater's power that the next changes have not judged within this long parks the
+#: knob at the sense power (a load ending is judged sooner: the controller takes its power and the heater follows).
+SUSPECT_CAP_S = 6.0
 #: A status line is logged when the heater power moves by at least this much.
 STATUS_STEP_W = 100.0
 
@@ -337,7 +340,7 @@ class ControlLoop:
     def _heater_cap_w(self, now_s: float) -> float | None:
         """The cap for controller.step: the sense power while the tank is full (or looks it), then a climb back
         at CLOSE_RAMP_W_PER_S after the thermostat closed (the inverter keeps up)."""
-        if self.tank_full_since_s is not None or self.response_state.suspect:
+        if self.tank_full_since_s is not None or heater_response.suspect_for_s(self.response_state) >= SUSPECT_CAP_S:
             return self._sense_command_w()
         if self._closed_s is None:
             return None
@@ -356,7 +359,7 @@ class ControlLoop:
         """With the tank full (or a drop that looks like it) the power stays at the sense power; the relay opens
         after tank_full_open_after_s when configured."""
         full_since = self.tank_full_since_s
-        if full_since is None and not self.response_state.suspect:
+        if full_since is None and heater_response.suspect_for_s(self.response_state) < SUSPECT_CAP_S:
             return request
         cs = self.controller_state
         if cs.covered_w is not None:  # the load "covered" while the heater did not draw is not there to return to
