@@ -155,6 +155,21 @@ class FamilyPlant(Plant):
         super().__init__(day, start_s=start_s, soc_pct=spec.initial_soc_pct, params=day.params)
         self._real = spec.params.heater  # the knob geometry the controller sees
         self._map_cache: dict[float, float] = {}
+        self._noise = random.Random(spec.seed + 7919)
+
+    def gx_values(self) -> dict[str, float | None]:
+        """The GX registers, with the +-1 W of a real meter and shunt (they never sit exactly still).
+
+        Without it a plateau of PV and house load with the heater steady is a picture that does not
+        change at all, which the loop's frozen-data check (control/freshness.py) rightly takes for a
+        hung driver.
+        """
+        values = super().gx_values()
+        for name in ("grid_l1_w", "meter_l1_w", "ac_consumption_l1_w", "battery_power_w", "bms_power_w"):
+            v = values.get(name)
+            if isinstance(v, int | float):
+                values[name] = v + self._noise.choice((-1, 0, 1))
+        return values
 
     def _acceptance(self, dt_s: float) -> float:
         spec = self.spec
