@@ -43,8 +43,9 @@ CASES = (
          ((hr.DRAWING, 5, 30),), never=(hr.NOT_DRAWING,)),
     Case("drawing on knob steps", 64, _steps, lambda t: 300.0, lambda t: True, 1.0,
          ((hr.DRAWING, 8, 20),), never=(hr.NOT_DRAWING,)),
-    Case("tank full from the start: raises get no response", 60, _ramp, lambda t: 300.0, lambda t: False, 1.0,
-         ((hr.NOT_DRAWING, 5, 30),)),
+    # two windows without a response are needed: a ramp of 15 s at 100 W/s (a short raise is not enough)
+    Case("tank full from the start: raises get no response", 60, lambda t: _ramp(t, rate=100.0),
+         lambda t: 300.0, lambda t: False, 1.0, ((hr.NOT_DRAWING, 5, 30),)),
     Case("thermostat opens at full power: the drop, then no response to the sense power", 70,
          lambda t: 1800.0 if t < 41 else 200.0, lambda t: 300.0, lambda t: t < 40, 1.0,
          ((hr.NOT_DRAWING, 40, 55),)),

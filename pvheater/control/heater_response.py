@@ -161,18 +161,42 @@ def _regress(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, 
     if state.next_s is not None and t < state.next_s:
         return state, None
     c = [x[1] for x in samples[-w:]]
-    e = [x[2] for x in samples[-w - s.lag_samples: len(samples) - s.lag_samples]]
-    span = max(e) - min(e)
-    if span < s.min_step_w:
+    # the lag varies with the GX's period: of the lags whose fit is clean, the one with the strongest response
+    # (a misaligned lag can fit a flat piece of consumption with slope 0)
+    best: tuple[float, list[float]] | None = None
+    tried = False
+    for lag in (s.lag_samples,):  # (trying neighbouring lags fitted flat pieces of consumption: not done)
+        if len(samples) < w + lag:
+            continue
+        e_l = [x[2] for x in samples[len(samples) - w - lag: len(samples) - lag]]
+        span = max(e_l) - min(e_l)
+        mid = min(e_l) + span / 2
+        high = sum(1 for x in e_l if x > mid)
+        if span < s.min_step_w or not 2 <= high <= w - 2:
+            continue  # no step, or one sample on one side of it: a slope from a single point says nothing
+        tried = True
+        spread, slope = _fit(e_l, c)
+        if spread > s.house_tolerance_w + 0.1 * span * max(slope, 0.0):
+            continue
+        if best is None or slope > best[0]:
+            best = (slope, e_l)
+    if not tried:
         return state, None
-    mc, me = sum(c) / w, sum(e) / w
+    state = replace(state, next_s=t + w)  # the next observation uses new samples
+    if best is None:
+        return replace(state, rejected=state.rejected + 1), None  # the house moved: the next change repeats it
+    slope, e = best
+    return _judge(state, slope, t, lo_w=min(e), hi_w=max(e), s=s)
+
+
+def _fit(e: list[float], c: list[float]) -> tuple[float, float]:
+    """Least squares c = a + slope x e: (spread of the residuals, slope)."""
+    n = len(e)
+    mc, me = sum(c) / n, sum(e) / n
     var = sum((x - me) ** 2 for x in e)
     slope = sum((x - me) * (y - mc) for x, y in zip(e, c, strict=True)) / var
     resid = [y - mc - slope * (x - me) for x, y in zip(e, c, strict=True)]
-    state = replace(state, next_s=t + w)  # the next observation uses new samples
-    if max(resid) - min(resid) > s.house_tolerance_w + 0.1 * span * max(slope, 0.0):
-        return replace(state, rejected=state.rejected + 1), None  # the house moved: the next change repeats it
-    return _judge(state, slope, t, lo_w=min(e), hi_w=max(e), s=s)
+    return max(resid) - min(resid), slope
 
 
 def _set(state: ResponseState, status: str, time_s: float, reason: str) -> tuple[ResponseState, ResponseEvent | None]:
