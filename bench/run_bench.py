@@ -282,6 +282,7 @@ KEPT_SECTIONS = (
     ("<!-- gx-safety -->", "<!-- /gx-safety -->", None),
     ("<!-- family:begin", "<!-- family:end -->", None),
     ("<!-- actuators:begin", "<!-- actuators:end -->", None),
+    ("<!-- tank:begin", "<!-- tank:end -->", None),
 )
 
 

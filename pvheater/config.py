@@ -294,6 +294,14 @@ class HeaterConfig:
     actuator: str = setting(
         "servo", "what sets the power: servo (turns the regulator's knob), pwm_0_10v, ssr_burst", choices=ACTUATORS
     )
+    sense_power_pct: float = setting(
+        10.0, "with the tank full (the heater does not draw), the knob waits at this % of the heater's power",
+        min=1.0, max=50.0,
+    )
+    tank_full_open_after_s: float = setting(
+        0.0, "open the relay when the tank has been full this long (0: keep it closed at the sense power)",
+        min=0.0, max=86400.0,
+    )
 
 
 @dataclass(frozen=True)

@@ -421,6 +421,7 @@ class HistoryRecorder:
         self._last_row_s: float | None = None
         self._last_key: tuple[Any, ...] | None = None
         self._span_start_s: float | None = None
+        self._tank_full = False
         self._reset_totals(None)
 
     def start(self, now_s: float, detail: str = "") -> None:
@@ -453,7 +454,8 @@ class HistoryRecorder:
         relay_on = self.heater.relay_on
         if relay_on != self._relay_on:
             self._switches += 1
-        heater_w = self._heater_now()
+        # what the GX saw the heater draw (pvheater.control.heater_response), else the knob through the curve
+        heater_w = report.measured_heater_w if report.measured_heater_w is not None else self._heater_now()
         key = (
             relay_on,
             round(heater_w),
@@ -475,7 +477,7 @@ class HistoryRecorder:
     # --- internals ---------------------------------------------------------------
 
     def _heater_now(self) -> float:
-        """Heater power the relay and the servo (or another actuator's input) give now, through the calibration."""
+        """Heater power the relay and the actuator's input give now, by the calibration (no measurement yet)."""
         angle = getattr(self.heater, "input_value", self.heater.servo_angle_deg)
         if not self.heater.relay_on or angle is None:
             return 0.0
@@ -553,6 +555,9 @@ class HistoryRecorder:
                 kind = "loop_ok" if self._loop_error else "gx_ok"
                 self.history.add_event(self.run_id, wall_s, now_s, kind, f"after {now_s - self._fault_since_s:.0f} s")
         self._fault = report.fault
+        if report.tank_full != self._tank_full:  # the thermostat opened ("tank full") or closed again
+            self.history.add_event(self.run_id, wall_s, now_s, "tank_full" if report.tank_full else "tank_closed")
+            self._tank_full = report.tank_full
         if report.failsafe != self._failsafe:
             if report.failsafe:
                 self._failsafe_since_s = now_s

@@ -44,12 +44,19 @@ class DayStats:
     starts: int = 0
     reloads: int = 0
     recorded_h: float = 0.0
+    #: First time of day the heater stopped drawing (its thermostat opened), "HH:MM"; "-": not that day.
+    tank_full_at: str = "-"
+    #: Hours the tank was full (from "tank full" until the thermostat closed or the run stopped).
+    tank_full_h: float = 0.0
 
     def add(self, other: DayStats) -> None:
-        """Add another day's numbers into this one."""
+        """Add another day's numbers into this one (the earliest "tank full at" is kept)."""
+        if other.tank_full_at != "-" and (self.tank_full_at == "-" or other.tank_full_at < self.tank_full_at):
+            self.tank_full_at = other.tank_full_at
         for name in ("heater_kwh", "captured_kwh", "heating_h", "switchings", "failsafe_min", "gx_errors", "starts",
                      "reloads", "recorded_h"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.tank_full_h += other.tank_full_h
 
 
 @dataclass
@@ -190,9 +197,11 @@ def _count_run(batch: list[tuple[Any, ...]], totals: _Days) -> tuple[list[float]
 
 
 def _count_events(conn: sqlite3.Connection, totals: _Days, runs: RunAnchors) -> None:
-    """Count GX errors, starts and config reloads on the day each happened (dated through its run's anchors)."""
+    """Count GX errors, starts, config reloads and tank-full spans on the day each happened (dated through its run's
+    anchors)."""
+    full_since: dict[str, float] = {}  # run -> local epoch seconds the tank was found full
     for run_id, wall_s, mono_s, kind in conn.execute("SELECT run_id, wall_s, mono_s, kind FROM events ORDER BY id"):
-        if kind not in ("gx_error", "start", "config_reload"):
+        if kind not in ("gx_error", "start", "config_reload", "tank_full", "tank_closed", "stop"):
             continue
         anchor: float | None = None
         if run_id in runs:
@@ -201,6 +210,9 @@ def _count_events(conn: sqlite3.Connection, totals: _Days, runs: RunAnchors) -> 
             anchor = anchors[i]
         if anchor is None and clock_is_set(wall_s):
             anchor = wall_s - mono_s
+        if kind in ("tank_full", "tank_closed", "stop"):
+            _count_tank(totals, full_since, run_id, kind, None if anchor is None else mono_s + anchor)
+            continue
         d = totals.bucket(None if anchor is None else _day_of(mono_s + anchor))
         if kind == "gx_error":
             d.gx_errors += 1
@@ -208,6 +220,24 @@ def _count_events(conn: sqlite3.Connection, totals: _Days, runs: RunAnchors) -> 
             d.starts += 1
         else:
             d.reloads += 1
+
+
+def _count_tank(totals: _Days, full_since: dict[str, float], run_id: str, kind: str, at_s: float | None) -> None:
+    """A tank-full span starts (first time of its day noted) or ends (its hours split over the days it covers)."""
+    if at_s is None:
+        full_since.pop(run_id, None)  # an undatable event: the span cannot be counted
+        return
+    if kind == "tank_full":
+        full_since[run_id] = at_s
+        d = totals.bucket(_day_of(at_s))
+        at = datetime.datetime.fromtimestamp(at_s).strftime("%H:%M")
+        if d.tank_full_at == "-" or at < d.tank_full_at:
+            d.tank_full_at = at
+        return
+    start_s = full_since.pop(run_id, None)
+    if start_s is not None and at_s > start_s:
+        for day, frac in _split(start_s, at_s):
+            totals.bucket(day).tank_full_h += frac * (at_s - start_s) / 3600.0
 
 
 def _select_days(totals: _Days, days: int | None) -> HistoryStats:
@@ -240,6 +270,8 @@ COLUMNS = (
     ("gx_errors", "GX errors", "{}"),
     ("starts", "starts", "{}"),
     ("recorded_h", "recorded h", "{:.1f}"),
+    ("tank_full_at", "tank full at", "{}"),
+    ("tank_full_h", "hours tank full", "{:.1f}"),
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import replace
 
 import pytest
@@ -266,3 +267,71 @@ def test_every_request_says_why() -> None:
     for m in samples:
         state, r = step(state, m, BIG, m.time_s, True)
         assert r.reason
+
+
+@pytest.mark.parametrize(
+    ("cap", "kind", "expected_w"),
+    [
+        (None, "hidden", SETTINGS.max_power_w),  # no cap: the probe climbs to the heater's maximum
+        (300.0, "hidden", 300.0),  # hidden PV: held at the cap
+        (0.0, "hidden", 0.0),  # cap 0: knob parked at zero, heat still wanted
+        (-50.0, "hidden", 0.0),  # a negative cap is zero
+        (5000.0, "hidden", SETTINGS.max_power_w),  # above the heater: no effect
+        (500.0, "export", 500.0),  # measured surplus (export) beyond the cap: held at the cap
+    ],
+)
+def test_cap_clamps_request_power_and_integral(cap: float | None, kind: str, expected_w: float) -> None:
+    state = ControllerState(soc_ok=True, accept_ref_w=0)
+    samples = {
+        "hidden": [meas(t, mode=1, state=5) for t in range(40)],
+        "export": [meas(t, grid=-3000) for t in range(40)],
+    }[kind]
+    for m in samples:
+        state, request = step(state, m, SETTINGS, m.time_s, True, cap_w=cap)
+        assert request.power_w <= expected_w + 1e-9
+        assert state.power_w <= expected_w + 1e-9 and state.integral_w <= expected_w + 1e-9  # no wind-up
+    assert request.want_heat
+    assert request.power_w == pytest.approx(expected_w)
+    if cap is not None and 0 <= cap < SETTINGS.max_power_w:
+        assert f"capped at {cap:.0f} W" in request.reason
+
+
+def test_lifting_the_cap_climbs_from_the_cap_not_from_a_wound_up_integral() -> None:
+    state = ControllerState(soc_ok=True, accept_ref_w=0)
+    for t in range(60):  # a minute of large export while capped at 200 W
+        state, request = step(state, meas(t, grid=-1500), SETTINGS, t, True, cap_w=200.0)
+    assert state.integral_w == pytest.approx(200.0) and request.power_w == pytest.approx(200.0)
+    state, request = step(state, meas(60, grid=-1500), SETTINGS, 60, True)
+    # the first uncapped tick rises by the rate limit from the cap, not to a wound-up integral
+    assert 200.0 < request.power_w <= 200.0 + C.raise_w_per_s * 1.0 + 1e-9
+
+
+@pytest.mark.parametrize(
+    ("cap", "low_w", "high_w"), [(None, 2300.0, 3000.0), (500.0, 500.0, 500.0), (100.0, 100.0, 100.0)]
+)
+def test_cap_holds_against_feed_forward_of_a_load_that_ended(cap: float | None, low_w: float, high_w: float) -> None:
+    state = settled(300.0, 2200.0)  # the kettle (2 kW) took the heater's power
+    state, r = step(state, full(11.0, consumption=500.0), BIG, 11.0, True, cap_w=cap)
+    # the kettle's 2 kW go to the heater at once, but not beyond the cap (below the heater's 300 W: down to it)
+    assert low_w - 1e-6 <= r.power_w <= high_w + 1e-6
+    assert state.power_w == pytest.approx(r.power_w) and state.integral_w <= high_w + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("falling_w", "battery_w", "expected_w"),
+    [
+        # cut 1636 -> 1602 W a second ago: the inverter still sheds 34 x e^(-1/2) = 20.6 W of it
+        # the deficit is mostly that: no cut again, only the PI's step (ki x 1 s + kp) x 23 W
+        (1636.0, -53.0, 1602.0 - (C.ki_per_s + C.kp) * 23.0),
+        (1636.0, -130.0, 1602.0 - (100.0 - 34.0 * math.exp(-0.5))),  # a deficit beyond it: cut by the rest
+        (1602.0, -53.0, 1602.0 - 23.0),  # no cut before: the whole deficit is cut
+    ],
+)
+def test_a_deficit_the_inverter_is_still_shedding_is_not_cut_twice(
+    falling_w: float, battery_w: float, expected_w: float
+) -> None:
+    commands = ((8.0, 1636.0, 0.0), (9.0, 1636.0, 0.0), (10.0, 1602.0, 0.0))
+    state = ControllerState(integral_w=1602, power_w=1602, soc_ok=True, last_sample_s=10.0, accept_ref_w=0.0,
+                            commands=commands, lagged_w=1602, falling_w=falling_w)
+    state, r = step(state, meas(11.0, battery=battery_w), SETTINGS, 11.0, True)
+    assert r.power_w == pytest.approx(expected_w)

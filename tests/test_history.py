@@ -386,3 +386,26 @@ def test_row_layout_matches_the_table(tmp_path: Path) -> None:
     (row,) = rows(db)
     assert row["fault"] == "x" and row["failsafe"] == 1 and row["pv_w"] is None
     assert os.stat(db).st_size > 0
+
+
+def test_measured_heater_power_and_tank_full_hours(tmp_path: Path) -> None:
+    """Heater energy comes from the measured power when the loop has it; "tank full at" and its hours."""
+    import dataclasses
+
+    db = tmp_path / "h.db"
+    with History(db) as history:
+        d = Driver(history, wall0_s=DAY0 + 10 * 3600.0)  # 10:00
+        for k in range(3 * 3600):
+            full = 3600 <= k < 5400  # the thermostat is open 11:00-11:30
+            r = report(d.mono0_s + d.t_s, 180.0 if full else 1800.0)
+            r = dataclasses.replace(r, measured_heater_w=0.0 if full else 1500.0, tank_full=full)
+            d.heater.apply(r.output, r.now_s)
+            d.recorder(r)
+            d.t_s += 1.0
+        d.stop()
+    stats = compute_stats(db)
+    (day,) = stats.days
+    assert day.heater_kwh == pytest.approx(1.5 * 2.5, rel=1e-3)  # 2.5 h drawing 1500 W, not 1800 W from the knob
+    assert day.tank_full_at == "11:00"
+    assert day.tank_full_h == pytest.approx(0.5, abs=1e-3)
+    assert [k for k, _ in events(db) if k.startswith("tank")] == ["tank_full", "tank_closed"]

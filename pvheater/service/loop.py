@@ -27,6 +27,7 @@ of lines.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import threading
@@ -36,16 +37,22 @@ from typing import Protocol
 
 from pvheater.calibration.curve import Calibration
 from pvheater.config import Config
-from pvheater.control import controller, freshness, guard
+from pvheater.control import controller, freshness, guard, heater_response
 from pvheater.control.measurements import Measurements
 from pvheater.control.messages import SAFE_OFF, HeaterOutput, HeatRequest
 from pvheater.control.reserve import ForecastProvider, ReserveAdvice, ReserveSettings, ReserveState, reserve_step
+from pvheater.control.timeofday import format_hms
 from pvheater.errors import GxError
 
 log = logging.getLogger("pvheater")
 
 #: Longest wait of shutdown() for the pins lock (held only while a tick applies its output).
 PINS_WAIT_S = 1.0
+#: After the thermostat closed the power climbs back from the sense power at most this fast (the inverter keeps up).
+CLOSE_RAMP_W_PER_S = 80.0
+#: A drop of consumption like the heater's power that the next changes have not judged within this long parks the
+#: knob at the sense power (a load ending is judged sooner: the controller takes its power and the heater follows).
+SUSPECT_CAP_S = 6.0
 #: A status line is logged when the heater power moves by at least this much.
 STATUS_STEP_W = 100.0
 #: While the GX stays away: the first reminder after this long, then at doubling intervals up to REMINDER_MAX_S.
@@ -107,6 +114,10 @@ class TickReport:
     fault: str | None
     #: True when the tick failed inside the loop (not a GX error): the heater was switched off.
     loop_error: bool = False
+    #: What the heater draws by the GX's consumption (pvheater.control.heater_response); None: not known.
+    measured_heater_w: float | None = None
+    #: The heater response says the thermostat is open (the heater does not draw).
+    tank_full: bool = False
 
     @property
     def failsafe(self) -> bool:
@@ -198,6 +209,13 @@ class ControlLoop:
         self._status_key: tuple[bool, int, str | None] | None = None
         #: The last snapshot read, when the last read succeeded: one failed read while it is fresh reuses it.
         self._last_m: Measurements | None = None
+        #: What the heater really draws, from the consumption's response to deliberate changes.
+        self.response_state = heater_response.ResponseState()
+        #: The heater's power by the GX (None before the first sample) and when the tank was found full.
+        self.measured_heater_w: float | None = None
+        self.tank_full_since_s: float | None = None
+        #: When the thermostat closed again: the power climbs back from the sense power at CLOSE_RAMP_W_PER_S.
+        self._closed_s: float | None = None
 
     def tick(self, now_s: float, local_time: datetime.time | None, utc_s: float | None = None) -> TickReport:
         """One control step: read, decide, guard, apply. Never raises for a GX or loop error."""
@@ -222,6 +240,10 @@ class ControlLoop:
         self.controller_settings = controller.ControllerSettings(config.control, max_power_w)
         self.guard_settings = guard.GuardSettings.from_config(config)
         self.reserve_settings = ReserveSettings.from_config(config)
+        #: With the tank full the knob waits at this power; the relay opens after tank_full_open_after_s (0: never).
+        self.sense_power_w = config.heater.sense_power_pct / 100.0 * max_power_w
+        self.tank_full_open_after_s = config.heater.tank_full_open_after_s
+        self.response_settings = heater_response.ResponseSettings(max_power_w=max_power_w)
 
     def shutdown(self, now_s: float) -> None:
         """Relay open and knob to zero, e.g. on SIGTERM."""
@@ -283,9 +305,12 @@ class ControlLoop:
             self.freshness_state, frozen = freshness.step(self.freshness_state, m, self.freshness_settings)
         self._track_frozen(frozen, now_s)
         early = self._reserve(m, utc_s if local_time is not None else None)
+        expected_w = self._expected_heater_w()  # the command the snapshot m saw (before this tick's apply)
         self.controller_state, request = controller.step(
-            self.controller_state, m, self.controller_settings, now_s, self.heater.relay_on, early
+            self.controller_state, m, self.controller_settings, now_s, self.heater.relay_on, early,
+            cap_w=self._heater_cap_w(now_s),
         )
+        request = self._tank_full_cap(request, now_s)
         with self._pins:
             if self._tripped:  # the fail-safe opened the relay while this tick read: start over from off
                 self._tripped = False
@@ -301,8 +326,80 @@ class ControlLoop:
                 if self._failsafe_since_s is not None:
                     self.log.info("fresh GX data again after the fail-safe (%.0f s)", now_s - self._failsafe_since_s)
                     self._failsafe_since_s = None
+        usable = m is not None and fault is None and frozen is None and not output.failsafe
+        self._observe_heater(m if usable else None, expected_w, now_s, local_time)
         self._log_status(m, output)
-        return TickReport(now_s, m, request, output, fault)
+        return TickReport(now_s, m, request, output, fault, measured_heater_w=self.measured_heater_w,
+                          tank_full=self.tank_full_since_s is not None)
+
+    def _expected_heater_w(self) -> float:
+        """The heater power the calibration gives for the relay and servo angle in force now."""
+        angle_deg = self.heater.servo_angle_deg
+        if not self.heater.relay_on or angle_deg is None:
+            return 0.0
+        return self.heater.calibration.power_at(angle_deg)
+
+    def _observe_heater(
+        self, m: Measurements | None, expected_w: float, now_s: float, local_time: datetime.time | None
+    ) -> None:
+        """Feed the heater-response observer (None: no usable snapshot, the samples start over); log "tank full"
+        and the thermostat closing once each."""
+        if m is None:
+            self.response_state = dataclasses.replace(self.response_state, samples=(), suspect=False, next_s=None)
+        else:
+            self.response_state, event = heater_response.step(
+                self.response_state, m.time_s, m.consumption_w, expected_w, self.response_settings
+            )
+            if event is not None:
+                at = "clock not set" if local_time is None else local_time.strftime("%H:%M:%S")
+                if event.status == heater_response.NOT_DRAWING:
+                    self.tank_full_since_s = now_s
+                    self.log.info("tank full at %s: %s; knob waits at %.0f W", at, event.reason, self.sense_power_w)
+                elif self.tank_full_since_s is not None:
+                    lasted = format_hms(now_s - self.tank_full_since_s)
+                    self.tank_full_since_s = None
+                    self._closed_s = now_s
+                    self.log.info("thermostat closed at %s after %s tank full: %s", at, lasted, event.reason)
+                else:
+                    self.log.info("heater at %s: %s", at, event.reason)
+        self.measured_heater_w = heater_response.measured_heater_w(
+            self.response_state, expected_w, self.response_settings
+        )
+
+    def _heater_cap_w(self, now_s: float) -> float | None:
+        """The cap for controller.step: the sense power while the tank is full (or looks it), then a climb back
+        at CLOSE_RAMP_W_PER_S after the thermostat closed (the inverter keeps up)."""
+        if self.tank_full_since_s is not None or heater_response.suspect_for_s(self.response_state) >= SUSPECT_CAP_S:
+            return self._sense_command_w()
+        if self._closed_s is None:
+            return None
+        cap_w = self._sense_command_w() + CLOSE_RAMP_W_PER_S * (now_s - self._closed_s)
+        if cap_w >= self.controller_settings.max_power_w:
+            self._closed_s = None
+            return None
+        return cap_w
+
+    def _sense_command_w(self) -> float:
+        """The command that gives the sense power by the measured curve (a straight-line default reads low there)."""
+        ratio = heater_response.ratio_at(self.response_state, self.sense_power_w, self.response_settings)
+        return self.sense_power_w / min(max(ratio, 1.0 / 3.0), 1.0)
+
+    def _tank_full_cap(self, request: HeatRequest, now_s: float) -> HeatRequest:
+        """With the tank full (or a drop that looks like it) the power stays at the sense power; the relay opens
+        after tank_full_open_after_s when configured."""
+        full_since = self.tank_full_since_s
+        if full_since is None and heater_response.suspect_for_s(self.response_state) < SUSPECT_CAP_S:
+            return request
+        cs = self.controller_state
+        if cs.covered_w is not None:  # the load "covered" while the heater did not draw is not there to return to
+            self.controller_state = dataclasses.replace(cs, covered_w=None)
+        open_after_s = self.tank_full_open_after_s
+        if full_since is not None and open_after_s > 0 and now_s - full_since >= open_after_s:
+            return HeatRequest(False, 0.0, "tank full: relay open")
+        if not request.want_heat:
+            return request
+        why = "tank full" if full_since is not None else "heater stopped drawing?"
+        return HeatRequest(True, request.power_w, f"{why}: knob at the sense power")
 
     def _reserve(self, m: Measurements | None, utc_s: float | None) -> ReserveAdvice | None:
         """The forecast reserve's advice when it allows early heating, else None (the plain rule); logs changes."""
@@ -383,4 +480,4 @@ class ControlLoop:
         key = (output.relay_on, round(output.power_w / STATUS_STEP_W), self._fault)
         if key != self._status_key:
             self._status_key = key
-            self.log.info("%s", status_line(m, output, self.heater.servo_angle_deg))
+            self.log.info("%s", status_line(m, output, self.heater.servo_angle_deg, self.measured_heater_w))

@@ -46,7 +46,6 @@ from pvheater.config import Config
 from pvheater.control.measurements import Measurements
 from pvheater.errors import GxUnavailable
 from pvheater.service.loop import ControlLoop
-from pvheater.sim.meter_noise import with_meter_noise
 from pvheater.sim.metrics import compute_metrics
 from pvheater.sim.params import Actuation, BatteryParams, HeaterPlantParams, InverterParams, PlantParams
 from pvheater.sim.plant import (
@@ -65,8 +64,6 @@ from pvheater.sim.strategy import OracleStrategy
 DAY_S = 86_400
 #: Family scenarios start at noon (local time = UTC, midsummer: the sun is up).
 START_S = 12 * 3600.0
-#: A real meter's noise on the published AC powers, W (sigma): an ET340 or the MultiPlus never reads still.
-METER_NOISE_W = 2.0
 #: Step of the family runs, s (the GX publishes and the loop polls between whole seconds).
 DT_S = 0.25
 #: A relay edge at more heater power than this counts as a switching under load, W.
@@ -158,6 +155,21 @@ class FamilyPlant(Plant):
         super().__init__(day, start_s=start_s, soc_pct=spec.initial_soc_pct, params=day.params)
         self._real = spec.params.heater  # the knob geometry the controller sees
         self._map_cache: dict[float, float] = {}
+        self._noise = random.Random(spec.seed + 7919)
+
+    def gx_values(self) -> dict[str, float | None]:
+        """The GX registers, with the +-1 W of a real meter and shunt (they never sit exactly still).
+
+        Without it a plateau of PV and house load with the heater steady is a picture that does not
+        change at all, which the loop's frozen-data check (control/freshness.py) rightly takes for a
+        hung driver.
+        """
+        values = super().gx_values()
+        for name in ("grid_l1_w", "meter_l1_w", "ac_consumption_l1_w", "battery_power_w", "bms_power_w"):
+            v = values.get(name)
+            if isinstance(v, int | float):
+                values[name] = v + self._noise.choice((-1, 0, 1))
+        return values
 
     def _acceptance(self, dt_s: float) -> float:
         spec = self.spec
@@ -406,7 +418,6 @@ def run_spec(spec: FamilySpec, who: str, config: Config | None = None) -> Family
     cols = [array("d", bytes(8 * n)) for _ in range(8)]
     relay_col: list[bool] = []
     pubs = publish_times(spec, start, end) if who == "pvheater" else []
-    noise_rng = random.Random(spec.seed * 7919 + 17)
     pub_i = 0
     poll_next = start + spec.poll_offset_s
     poll_k = 0
@@ -427,8 +438,7 @@ def run_spec(spec: FamilySpec, who: str, config: Config | None = None) -> Family
         now = start + k * DT_S
         if loop is not None:
             while pub_i < len(pubs) and pubs[pub_i] <= now + 1e-9:
-                values = with_meter_noise(plant.gx_values(), noise_rng, METER_NOISE_W)
-                source.m = Measurements(time_s=pubs[pub_i], values=values)
+                source.m = Measurements(time_s=pubs[pub_i], values=plant.gx_values())
                 pub_i += 1
             if now >= poll_next - 1e-9:
                 source.fail = poll_k in spec.read_failures

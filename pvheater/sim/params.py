@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from pvheater.config import Config
 from pvheater.sim.regulators import RegulatorParams, zero_ten_duty_range
+from pvheater.sim.tank import TankParams
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,8 @@ class PlantParams:
     three_phase: bool = False
     meter_import_kwh0: float = 12345.0
     meter_export_kwh0: float = 678.0
+    #: A hot-water tank behind the element (None: the element always draws what the regulator gives).
+    tank: TankParams | None = None
 
 
 def config_for_plant(heater: HeaterPlantParams, base: Config | None = None) -> Config:

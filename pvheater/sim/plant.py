@@ -46,6 +46,7 @@ from pvheater.control.measurements import Measurements
 from pvheater.control.scr import conduction_for_power_fraction, phase_angle_power_fraction
 from pvheater.sim.params import Actuation, HeaterPlantParams, PlantParams
 from pvheater.sim.regulators import Regulator, make_regulator
+from pvheater.sim.tank import Tank
 
 if TYPE_CHECKING:
     from pvheater.sim.scenarios import ScenarioDay
@@ -135,6 +136,10 @@ class PlantTruth:
     servo_deg: float
     day: ScenarioDay
     params: PlantParams
+    #: False while a tank's thermostat is open (the element draws nothing); True without a tank.
+    tank_accepts: bool = True
+    #: The tank's water temperature (None: no tank).
+    tank_c: float | None = None
 
 
 @dataclass(frozen=True)
@@ -247,6 +252,8 @@ class Plant:
         self._idle_w = ip.idle_w
         self._inverter_max_w = ip.max_power_w
         self._mppt_max_w = p.mppt_max_w
+        #: The hot-water tank (None: the element always draws what the regulator gives).
+        self.tank: Tank | None = Tank(p.tank) if p.tank is not None else None
 
     # -- inputs and helpers ---------------------------------------------------------
 
@@ -290,6 +297,8 @@ class Plant:
             servo_deg=self.servo_deg,
             day=self.day,
             params=self.params,
+            tank_accepts=self.tank is None or self.tank.thermostat_closed,
+            tank_c=None if self.tank is None else self.tank.temp_c,
         )
 
     # -- stepping ---------------------------------------------------------------------
@@ -347,6 +356,10 @@ class Plant:
         else:
             heater = heater_power_w(relay, servo, hp)
             self._heater_cache = (relay, servo, heater)
+        tank = self.tank
+        if tank is not None:  # the thermostat decides what the element really draws
+            heater = tank.element_w(heater)
+            tank.advance(self.time_s, dt, heater)
 
         # ESS target for the inverter's AC output
         house = h1 + h2 + h3

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from pvheater.control.timeofday import hhmm_seconds as hhmm
 from pvheater.sim.params import BatteryParams, HeaterPlantParams, InverterParams, PlantParams
+from pvheater.sim.tank import FAMILY_DRAWS, TankParams, shower, tap
 
 DAY_S = 86_400
 HOUR_S = 3600
@@ -60,6 +61,8 @@ class Scenario:
     clouds_from: str = "07:30"
     heater: HeaterPlantParams = field(default_factory=HeaterPlantParams)
     battery: BatteryParams = field(default_factory=BatteryParams)
+    #: A hot-water tank with a thermostat behind the element (None: no tank, the element always draws).
+    tank: TankParams | None = None
 
     def plant_params(self) -> PlantParams:
         """The plant this scenario runs on."""
@@ -68,6 +71,7 @@ class Scenario:
             battery=self.battery,
             inverter=InverterParams(dc_feed_in=self.dc_feed_in),
             three_phase=self.three_phase,
+            tank=self.tank,
         )
 
 
@@ -295,6 +299,29 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+#: Days with a hot-water tank whose thermostat opens and closes (kept apart: the main matrix stays as it was).
+TANK_SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("tank_clear", "clear day, 150 l tank from 45 degC: the thermostat opens early afternoon", seed=11,
+                 tank=TankParams(start_c=45.0)),
+        Scenario(
+            "tank_shower_cloud",
+            "150 l tank full by early afternoon, then clouds and a shower at 15:00 close the thermostat again",
+            seed=12, clouds=True, clouds_from="14:30",
+            tank=TankParams(start_c=48.0, draws=(*FAMILY_DRAWS, shower("15:00", 10.0))),
+        ),
+        Scenario(
+            "tank_small", "30 l tank and a tap every hour: the thermostat cycles several times a day", seed=13,
+            tank=TankParams(volume_l=30.0, start_c=50.0, loss_w_at_40k=25.0,
+                            draws=tuple(tap(f"{h:02d}:20", 1.0) for h in range(7, 20))),
+        ),
+        Scenario("tank_hot_start", "clear day, the tank starts hot (59 degC): full within minutes of heating",
+                 seed=14, tank=TankParams(start_c=59.0, draws=())),
+    )
+}
+
+
 def scenario_names() -> list[str]:
     """Names of the built-in scenarios, in benchmark order."""
     return list(SCENARIOS)
@@ -303,7 +330,7 @@ def scenario_names() -> list[str]:
 def get_scenario(name: str) -> Scenario:
     """A built-in scenario by name; ValueError listing the names when unknown."""
     try:
-        return SCENARIOS[name]
+        return SCENARIOS[name] if name in SCENARIOS else TANK_SCENARIOS[name]
     except KeyError:
         raise ValueError(f"unknown scenario {name!r} (expected one of: {', '.join(SCENARIOS)})") from None
 

@@ -196,7 +196,7 @@ class OracleStrategy:
         """Follow the true surplus, optionally late."""
         if truth is None:
             raise ValueError("the oracle needs the plant's truth")
-        target = min(truth.surplus_w, self._heater.max_power_w)
+        target = min(truth.surplus_w, self._heater.max_power_w) if truth.tank_accepts else 0.0
         self._relay = target >= (self._off_w if self._relay else self._on_w)
         if self._relay and target != self._target_w:
             self._target_w = target

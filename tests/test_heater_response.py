@@ -1,0 +1,107 @@
+"""Heater response (pvheater.control.heater_response): table-driven synthetic GX samples.
+
+Each case is a few seconds of a heater whose real power is ``ratio x`` the
+expected power of the command two samples earlier (servo slew, GX publish),
+or 0 while its thermostat is open, on top of a house load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from pvheater.control import heater_response as hr
+
+S = hr.ResponseSettings(max_power_w=2000.0)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    seconds: int
+    command_w: Callable[[float], float]
+    house_w: Callable[[float], float]
+    draws: Callable[[float], bool]
+    ratio: float
+    #: (status, earliest s, latest s) of events that must happen, and statuses that must never be reported.
+    expect: tuple[tuple[str, float, float], ...]
+    never: tuple[str, ...] = ()
+
+
+def _ramp(t: float, start: float = 5.0, rate: float = 150.0, top: float = 1800.0) -> float:
+    return 0.0 if t < start else min(top, 300.0 + rate * (t - start))
+
+
+def _steps(t: float) -> float:
+    return [0.0, 600.0, 1200.0, 800.0, 1600.0, 1000.0, 1800.0, 1400.0][min(7, int(t // 8))]
+
+
+CASES = (
+    Case("drawing while ramping", 60, _ramp, lambda t: 300.0, lambda t: True, 1.0,
+         ((hr.DRAWING, 5, 30),), never=(hr.NOT_DRAWING,)),
+    Case("drawing on knob steps", 64, _steps, lambda t: 300.0, lambda t: True, 1.0,
+         ((hr.DRAWING, 8, 20),), never=(hr.NOT_DRAWING,)),
+    # two windows without a response are needed: a ramp of 15 s at 100 W/s (a short raise is not enough)
+    Case("tank full from the start: raises get no response", 60, lambda t: _ramp(t, rate=100.0),
+         lambda t: 300.0, lambda t: False, 1.0, ((hr.NOT_DRAWING, 5, 30),)),
+    Case("thermostat opens at full power: the drop, then no response to the sense power", 70,
+         lambda t: 1800.0 if t < 41 else 200.0, lambda t: 300.0, lambda t: t < 40, 1.0,
+         ((hr.NOT_DRAWING, 40, 55),)),
+    Case("a kettle ends at full heater power: the heater still draws", 70,
+         lambda t: _steps(t) if t < 41 else 200.0, lambda t: 2300.0 if t < 40 else 300.0, lambda t: True, 1.0,
+         ((hr.DRAWING, 8, 30),), never=(hr.NOT_DRAWING,)),
+    Case("the house steps up as the knob steps down (flat consumption) once", 80,
+         lambda t: 1600.0 if t < 30 else 900.0 if t < 50 else 1500.0,
+         lambda t: 300.0 if t < 32 else 1000.0, lambda t: True, 1.0,
+         (), never=(hr.NOT_DRAWING,)),
+    Case("thermostat closes while parked at the sense power", 90,
+         lambda t: _ramp(t) if t < 30 else 200.0, lambda t: 300.0, lambda t: t >= 60, 1.0,
+         ((hr.NOT_DRAWING, 10, 40), (hr.DRAWING, 60, 65))),
+)
+
+
+def _run(case: Case) -> tuple[list[hr.ResponseEvent], hr.ResponseState]:
+    state = hr.ResponseState()
+    events = []
+    lag = S.lag_samples
+    for k in range(case.seconds):
+        t = float(k)
+        heater = case.ratio * case.command_w(t - lag) if case.draws(t) and t >= lag else 0.0
+        state, event = hr.step(state, t, case.house_w(t) + heater, case.command_w(t), S)
+        if event is not None:
+            events.append(event)
+    return events, state
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_heater_state(case: Case) -> None:
+    events, _ = _run(case)
+    seen = [(e.status, e.time_s) for e in events]
+    for status, earliest, latest in case.expect:
+        hit = any(s == status and earliest <= t <= latest for s, t in seen)
+        assert hit, f"{status} in {earliest}..{latest}: {seen}"
+    for status in case.never:
+        assert all(s != status for s, _ in seen), seen
+
+
+def test_same_snapshot_twice_is_one_sample() -> None:
+    state, _ = hr.step(hr.ResponseState(), 1.0, 500.0, 0.0, S)
+    again, event = hr.step(state, 1.0, 900.0, 0.0, S)
+    assert again == state and event is None
+
+
+def test_curve_correction_learns_a_low_mains_voltage() -> None:
+    # the element gives 81 % of the calibration (0.9 x the voltage): the measured power follows it
+    case = Case("low mains", 200, lambda t: [0.0, 400.0, 900.0, 1400.0, 1900.0, 600.0, 1100.0, 1600.0,
+                                             300.0, 2000.0, 800.0, 1300.0][int(t // 8) % 12],
+                lambda t: 300.0, lambda t: True, 0.81, ())
+    _, state = _run(case)
+    assert hr.measured_heater_w(state, 1500.0, S) == pytest.approx(0.81 * 1500.0, rel=0.06)
+
+
+def test_not_drawing_measures_zero() -> None:
+    state = hr.ResponseState(status=hr.NOT_DRAWING)
+    assert hr.measured_heater_w(state, 1500.0, S) == 0.0
+    assert hr.measured_heater_w(hr.ResponseState(), 1500.0, S) == 1500.0
