@@ -98,7 +98,8 @@ def refuse_implausible(values: dict[str, float | None]) -> dict[str, str]:
     physical impossibility:
 
     - PV 0 W (system or MPPT) while the battery charges more than the grid
-      imports: the charge comes from PV, so PV is unknown;
+      (and AC-coupled PV) gives: the charge comes from PV, so PV is unknown; AC
+      PV 0 W on every phase while the battery charges more than grid and DC PV give;
     - grid (system or meter) 0 W on a phase with consumption and no inverter
       output on it: that consumption comes from the grid;
     - consumption 0 W on a phase the inverter feeds;
@@ -133,6 +134,15 @@ def refuse_implausible(values: dict[str, float | None]) -> dict[str, str]:
         for name in ("pv_dc_w", "mppt_yield_w"):
             if known(name) == 0:
                 refuse(name, f"0 W while the battery charges {battery_w:.0f} W, more than the grid gives")
+    dc_pv_w = known("pv_dc_w")
+    if dc_pv_w is None:
+        dc_pv_w = known("mppt_yield_w")
+    grid_import_w = max(0.0, grid_w or 0.0)
+    if (battery_w is not None and grid_w is not None and ac_pv_w == 0
+            and battery_w > grid_import_w + (dc_pv_w or 0.0) + BALANCE_MARGIN_W):
+        for name in ("pv_ac_out_l1_w", "pv_ac_out_l2_w", "pv_ac_out_l3_w"):
+            if known(name) == 0:
+                refuse(name, f"0 W while the battery charges {battery_w:.0f} W, more than grid and DC PV give")
     for n in (1, 2, 3):
         consumption = known(f"ac_consumption_l{n}_w")
         inverter = known(f"vebus_ac_out_l{n}_w")

@@ -93,6 +93,8 @@ class Measurements:
     @property
     def pv_w(self) -> float | None:
         """All PV: DC (all solar chargers) plus AC-coupled PV on the inverter output; None when neither is known."""
+        if self.refused.intersection(f"pv_ac_out_l{n}_w" for n in (1, 2, 3)):
+            return None  # AC PV is there but unknown: a sum without it would read low
         parts = [p for p in (self.pv_dc_w, self.pv_ac_w) if p is not None]
         return sum(parts) if parts else None
 
