@@ -74,10 +74,11 @@ def cap_w(state: CapState, m: Measurements | None, settings: CapSettings) -> tup
     The headroom is the rating minus the margin minus the phase's consumption,
     which includes what the heater drew when the sample was taken -- so no
     estimate of the heater's power (nor the calibration's accuracy) enters it.
-    Short of headroom, the heater gives up the shortfall at once from its last
-    command; with headroom it may rise by half of it above the least command the
-    sample may not show yet (a sample lags the servo: rising by all of it could
-    overshoot, and then swing).
+    Both steps start from the least command the sample may not show yet (the
+    servo lags; that command is at most what the heater drew), so the command
+    never exceeds the rating minus the house the sample showed. Short of
+    headroom the heater gives up all the shortfall at once; with headroom it
+    rises by half of it (all of it, against a lagging sample, would swing).
     """
     rating = rating_w(m, settings)
     if rating is None:
@@ -86,8 +87,8 @@ def cap_w(state: CapState, m: Measurements | None, settings: CapSettings) -> tup
     if m is None or consumption is None or f"ac_consumption_l{settings.phase}_w" in m.refused:
         return 0.0, f"off-grid: consumption on L{settings.phase} unknown"
     headroom_w = rating - settings.margin_w - consumption
-    last_w, least_w = _last_and_least_w(state, m.time_s, settings.settle_s)
-    cap = last_w + headroom_w if headroom_w < 0 else least_w + 0.5 * headroom_w
+    _, least_w = _last_and_least_w(state, m.time_s, settings.settle_s)
+    cap = least_w + headroom_w if headroom_w < 0 else least_w + 0.5 * headroom_w
     cap = max(0.0, cap)
     return cap, (f"off-grid cap {cap:.0f} W (inverter {rating:.0f} W, L{settings.phase} consumes "
                  f"{consumption:.0f} W)")
