@@ -48,7 +48,7 @@ def offgrid_day() -> DayRecord:
         m = Measurements(time_s=float(k), values=plant.gx_values())
         act = strategy.decide(float(k), m, plant.truth())
         out = strategy.loop.last.output
-        if out.relay_on and out.power_w > 0.0:  # the command never asks for more than the rating leaves beside the house
+        if out.relay_on and out.power_w > 0.0:  # how far a command goes beyond what the rating leaves
             house_now = (m.get("ac_consumption_l1_w") or 0.0) - plant.heater_w
             tick_excess = max(tick_excess, house_now + out.power_w - (RATING_W - limits.MARGIN_W))
         plant.step(1.0, act)
