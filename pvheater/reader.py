@@ -66,8 +66,16 @@ EXCEPTION_NAMES = {
     0x0A: "gateway path unavailable",
     0x0B: "gateway target failed to respond",
 }
-#: Unit IDs a Venus GX family device commonly uses, probed first by discovery.
-KNOWN_UNIT_IDS: tuple[int, ...] = (100, 0, 242, 227, 228, 245, 243, 239, 225, 30, 40, 31, 32, 41, 226, 246, 244)
+#: Unit IDs a GX can have, probed by discovery (the common ones first): the system (100, 0); the unit IDs that
+#: Victron's unitid2di.csv maps to device instances above 247 -- VE.Bus ports (Venus GX 242, Cerbo GX 227,
+#: MultiPlus-II / EasySolar-II GX 228, CCGX 246), VE.Direct ports (Venus GX 245 243, Cerbo GX 226 224 223,
+#: MultiPlus-II GX 229 230, CCGX 247 245, USB 231-239), the CAN-bus BMS 225, further ttys 204-222 and 244;
+#: and devices whose unit ID is their device instance: energy meters (VRM instance, often 30-33, 40-43),
+#: VE.Can solar chargers and BMSs (small instances, 1-9).
+KNOWN_UNIT_IDS: tuple[int, ...] = (
+    100, 0, 242, 227, 228, 245, 243, 226, 224, 223, 229, 230, 239, 225, 30, 40, 31, 32, 33, 41, 42, 43, 246, 247,
+    244, *range(231, 239), *range(204, 223), *range(1, 10),
+)
 #: The only function code pvheater sends (read holding registers), and its exception reply.
 READ_HOLDING = 0x03
 READ_HOLDING_EXCEPTION = 0x83

@@ -166,3 +166,49 @@ def test_ac_coupled_pv_throttled_with_a_full_battery_is_hidden_surplus(
     sim.set_values({"bms_soc_pct": 90, "battery_soc_pct": 90})  # charging: the PV inverter is not held back
     m, _ = _read(sim, register_map)
     assert not m.pv_curtailed
+
+
+# --- discovery and unit-ID numbering ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "gx_type, units",
+    [
+        ("Venus GX", UnitIds(vebus=242, mppt=245, bms=225, grid=30)),
+        ("Cerbo GX", UnitIds(vebus=227, mppt=226, bms=225, grid=40)),
+        ("MultiPlus-II GX", UnitIds(vebus=228, mppt=229, bms=225, grid=31)),
+        ("CCGX", UnitIds(vebus=246, mppt=247, bms=None, grid=None)),
+    ],
+)
+def test_discovery_finds_each_gx_types_unit_ids_and_says_how_many_reads(
+    register_map: RegisterMap, gx_type: str, units: UnitIds, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pvheater.commands.read_registers import chosen_unit_ids, discover
+    from pvheater.reader import KNOWN_UNIT_IDS
+
+    with GxSimulator(register_map, units) as simulator:
+        gx = replace(GxConfig(), host="127.0.0.1", port=simulator.port, timeout_s=1.0)
+        with GxReader(gx, register_map) as reader:
+            found = discover(reader, full=False)
+        sent = len(simulator.requests)
+    chosen = chosen_unit_ids(found, register_map)
+    for role in ("vebus", "mppt", "bms", "grid"):
+        expected = getattr(units, role)
+        assert (chosen[role][:1] or [None]) == [expected], f"{gx_type}: {role}"
+    err = capsys.readouterr().err
+    assert f"probing {len(KNOWN_UNIT_IDS)} unit IDs with up to {5 * len(KNOWN_UNIT_IDS)} short reads" in err
+    assert sent <= 5 * len(KNOWN_UNIT_IDS) and "warning" not in err
+
+
+def test_discover_full_warns_that_each_miss_is_an_error_on_the_gx(
+    register_map: RegisterMap, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pvheater.commands.read_registers import discover
+
+    with GxSimulator(register_map, UnitIds()) as simulator:
+        gx = replace(GxConfig(), host="127.0.0.1", port=simulator.port, timeout_s=1.0)
+        with GxReader(gx, register_map) as reader:
+            discover(reader, full=True)
+    err = capsys.readouterr().err
+    assert "probing 248 unit IDs with up to 1240 short reads" in err
+    assert "logged at ERROR in the GX's own log" in err
