@@ -52,9 +52,22 @@ class GxConfig:
     reconnect_min_s: float = setting(1.0, "first wait before reconnecting", min=0.1, max=600.0)
     reconnect_max_s: float = setting(60.0, "longest wait between reconnects", min=0.1, max=3600.0)
     unit_ids: UnitIds = field(default_factory=UnitIds, metadata={"doc": "unit ID per device"})
+    solar_chargers: tuple[int, ...] | None = setting(
+        None, "unit IDs of further solar chargers beyond unit_ids.mppt (VE.Direct or VE.Can), summed", min=0, max=247
+    )
+    off_grid: bool = setting(False, "no grid: the inverter's continuous rating caps heater + house")
+    inverter_rating_w: float | None = setting(
+        None, "inverter continuous rating, W, on the heater's phase (null: the VE.Bus nominal power)",
+        min=100.0, max=200000.0,
+    )
+    heater_phase: int = setting(1, "the phase (1-3) the heater is wired to", min=1, max=3)
 
     def check(self) -> list[tuple[str, str]]:
         """Cross-field checks: (key, message) pairs."""
+        if self.solar_chargers is not None:
+            for i, uid in enumerate(self.solar_chargers):
+                if not 0 <= uid <= 247:
+                    return [(f"solar_chargers[{i}]", f"expected an integer from 0 to 247, got {uid}")]
         if not valid_host(self.host):
             return [("host", "expected an IP address or a host name (dot-separated labels of 1 to 63 letters, "
                      f"digits, '-' or '_', at most 253 characters), got {_clip(self.host)}")]

@@ -35,7 +35,7 @@ from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from pvheater.config import GxConfig
-from pvheater.control.measurements import Measurements
+from pvheater.control.measurements import CHARGER_SEPARATOR, Measurements
 from pvheater.errors import DeviceAbsent, GxError, GxUnavailable
 from pvheater.registers import Block, Register, RegisterMap, plan_blocks
 
@@ -66,8 +66,16 @@ EXCEPTION_NAMES = {
     0x0A: "gateway path unavailable",
     0x0B: "gateway target failed to respond",
 }
-#: Unit IDs a Venus GX family device commonly uses, probed first by discovery.
-KNOWN_UNIT_IDS: tuple[int, ...] = (100, 0, 242, 227, 228, 245, 243, 239, 225, 30, 40, 31, 32, 41, 226, 246, 244)
+#: Unit IDs a GX can have, probed by discovery (the common ones first): the system (100, 0); the unit IDs that
+#: Victron's unitid2di.csv maps to device instances above 247 -- VE.Bus ports (Venus GX 242, Cerbo GX 227,
+#: MultiPlus-II / EasySolar-II GX 228, CCGX 246), VE.Direct ports (Venus GX 245 243, Cerbo GX 226 224 223,
+#: MultiPlus-II GX 229 230, CCGX 247 245, USB 231-239), the CAN-bus BMS 225, further ttys 204-222 and 244;
+#: and devices whose unit ID is their device instance: energy meters (VRM instance, often 30-33, 40-43),
+#: VE.Can solar chargers and BMSs (small instances, 1-9).
+KNOWN_UNIT_IDS: tuple[int, ...] = (
+    100, 0, 242, 227, 228, 245, 243, 226, 224, 223, 229, 230, 239, 225, 30, 40, 31, 32, 33, 41, 42, 43, 246, 247,
+    244, *range(231, 239), *range(204, 223), *range(1, 10),
+)
 #: The only function code pvheater sends (read holding registers), and its exception reply.
 READ_HOLDING = 0x03
 READ_HOLDING_EXCEPTION = 0x83
@@ -98,11 +106,17 @@ def refuse_implausible(values: dict[str, float | None]) -> dict[str, str]:
     physical impossibility:
 
     - PV 0 W (system or MPPT) while the battery charges more than the grid
-      imports: the charge comes from PV, so PV is unknown;
+      (and AC-coupled PV) gives: the charge comes from PV, so PV is unknown; AC
+      PV 0 W on every phase while the battery charges more than grid and DC PV give;
     - grid (system or meter) 0 W on a phase with consumption and no inverter
       output on it: that consumption comes from the grid;
     - consumption 0 W on a phase the inverter feeds;
-    - battery power 0 W with a battery current of 1 A or more, and the reverse;
+    - grid 0 W on a phase whose loads take more than the inverter (and AC PV) give, or
+      whose inverter draws from its AC input;
+    - consumption 0 W on a phase importing power the inverter does not take;
+    - inverter AC out 0 W on a phase consuming more than grid and AC PV give, AC in
+      0 W on a phase importing more than it consumes;
+    - battery power (system or BMS) 0 W with a battery current of 1 A or more, and the reverse;
     - battery power (int16) far from voltage x current, or with the current
       unknown: a wrapped register cannot be ruled out.
     """
@@ -122,21 +136,53 @@ def refuse_implausible(values: dict[str, float | None]) -> dict[str, str]:
         battery_w = known("bms_power_w")
     grid = [known(f"grid_l{n}_w") for n in (1, 2, 3)]
     grid_w = sum(g for g in grid if g is not None) if any(g is not None for g in grid) else None
-    import_w = max(0.0, grid_w or 0.0)
+    ac_pv_w = sum(known(f"pv_ac_out_l{n}_w") or 0.0 for n in (1, 2, 3))
+    import_w = max(0.0, grid_w or 0.0) + ac_pv_w  # AC-coupled PV charges the battery through the inverter
     if battery_w is not None and grid_w is not None and battery_w > import_w + BALANCE_MARGIN_W:
         for name in ("pv_dc_w", "mppt_yield_w"):
             if known(name) == 0:
                 refuse(name, f"0 W while the battery charges {battery_w:.0f} W, more than the grid gives")
+    dc_pv_w = known("pv_dc_w")
+    if dc_pv_w is None:
+        dc_pv_w = known("mppt_yield_w")
+    grid_import_w = max(0.0, grid_w or 0.0)
+    if (battery_w is not None and grid_w is not None and ac_pv_w == 0
+            and battery_w > grid_import_w + (dc_pv_w or 0.0) + BALANCE_MARGIN_W):
+        for name in ("pv_ac_out_l1_w", "pv_ac_out_l2_w", "pv_ac_out_l3_w"):
+            if known(name) == 0:
+                refuse(name, f"0 W while the battery charges {battery_w:.0f} W, more than grid and DC PV give")
     for n in (1, 2, 3):
         consumption = known(f"ac_consumption_l{n}_w")
         inverter = known(f"vebus_ac_out_l{n}_w")
-        if consumption is not None and consumption > BALANCE_MARGIN_W and inverter is not None and abs(inverter) < 20:
+        multi_in = known(f"vebus_ac_in_l{n}_w")
+        pv_ac = known(f"pv_ac_out_l{n}_w") or 0.0
+        if consumption is not None and inverter is not None and consumption > inverter + pv_ac + BALANCE_MARGIN_W:
             for name in (f"grid_l{n}_w", f"meter_l{n}_w"):
                 if known(name) == 0:
-                    refuse(name, f"0 W while L{n} consumes {consumption:.0f} W and the inverter gives none")
+                    refuse(name, f"0 W while L{n} consumes {consumption:.0f} W and the inverter gives {inverter:.0f} W")
+        if multi_in is not None and multi_in > BALANCE_MARGIN_W:
+            for name in (f"grid_l{n}_w", f"meter_l{n}_w"):
+                if known(name) == 0:
+                    refuse(name, f"0 W while the inverter draws {multi_in:.0f} W from the grid on L{n}")
+        grid_n = values.get(f"grid_l{n}_w")  # after the grid's own checks: a refused grid blames nothing else
+        if grid_n is None:
+            grid_n = values.get(f"meter_l{n}_w")
         if inverter is not None and inverter > BALANCE_MARGIN_W and known(f"ac_consumption_l{n}_w") == 0:
             refuse(f"ac_consumption_l{n}_w", f"0 W while the inverter feeds L{n} with {inverter:.0f} W")
+        if (grid_n is not None and grid_n > BALANCE_MARGIN_W and multi_in is not None and abs(multi_in) < 20
+                and known(f"ac_consumption_l{n}_w") == 0):
+            refuse(f"ac_consumption_l{n}_w", f"0 W while L{n} imports {grid_n:.0f} W the inverter does not take")
+        if (consumption is not None and grid_n is not None and consumption > grid_n + pv_ac + BALANCE_MARGIN_W
+                and known(f"vebus_ac_out_l{n}_w") == 0):
+            refuse(f"vebus_ac_out_l{n}_w", f"0 W while L{n} consumes {consumption:.0f} W, more than the grid gives")
+        if (grid_n is not None and consumption is not None and grid_n > consumption + BALANCE_MARGIN_W
+                and known(f"vebus_ac_in_l{n}_w") == 0):
+            refuse(f"vebus_ac_in_l{n}_w", f"0 W while L{n} imports {grid_n:.0f} W beyond its {consumption:.0f} W loads")
     power, current, volts = known("battery_power_w"), known("battery_current_a"), known("battery_voltage_v")
+    bms = known("bms_power_w")
+    if bms == 0 and ((current is not None and abs(current) >= 1.0) or (power is not None and abs(power) >= 50)):
+        refuse("bms_power_w", "0 W while the system sees the battery " + (
+            f"at {current:g} A" if current is not None and abs(current) >= 1.0 else f"at {power:.0f} W"))
     if power == 0 and current is not None and abs(current) >= 1.0:
         refuse("battery_power_w", f"0 W with {current:g} A")
     elif current == 0 and power is not None and abs(power) >= BALANCE_MARGIN_W:
@@ -282,11 +328,20 @@ class GxReader:
         self._map = register_map
         self._clock = clock
         self._client: _DeadlineClient | None = None
-        self._plan: list[tuple[str, int, Block]] = []
+        #: (role or "mppt#<unit>" for an extra solar charger, unit ID, block, suffix of its value names).
+        self._plan: list[tuple[str, int, Block, str]] = []
         for role, device in register_map.devices.items():
             unit_id = getattr(gx.unit_ids, role, None)
             if unit_id is not None:
-                self._plan.extend((role, unit_id, block) for block in plan_blocks(device))
+                self._plan.extend((role, unit_id, block, "") for block in plan_blocks(device))
+        self._extra_chargers: tuple[int, ...] = ()
+        if "mppt" in register_map.devices and gx.solar_chargers:
+            self._extra_chargers = tuple(u for u in dict.fromkeys(gx.solar_chargers) if u != gx.unit_ids.mppt)
+            for unit_id in self._extra_chargers:
+                suffix = f"{CHARGER_SEPARATOR}{unit_id}"
+                self._plan.extend(
+                    (f"mppt{suffix}", unit_id, block, suffix) for block in plan_blocks(register_map.devices["mppt"])
+                )
         #: Why each absent role was not read in the last read(), by role.
         self.problems: dict[str, str] = {}
         self.refused: dict[str, str] = {}
@@ -315,7 +370,7 @@ class GxReader:
         stamp_s: float | None = None
         try:
             client = self._connect()
-            for role, unit_id, block in self._plan:
+            for role, unit_id, block, suffix in self._plan:
                 if role in absent:
                     continue
                 if stamp_s is None:
@@ -327,7 +382,7 @@ class GxReader:
                     continue
                 for reg in block.registers:
                     offset = reg.address - block.address
-                    values[reg.name] = decode_words(reg, words[offset : offset + reg.words])
+                    values[reg.name + suffix] = decode_words(reg, words[offset : offset + reg.words])
         except (ModbusException, OSError) as exc:
             raise self._unavailable(exc) from None
         self._succeeded()
@@ -336,9 +391,20 @@ class GxReader:
         self.problems = absent
         #: Values the energy balance refuted in the last read (now None), with the reason, by register name.
         self.refused = refuse_implausible(values)
+        self._sum_chargers(values, absent)
         return Measurements(
-            time_s=self._clock() if stamp_s is None else stamp_s, values=values, absent_roles=frozenset(absent)
+            time_s=self._clock() if stamp_s is None else stamp_s, values=values, absent_roles=frozenset(absent),
+            refused=frozenset(self.refused),
         )
+
+    def _sum_chargers(self, values: dict[str, float | None], absent: dict[str, str]) -> None:
+        """With several solar chargers, mppt_yield_w becomes their sum (None when one of them is unknown)."""
+        if not self._extra_chargers:
+            return
+        yields = [values.get("mppt_yield_w")] + [
+            values.get(f"mppt_yield_w{CHARGER_SEPARATOR}{u}") for u in self._extra_chargers
+        ]
+        values["mppt_yield_w"] = None if any(y is None for y in yields) else sum(y for y in yields if y is not None)
 
     def probe(self, unit_id: int) -> tuple[str, ...]:
         """Which mapped roles answer at a unit ID, within timeout_s (reads each role's first register; never writes)."""

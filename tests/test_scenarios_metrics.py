@@ -31,6 +31,7 @@ def test_the_named_scenarios() -> None:
     assert scenario_names() == [
         "clear", "clouds", "morning60", "house_steps", "dc_feedin", "three_phase", "gx_outage",
         "morning60_forecast_good", "morning60_forecast_over",
+        "multi_mppt", "ac_coupled", "ac_coupled_offgrid", "offgrid", "three_multis",
     ]
     with pytest.raises(ValueError, match=r"unknown scenario 'sunny'.*clear, clouds"):
         get_scenario("sunny")

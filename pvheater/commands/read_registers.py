@@ -19,8 +19,10 @@ With --discover the known Venus GX unit IDs (--full: all 0-247) are probed by
 reading one register of each role; the result is printed as a paste-ready
 `gx:` block (host, port when not 502, the indented unit_ids) whose keys
 replace those of the gx: section in config.yaml (with --json: {"unit_ids": {...},
-"found": {"245": ["mppt"], ...}}). --full sends one read per role and unit ID,
-about 1240 short reads.
+"found": {"245": ["mppt"], ...}}). Discovery probes the unit IDs a GX can have (reader.KNOWN_UNIT_IDS, from
+Victron's unitid2di.csv and the device types) and says on stderr how many
+reads it sends; --full sends one read per role and unit ID, 1240 short reads,
+and warns that each miss is an ERROR line in the GX's own log.
 """
 
 from __future__ import annotations
@@ -165,6 +167,12 @@ def discover(reader: GxReader, full: bool) -> dict[int, tuple[str, ...]]:
     units = list(KNOWN_UNIT_IDS)
     if full:
         units += [u for u in range(MAX_UNIT_ID + 1) if u not in KNOWN_UNIT_IDS]
+    role_count = len(reader.unit_ids)
+    reads = len(units) * role_count
+    print(f"probing {len(units)} unit IDs with up to {reads} short reads ({role_count} roles each)", file=sys.stderr)
+    if full:
+        print("warning: --full: every unit ID or role that is not there is logged at ERROR in the GX's own log "
+              f"(up to {reads} lines)", file=sys.stderr)
     found: dict[int, tuple[str, ...]] = {}
     for unit_id in units:
         roles = reader.probe(unit_id)

@@ -11,12 +11,22 @@ MPPT_FULL_STATES = frozenset({4, 5, 6})  # absorption, float, storage
 #: /MppOperationMode value meaning "voltage/current limited" (holding PV back).
 MPPT_MODE_LIMITED = 1
 MPPT_MODE_TRACKING = 2
+#: SoC from which AC-coupled PV on the inverter output counts as throttled (frequency shift) when it produces.
+AC_PV_FULL_SOC_PCT = 98.0
+#: AC-coupled PV below this (W) is standby, not a throttled inverter.
+AC_PV_MIN_W = 50.0
+#: Separator of an extra solar charger's values: "mppt_state#2" is the state of the charger at unit ID 2.
+CHARGER_SEPARATOR = "#"
 
 
-def _sum_phases(values: Mapping[str, float | None], prefix: str, suffix: str) -> float | None:
-    """Sum L1-L3 of a quantity; None when no phase is valid."""
-    phases = [values.get(f"{prefix}_l{n}_{suffix}") for n in (1, 2, 3)]
-    valid = [v for v in phases if v is not None]
+def _sum_phases(
+    values: Mapping[str, float | None], prefix: str, suffix: str, refused: frozenset[str] = frozenset()
+) -> float | None:
+    """Sum L1-L3 of a quantity; None when no phase is valid or a phase was refused (the sum would hide it)."""
+    names = [f"{prefix}_l{n}_{suffix}" for n in (1, 2, 3)]
+    if refused.intersection(names):
+        return None
+    valid = [v for v in (values.get(name) for name in names) if v is not None]
     return sum(valid) if valid else None
 
 
@@ -32,6 +42,8 @@ class Measurements:
     time_s: float
     values: Mapping[str, float | None] = field(default_factory=dict)
     absent_roles: frozenset[str] = frozenset()
+    #: Register names whose reading the energy balance refuted (now None): a phase sum never skips them.
+    refused: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "values", MappingProxyType(dict(self.values)))
@@ -55,19 +67,51 @@ class Measurements:
     @property
     def grid_w(self) -> float | None:
         """Grid power summed over phases, positive while importing."""
-        grid = _sum_phases(self.values, "grid", "w")
-        return grid if grid is not None else _sum_phases(self.values, "meter", "w")
+        grid = _sum_phases(self.values, "grid", "w", self.refused)
+        return grid if grid is not None else _sum_phases(self.values, "meter", "w", self.refused)
+
+    def phase_w(self, prefix: str, phase: int) -> float | None:
+        """One phase of a quantity by register prefix ("grid", "ac_consumption", "vebus_ac_out"), None unknown."""
+        return self.values.get(f"{prefix}_l{phase}_w")
 
     @property
     def consumption_w(self) -> float | None:
         """AC consumption (house + heater) summed over phases."""
-        return _sum_phases(self.values, "ac_consumption", "w")
+        return _sum_phases(self.values, "ac_consumption", "w", self.refused)
+
+    @property
+    def pv_ac_w(self) -> float | None:
+        """AC-coupled PV on the inverter output (/Ac/PvOnOutput), summed over phases; None without one."""
+        return _sum_phases(self.values, "pv_ac_out", "w", self.refused)
+
+    @property
+    def pv_dc_w(self) -> float | None:
+        """PV power on DC: the system's total of all solar chargers, else the chargers' summed yield."""
+        pv = self.values.get("pv_dc_w")
+        return pv if pv is not None else self.values.get("mppt_yield_w")
 
     @property
     def pv_w(self) -> float | None:
-        """PV power on DC: the system's total, else the MPPT's yield."""
-        pv = self.values.get("pv_dc_w")
-        return pv if pv is not None else self.values.get("mppt_yield_w")
+        """All PV: DC (all solar chargers) plus AC-coupled PV on the inverter output; None when neither is known."""
+        if self.refused.intersection(f"pv_ac_out_l{n}_w" for n in (1, 2, 3)):
+            return None  # AC PV is there but unknown: a sum without it would read low
+        parts = [p for p in (self.pv_dc_w, self.pv_ac_w) if p is not None]
+        return sum(parts) if parts else None
+
+    @property
+    def inverter_rating_w(self) -> float | None:
+        """The VE.Bus system's nominal (continuous) inverter power, all phases; None when not published."""
+        return self.values.get("vebus_nominal_power_w")
+
+    def chargers(self) -> list[tuple[int | None, int | None]]:
+        """(state, MppOperationMode) of every solar charger read: the first (unit_ids.mppt), then the extra ones."""
+        found = [(self.mppt_state, self.mppt_mode)]
+        for name, value in self.values.items():
+            base, sep, unit = name.partition(CHARGER_SEPARATOR)
+            if sep and base == "mppt_state":
+                mode = self.values.get(f"mppt_operation_mode{CHARGER_SEPARATOR}{unit}")
+                found.append((None if value is None else int(value), None if mode is None else int(mode)))
+        return found
 
     @property
     def mppt_state(self) -> int | None:
@@ -83,5 +127,17 @@ class Measurements:
 
     @property
     def pv_curtailed(self) -> bool:
-        """True when the MPPT holds PV back because the battery is full (hidden surplus)."""
-        return self.mppt_mode == MPPT_MODE_LIMITED and self.mppt_state in MPPT_FULL_STATES
+        """True when PV is held back because the battery is full (hidden surplus).
+
+        Any solar charger voltage/current limited in absorption, float or storage;
+        or AC-coupled PV producing on the inverter output with the battery full and
+        not discharging (its inverter is throttled by frequency shift: it has no
+        MppOperationMode, so the battery tells).
+        """
+        if any(mode == MPPT_MODE_LIMITED and state in MPPT_FULL_STATES for state, mode in self.chargers()):
+            return True
+        ac_pv, soc, battery = self.pv_ac_w, self.soc_pct, self.battery_w
+        return (
+            ac_pv is not None and ac_pv >= AC_PV_MIN_W and soc is not None and soc >= AC_PV_FULL_SOC_PCT
+            and battery is not None and battery >= 0.0
+        )

@@ -32,12 +32,12 @@ import datetime
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from pvheater.calibration.curve import Calibration
 from pvheater.config import Config
-from pvheater.control import controller, freshness, guard, heater_response
+from pvheater.control import controller, freshness, guard, heater_response, limits
 from pvheater.control.measurements import Measurements
 from pvheater.control.messages import SAFE_OFF, HeaterOutput, HeatRequest
 from pvheater.control.reserve import ForecastProvider, ReserveAdvice, ReserveSettings, ReserveState, reserve_step
@@ -192,6 +192,7 @@ class ControlLoop:
         self.guard_state = guard.GuardState()
         self.freshness_state = freshness.FreshnessState()
         self.freshness_settings = freshness.FreshnessSettings()
+        self.cap_state = limits.CapState()
         #: time_s of the newest snapshot that was fresh (read without fault, not frozen); None: none yet.
         self.fresh_s: float | None = None
         self._pins = threading.Lock()
@@ -244,6 +245,8 @@ class ControlLoop:
         self.sense_power_w = config.heater.sense_power_pct / 100.0 * max_power_w
         self.tank_full_open_after_s = config.heater.tank_full_open_after_s
         self.response_settings = heater_response.ResponseSettings(max_power_w=max_power_w)
+        #: Off-grid: the inverter's rating caps heater + house (None: a grid takes what the inverter cannot).
+        self.cap_settings = limits.CapSettings.from_config(config)
 
     def shutdown(self, now_s: float) -> None:
         """Relay open and knob to zero, e.g. on SIGTERM."""
@@ -306,8 +309,12 @@ class ControlLoop:
         self._track_frozen(frozen, now_s)
         early = self._reserve(m, utc_s if local_time is not None else None)
         expected_w = self._expected_heater_w()  # the command the snapshot m saw (before this tick's apply)
+        settings = self.controller_settings
+        if self.cap_settings is not None:  # the controller works within the off-grid cap (no wind-up above it)
+            cap_w, _ = limits.cap_w(self.cap_state, m, self.cap_settings)
+            settings = replace(settings, max_power_w=min(settings.max_power_w, cap_w))
         self.controller_state, request = controller.step(
-            self.controller_state, m, self.controller_settings, now_s, self.heater.relay_on, early,
+            self.controller_state, m, settings, now_s, self.heater.relay_on, early,
             cap_w=self._heater_cap_w(now_s),
         )
         request = self._tank_full_cap(request, now_s)
@@ -320,6 +327,8 @@ class ControlLoop:
                 fault if fault is not None else frozen,
                 min_soc_pct=None if early is None else early.min_soc_pct, utc_s=utc_s,
             )
+            if self.cap_settings is not None:
+                self.cap_state, output = limits.cap_step(self.cap_state, m, self.cap_settings, now_s, output)
             self.heater.apply(output, now_s)
             if m is not None and fault is None and frozen is None:
                 self.fresh_s = m.time_s if self.fresh_s is None else max(self.fresh_s, m.time_s)

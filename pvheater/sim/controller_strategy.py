@@ -28,7 +28,7 @@ from pvheater.control.servo import worth_moving
 from pvheater.control.timeofday import parse_fetch_times, time_of_day
 from pvheater.errors import GxUnavailable
 from pvheater.service.loop import ControlLoop
-from pvheater.sim.params import Actuation, config_for_plant
+from pvheater.sim.params import Actuation, config_for_installation, config_for_plant
 from pvheater.sim.plant import PlantTruth
 from pvheater.sim.scenarios import ScenarioDay
 
@@ -121,7 +121,7 @@ class ControllerStrategy:
     def __init__(
         self, day: ScenarioDay, config: Config | None = None, name: str = "pvheater", forecast: bool = False
     ) -> None:
-        cfg = config_for_plant(day.params.heater, config)
+        cfg = config_for_installation(day.params, config_for_plant(day.params.heater, config))
         self.name = name
         self.interval_s = cfg.poll.interval_s
         self.source = HandedSource()

@@ -24,6 +24,8 @@ cache: reads go on succeeding with the last values, `set_values()` is
 ignored. `jitter_w` adds a real meter's last-digit flicker (+-jitter_w W,
 alternating per publish) to the grid, meter and consumption powers, so a
 constant plant does not look frozen (pvheater.control.freshness).
+`add_charger(unit_id)` serves a further solar charger (several MPPTs; its
+values are named "mppt_yield_w#<unit_id>" ...).
 `wrap = True` makes a value that does not fit its register wrap around, as
 Victron's server does (-33000 W on an int16 reads +32536), instead of raising.
 """
@@ -43,6 +45,7 @@ from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusTcpServer
 
 from pvheater.config import UnitIds
+from pvheater.control.measurements import CHARGER_SEPARATOR
 from pvheater.errors import PvHeaterError
 from pvheater.registers import Register, RegisterMap
 from pvheater.sim.meter_noise import METERED_PREFIXES
@@ -181,6 +184,8 @@ class GxSimulator:
         for role, device in register_map.devices.items():
             words = {a: RESERVED_WORD for first, last in device.reserved for a in range(first, last + 1)}
             self._words[role] = words
+        #: Extra solar chargers: unit ID -> their words (values named "mppt_state#<unit>" ...).
+        self._chargers: dict[int, dict[int, int]] = {}
         self._requests: list[tuple[int, int, int, int]] = []
         #: True: accept connections and requests but never answer.
         self.silent = False
@@ -229,27 +234,36 @@ class GxSimulator:
         """Set values by register name in decoded units (None: invalid, reads 0); all or none."""
         if self.frozen:
             return
-        encoded: list[tuple[Register, list[int]]] = []
+        encoded: list[tuple[Register, list[int], int | None]] = []
         self._publishes += 1
         flicker = self.jitter_w if self._publishes % 2 else -self.jitter_w
         for name, value in values.items():
-            register = self._by_name.get(name)
-            if register is None:
+            base, _, unit = name.partition(CHARGER_SEPARATOR)
+            register = self._by_name.get(base)
+            if register is None or (unit and (register.role != "mppt" or int(unit) not in self._chargers)):
                 raise ValueError(f"GX simulator: unknown value name {name!r}")
             if flicker and value is not None and name.startswith(METERED_PREFIXES) and name.endswith("_w"):
                 value = max(0.0, value + flicker) if name.startswith("ac_consumption") else value + flicker
             if self.wrap and value is not None:
                 value = wrapped(register, value)
-            encoded.append((register, encode_register(register, value)))
+            encoded.append((register, encode_register(register, value), int(unit) if unit else None))
         with self._lock:
-            for register, words in encoded:
-                store = self._words[register.role]
+            for register, words, charger in encoded:
+                store = self._words[register.role] if charger is None else self._chargers[charger]
                 for offset, word in enumerate(words):
                     store[register.address + offset] = word
 
     def set_invalid(self, names: Iterable[str]) -> None:
         """Make values read as 0, the GX's invalid D-Bus value."""
         self.set_values(dict.fromkeys(names))
+
+    def add_charger(self, unit_id: int) -> None:
+        """Serve one more solar charger at unit_id; its values are named e.g. "mppt_yield_w#<unit_id>"."""
+        device = self._map.devices["mppt"]
+        with self._lock:
+            self._chargers[unit_id] = {
+                a: RESERVED_WORD for first, last in device.reserved for a in range(first, last + 1)
+            }
 
     def remove_device(self, role: str) -> None:
         """Stop serving a role: its unit ID then answers `absent_code`."""
@@ -363,6 +377,9 @@ class GxSimulator:
             roles = {role for role, uid in self._units.items() if uid == unit_id}
             if unit_id == 0 and "system" in self._units:
                 roles.add("system")
+            charger = self._chargers.get(unit_id)
+            if charger is not None:
+                roles.add("mppt")
             if not roles:
                 return ExcCodes(self.absent_code)
             role = self._map.role_at(address)
@@ -376,5 +393,5 @@ class GxSimulator:
                 return ExcCodes.ILLEGAL_ADDRESS
             if count < 1 or self._map.devices[role].served_range(address, address + count - 1) is None:
                 return ExcCodes.ILLEGAL_ADDRESS
-            words = self._words[role]
+            words = charger if role == "mppt" and charger is not None else self._words[role]
             return [words.get(a, 0) for a in range(address, address + count)]

@@ -97,6 +97,17 @@ class PlantParams:
     pv_vmp_v: float = 120.0
     pv_voc_v: float = 145.0
     three_phase: bool = False
+    #: No grid: the inverter carries every load; what it cannot carry is unserved (shown as grid import, the
+    #: GX reads grid 0 W).
+    off_grid: bool = False
+    #: PV is an AC-coupled PV inverter on the Multi's output (no solar charger): throttled when nothing takes it.
+    ac_pv: bool = False
+    #: Three Multis (one per phase, inverter.max_power_w in total) instead of one on L1.
+    multis: int = 1
+    #: The phase the heater is on (three Multis).
+    heater_phase: int = 1
+    #: Solar chargers sharing the array (2: the first tracks its string, the second curtails first).
+    chargers: int = 1
     meter_import_kwh0: float = 12345.0
     meter_export_kwh0: float = 678.0
     #: A hot-water tank behind the element (None: the element always draws what the regulator gives).
@@ -131,3 +142,14 @@ def params_for_actuator(params: PlantParams, cfg: Config) -> PlantParams:
         burst=replace(hp.regulator.burst, mains_hz=cfg.burst.mains_hz, period_cycles=cfg.burst.period_cycles),
     )
     return replace(params, heater=replace(hp, regulator=reg))
+
+
+#: Unit ID of the second solar charger of a two-charger plant (Cerbo GX VE.Direct port 1).
+SECOND_CHARGER_UNIT = 226
+
+
+def config_for_installation(params: PlantParams, cfg: Config) -> Config:
+    """The gx section its owner would write for the plant: off-grid, the heater's phase, further chargers."""
+    gx = replace(cfg.gx, off_grid=params.off_grid, heater_phase=params.heater_phase,
+                 solar_chargers=(SECOND_CHARGER_UNIT,) if params.chargers > 1 else cfg.gx.solar_chargers)
+    return replace(cfg, gx=gx)

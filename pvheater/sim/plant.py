@@ -42,9 +42,9 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pvheater.control.measurements import Measurements
+from pvheater.control.measurements import CHARGER_SEPARATOR, Measurements
 from pvheater.control.scr import conduction_for_power_fraction, phase_angle_power_fraction
-from pvheater.sim.params import Actuation, HeaterPlantParams, PlantParams
+from pvheater.sim.params import SECOND_CHARGER_UNIT, Actuation, HeaterPlantParams, PlantParams
 from pvheater.sim.regulators import Regulator, make_regulator
 from pvheater.sim.tank import Tank
 
@@ -230,6 +230,7 @@ class Plant:
         self.house_w = self.house_l1_w + self.house_l2_w + self.house_l3_w
         self.heater_w = 0.0
         self.inverter_w = self.house_w  # settled on the loads at start
+        self.pv_ac_w = 0.0
         self._inv_end_w = self.inverter_w
         self.battery_w = 0.0
         self.grid_w = 0.0
@@ -272,6 +273,12 @@ class Plant:
 
     def _surplus(self, pv_w: float, house_w: float, accept_w: float) -> float:
         """AC power the heater could take without cutting battery charge or importing (the one surplus formula)."""
+        if self.params.ac_pv:  # AC PV feeds the loads directly; the battery takes its share through the Multi
+            spare = pv_w - (accept_w + self._idle_w) / self._eff
+            if self.params.off_grid and spare > self._inverter_max_w / self.params.multis:
+                spare = self._inverter_max_w / self.params.multis
+            spare -= house_w
+            return spare if spare > 0.0 else 0.0
         if pv_w > self._mppt_max_w:
             pv_w = self._mppt_max_w
         spare = (pv_w - accept_w - self._idle_w) * self._eff
@@ -367,8 +374,20 @@ class Plant:
         accept = self._acceptance(dt)
         eff = self._eff
         idle = ip.idle_w
-        target = load
-        if ip.dc_feed_in:
+        pv_ac = 0.0
+        if p.ac_pv:  # AC PV throttled (frequency shift / zero feed-in) to loads + what the battery accepts
+            pv_ac = pv_avail
+            if not (ip.dc_feed_in and not p.off_grid):
+                room = load + (accept + idle) / eff
+                pv_ac = pv_ac if pv_ac < room else room
+            pv = 0.0
+        target = load - pv_ac
+        if p.multis == 3:  # each Multi carries its own phase, at most its rating
+            per = ip.max_power_w / 3.0
+            phase_loads = [h1, h2, h3]
+            phase_loads[p.heater_phase - 1] += heater
+            target = sum(min(x, per) for x in phase_loads) - pv_ac
+        if ip.dc_feed_in and not p.ac_pv and not p.off_grid:
             spare_ac = (pv - accept - idle) * eff
             cap = load + ip.feed_in_limit_w
             spare_ac = spare_ac if spare_ac < cap else cap
@@ -380,8 +399,9 @@ class Plant:
             target = dc_cap
         if target > ip.max_power_w:
             target = ip.max_power_w
-        if target < 0.0:
-            target = 0.0
+        floor = -(accept + idle) / eff if p.ac_pv else 0.0  # with AC PV the Multi charges from its output
+        if target < floor:
+            target = floor
 
         # first-order lag, integrated exactly over the step
         if dt != self._lag_dt:
@@ -393,12 +413,14 @@ class Plant:
         self._inv_end_w = target + (p0 - target) * self._lag_end
 
         # DC bus: MPPT gives what the bus takes; the battery balances
-        dc_draw = inv_avg / eff + idle
+        dc_draw = (inv_avg / eff if inv_avg >= 0.0 else inv_avg * eff) + idle
         take = accept + dc_draw
         pv_used = pv if pv < take else take
         if pv_used < 0.0:
             pv_used = 0.0
         battery = pv_used - dc_draw
+        pv_used += pv_ac
+        self.pv_ac_w = pv_ac
         soc = self.soc_pct
         if battery >= 0.0:
             soc += battery * bp.charge_efficiency * dt / 3600.0 / self._cap_pct_wh
@@ -414,7 +436,7 @@ class Plant:
         elif soc < bp.rebulk_pct:
             self.float_latched = False
 
-        grid = load - inv_avg
+        grid = load - pv_ac - inv_avg  # off-grid: the load the inverter could not carry (unserved)
 
         # energy, Wh
         h = dt / 3600.0
@@ -427,7 +449,7 @@ class Plant:
             e.battery_charge_wh += battery * h
         else:
             e.battery_discharge_wh -= battery * h
-        e.losses_wh += (dc_draw - inv_avg) * h
+        e.losses_wh += (dc_draw - inv_avg) * h  # (an AC-charging Multi: its DC is below its AC)
         if grid >= 0.0:
             e.grid_import_wh += grid * h
             self._import_wh += grid * h
@@ -447,7 +469,7 @@ class Plant:
         self.battery_w = battery
         self.grid_w = grid
         self.accept_w = accept
-        self.surplus_w = self._surplus(pv, house, accept)
+        self.surplus_w = self._surplus(pv_avail if p.ac_pv else pv, house, accept)
         self.time_s += dt
 
     # -- what the GX shows ---------------------------------------------------------------
@@ -530,6 +552,68 @@ class Plant:
             pv_v = vmp + (p.pv_voc_v - vmp) * (limited if limited > 0.0 else 0.0)
         soc = self.soc_pct
         battery_w = round(battery) + 0
+        values = self._gx_core(three, heater, out_l1, inv, grid_l1, grid_l2, grid_l3, cons_l2, cons_l3, battery,
+                               volts, pv_v, soc, battery_w)
+        values["vebus_nominal_power_w"] = p.inverter.max_power_w
+        values["vebus_phases"] = p.multis
+        if p.multis == 3:
+            self._gx_three_multis(values)
+        if p.chargers == 2:
+            self._gx_two_chargers(values)
+        if p.ac_pv:
+            values.update(pv_dc_w=0, mppt_yield_w=None, mppt_state=None, mppt_operation_mode=None,
+                          mppt_pv_voltage_v=None, pv_ac_out_l1_w=round(self.pv_ac_w),
+                          vebus_ac_out_l1_w=round(out_l1 - self.pv_ac_w, -1) + 0.0)
+        if p.off_grid:
+            for n in (1, 2, 3):
+                if values.get(f"grid_l{n}_w") is not None:
+                    values[f"grid_l{n}_w"] = 0
+                values[f"meter_l{n}_w"] = None
+                values[f"vebus_ac_in_l{n}_w"] = 0.0 if n == 1 or p.multis == 3 else None
+            values.update(active_input_source=240, meter_import_kwh=None, meter_export_kwh=None)
+        return values
+
+    def _gx_two_chargers(self, values: dict[str, float | None]) -> None:
+        """Two chargers: the first (40 % of the array) tracks while it can, the second holds PV back first."""
+        avail = self.pv_avail_w
+        first_avail = 0.4 * avail
+        first = min(self.pv_used_w, first_avail)
+        second = self.pv_used_w - first
+        unit = f"{CHARGER_SEPARATOR}{SECOND_CHARGER_UNIT}"
+
+        def mode(used: float, can: float) -> int:
+            if avail < 5.0:
+                return MODE_OFF
+            return MODE_LIMITED if used < can - 1.0 else MODE_TRACKING
+
+        values.update({
+            "mppt_yield_w": round(first), "mppt_operation_mode": mode(first, first_avail),
+            f"mppt_yield_w{unit}": round(second), f"mppt_operation_mode{unit}": mode(second, avail - first_avail),
+            f"mppt_state{unit}": self.mppt_state,
+        })
+
+    def _gx_three_multis(self, values: dict[str, float | None]) -> None:
+        """Per-phase values with a Multi on each phase (each carrying its phase, the inverter lag shared)."""
+        p = self.params
+        per = p.inverter.max_power_w / 3.0
+        loads = [self.house_l1_w, self.house_l2_w, self.house_l3_w]
+        loads[p.heater_phase - 1] += self.heater_w
+        wanted = [min(x, per) for x in loads]
+        total = sum(wanted)
+        share = self.inverter_w / total if total > 0 else 0.0
+        for n, (load, want) in enumerate(zip(loads, wanted, strict=True), start=1):
+            inv_n = want * share
+            values[f"ac_consumption_l{n}_w"] = round(load)
+            values[f"vebus_ac_out_l{n}_w"] = round(load, -1) + 0.0
+            values[f"vebus_ac_in_l{n}_w"] = round(load - inv_n, -1) + 0.0
+            values[f"grid_l{n}_w"] = round(load - inv_n) + 0
+            values[f"meter_l{n}_w"] = round(load - inv_n) + 0
+
+    def _gx_core(
+        self, three: bool, heater: float, out_l1: float, inv: float, grid_l1: float, grid_l2: float | None,
+        grid_l3: float | None, cons_l2: float | None, cons_l3: float | None, battery: float, volts: float,
+        pv_v: float, soc: float, battery_w: int,
+    ) -> dict[str, float | None]:
         return {
             "ac_consumption_l1_w": round(out_l1),
             "ac_consumption_l2_w": cons_l2,
@@ -544,6 +628,9 @@ class Plant:
             "battery_soc_pct": round(soc),
             "battery_state": self.battery_state,
             "pv_dc_w": round(self.pv_used_w),
+            "pv_ac_out_l1_w": None,
+            "pv_ac_out_l2_w": None,
+            "pv_ac_out_l3_w": None,
             "mppt_state": self.mppt_state,
             "mppt_pv_voltage_v": round(pv_v, 2),
             "mppt_operation_mode": self.mppt_mode,

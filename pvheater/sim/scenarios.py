@@ -63,15 +63,29 @@ class Scenario:
     battery: BatteryParams = field(default_factory=BatteryParams)
     #: A hot-water tank with a thermostat behind the element (None: no tank, the element always draws).
     tank: TankParams | None = None
+    #: Installation type (see PlantParams): no grid, AC-coupled PV, three Multis, the heater's phase,
+    #: the inverters' total continuous rating, the number of solar chargers.
+    off_grid: bool = False
+    ac_pv: bool = False
+    multis: int = 1
+    heater_phase: int = 1
+    inverter_max_w: float = 2400.0
+    chargers: int = 1
 
     def plant_params(self) -> PlantParams:
         """The plant this scenario runs on."""
         return PlantParams(
             heater=self.heater,
             battery=self.battery,
-            inverter=InverterParams(dc_feed_in=self.dc_feed_in),
+            inverter=InverterParams(dc_feed_in=self.dc_feed_in, max_power_w=self.inverter_max_w),
             three_phase=self.three_phase,
             tank=self.tank,
+            off_grid=self.off_grid,
+            ac_pv=self.ac_pv,
+            multis=self.multis,
+            heater_phase=self.heater_phase,
+            chargers=self.chargers,
+            mppt_max_w=max(2400.0 * self.chargers, self.pv_peak_w),
         )
 
 
@@ -294,6 +308,33 @@ SCENARIOS: dict[str, Scenario] = {
             "as morning60 until 11:00, then broken clouds the forecast (for a clear day) does not show",
             seed=3, initial_soc_pct=84.0, forecast_bias_sd=0.03, forecast_hour_sd=0.05,
             clouds=True, clouds_from="11:00", forecast_clear_sky=True,
+        ),
+        # --- installation types (issue 17): each with the config its owner would write (sim.params) ---
+        Scenario(
+            "multi_mppt",
+            "two solar chargers (VE.Direct + VE.Can, 4 kWp): the second holds PV back in float, the first tracks",
+            seed=11, pv_peak_w=3600.0, chargers=2, house="steps",
+        ),
+        Scenario(
+            "ac_coupled",
+            "AC-coupled PV inverter on the Multi's output, grid, feed-in allowed: surplus shows as export",
+            seed=12, ac_pv=True, dc_feed_in=True,
+        ),
+        Scenario(
+            "ac_coupled_offgrid",
+            "off-grid, AC-coupled PV throttled by frequency shift when the battery is full (no MppOperationMode)",
+            seed=13, ac_pv=True, off_grid=True, house="steps",
+        ),
+        Scenario(
+            "offgrid",
+            "off-grid (no grid meter), DC MPPT, kettle/oven steps: heater + house capped at the 2400 W inverter",
+            seed=14, off_grid=True, house="steps", pv_peak_w=3000.0, battery=BatteryParams(max_charge_w=1500.0),
+        ),
+        Scenario(
+            "three_multis",
+            "three Multis (one per phase, 3 x 2400 W, each carries its phase), loads on L1-L3, heater on L2",
+            seed=15, three_phase=True, multis=3, heater_phase=2, inverter_max_w=7200.0, house="steps",
+            pv_peak_w=4500.0,
         ),
     )
 }
