@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import replace
 
 import pytest
@@ -315,23 +314,3 @@ def test_cap_holds_against_feed_forward_of_a_load_that_ended(cap: float | None, 
     # the kettle's 2 kW go to the heater at once, but not beyond the cap (below the heater's 300 W: down to it)
     assert low_w - 1e-6 <= r.power_w <= high_w + 1e-6
     assert state.power_w == pytest.approx(r.power_w) and state.integral_w <= high_w + 1e-6
-
-
-@pytest.mark.parametrize(
-    ("falling_w", "battery_w", "expected_w"),
-    [
-        # cut 1636 -> 1602 W a second ago: the inverter still sheds 34 x e^(-1/2) = 20.6 W of it
-        # the deficit is mostly that: no cut again, only the PI's step (ki x 1 s + kp) x 23 W
-        (1636.0, -53.0, 1602.0 - (C.ki_per_s + C.kp) * 23.0),
-        (1636.0, -130.0, 1602.0 - (100.0 - 34.0 * math.exp(-0.5))),  # a deficit beyond it: cut by the rest
-        (1602.0, -53.0, 1602.0 - 23.0),  # no cut before: the whole deficit is cut
-    ],
-)
-def test_a_deficit_the_inverter_is_still_shedding_is_not_cut_twice(
-    falling_w: float, battery_w: float, expected_w: float
-) -> None:
-    commands = ((8.0, 1636.0, 0.0), (9.0, 1636.0, 0.0), (10.0, 1602.0, 0.0))
-    state = ControllerState(integral_w=1602, power_w=1602, soc_ok=True, last_sample_s=10.0, accept_ref_w=0.0,
-                            commands=commands, lagged_w=1602, falling_w=falling_w)
-    state, r = step(state, meas(11.0, battery=battery_w), SETTINGS, 11.0, True)
-    assert r.power_w == pytest.approx(expected_w)

@@ -72,8 +72,6 @@ _COMMANDS_KEPT = 12
 _SERVO_DELAY_S = 0.2
 #: A deficit found within this long of a rise is the probe's limit (not a cloud), s.
 _RISE_RECENT_S = 6.0
-#: The inverter's lag after a cut as the controller models it: what it is still shedding is not cut again, s.
-_FALL_LAG_S = 2.0
 #: A return to the remembered load that meets no deficit for this long was right, s.
 _RESTORE_OK_S = 8.0
 
@@ -114,8 +112,6 @@ class ControllerState:
     commands: tuple[tuple[float, float, float], ...] = ()
     #: Inverter output the lag model expects now (follows the commanded power), W.
     lagged_w: float = 0.0
-    #: Inverter output after the last cuts as a lag of _FALL_LAG_S expects it (down with the lag, up at once), W.
-    falling_w: float = 0.0
     #: The house load (consumption minus heater) of the last new sample, W.
     house_w: float | None = None
     #: Heater + house that PV covered while still held back (the known-good load), and when.
@@ -265,7 +261,6 @@ def step(
         error_w=error_w,
         commands=obs.commands_with(now_s, power),
         lagged_w=obs.lagged_w,
-        falling_w=obs.falling_w,
         house_w=obs.house_w if obs.house_w is not None else state.house_w,
         covered_w=covered_w,
         covered_s=covered_s,
@@ -287,9 +282,7 @@ def step(
 def _stopped(state: ControllerState, m: Measurements | None, reason: str) -> ControllerState:
     """The state when no heat is asked for (no data, SoC, unknown power): power, integral, history cleared."""
     last = state.last_sample_s if m is None else m.time_s
-    return replace(
-        state, integral_w=0.0, power_w=0.0, error_w=0.0, last_sample_s=last, commands=(), lagged_w=0.0, falling_w=0.0
-    )
+    return replace(state, integral_w=0.0, power_w=0.0, error_w=0.0, last_sample_s=last, commands=(), lagged_w=0.0)
 
 
 @dataclass(frozen=True)
@@ -314,7 +307,6 @@ class _Observation:
     #: Power asked for within _RISE_RECENT_S before the sample rose (a probe was going on).
     rising: bool
     lagged_w: float
-    falling_w: float
     commands: tuple[tuple[float, float, float], ...]
 
     def commands_with(self, now_s: float, power_w: float) -> tuple[tuple[float, float, float], ...]:
@@ -346,9 +338,6 @@ def _observe(state: ControllerState, m: Measurements, c: ControlConfig, now_s: f
     # the inverter's output as the lag model expects it: up with inverter_lag_s (the slowest lag
     # expected), down at once -- so the import it predicts for a rise is an upper bound
     lagged = min(state.lagged_w + (state.power_w - state.lagged_w) * (1.0 - math.exp(-dt_s / tau_s)), state.power_w)
-    # ... and after a cut: down with _FALL_LAG_S, up at once (what it still sheds is not a new deficit)
-    falling = max(state.falling_w + (state.power_w - state.falling_w) * (1.0 - math.exp(-dt_s / _FALL_LAG_S)),
-                  state.power_w)
     commands = state.commands if relay_on else ()
     heater_then, lag_import = _command_at(commands, m.time_s - _SERVO_DELAY_S, state.power_w if relay_on else 0.0)
     consumption = m.consumption_w
@@ -375,7 +364,6 @@ def _observe(state: ControllerState, m: Measurements, c: ControlConfig, now_s: f
         lag_ok=since is not None and now_s - since < c.inverter_lag_s,
         rising=rising,
         lagged_w=lagged,
-        falling_w=falling,
         commands=commands,
     )
 
@@ -497,9 +485,7 @@ def _next_power(
     integral = min(max(state.integral_w + (base - state.power_w) + c.ki_per_s * error_w * dt_s, 0.0), top)
     power = min(max(integral + c.kp * error_w, 0.0), top)
     if error_w < 0 and obs.new_sample:
-        # the part of the deficit the inverter is still shedding from the last cuts is not cut again
-        residue = max(0.0, obs.falling_w - max(obs.heater_then_w, state.power_w))
-        cut = max(0.0, obs.heater_then_w + min(0.0, error_w + residue))
+        cut = max(0.0, obs.heater_then_w + error_w)
         if cut < power:
             power = integral = cut
             why = f"backing off {-error_w:.0f} W: heater {obs.heater_then_w:.0f} W then, {cut:.0f} W now"
