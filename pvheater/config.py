@@ -26,41 +26,56 @@ from pvheater.errors import ConfigError
 from pvheater.paths import packaged_config
 
 
-def setting(default: Any, doc: str, **limits: Any) -> Any:
-    """A config field with its default, a one-line doc and optional min/max/choices."""
-    return field(default=default, metadata={"doc": doc, **limits})
+def setting(default: Any, **limits: Any) -> Any:
+    """A config field with its default and optional min/max/choices (what each key does: the `#:` line above it)."""
+    return field(default=default, metadata=limits)
 
 
 @dataclass(frozen=True)
 class UnitIds:
     """Modbus unit ID of each device role on the GX; null when that device is not installed."""
 
-    system: int = setting(100, "system service (always 100)", min=0, max=247)
-    vebus: int | None = setting(242, "MultiPlus / VE.Bus (Venus GX VE.Bus port: 242)", min=0, max=247)
-    mppt: int | None = setting(245, "solar charger (Venus GX VE.Direct 1: 245)", min=0, max=247)
-    bms: int | None = setting(225, "CAN-bus BMS battery (Venus GX: 225)", min=0, max=247)
-    grid: int | None = setting(40, "grid meter, e.g. ET340 (its VRM instance)", min=0, max=247)
+    #: System service (always 100).
+    system: int = setting(100, min=0, max=247)
+    #: MultiPlus / VE.Bus (Venus GX VE.Bus port: 242).
+    vebus: int | None = setting(242, min=0, max=247)
+    #: Solar charger (Venus GX VE.Direct 1: 245).
+    mppt: int | None = setting(245, min=0, max=247)
+    #: CAN-bus BMS battery (Venus GX: 225).
+    bms: int | None = setting(225, min=0, max=247)
+    #: Grid meter, e.g. ET340 (its VRM instance).
+    grid: int | None = setting(40, min=0, max=247)
 
 
 @dataclass(frozen=True)
 class GxConfig:
     """Where the Venus GX's Modbus-TCP server is and how to talk to it."""
 
-    host: str = setting("venus.local", "GX address or host name")
-    port: int = setting(502, "Modbus-TCP port", min=1, max=65535)
-    timeout_s: float = setting(3.0, "seconds to wait for one answer", min=0.2, max=30.0)
-    reconnect_min_s: float = setting(1.0, "first wait before reconnecting", min=0.1, max=600.0)
-    reconnect_max_s: float = setting(60.0, "longest wait between reconnects", min=0.1, max=3600.0)
-    unit_ids: UnitIds = field(default_factory=UnitIds, metadata={"doc": "unit ID per device"})
+    #: GX address or host name.
+    host: str = setting("venus.local")
+    #: Modbus-TCP port.
+    port: int = setting(502, min=1, max=65535)
+    #: Seconds to wait for one answer.
+    timeout_s: float = setting(3.0, min=0.2, max=30.0)
+    #: First wait before reconnecting.
+    reconnect_min_s: float = setting(1.0, min=0.1, max=600.0)
+    #: Longest wait between reconnects.
+    reconnect_max_s: float = setting(60.0, min=0.1, max=3600.0)
+    #: Unit ID per device.
+    unit_ids: UnitIds = field(default_factory=UnitIds)
+    #: Unit IDs of further solar chargers beyond unit_ids.mppt (VE.Direct or VE.Can), summed.
     solar_chargers: tuple[int, ...] | None = setting(
-        None, "unit IDs of further solar chargers beyond unit_ids.mppt (VE.Direct or VE.Can), summed", min=0, max=247
+        None, min=0, max=247
     )
-    off_grid: bool = setting(False, "no grid: the inverter's continuous rating caps heater + house")
+    #: No grid: the inverter's continuous rating caps heater + house.
+    off_grid: bool = setting(False)
+    #: Inverter continuous rating, W, on the heater's phase (null: the VE.Bus nominal power).
     inverter_rating_w: float | None = setting(
-        None, "inverter continuous rating, W, on the heater's phase (null: the VE.Bus nominal power)",
+        None,
         min=100.0, max=200000.0,
     )
-    heater_phase: int = setting(1, "the phase (1-3) the heater is wired to", min=1, max=3)
+    #: The phase (1-3) the heater is wired to.
+    heater_phase: int = setting(1, min=1, max=3)
 
     def check(self) -> list[tuple[str, str]]:
         """Cross-field checks: (key, message) pairs."""
@@ -84,74 +99,94 @@ class GxConfig:
 class PollConfig:
     """How often the GX is read and the controller steps."""
 
-    interval_s: float = setting(1.0, "seconds between reads (the GX updates about 1/s)", min=0.5, max=60.0)
+    #: Seconds between reads (the GX updates about 1/s).
+    interval_s: float = setting(1.0, min=0.5, max=60.0)
 
 
 @dataclass(frozen=True)
 class ControlConfig:
     """How much of the surplus the heater may take (see pvheater/controller.py)."""
 
-    min_soc_pct: float = setting(95.0, "no heating below this battery SoC", min=10.0, max=100.0)
+    #: No heating below this battery SoC.
+    min_soc_pct: float = setting(95.0, min=10.0, max=100.0)
+    #: After stopping for low SoC, heat again only above min_soc_pct + this.
     soc_hysteresis_pct: float = setting(
-        2.0, "after stopping for low SoC, heat again only above min_soc_pct + this", min=0.0, max=20.0
+        2.0, min=0.0, max=20.0
     )
+    #: Battery_first: heater takes only PV that would be curtailed or exported; heater_first: above min_soc_pct the
+    #: heater also takes what the battery would charge.
     policy: str = setting(
         "battery_first",
-        "battery_first: heater takes only PV that would be curtailed or exported; "
-        "heater_first: above min_soc_pct the heater also takes what the battery would charge",
         choices=("battery_first", "heater_first"),
     )
+    #: Grid import tolerated before backing off.
     grid_import_allowance_w: float = setting(
-        30.0, "grid import tolerated before backing off", min=0.0, max=1000.0
+        30.0, min=0.0, max=1000.0
     )
+    #: Battery discharge tolerated before backing off.
     battery_discharge_allowance_w: float = setting(
-        30.0, "battery discharge tolerated before backing off", min=0.0, max=1000.0
+        30.0, min=0.0, max=1000.0
     )
+    #: Grid import while PV is still held back is the inverter catching up: back off only after this long.
     inverter_lag_s: float = setting(
         3.0,
-        "grid import while PV is still held back is the inverter catching up: back off only after this long",
         min=0.0, max=30.0,
     )
+    #: With DC feed-in: export left unused as a margin.
     export_margin_w: float = setting(
-        50.0, "with DC feed-in: export left unused as a margin", min=0.0, max=2000.0
+        50.0, min=0.0, max=2000.0
     )
-    deadband_w: float = setting(40.0, "spare power smaller than this is left alone (no hunting)", min=0.0, max=500.0)
+    #: Spare power smaller than this is left alone (no hunting).
+    deadband_w: float = setting(40.0, min=0.0, max=500.0)
+    #: A deficit (heater taking battery/grid power) smaller than this is left alone.
     deficit_tolerance_w: float = setting(
-        10.0, "a deficit (heater taking battery/grid power) smaller than this is left alone", min=0.0, max=500.0
+        10.0, min=0.0, max=500.0
     )
-    kp: float = setting(0.3, "proportional gain (W per W of error)", min=0.0, max=2.0)
-    ki_per_s: float = setting(0.35, "integral gain (W per W of error per second)", min=0.0, max=5.0)
+    #: Proportional gain (W per W of error).
+    kp: float = setting(0.3, min=0.0, max=2.0)
+    #: Integral gain (W per W of error per second).
+    ki_per_s: float = setting(0.35, min=0.0, max=5.0)
+    #: Fastest rise of the heater power (backing off is never limited).
     raise_w_per_s: float = setting(
-        400.0, "fastest rise of the heater power (backing off is never limited)", min=5.0, max=5000.0
+        400.0, min=5.0, max=5000.0
     )
+    #: Rise when hidden PV first shows (grows exponentially to raise_w_per_s).
     probe_start_w_per_s: float = setting(
-        80.0, "rise when hidden PV first shows (grows exponentially to raise_w_per_s)", min=1.0, max=5000.0
+        80.0, min=1.0, max=5000.0
     )
+    #: Seconds of hidden PV until the rise reaches raise_w_per_s.
     probe_accel_s: float = setting(
-        6.0, "seconds of hidden PV until the rise reaches raise_w_per_s", min=0.0, max=600.0
+        6.0, min=0.0, max=600.0
     )
+    #: After probes of hidden PV hit the same limit, stay below it up to this long.
     probe_hold_s: float = setting(
-        60.0, "after probes of hidden PV hit the same limit, stay below it up to this long", min=0.0, max=3600.0
+        60.0, min=0.0, max=3600.0
     )
+    #: Error assumed while PV is hidden (MPPT limited in absorption/float).
     probe_w: float = setting(
-        400.0, "error assumed while PV is hidden (MPPT limited in absorption/float)", min=10.0, max=5000.0
+        400.0, min=10.0, max=5000.0
     )
+    #: Stop wanting heat after this long without any surplus seen.
     idle_off_s: float = setting(
-        900.0, "stop wanting heat after this long without any surplus seen", min=0.0, max=7200.0
+        900.0, min=0.0, max=7200.0
     )
+    #: A house load change at least this big goes to (or comes from) the heater at once.
     feed_forward_min_w: float = setting(
-        250.0, "a house load change at least this big goes to (or comes from) the heater at once",
+        250.0,
         min=50.0, max=5000.0,
     )
+    #: How long the load PV covered while held back is remembered (return there after a cloud).
     memory_s: float = setting(
-        600.0, "how long the load PV covered while held back is remembered (return there after a cloud)",
+        600.0,
         min=0.0, max=7200.0,
     )
+    #: Returning to the remembered load, stay this far below it.
     restore_margin_w: float = setting(
-        100.0, "returning to the remembered load, stay this far below it", min=0.0, max=2000.0
+        100.0, min=0.0, max=2000.0
     )
+    #: A house load that ends within this long of starting is pulsing (a hob): not given back at once.
     pulse_s: float = setting(
-        20.0, "a house load that ends within this long of starting is pulsing (a hob): not given back at once",
+        20.0,
         min=0.0, max=600.0,
     )
 
@@ -181,27 +216,37 @@ def _broadcom_pin(pin: str) -> str | None:
 class RelayConfig:
     """The relay that switches the heater circuit: the safety guard."""
 
-    pin: str = setting("GPIO17", "GPIO pin driving the relay board (GPIO or BOARD name)")
+    #: GPIO pin driving the relay board (GPIO or BOARD name).
+    pin: str = setting("GPIO17")
+    #: False for relay boards that switch on when the pin is low (many 5 V boards).
     active_high: bool = setting(
-        True, "false for relay boards that switch on when the pin is low (many 5 V boards)"
+        True
     )
-    min_on_s: float = setting(60.0, "once on, stay on at least this long (unless unsafe)", min=0.0, max=3600.0)
-    min_off_s: float = setting(120.0, "once off, stay off at least this long", min=0.0, max=3600.0)
+    #: Once on, stay on at least this long (unless unsafe).
+    min_on_s: float = setting(60.0, min=0.0, max=3600.0)
+    #: Once off, stay off at least this long.
+    min_off_s: float = setting(120.0, min=0.0, max=3600.0)
+    #: Most relay switchings (on and off edges) in any hour.
     max_switches_per_hour: int = setting(
-        6, "most relay switchings (on and off edges) in any hour", min=2, max=60
+        6, min=2, max=60
     )
+    #: Fresh samples in a row that must want heat before the relay closes.
     confirm_samples: int = setting(
-        3, "fresh samples in a row that must want heat before the relay closes", min=2, max=60
+        3, min=2, max=60
     )
+    #: Relay off when the newest GX data are older than this.
     stale_after_s: float = setting(
-        5.0, "relay off when the newest GX data are older than this", min=1.0, max=300.0
+        5.0, min=1.0, max=300.0
     )
+    #: The knob sits at zero this long before the relay opens (no current); data older than stale_after_s - this -
+    #: poll.interval_s turn the knob to zero first.
     zero_settle_s: float = setting(
-        1.0, "the knob sits at zero this long before the relay opens (no current); data older than "
-        "stale_after_s - this - poll.interval_s turn the knob to zero first", min=0.1, max=30.0,
+        1.0, min=0.1, max=30.0,
     )
-    window_start: str | None = setting(None, "optional local time HH:MM before which it never heats")
-    window_end: str | None = setting(None, "optional local time HH:MM after which it never heats")
+    #: Optional local time HH:MM before which it never heats.
+    window_start: str | None = setting(None)
+    #: Optional local time HH:MM after which it never heats.
+    window_end: str | None = setting(None)
 
     def check(self) -> list[tuple[str, str]]:
         """The pin must be a pin name; time windows must be HH:MM."""
@@ -225,17 +270,27 @@ class RelayConfig:
 class ServoConfig:
     """The servo that turns the SCR regulator's knob."""
 
-    pin: str = setting("GPIO21", "GPIO pin of the servo signal (GPIO or BOARD name; the seed wiring: GPIO21)")
-    min_pulse_width_ms: float = setting(1.0, "pulse width at min_angle_deg", min=0.3, max=3.0)
-    max_pulse_width_ms: float = setting(2.0, "pulse width at max_angle_deg", min=0.3, max=3.0)
-    frame_width_ms: float = setting(20.0, "servo frame (20 ms = 50 Hz)", min=5.0, max=50.0)
-    min_angle_deg: float = setting(0.0, "servo angle at min_pulse_width_ms", min=-360.0, max=360.0)
-    max_angle_deg: float = setting(180.0, "servo angle at max_pulse_width_ms", min=-360.0, max=360.0)
-    knob_zero_deg: float = setting(0.0, "servo angle where the regulator knob is at zero", min=-360.0, max=360.0)
-    knob_full_deg: float = setting(180.0, "servo angle where the knob is at full power", min=-360.0, max=360.0)
-    min_move_deg: float = setting(1.0, "smaller changes are not worth moving the servo", min=0.0, max=20.0)
+    #: GPIO pin of the servo signal (GPIO or BOARD name; the seed wiring: GPIO21).
+    pin: str = setting("GPIO21")
+    #: Pulse width at min_angle_deg.
+    min_pulse_width_ms: float = setting(1.0, min=0.3, max=3.0)
+    #: Pulse width at max_angle_deg.
+    max_pulse_width_ms: float = setting(2.0, min=0.3, max=3.0)
+    #: Servo frame (20 ms = 50 Hz).
+    frame_width_ms: float = setting(20.0, min=5.0, max=50.0)
+    #: Servo angle at min_pulse_width_ms.
+    min_angle_deg: float = setting(0.0, min=-360.0, max=360.0)
+    #: Servo angle at max_pulse_width_ms.
+    max_angle_deg: float = setting(180.0, min=-360.0, max=360.0)
+    #: Servo angle where the regulator knob is at zero.
+    knob_zero_deg: float = setting(0.0, min=-360.0, max=360.0)
+    #: Servo angle where the knob is at full power.
+    knob_full_deg: float = setting(180.0, min=-360.0, max=360.0)
+    #: Smaller changes are not worth moving the servo.
+    min_move_deg: float = setting(1.0, min=0.0, max=20.0)
+    #: Stop the pulses this long after a move so the servo does not buzz.
     detach_after_s: float = setting(
-        2.0, "stop the pulses this long after a move so the servo does not buzz", min=0.2, max=60.0
+        2.0, min=0.2, max=60.0
     )
 
     def check(self) -> list[tuple[str, str]]:
@@ -265,13 +320,18 @@ class ServoConfig:
 class PwmConfig:
     """A PWM -> 0-10 V converter module feeding an isolated 0-10 V control input (heater.actuator: pwm_0_10v)."""
 
-    pin: str = setting("GPIO18", "GPIO pin of the module's PWM input (GPIO or BOARD name)")
-    frequency_hz: float = setting(1000.0, "PWM frequency the module expects (most: 1-3 kHz)", min=10.0,
+    #: GPIO pin of the module's PWM input (GPIO or BOARD name).
+    pin: str = setting("GPIO18")
+    #: PWM frequency the module expects (most: 1-3 kHz).
+    frequency_hz: float = setting(1000.0, min=10.0,
                                   max=100_000.0)
-    inverted: bool = setting(False, "true for modules whose output falls as the duty rises (open-collector input)")
-    min_duty: float = setting(0.0, "duty (0..1) where the regulator just gives no power (0 W end of the range)",
+    #: True for modules whose output falls as the duty rises (open-collector input).
+    inverted: bool = setting(False)
+    #: Duty (0..1) where the regulator just gives no power (0 W end of the range).
+    min_duty: float = setting(0.0,
                               min=0.0, max=1.0)
-    max_duty: float = setting(1.0, "duty (0..1) where the regulator reaches full power", min=0.0, max=1.0)
+    #: Duty (0..1) where the regulator reaches full power.
+    max_duty: float = setting(1.0, min=0.0, max=1.0)
 
     def check(self) -> list[tuple[str, str]]:
         """The duty range must rise."""
@@ -284,12 +344,16 @@ class PwmConfig:
 class BurstConfig:
     """A zero-cross SSR switched on whole mains cycles, spread evenly (heater.actuator: ssr_burst)."""
 
-    pin: str = setting("GPIO18", "GPIO pin driving the SSR's input (GPIO or BOARD name)")
-    mains_hz: int = setting(50, "mains frequency", choices=(50, 60))
+    #: GPIO pin driving the SSR's input (GPIO or BOARD name).
+    pin: str = setting("GPIO18")
+    #: Mains frequency.
+    mains_hz: int = setting(50, choices=(50, 60))
+    #: Mains cycles per pattern period: the power resolution is one cycle of it.
     period_cycles: int = setting(
-        50, "mains cycles per pattern period: the power resolution is one cycle of it", min=2, max=1000
+        50, min=2, max=1000
     )
-    active_high: bool = setting(True, "true when a HIGH pin turns the SSR on (the usual DC-input SSR)")
+    #: True when a HIGH pin turns the SSR on (the usual DC-input SSR).
+    active_high: bool = setting(True)
 
 
 #: The actuators heater.actuator can name.
@@ -300,19 +364,24 @@ ACTUATORS = ("servo", "pwm_0_10v", "ssr_burst")
 class HeaterConfig:
     """The water heater and what sets its power."""
 
-    max_power_w: float = setting(2000.0, "heater power at full knob", min=100.0, max=10000.0)
+    #: Heater power at full knob.
+    max_power_w: float = setting(2000.0, min=100.0, max=10000.0)
+    #: YAML written by `pvheater calibrate`; null: linear from the actuator's zero to its full end.
     calibration_file: str | None = setting(
-        None, "YAML written by `pvheater calibrate`; null: linear from the actuator's zero to its full end"
+        None
     )
+    #: What sets the power: servo (turns the regulator's knob), pwm_0_10v, ssr_burst.
     actuator: str = setting(
-        "servo", "what sets the power: servo (turns the regulator's knob), pwm_0_10v, ssr_burst", choices=ACTUATORS
+        "servo", choices=ACTUATORS
     )
+    #: With the tank full (the heater does not draw), the knob waits at this % of the heater's power.
     sense_power_pct: float = setting(
-        10.0, "with the tank full (the heater does not draw), the knob waits at this % of the heater's power",
+        10.0,
         min=1.0, max=50.0,
     )
+    #: Open the relay when the tank has been full this long (0: keep it closed at the sense power).
     tank_full_open_after_s: float = setting(
-        0.0, "open the relay when the tank has been full this long (0: keep it closed at the sense power)",
+        0.0,
         min=0.0, max=86400.0,
     )
 
@@ -321,25 +390,34 @@ class HeaterConfig:
 class CalibrationConfig:
     """How `pvheater calibrate-servo` sweeps the knob, when a step counts as settled, and its safety caps."""
 
-    step_deg: float = setting(5.0, "servo step between measured angles", min=0.5, max=45.0)
-    settle_samples: int = setting(3, "GX readings in a row that must agree before an angle counts as settled",
+    #: Servo step between measured angles.
+    step_deg: float = setting(5.0, min=0.5, max=45.0)
+    #: GX readings in a row that must agree before an angle counts as settled.
+    settle_samples: int = setting(3,
                                   min=2, max=20)
-    settle_tolerance_w: float = setting(20.0, "readings agree when they lie within this many watts", min=1.0,
+    #: Readings agree when they lie within this many watts.
+    settle_tolerance_w: float = setting(20.0, min=1.0,
                                         max=500.0)
-    settle_timeout_s: float = setting(20.0, "discard the run when an angle has not settled after this long",
+    #: Discard the run when an angle has not settled after this long.
+    settle_timeout_s: float = setting(20.0,
                                       min=2.0, max=300.0)
+    #: Discard the run when the house load moved more than this (heater-off baseline before vs after).
     house_tolerance_w: float = setting(
-        50.0, "discard the run when the house load moved more than this (heater-off baseline before vs after)",
+        50.0,
         min=5.0, max=2000.0,
     )
-    max_test_power_w: float = setting(4000.0, "stop the sweep at the angle where the heater takes more than this",
+    #: Stop the sweep at the angle where the heater takes more than this.
+    max_test_power_w: float = setting(4000.0,
                                       min=50.0, max=10000.0)
-    max_duration_s: float = setting(600.0, "abort (relay off, nothing written) after this long", min=30.0,
+    #: Abort (relay off, nothing written) after this long.
+    max_duration_s: float = setting(600.0, min=30.0,
                                     max=3600.0)
-    limits_speed_deg_s: float = setting(10.0, "--limits: how fast the servo moves to the knob's ends and back",
+    #: --limits: how fast the servo moves to the knob's ends and back.
+    limits_speed_deg_s: float = setting(10.0,
                                         min=1.0, max=180.0)
+    #: Pwm_0_10v and ssr_burst: step between measured inputs, as a fraction of the input's range.
     step_fraction: float = setting(
-        0.025, "pwm_0_10v and ssr_burst: step between measured inputs, as a fraction of the input's range",
+        0.025,
         min=0.01, max=0.5,
     )
 
@@ -348,9 +426,9 @@ class CalibrationConfig:
 class GpioConfig:
     """Which gpiozero pin library drives the pins."""
 
+    #: Null: gpiozero's choice; or lgpio, pigpio, rpigpio, native, mock.
     pin_factory: str | None = setting(
         None,
-        "null: gpiozero's choice; or lgpio, pigpio, rpigpio, native, mock",
         choices=("lgpio", "pigpio", "rpigpio", "native", "mock"),
     )
 
@@ -359,20 +437,27 @@ class GpioConfig:
 class LogConfig:
     """Where `pvheater run` logs, besides the console."""
 
-    file: str | None = setting("pvheater.log", "rotating log file; null: console only")
-    level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    max_bytes: int = setting(1_000_000, "rotate the file at this size", min=10_000, max=1_000_000_000)
-    backups: int = setting(5, "rotated files kept", min=0, max=100)
+    #: Rotating log file; null: console only.
+    file: str | None = setting("pvheater.log")
+    #: DEBUG, INFO, WARNING or ERROR.
+    level: str = setting("INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    #: Rotate the file at this size.
+    max_bytes: int = setting(1_000_000, min=10_000, max=1_000_000_000)
+    #: Rotated files kept.
+    backups: int = setting(5, min=0, max=100)
 
 
 @dataclass(frozen=True)
 class HistoryConfig:
     """The SQLite history `pvheater run` keeps and `pvheater stats` reads."""
 
-    file: str | None = setting("pvheater.db", "SQLite file of ticks and events; null: no history")
-    retention_days: int = setting(90, "rows and events older than this are deleted once a day", min=1, max=3650)
+    #: SQLite file of ticks and events; null: no history.
+    file: str | None = setting("pvheater.db")
+    #: Rows and events older than this are deleted once a day.
+    retention_days: int = setting(90, min=1, max=3650)
+    #: A row at least this often, besides one on every change.
     row_every_s: float = setting(
-        60.0, "a row at least this often, besides one on every change", min=5.0, max=3600.0
+        60.0, min=5.0, max=3600.0
     )
 
 
@@ -380,11 +465,13 @@ class HistoryConfig:
 class ServiceConfig:
     """How the running service can be found by `pvheater reload`."""
 
+    #: `pvheater run` writes its process ID here for `pvheater reload`; null: none.
     pid_file: str | None = setting(
-        "pvheater.pid", "`pvheater run` writes its process ID here for `pvheater reload`; null: none"
+        "pvheater.pid"
     )
+    #: Local control channel (a Unix socket, mode 0600) for `pvheater status`; null: none.
     socket_file: str | None = setting(
-        "pvheater.sock", "local control channel (a Unix socket, mode 0600) for `pvheater status`; null: none"
+        "pvheater.sock"
     )
 
 
@@ -392,13 +479,15 @@ class ServiceConfig:
 class SiteConfig:
     """Where the panels are: for the sun rule (no network) and the forecast."""
 
+    #: Degrees north (south negative); null (with longitude_deg): no sun rule, no forecast.
     latitude_deg: float | None = setting(
-        None, "degrees north (south negative); null (with longitude_deg): no sun rule, no forecast", min=-90.0, max=90.0
+        None, min=-90.0, max=90.0
     )
-    longitude_deg: float | None = setting(None, "degrees east (west negative)", min=-180.0, max=180.0)
+    #: Degrees east (west negative).
+    longitude_deg: float | None = setting(None, min=-180.0, max=180.0)
+    #: Never heat while the sun's centre stands lower than this (-0.833: between sunrise and sunset).
     min_sun_elevation_deg: float = setting(
         -0.833,
-        "never heat while the sun's centre stands lower than this (-0.833: between sunrise and sunset)",
         min=-18.0, max=60.0,
     )
 
@@ -419,41 +508,59 @@ class SiteConfig:
 class PlaneConfig:
     """One plane of panels for the forecast."""
 
-    declination_deg: float = setting(35.0, "tilt: 0 horizontal .. 90 vertical", min=0.0, max=90.0)
-    azimuth_deg: float = setting(0.0, "-90 east, 0 south, 90 west, +-180 north", min=-180.0, max=180.0)
-    kwp: float = setting(2.5, "peak power of the plane's modules, kW", min=0.01, max=1000.0)
+    #: Tilt: 0 horizontal .. 90 vertical.
+    declination_deg: float = setting(35.0, min=0.0, max=90.0)
+    #: -90 east, 0 south, 90 west, +-180 north.
+    azimuth_deg: float = setting(0.0, min=-180.0, max=180.0)
+    #: Peak power of the plane's modules, kW.
+    kwp: float = setting(2.5, min=0.01, max=1000.0)
 
 
 @dataclass(frozen=True)
 class ForecastConfig:
     """Optional forecast.solar estimate and the forecast-aware battery reserve (see pvheater/forecast.py)."""
 
-    enabled: bool = setting(False, "fetch a forecast and let it allow heating below control.min_soc_pct")
-    base_url: str = setting("https://api.forecast.solar", "the forecast.solar API (public, no key)")
-    planes: tuple[PlaneConfig, ...] = setting((PlaneConfig(),), "the planes of panels; one request each")
+    #: Fetch a forecast and let it allow heating below control.min_soc_pct.
+    enabled: bool = setting(False)
+    #: The forecast.solar API (public, no key).
+    base_url: str = setting("https://api.forecast.solar")
+    #: The planes of panels; one request each.
+    planes: tuple[PlaneConfig, ...] = setting((PlaneConfig(),))
+    #: Local times HH:MM of the fetches, comma-separated (the cron job).
     fetch_times: str = setting(
-        "05:20,10:20,13:20", "local times HH:MM of the fetches, comma-separated (the cron job)"
+        "05:20,10:20,13:20"
     )
+    #: Never more requests than this in any hour (the public API allows 12).
     max_requests_per_hour: int = setting(
-        6, "never more requests than this in any hour (the public API allows 12)", min=1, max=12
+        6, min=1, max=12
     )
-    timeout_s: float = setting(10.0, "seconds to wait for an answer", min=1.0, max=120.0)
-    cache_file: str = setting("forecast.json", "the last forecast and the request log; a restart reads it")
-    max_age_h: float = setting(12.0, "a forecast older than this is not used", min=1.0, max=48.0)
-    battery_capacity_wh: float = setting(4800.0, "usable battery capacity", min=100.0, max=1_000_000.0)
+    #: Seconds to wait for an answer.
+    timeout_s: float = setting(10.0, min=1.0, max=120.0)
+    #: The last forecast and the request log; a restart reads it.
+    cache_file: str = setting("forecast.json")
+    #: A forecast older than this is not used.
+    max_age_h: float = setting(12.0, min=1.0, max=48.0)
+    #: Usable battery capacity.
+    battery_capacity_wh: float = setting(4800.0, min=100.0, max=1_000_000.0)
+    #: Early heating never below this SoC, whatever the forecast.
     early_min_soc_pct: float = setting(
-        30.0, "early heating never below this SoC, whatever the forecast", min=10.0, max=100.0
+        30.0, min=10.0, max=100.0
     )
-    safety_factor: float = setting(0.7, "only this share of the forecast energy is counted on", min=0.1, max=1.0)
-    house_base_w: float = setting(250.0, "house load assumed for the rest of the day", min=0.0, max=10_000.0)
+    #: Only this share of the forecast energy is counted on.
+    safety_factor: float = setting(0.7, min=0.1, max=1.0)
+    #: House load assumed for the rest of the day.
+    house_base_w: float = setting(250.0, min=0.0, max=10_000.0)
+    #: The battery is planned full this long before the forecast's sunset.
     fill_margin_h: float = setting(
-        2.0, "the battery is planned full this long before the forecast's sunset", min=0.0, max=8.0
+        2.0, min=0.0, max=8.0
     )
+    #: Stop early heating while measured PV is below this share of the forecast.
     reality_factor: float = setting(
-        0.8, "stop early heating while measured PV is below this share of the forecast", min=0.1, max=1.5
+        0.8, min=0.1, max=1.5
     )
+    #: Smoothing of measured and forecast PV for that comparison, minutes.
     reality_tau_min: float = setting(
-        30.0, "smoothing of measured and forecast PV for that comparison, minutes", min=1.0, max=240.0
+        30.0, min=1.0, max=240.0
     )
 
     def check(self) -> list[tuple[str, str]]:
@@ -475,16 +582,22 @@ W1_ID_PATTERN = re.compile(r"[0-9a-f]{2}-[0-9a-f]{12}")
 class TankSensorConfig:
     """The optional tank thermometer: a DS18B20 on the Pi's 1-wire bus (see pvheater/tank_sensor.py)."""
 
-    enabled: bool = setting(False, "read the tank temperature from a DS18B20 (kernel w1-gpio/w1-therm)")
-    id: str | None = setting(None, "sensor id such as 28-0000061a2b3c; null: the only one on the bus")
-    base_dir: str = setting("/sys/bus/w1/devices", "where the kernel lists the 1-wire devices")
+    #: Read the tank temperature from a DS18B20 (kernel w1-gpio/w1-therm).
+    enabled: bool = setting(False)
+    #: Sensor id such as 28-0000061a2b3c; null: the only one on the bus.
+    id: str | None = setting(None)
+    #: Where the kernel lists the 1-wire devices.
+    base_dir: str = setting("/sys/bus/w1/devices")
+    #: Stop heating at this tank temperature; set it a few K below the heater's thermostat.
     max_temp_c: float = setting(
-        60.0, "stop heating at this tank temperature; set it a few K below the heater's thermostat",
+        60.0,
         min=30.0, max=95.0,
     )
-    hysteresis_k: float = setting(5.0, "after such a stop, heat again only below max_temp_c - this", min=0.5,
+    #: After such a stop, heat again only below max_temp_c - this.
+    hysteresis_k: float = setting(5.0, min=0.5,
                                   max=20.0)
-    read_interval_s: float = setting(10.0, "seconds between readings (one takes the sensor ~0.75 s)", min=1.0,
+    #: Seconds between readings (one takes the sensor ~0.75 s).
+    read_interval_s: float = setting(10.0, min=1.0,
                                      max=600.0)
 
     def check(self) -> list[tuple[str, str]]:
@@ -503,9 +616,12 @@ class TankSensorConfig:
 class TopupConfig:
     """Grid top-up when PV will not reach the daily goal: a deliberate exception to "never from the grid"."""
 
-    enabled: bool = setting(False, "allow heating from the grid to reach the daily goal")
-    window: str = setting("22:00-06:00", "local time window HH:MM-HH:MM of the top-up (e.g. the night tariff)")
-    power_w: float | None = setting(None, "heater power of a top-up; null: heater.max_power_w", min=100.0,
+    #: Allow heating from the grid to reach the daily goal.
+    enabled: bool = setting(False)
+    #: Local time window HH:MM-HH:MM of the top-up (e.g. the night tariff).
+    window: str = setting("22:00-06:00")
+    #: Heater power of a top-up; null: heater.max_power_w.
+    power_w: float | None = setting(None, min=100.0,
                                     max=10000.0)
 
     def check(self) -> list[tuple[str, str]]:
@@ -521,10 +637,13 @@ class TopupConfig:
 class LegionellaConfig:
     """A periodic hot cycle: every N days the tank must reach temp_c once."""
 
-    every_days: int | None = setting(None, "days between cycles; null or 0: off", min=0, max=60)
-    temp_c: float = setting(60.0, "temperature the tank must reach (tank sensor)", min=50.0, max=80.0)
+    #: Days between cycles; null or 0: off.
+    every_days: int | None = setting(None, min=0, max=60)
+    #: Temperature the tank must reach (tank sensor).
+    temp_c: float = setting(60.0, min=50.0, max=80.0)
+    #: The heater's thermostat is set to 60 degC or more: a tank-full event counts as a cycle.
     thermostat_at_least_60: bool = setting(
-        False, "the heater's thermostat is set to 60 degC or more: a tank-full event counts as a cycle"
+        False
     )
 
     @property
@@ -537,25 +656,35 @@ class LegionellaConfig:
 class HotWaterConfig:
     """Hot water guaranteed: mode, a daily goal, grid top-up, boost, legionella (see pvheater/control/hotwater.py)."""
 
+    #: Mode at the first start (later the last mode set survives restarts): auto, solar_only or off.
     mode: str = setting(
-        "auto", "mode at the first start (later the last mode set survives restarts): auto, solar_only or off",
+        "auto",
         choices=("auto", "solar_only", "off"),
     )
+    #: The daily goal's deadline HH:MM (hot by then); null: the end of topup.window.
     goal_time: str | None = setting(
-        None, "the daily goal's deadline HH:MM (hot by then); null: the end of topup.window"
+        None
     )
-    daily_kwh: float | None = setting(None, "goal met when this much heater energy was delivered", min=0.1,
+    #: Goal met when this much heater energy was delivered.
+    daily_kwh: float | None = setting(None, min=0.1,
                                       max=100.0)
-    goal_temp_c: float | None = setting(None, "goal met when the tank sensor reads this", min=30.0, max=95.0)
+    #: Goal met when the tank sensor reads this.
+    goal_temp_c: float | None = setting(None, min=30.0, max=95.0)
+    #: Tank volume: turns a temperature gap into kWh for the top-up plan.
     tank_volume_l: float | None = setting(
-        None, "tank volume: turns a temperature gap into kWh for the top-up plan", min=10.0, max=5000.0
+        None, min=10.0, max=5000.0
     )
-    decision_time: str = setting("15:00", "local time HH:MM when pvheater decides whether PV will make the goal")
-    boost_max_min: float = setting(180.0, "longest boost, also for a boost to a temperature, minutes", min=5.0,
+    #: Local time HH:MM when pvheater decides whether PV will make the goal.
+    decision_time: str = setting("15:00")
+    #: Longest boost, also for a boost to a temperature, minutes.
+    boost_max_min: float = setting(180.0, min=5.0,
                                    max=720.0)
-    state_file: str = setting("hot_water_state.json", "keeps the mode and the last 60 degC date across restarts")
-    topup: TopupConfig = field(default_factory=TopupConfig, metadata={"doc": "grid top-up"})
-    legionella: LegionellaConfig = field(default_factory=LegionellaConfig, metadata={"doc": "legionella cycle"})
+    #: Keeps the mode and the last 60 degC date across restarts.
+    state_file: str = setting("hot_water_state.json")
+    #: Grid top-up.
+    topup: TopupConfig = field(default_factory=TopupConfig)
+    #: Legionella cycle.
+    legionella: LegionellaConfig = field(default_factory=LegionellaConfig)
 
     def check(self) -> list[tuple[str, str]]:
         """Times must be HH:MM; with forced heating, decision, window and deadline must come in that order."""
@@ -590,23 +719,40 @@ class HotWaterConfig:
 class Config:
     """The whole pvheater configuration."""
 
-    gx: GxConfig = field(default_factory=GxConfig, metadata={"doc": "the Venus GX"})
-    poll: PollConfig = field(default_factory=PollConfig, metadata={"doc": "polling"})
-    control: ControlConfig = field(default_factory=ControlConfig, metadata={"doc": "control"})
-    relay: RelayConfig = field(default_factory=RelayConfig, metadata={"doc": "relay"})
-    servo: ServoConfig = field(default_factory=ServoConfig, metadata={"doc": "servo"})
-    heater: HeaterConfig = field(default_factory=HeaterConfig, metadata={"doc": "heater"})
-    pwm: PwmConfig = field(default_factory=PwmConfig, metadata={"doc": "pwm_0_10v actuator"})
-    burst: BurstConfig = field(default_factory=BurstConfig, metadata={"doc": "ssr_burst actuator"})
-    calibration: CalibrationConfig = field(default_factory=CalibrationConfig, metadata={"doc": "calibrate-servo"})
-    gpio: GpioConfig = field(default_factory=GpioConfig, metadata={"doc": "pin library"})
-    log: LogConfig = field(default_factory=LogConfig, metadata={"doc": "logging"})
-    history: HistoryConfig = field(default_factory=HistoryConfig, metadata={"doc": "history database"})
-    service: ServiceConfig = field(default_factory=ServiceConfig, metadata={"doc": "running as a service"})
-    site: SiteConfig = field(default_factory=SiteConfig, metadata={"doc": "where the panels are"})
-    forecast: ForecastConfig = field(default_factory=ForecastConfig, metadata={"doc": "PV forecast"})
-    tank_sensor: TankSensorConfig = field(default_factory=TankSensorConfig, metadata={"doc": "tank thermometer"})
-    hot_water: HotWaterConfig = field(default_factory=HotWaterConfig, metadata={"doc": "hot water guaranteed"})
+    #: The Venus GX.
+    gx: GxConfig = field(default_factory=GxConfig)
+    #: Polling.
+    poll: PollConfig = field(default_factory=PollConfig)
+    #: Control.
+    control: ControlConfig = field(default_factory=ControlConfig)
+    #: Relay.
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    #: Servo.
+    servo: ServoConfig = field(default_factory=ServoConfig)
+    #: Heater.
+    heater: HeaterConfig = field(default_factory=HeaterConfig)
+    #: Pwm_0_10v actuator.
+    pwm: PwmConfig = field(default_factory=PwmConfig)
+    #: Ssr_burst actuator.
+    burst: BurstConfig = field(default_factory=BurstConfig)
+    #: Calibrate-servo.
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    #: Pin library.
+    gpio: GpioConfig = field(default_factory=GpioConfig)
+    #: Logging.
+    log: LogConfig = field(default_factory=LogConfig)
+    #: History database.
+    history: HistoryConfig = field(default_factory=HistoryConfig)
+    #: Running as a service.
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    #: Where the panels are.
+    site: SiteConfig = field(default_factory=SiteConfig)
+    #: PV forecast.
+    forecast: ForecastConfig = field(default_factory=ForecastConfig)
+    #: Tank thermometer.
+    tank_sensor: TankSensorConfig = field(default_factory=TankSensorConfig)
+    #: Hot water guaranteed.
+    hot_water: HotWaterConfig = field(default_factory=HotWaterConfig)
 
     def check(self) -> list[tuple[str, str]]:
         """Relay and servo on different pins; a GX that stops answering must fail a read before the data go stale."""
