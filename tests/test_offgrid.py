@@ -60,10 +60,6 @@ def offgrid_day() -> DayRecord:
     return DayRecord(house, heater, overload, tick_excess, e.heater_wh / 1000, e.grid_import_wh / 1000)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17 open: with the actuator and tank changes merged, the heater "
-                   "still rises "
-                   "by ~50 W in one overload second after a house step (second 66540); the cap needs the measured "
-                   "heater power, not the command")
 def test_heater_and_house_never_exceed_the_rating_beyond_a_house_step(offgrid_day: DayRecord) -> None:
     r = offgrid_day
     assert r.heater_kwh > 10.0  # it does heat (12.9 kWh of 13.5 kWh surplus, BENCHMARKS.md)
