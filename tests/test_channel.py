@@ -226,21 +226,27 @@ def test_service_serves_the_last_ticks_state_and_removes_the_socket(tmp_path: Pa
     assert abs(state["wall_s"] - time.time()) < 15
 
 
-def test_a_failing_state_never_stops_the_tick(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    class Broken(Channel):
-        def publish(self, state: dict[str, object]) -> None:
-            raise RuntimeError("no state today")
+def test_a_failing_state_or_front_end_never_stops_the_tick(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(state: dict[str, object]) -> None:
+        raise RuntimeError("no state today")
 
     caplog.set_level(logging.ERROR, logger="pvheater")
     with SimulatedRig(constant_day(3000, 300, seconds=3600), Config(), start_s=43200.0) as rig:
-        service = Service(rig.loop, 1.0, local_time=rig.local_time, channel=Broken(tmp_path / "s.sock"))
+        channel = Channel(tmp_path / "s.sock")
+        channel.hub.subscribe(broken)
+        service = Service(rig.loop, 1.0, local_time=rig.local_time, channel=channel)
         reports = []
         for _ in range(3):
             rig.live.advance(10)
             reports.append(service.job())
+        assert channel.hub.latest() is not None  # the state is there for the others
+        service.hub.publish_from(lambda: {"x": 1 / 0})
+        service.hub.publish_from(lambda: {"x": 1 / 0})
     assert all(r is not None and not r.loop_error for r in reports)
-    errors = [r.getMessage() for r in caplog.records if "channel" in r.getMessage()]
-    assert errors == ["channel: cannot publish the state (RuntimeError: no state today); control goes on"]
+    errors = [r.getMessage() for r in caplog.records]
+    assert errors == ["a front-end failed to take the state (RuntimeError: no state today); control goes on",
+                      "cannot build the state for the front-ends (ZeroDivisionError: division by zero); "
+                      "control goes on"]
 
 
 def test_a_channel_that_cannot_start_is_one_log_line_and_the_service_runs_on(

@@ -8,9 +8,10 @@ reaches it from another machine.
 Protocol: the client sends one JSON object on one line, e.g.
 `{"cmd": "status"}`, and gets one JSON object on one line back:
 `{"ok": true, ...}` or `{"ok": false, "error": "..."}`. Commands are looked
-up in a table of handlers (`Channel.add_handler`), so new commands (mode,
-boost) only add a handler. Built in: `status` -> the latest published state
-and what the service says about itself.
+up in the service's hub (pvheater.service.hub: one table of handlers for
+every front-end), so new commands (mode, boost) only add a handler there.
+Built in: `status` -> the latest published state and what the service says
+about itself.
 
 The server runs in its own thread and never holds up a control tick: the
 tick only hands over a new state dict (`publish`, one assignment under a
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from pvheater.errors import PvHeaterError
+from pvheater.service.hub import Handler, Hub
 
 log = logging.getLogger("pvheater")
 
@@ -47,7 +49,6 @@ MAX_RESPONSE_BYTES = 1 << 20
 #: Longest path of a Unix socket on Linux (sun_path is 108 bytes with the final NUL).
 MAX_SOCKET_PATH_BYTES = 107
 
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class ChannelError(PvHeaterError):
@@ -62,21 +63,20 @@ class Channel:
     """The service's side: a listening Unix socket served by one thread; handlers by command name."""
 
     def __init__(self, path: Path | str, *, timeout_s: float = 1.0, max_request_bytes: int = MAX_REQUEST_BYTES,
-                 info: dict[str, Any] | None = None) -> None:
+                 info: dict[str, Any] | None = None, hub: Hub | None = None) -> None:
         self.path = Path(path)
         self.timeout_s = timeout_s
         self.max_request_bytes = max_request_bytes
         #: Fixed facts about the service (pid, version, start time) sent with each status.
         self.info: dict[str, Any] = dict(info or {})
-        self._handlers: dict[str, Handler] = {"status": self._status}
-        self._state: dict[str, Any] | None = None
-        self._lock = threading.Lock()
+        #: The state and the command table shared with the other front-ends.
+        self.hub = hub if hub is not None else Hub()
+        self.hub.add_handler("status", self._status)
         self._sock: socket.socket | None = None
         self._inode: tuple[int, int] | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._problem: str | None = None
-        self._publish_failed = False
         #: Requests answered (ok or not), for tests and the log.
         self.requests = 0
 
@@ -84,23 +84,15 @@ class Channel:
 
     def add_handler(self, cmd: str, handler: Handler) -> None:
         """Answer requests {"cmd": cmd, ...} with handler(request) (runs in the channel's thread)."""
-        self._handlers[cmd] = handler
+        self.hub.add_handler(cmd, handler)
 
     def publish(self, state: dict[str, Any]) -> None:
         """Hand over the newest state (called by the control tick; never blocks for long)."""
-        with self._lock:
-            self._state = state
+        self.hub.publish(state)
 
     def publish_from(self, make_state: Callable[[], dict[str, Any]]) -> None:
         """Publish make_state(); a failure is logged once (until it works again) and never reaches the caller."""
-        try:
-            self.publish(make_state())
-        except Exception as exc:  # the channel is a convenience: the control tick must go on
-            if not self._publish_failed:
-                log.error("channel: cannot publish the state (%s: %s); control goes on", type(exc).__name__, exc)
-            self._publish_failed = True
-        else:
-            self._publish_failed = False
+        self.hub.publish_from(make_state)
 
     def serve(self, **info: Any) -> Channel | None:
         """Start with these facts about the service; None (after one log line) when it cannot start."""
@@ -260,17 +252,12 @@ class Channel:
         if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
             return {"ok": False, "error": 'expected {"cmd": NAME, ...}'}, "a request had no cmd"
         cmd = request["cmd"]
-        handler = self._handlers.get(cmd)
-        if handler is None:
-            known = ", ".join(sorted(self._handlers))
-            return {"ok": False, "error": f"unknown cmd {cmd[:40]!r} (known: {known})"}, "an unknown cmd"
-        try:
-            answer = handler(request)
-        except PvHeaterError as exc:
-            return {"ok": False, "error": str(exc)}, None
-        except Exception as exc:  # a handler's bug must not end the channel
-            return {"ok": False, "error": f"{cmd} failed: {type(exc).__name__}: {exc}"}, f"the {cmd} handler failed"
-        return {"ok": True, **answer}, None
+        if cmd not in self.hub.commands():
+            return self.hub.dispatch(request), "an unknown cmd"
+        answer = self.hub.dispatch(request)
+        if not answer["ok"] and str(answer.get("error", "")).startswith(f"{cmd} failed: "):
+            return answer, f"the {cmd} handler failed"
+        return answer, None
 
     def _answer(self, conn: socket.socket, response: dict[str, Any], problem: str | None) -> None:
         self.requests += 1
@@ -288,14 +275,13 @@ class Channel:
         self._problem = problem
 
     def _status(self, request: dict[str, Any]) -> dict[str, Any]:
-        with self._lock:
-            state = self._state
+        state = self.hub.latest()
         return {"service": {**self.info, "now_s": round(time.time(), 3)}, "state": state}
 
 
-def channel_for(socket_file: str | None, info: dict[str, Any] | None = None) -> Channel | None:
+def channel_for(socket_file: str | None, info: dict[str, Any] | None = None, hub: Hub | None = None) -> Channel | None:
     """The channel of service.socket_file, or None when it is null."""
-    return None if socket_file is None else Channel(socket_file, info=info)
+    return None if socket_file is None else Channel(socket_file, info=info, hub=hub)
 
 
 def request(path: Path | str, message: dict[str, Any], timeout_s: float = 3.0) -> dict[str, Any]:

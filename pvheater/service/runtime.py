@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -37,6 +37,7 @@ from pvheater.errors import ConfigError, PvHeaterError
 from pvheater.forecast import ForecastFetcher
 from pvheater.history import History, HistoryRecorder
 from pvheater.service.channel import Channel, channel_for
+from pvheater.service.hub import Frontend, Hub
 from pvheater.service.instance import Instance
 from pvheater.service.loop import STATUS_LEGEND, ControlLoop, HeaterPort, TickReport, status_line
 from pvheater.service.rig import Rig, trusted_local_time
@@ -180,6 +181,7 @@ class Service:
         wall_clock: Callable[[], float] = time.time,
         forecast: ForecastFetcher | None = None,
         channel: Channel | None = None,
+        frontends: Sequence[Frontend] = (),
     ) -> None:
         self.loop = loop
         self.interval_s = interval_s
@@ -193,6 +195,11 @@ class Service:
         self.forecast = forecast
         #: The local control channel (pvheater status), started by run(); None: none.
         self.channel = channel
+        #: The newest state and the command table every front-end shares (the channel's, when there is one).
+        self.hub = channel.hub if channel is not None else Hub()
+        #: Further front-ends (MQTT, the status page): started by run() after the channel, closed at shutdown.
+        self.frontends: list[Frontend] = list(frontends)
+        self._started: list[Frontend] = []
         self.scheduler = BackgroundScheduler()
         self._tick_lock = threading.Lock()
         self._stopping = False
@@ -229,8 +236,7 @@ class Service:
             self.notifier.healthy(now_s, status)
         if self._deadline_s is not None and now_s >= self._deadline_s:
             self.stop()
-        if self.channel is not None:
-            self.channel.publish_from(lambda: tick_state(report, self.loop.heater, self.wall_clock()))
+        self.hub.publish_from(lambda: tick_state(report, self.loop.heater, self.wall_clock()))
         if self.on_tick is not None:
             self.on_tick(report)
         return report
@@ -315,6 +321,7 @@ class Service:
                     self.channel = self.channel.serve(
                         pid=os.getpid(), version=__version__, started_s=self.wall_clock(), interval_s=self.interval_s
                     )
+                self._start_frontends()
                 if self.recorder is not None:
                     self.recorder.start(time.monotonic(), f"pvheater {__version__}")
                 self.notifier.ready("running")
@@ -346,8 +353,28 @@ class Service:
             self._wake = None
             if self.channel is not None:
                 self.channel.close()
+            self._close_frontends()
             if not self._hold_signals:
                 self.restore_signals()
+
+    def _start_frontends(self) -> None:
+        """Start each front-end; one that cannot start is logged in one line and left out (control goes on)."""
+        for frontend in self.frontends:
+            try:
+                frontend.start(self.hub)
+            except PvHeaterError as exc:
+                log.error("%s; control goes on without it", exc)
+            else:
+                self._started.append(frontend)
+
+    def _close_frontends(self) -> None:
+        """Close the started front-ends (after the relay is open); a failure is logged, never raised."""
+        while self._started:
+            frontend = self._started.pop()
+            try:
+                frontend.close()
+            except Exception as exc:  # shutting down: log and go on with the rest
+                log.error("closing a front-end failed: %s: %s", type(exc).__name__, exc)
 
     def hold_signals(self) -> None:
         """Keep ignoring stop signals after run() returns, until restore_signals() (the caller still cleans up)."""
