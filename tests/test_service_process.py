@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -29,6 +30,9 @@ from pvheater.sim.gx_server import SAMPLE_VALUES, GxSimulator
 from pvheater.sim.live import SimulatedRig
 from pvheater.sim.scenarios import constant_day
 from pvheater.systemd import Notifier, unit_file, watchdog_seconds
+
+if TYPE_CHECKING:
+    from conftest import RunProcesses
 
 CONFIG = """\
 gx:
@@ -90,62 +94,29 @@ def notify(tmp_path: Path) -> Iterator[NotifySocket]:
     sock.close()
 
 
-def wait_for_log(path: Path, text: str, timeout_s: float = 15.0) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        content = path.read_text(encoding="utf-8") if path.exists() else ""
-        if text in content:
-            return content
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} not in the log:\n{content}")
-
-
-def listening_sockets(pid: int) -> list[str]:
-    """TCP sockets in LISTEN and bound UDP sockets that belong to the process."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    found = []
-    for table in ("tcp", "tcp6", "udp", "udp6"):
-        path = Path(f"/proc/net/{table}")
-        if not path.exists():
-            continue
-        for line in path.read_text().splitlines()[1:]:
-            cols = line.split()
-            listening = cols[3] == "0A" if table.startswith("tcp") else True
-            if listening and cols[9] in inodes:
-                found.append(f"{table} {cols[1]}")
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")
-def test_run_as_systemd_runs_it_notify_reload_and_stop(tmp_path: Path, notify: NotifySocket) -> None:
+def test_run_as_systemd_runs_it_notify_reload_and_stop(tmp_path: Path, notify: NotifySocket,
+                                                       pvheater_run: RunProcesses) -> None:
     cfg_file = tmp_path / "config.yaml"
     gx = GxSimulator(load_register_map(), Config().gx.unit_ids)
     gx.set_values(SAMPLE_VALUES)
     gx.start()
     cfg_file.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17"), encoding="utf-8")
     env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000"}
-    proc = subprocess.Popen([sys.executable, "-m", "pvheater.cli", "run", "--config", str(cfg_file)], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = pvheater_run.start(cfg_file, env=env)
     log = tmp_path / "run.log"
     try:
         notify.wait_for(lambda m: any("READY=1" in x for x in m))
         notify.wait_for(lambda m: sum("WATCHDOG=1" in x for x in m) >= 2)
         assert (tmp_path / "pvheater.pid").read_text().strip() == str(proc.pid)
-        assert listening_sockets(proc.pid) == []
+        assert pvheater_run.listening_inet_sockets(proc.pid) == []
 
         # a good change: applied live; the pin change waits for a restart
         cfg_file.write_text(CONFIG.format(port=gx.port, deadband=60.0, pin="GPIO5"), encoding="utf-8")
         done = subprocess.run([sys.executable, "-m", "pvheater.cli", "reload", "--config", str(cfg_file)],
                               cwd=tmp_path, capture_output=True, text=True, timeout=30)
         assert done.returncode == 0, done.stderr
-        text = wait_for_log(log, "config reloaded from")
+        text = pvheater_run.wait_for_log("config reloaded from")
         assert "control.deadband_w" in text and "relay.pin changed; that takes effect at the next restart" in text
         notify.wait_for(lambda m: any("RELOADING=1" in x for x in m))
 
@@ -155,21 +126,18 @@ def test_run_as_systemd_runs_it_notify_reload_and_stop(tmp_path: Path, notify: N
                               cwd=tmp_path, capture_output=True, text=True, timeout=30)
         assert done.returncode == 2 and "gx.port" in done.stderr
         os.kill(proc.pid, signal.SIGHUP)
-        text = wait_for_log(log, "config reload rejected, the running config stays")
+        text = pvheater_run.wait_for_log("config reload rejected, the running config stays")
         assert proc.poll() is None
 
         # a GX outage with the relay safely open is a healthy loop: the watchdog pings go on
         gx.stop()
-        wait_for_log(log, "GX unavailable, heater off")
+        pvheater_run.wait_for_log("GX unavailable, heater off")
         pings = notify.count("WATCHDOG=1")
         notify.wait_for(lambda m: sum("WATCHDOG=1" in x for x in m) >= pings + 2)
 
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         gx.stop()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
@@ -356,21 +324,6 @@ class SilencingProxy:
                 sock.close()
 
 
-def start_run(tmp_path: Path, cfg_file: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "pvheater.cli", "run", "--config", str(cfg_file)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_pid_file(tmp_path: Path, pid: int, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    path = tmp_path / "pvheater.pid"
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().strip() == str(pid):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no PID file with {pid}")
-
-
 def events(tmp_path: Path) -> list[tuple[str, float]]:
     with contextlib.closing(sqlite3.connect(tmp_path / "history.db")) as db:
         return list(db.execute("SELECT kind, wall_s FROM events ORDER BY id"))
@@ -386,16 +339,16 @@ def gx() -> Iterator[GxSimulator]:
 
 
 def test_sigterm_while_the_gx_hangs_opens_the_relay_at_once_and_exits_within_5_s(
-        tmp_path: Path, gx: GxSimulator) -> None:
+        tmp_path: Path, gx: GxSimulator, pvheater_run: RunProcesses) -> None:
     proxy = SilencingProxy(gx.port)
     cfg_file = tmp_path / "config.yaml"
     cfg_file.write_text(CONFIG.format(port=proxy.port, deadband=40.0, pin="GPIO17")
                         .replace("timeout_s: 0.5", "timeout_s: 4.9").replace("interval_s: 0.5", "interval_s: 1.0"),
                         encoding="utf-8")
-    proc = start_run(tmp_path, cfg_file)
+    proc = pvheater_run.start(cfg_file)
     log = tmp_path / "run.log"
     try:
-        wait_for_log(log, "relay ON", timeout_s=30)  # the heater runs on good data
+        pvheater_run.wait_for_log("relay ON", timeout_s=30)  # the heater runs on good data
         proxy.silent.set()
         swallowed = proxy.requests_swallowed
         deadline = time.monotonic() + 10
@@ -408,9 +361,6 @@ def test_sigterm_while_the_gx_hangs_opens_the_relay_at_once_and_exits_within_5_s
         _out, err = proc.communicate(timeout=30)
         exit_s = time.monotonic() - sent_s
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         proxy.close()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
@@ -426,22 +376,17 @@ def test_sigterm_while_the_gx_hangs_opens_the_relay_at_once_and_exits_within_5_s
 
 @pytest.mark.parametrize("storm", ["SIGHUP", "SIGTERM", "SIGINT"])
 def test_signals_during_shutdown_are_ignored_exit_0_with_the_stop_event(
-        tmp_path: Path, gx: GxSimulator, storm: str) -> None:
+        tmp_path: Path, gx: GxSimulator, storm: str, pvheater_run: RunProcesses) -> None:
     cfg_file = tmp_path / "config.yaml"
     cfg_file.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17"), encoding="utf-8")
-    proc = start_run(tmp_path, cfg_file)
-    try:
-        wait_for_log(tmp_path / "run.log", "relay ON", timeout_s=30)
-        first = signal.SIGINT if storm == "SIGINT" else signal.SIGTERM  # SIGINT twice: a double Ctrl-C
-        proc.send_signal(first)
-        for _ in range(12):  # the servo park alone takes 1 s: these all land in the shutdown
-            time.sleep(0.05)
-            proc.send_signal(getattr(signal, storm))
-        _out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc = pvheater_run.start(cfg_file)
+    pvheater_run.wait_for_log("relay ON", timeout_s=30)
+    first = signal.SIGINT if storm == "SIGINT" else signal.SIGTERM  # SIGINT twice: a double Ctrl-C
+    proc.send_signal(first)
+    for _ in range(12):  # the servo park alone takes 1 s: these all land in the shutdown
+        time.sleep(0.05)
+        proc.send_signal(getattr(signal, storm))
+    _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     kinds = [kind for kind, _ in events(tmp_path)]
@@ -451,50 +396,42 @@ def test_signals_during_shutdown_are_ignored_exit_0_with_the_stop_event(
     assert not (tmp_path / "pvheater.pid").exists()
 
 
-def test_a_second_instance_is_refused_and_the_lock_survives_kill_9(tmp_path: Path, gx: GxSimulator) -> None:
+def test_a_second_instance_is_refused_and_the_lock_survives_kill_9(tmp_path: Path, gx: GxSimulator,
+                                                                   pvheater_run: RunProcesses) -> None:
     cfg_file = tmp_path / "config.yaml"
     cfg_file.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17"), encoding="utf-8")
-    first = start_run(tmp_path, cfg_file)
-    procs = [first]
-    try:
-        wait_for_pid_file(tmp_path, first.pid)
-        second = start_run(tmp_path, cfg_file)
-        procs.append(second)
-        _out, err = second.communicate(timeout=30)
-        assert second.returncode == 2, err
-        assert err.count("\n") == 1 and "Traceback" not in err
-        assert f"another pvheater runs with this PID file pvheater.pid (PID {first.pid})" in err
-        assert (tmp_path / "pvheater.pid").read_text().strip() == str(first.pid)  # the first one's file stays
-        assert first.poll() is None
+    first = pvheater_run.start(cfg_file)
+    pvheater_run.wait_for_pid_file(first.pid)
+    second = pvheater_run.start(cfg_file)
+    _out, err = second.communicate(timeout=30)
+    assert second.returncode == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"another pvheater runs with this PID file pvheater.pid (PID {first.pid})" in err
+    assert (tmp_path / "pvheater.pid").read_text().strip() == str(first.pid)  # the first one's file stays
+    assert first.poll() is None
 
-        first.kill()  # kill -9: no cleanup at all, the PID file stays behind
-        first.wait()
-        assert (tmp_path / "pvheater.pid").read_text().strip() == str(first.pid)
-        third = start_run(tmp_path, cfg_file)  # the kernel dropped the lock with the process
-        procs.append(third)
-        wait_for_pid_file(tmp_path, third.pid)
-        assert third.poll() is None
-        third.send_signal(signal.SIGTERM)
-        _out, err = third.communicate(timeout=30)
-        assert third.returncode == 0, err
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    first.kill()  # kill -9: no cleanup at all, the PID file stays behind
+    first.wait()
+    assert (tmp_path / "pvheater.pid").read_text().strip() == str(first.pid)
+    third = pvheater_run.start(cfg_file)  # the kernel dropped the lock with the process
+    pvheater_run.wait_for_pid_file(third.pid)
+    assert third.poll() is None
+    third.send_signal(signal.SIGTERM)
+    _out, err = third.communicate(timeout=30)
+    assert third.returncode == 0, err
     assert not (tmp_path / "pvheater.pid").exists()
 
 
-def test_the_history_file_alone_is_locked_too(tmp_path: Path, gx: GxSimulator) -> None:
+def test_the_history_file_alone_is_locked_too(tmp_path: Path, gx: GxSimulator, pvheater_run: RunProcesses) -> None:
     cfg_file = tmp_path / "config.yaml"
     cfg_file.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17"), encoding="utf-8")
     other = tmp_path / "other.yaml"  # its own PID file, the same history
     other.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17").replace("pid_file: pvheater.pid",
                                                                                       "pid_file: other.pid"))
-    first = start_run(tmp_path, cfg_file)
+    first = pvheater_run.start(cfg_file)
     try:
-        wait_for_pid_file(tmp_path, first.pid)
-        second = start_run(tmp_path, other)
+        pvheater_run.wait_for_pid_file(first.pid)
+        second = pvheater_run.start(other)
         _out, err = second.communicate(timeout=30)
         assert second.returncode == 2 and f"another pvheater runs with this history file history.db (PID {first.pid})" \
             in err, err
@@ -505,7 +442,8 @@ def test_the_history_file_alone_is_locked_too(tmp_path: Path, gx: GxSimulator) -
     assert first.returncode == 0
 
 
-def test_reload_with_a_stale_pid_file_signals_nothing(tmp_path: Path, gx: GxSimulator) -> None:
+def test_reload_with_a_stale_pid_file_signals_nothing(tmp_path: Path, gx: GxSimulator,
+                                                      pvheater_run: RunProcesses) -> None:
     cfg_file = tmp_path / "config.yaml"
     cfg_file.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17"), encoding="utf-8")
     (tmp_path / "run.log").write_text("", encoding="utf-8")
@@ -525,8 +463,8 @@ def test_reload_with_a_stale_pid_file_signals_nothing(tmp_path: Path, gx: GxSimu
         (tmp_path / "pvheater.pid").unlink()
 
         # A running pvheater holds the lock, but the PID file was overwritten with another process's PID.
-        service = start_run(tmp_path, cfg_file)
-        wait_for_pid_file(tmp_path, service.pid)
+        service = pvheater_run.start(cfg_file)
+        pvheater_run.wait_for_pid_file(service.pid)
         (tmp_path / "pvheater.pid").write_text(f"{tail.pid}\n", encoding="ascii")
         done = subprocess.run([sys.executable, "-m", "pvheater.cli", "reload", "--config", str(cfg_file)],
                               cwd=tmp_path, capture_output=True, text=True, timeout=30)
@@ -539,7 +477,7 @@ def test_reload_with_a_stale_pid_file_signals_nothing(tmp_path: Path, gx: GxSimu
         done = subprocess.run([sys.executable, "-m", "pvheater.cli", "reload", "--config", str(cfg_file)],
                               cwd=tmp_path, capture_output=True, text=True, timeout=30)
         assert done.returncode == 0, done.stderr
-        wait_for_log(tmp_path / "run.log", "config reloaded from")
+        pvheater_run.wait_for_log("config reloaded from")
     finally:
         for proc in (tail, fake, service):
             if proc is not None and proc.poll() is None:
