@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from pvheater.config import GxConfig, UnitIds
 from pvheater.registers import RegisterMap, load_register_map
@@ -56,6 +57,23 @@ class RunProcesses:
     def __init__(self, cwd: Path) -> None:
         self.cwd = cwd
         self.procs: list[subprocess.Popen[str]] = []
+
+    @staticmethod
+    def config(gx_port: int, **sections: dict[str, Any]) -> str:
+        """YAML for a service under test: the GX at gx_port, 0.5 s ticks, mock pins, run.log, history.db,
+        pvheater.pid in the folder; each keyword (a section name) adds or overrides keys of that section."""
+        settings: dict[str, dict[str, Any]] = {
+            "gx": {"host": "127.0.0.1", "port": gx_port, "timeout_s": 0.5, "reconnect_min_s": 0.5,
+                   "reconnect_max_s": 2.0},
+            "poll": {"interval_s": 0.5},
+            "gpio": {"pin_factory": "mock"},
+            "log": {"file": "run.log"},
+            "history": {"file": "history.db"},
+            "service": {"pid_file": "pvheater.pid"},
+        }
+        for name, values in sections.items():
+            settings.setdefault(name, {}).update(values)
+        return yaml.safe_dump(settings, sort_keys=False)
 
     def start(self, cfg_file: Path | str, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         """Start one (stdout and stderr piped, text); env replaces the environment when given."""

@@ -34,56 +34,59 @@ from pvheater.systemd import Notifier, unit_file, watchdog_seconds
 if TYPE_CHECKING:
     from conftest import RunProcesses
 
-CONFIG = """\
-gx:
-  host: 127.0.0.1
-  port: {port}
-  timeout_s: 0.5
-  reconnect_min_s: 0.5
-  reconnect_max_s: 2.0
-poll:
-  interval_s: 0.5
-control:
-  deadband_w: {deadband}
-relay:
-  pin: {pin}
-gpio:
-  pin_factory: mock
-log:
-  file: run.log
-history:
-  file: history.db
-service:
-  pid_file: pvheater.pid
-"""
+def config(runs: RunProcesses, port: int, deadband_w: float = 40.0, pin: str = "GPIO17",
+           **sections: dict[str, object]) -> str:
+    """The services' config here: the common one, a deadband and a relay pin (both changed by a reload)."""
+    return runs.config(port, control={"deadband_w": deadband_w}, relay={"pin": pin}, **sections)
 
 
 class NotifySocket:
-    """What systemd listens on: a unix datagram socket; collects the messages."""
+    """What systemd listens on: a unix datagram socket, read all the time (as systemd does) by a thread.
+
+    Reading only while a test waits would let the kernel's queue (net.unix.max_dgram_qlen, often 10 datagrams) fill
+    up during a slow step, and the service's non-blocking sends would then be dropped.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
         self.messages: list[str] = []
+        self._closed = threading.Event()
+        self._arrived = threading.Condition()
+        self._thread = threading.Thread(target=self._read, name="notify-socket", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._closed.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._arrived:
+                self.messages.append(data.decode())
+                self._arrived.notify_all()
 
     def wait_for(self, predicate: Callable[[list[str]], bool], timeout_s: float = 20.0) -> list[str]:
         deadline = time.monotonic() + timeout_s
-        while not predicate(self.messages):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"notify: timed out; got {self.messages}")
-            self.sock.settimeout(left)
-            try:
-                self.messages.append(self.sock.recv(4096).decode())
-            except TimeoutError:
-                continue
-        return self.messages
+        with self._arrived:
+            while not predicate(list(self.messages)):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"notify: timed out; got {self.messages}")
+                self._arrived.wait(left)
+            return list(self.messages)
 
     def count(self, field: str) -> int:
-        return sum(field in m.splitlines() for m in self.messages)
+        with self._arrived:
+            return sum(field in m.splitlines() for m in self.messages)
 
     def close(self) -> None:
+        self._closed.set()
+        self._thread.join(2)
         self.sock.close()
 
 
@@ -101,7 +104,7 @@ def test_run_as_systemd_runs_it_notify_reload_and_stop(tmp_path: Path, notify: N
     gx = GxSimulator(load_register_map(), Config().gx.unit_ids)
     gx.set_values(SAMPLE_VALUES)
     gx.start()
-    cfg_file.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17"), encoding="utf-8")
+    cfg_file.write_text(config(pvheater_run, gx.port), encoding="utf-8")
     env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000"}
     proc = pvheater_run.start(cfg_file, env=env)
     log = tmp_path / "run.log"
@@ -112,7 +115,7 @@ def test_run_as_systemd_runs_it_notify_reload_and_stop(tmp_path: Path, notify: N
         assert pvheater_run.listening_inet_sockets(proc.pid) == []
 
         # a good change: applied live; the pin change waits for a restart
-        cfg_file.write_text(CONFIG.format(port=gx.port, deadband=60.0, pin="GPIO5"), encoding="utf-8")
+        cfg_file.write_text(config(pvheater_run, gx.port, 60.0, "GPIO5"), encoding="utf-8")
         done = subprocess.run([sys.executable, "-m", "pvheater.cli", "reload", "--config", str(cfg_file)],
                               cwd=tmp_path, capture_output=True, text=True, timeout=30)
         assert done.returncode == 0, done.stderr
@@ -342,8 +345,7 @@ def test_sigterm_while_the_gx_hangs_opens_the_relay_at_once_and_exits_within_5_s
         tmp_path: Path, gx: GxSimulator, pvheater_run: RunProcesses) -> None:
     proxy = SilencingProxy(gx.port)
     cfg_file = tmp_path / "config.yaml"
-    cfg_file.write_text(CONFIG.format(port=proxy.port, deadband=40.0, pin="GPIO17")
-                        .replace("timeout_s: 0.5", "timeout_s: 4.9").replace("interval_s: 0.5", "interval_s: 1.0"),
+    cfg_file.write_text(config(pvheater_run, proxy.port, gx={"timeout_s": 4.9}, poll={"interval_s": 1.0}),
                         encoding="utf-8")
     proc = pvheater_run.start(cfg_file)
     log = tmp_path / "run.log"
@@ -378,7 +380,7 @@ def test_sigterm_while_the_gx_hangs_opens_the_relay_at_once_and_exits_within_5_s
 def test_signals_during_shutdown_are_ignored_exit_0_with_the_stop_event(
         tmp_path: Path, gx: GxSimulator, storm: str, pvheater_run: RunProcesses) -> None:
     cfg_file = tmp_path / "config.yaml"
-    cfg_file.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17"), encoding="utf-8")
+    cfg_file.write_text(config(pvheater_run, gx.port), encoding="utf-8")
     proc = pvheater_run.start(cfg_file)
     pvheater_run.wait_for_log("relay ON", timeout_s=30)
     first = signal.SIGINT if storm == "SIGINT" else signal.SIGTERM  # SIGINT twice: a double Ctrl-C
@@ -399,7 +401,7 @@ def test_signals_during_shutdown_are_ignored_exit_0_with_the_stop_event(
 def test_a_second_instance_is_refused_and_the_lock_survives_kill_9(tmp_path: Path, gx: GxSimulator,
                                                                    pvheater_run: RunProcesses) -> None:
     cfg_file = tmp_path / "config.yaml"
-    cfg_file.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17"), encoding="utf-8")
+    cfg_file.write_text(config(pvheater_run, gx.port), encoding="utf-8")
     first = pvheater_run.start(cfg_file)
     pvheater_run.wait_for_pid_file(first.pid)
     second = pvheater_run.start(cfg_file)
@@ -424,10 +426,9 @@ def test_a_second_instance_is_refused_and_the_lock_survives_kill_9(tmp_path: Pat
 
 def test_the_history_file_alone_is_locked_too(tmp_path: Path, gx: GxSimulator, pvheater_run: RunProcesses) -> None:
     cfg_file = tmp_path / "config.yaml"
-    cfg_file.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17"), encoding="utf-8")
+    cfg_file.write_text(config(pvheater_run, gx.port), encoding="utf-8")
     other = tmp_path / "other.yaml"  # its own PID file, the same history
-    other.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17").replace("pid_file: pvheater.pid",
-                                                                                      "pid_file: other.pid"))
+    other.write_text(config(pvheater_run, gx.port, service={"pid_file": "other.pid"}), encoding="utf-8")
     first = pvheater_run.start(cfg_file)
     try:
         pvheater_run.wait_for_pid_file(first.pid)
@@ -445,7 +446,7 @@ def test_the_history_file_alone_is_locked_too(tmp_path: Path, gx: GxSimulator, p
 def test_reload_with_a_stale_pid_file_signals_nothing(tmp_path: Path, gx: GxSimulator,
                                                       pvheater_run: RunProcesses) -> None:
     cfg_file = tmp_path / "config.yaml"
-    cfg_file.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17"), encoding="utf-8")
+    cfg_file.write_text(config(pvheater_run, gx.port), encoding="utf-8")
     (tmp_path / "run.log").write_text("", encoding="utf-8")
     # Processes whose command line mentions pvheater; SIGHUP's default action would end them.
     tail = subprocess.Popen(["tail", "-f", "run.log", "pvheater.log"], cwd=tmp_path, stdout=subprocess.DEVNULL,
@@ -503,12 +504,13 @@ def test_instance_lock_in_process(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (every write: no space left on device)")
-def test_a_log_file_on_a_full_disk_costs_one_line_not_a_traceback_per_record(tmp_path: Path, gx: GxSimulator) -> None:
+def test_a_log_file_on_a_full_disk_costs_one_line_not_a_traceback_per_record(
+        tmp_path: Path, gx: GxSimulator, pvheater_run: RunProcesses) -> None:
     cfg_file = tmp_path / "config.yaml"
-    cfg_file.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17").replace("file: run.log",
-                                                                                         "file: /dev/full"))
-    done = subprocess.run([sys.executable, "-m", "pvheater.cli", "run", "--config", str(cfg_file), "--duration", "3"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    cfg_file.write_text(config(pvheater_run, gx.port, log={"file": "/dev/full"}), encoding="utf-8")
+    proc = pvheater_run.start(cfg_file, "--duration", "3")
+    out, err = proc.communicate(timeout=60)
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "Logging error" not in done.stderr
     failures = [line for line in done.stderr.splitlines() if line.startswith("pvheater: log.file")]

@@ -26,27 +26,6 @@ from pvheater.sim.gx_server import SAMPLE_VALUES, GxSimulator
 if TYPE_CHECKING:
     from conftest import RunProcesses
 
-CONFIG = """\
-gx:
-  host: 127.0.0.1
-  port: {port}
-  timeout_s: 0.5
-  reconnect_min_s: 0.5
-  reconnect_max_s: 2.0
-poll:
-  interval_s: 0.5
-gpio:
-  pin_factory: mock
-log:
-  file: run.log
-history:
-  file: history.db
-  row_every_s: 5
-service:
-  pid_file: pvheater.pid
-  socket_file: pvheater.sock
-"""
-
 
 def unix_sockets_listening(pid: int) -> list[str]:
     """Paths of the process's listening Unix sockets."""
@@ -70,7 +49,9 @@ def test_status_of_a_running_service_then_of_its_history(tmp_path: Path, pvheate
     gx = GxSimulator(load_register_map(), Config().gx.unit_ids)
     gx.set_values(SAMPLE_VALUES)
     gx.start()
-    (tmp_path / "config.yaml").write_text(CONFIG.format(port=gx.port), encoding="utf-8")
+    (tmp_path / "config.yaml").write_text(pvheater_run.config(gx.port, history={"row_every_s": 5},
+                                                              service={"socket_file": "pvheater.sock"}),
+                                          encoding="utf-8")
     proc = pvheater_run.start("config.yaml")
     sock = tmp_path / "pvheater.sock"
     try:
