@@ -71,12 +71,15 @@ def run(args: argparse.Namespace) -> int:
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
     previous_term = signal.signal(signal.SIGTERM, exit_on_signal)
+    # The console script's process ends when run returns: late stop signals stay ignored to the very end.
+    to_exit = bool(getattr(args, "process_entry", False))
     try:
         if args.simulate:
             return _run_simulated(args)
         configure_logging(args.cfg.log)
         if args.dry_run:  # no pins, no history, no PID file: no lock needed, it may run beside the service
-            return run_service(Rig.dry_run_of(args.cfg), args.duration, config_path(args))
+            return run_service(Rig.dry_run_of(args.cfg), args.duration, config_path(args),
+                               keep_signals_ignored=to_exit)
         # The single-instance lock comes before the pins: a second pvheater must not touch the relay.
         instance = Instance.acquire(args.cfg.service.pid_file, args.cfg.history.file)
         try:
@@ -84,9 +87,10 @@ def run(args: argparse.Namespace) -> int:
         except BaseException:
             instance.release()
             raise
-        return run_service(rig, args.duration, config_path(args), instance=instance)
+        return run_service(rig, args.duration, config_path(args), instance=instance, keep_signals_ignored=to_exit)
     finally:  # leave the process as it was (tests and callers run more after us)
-        signal.signal(signal.SIGTERM, previous_term)
+        if not to_exit or signal.getsignal(signal.SIGTERM) is exit_on_signal:
+            signal.signal(signal.SIGTERM, previous_term)
         for handler in list(root.handlers):
             if handler not in saved_handlers:
                 root.removeHandler(handler)
@@ -130,7 +134,8 @@ def _run_simulated(args: argparse.Namespace) -> int:
         print(f"{clock}  {status_line(report.m, report.output, rig.heater.servo_angle_deg)}", flush=True)
 
     sim.live.start()
-    code = run_service(rig, duration_s, config_path(args), args.cfg, on_tick=show)  # closes the rig
+    code = run_service(rig, duration_s, config_path(args), args.cfg, on_tick=show,  # closes the rig
+                       keep_signals_ignored=bool(getattr(args, "process_entry", False)))
     # A dry run's simulated heater never moved: its wear is the servo's nothing, as the metrics say.
     _print_summary(sim.live, {} if rig.dry_run else rig.heater.actuator.wear())
     return code

@@ -201,6 +201,8 @@ class ControlLoop:
         #: time_s of the newest snapshot that was fresh (read without fault, not frozen); None: none yet.
         self.fresh_s: float | None = None
         self._pins = threading.Lock()
+        #: True only while the tick waits for the GX (a stop signal may abandon the tick then, and only then).
+        self.reading = False
         self._tripped = False
         self._frozen: str | None = None
         self._failsafe_since_s: float | None = None
@@ -297,7 +299,11 @@ class ControlLoop:
         kind: str | None = None
         m: Measurements | None
         try:
-            m = self.source.read()
+            self.reading = True
+            try:
+                m = self.source.read()
+            finally:
+                self.reading = False
         except GxError as exc:
             m, fault, kind = None, str(exc), type(exc).__name__
             held = self._last_m

@@ -445,7 +445,9 @@ class Service:
             return
         log.info("%s received: stopping", signal.Signals(signum).name)
         self.stop()
-        if self._in_tick:  # the tick may wait seconds for the GX: leave it now, the heater goes off at once
+        # A tick waiting for the GX may take seconds: leave it now, the heater goes off at once. Only the read is
+        # abandoned: raising inside the history write or the pins' apply would leave them half done.
+        if self._in_tick and self.loop.reading:
             self._interrupted = True
             raise _StopNow
 
@@ -536,8 +538,14 @@ def run_service(
     file_config: Config | None = None,
     on_tick: Callable[[TickReport], None] | None = None,
     instance: Instance | None = None,
+    keep_signals_ignored: bool = False,
 ) -> int:
     """Run the service on a rig until stopped (or for duration_s); the rig is closed afterwards.
+
+    `keep_signals_ignored`: the process ends when this returns (the console
+    script): stop signals stay logged-and-ignored to the end, so a late one
+    cannot turn a clean exit 0 into a kill. Otherwise the handlers from before
+    are put back (tests and callers that run more in the same process).
 
     `file_config` is the config as read from `path` (default: the rig's);
     a reload re-reads `path` and keeps what the rig adjusted. `instance`:
@@ -583,9 +591,12 @@ def run_service(
         if instance is not None:
             instance.release()
         notifier.close()
-        if service is not None:
+        if service is not None and not keep_signals_ignored:
             service.restore_signals()
     log.info("pvheater stopped: relay open, knob at zero")
+    if keep_signals_ignored:  # SIG_IGN, not a Python handler: the interpreter's exit would reset that to a kill
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
     return 0
 
 
