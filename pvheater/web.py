@@ -68,7 +68,7 @@ MAX_BODY_BYTES = 2048
 #: Shortest token accepted (a guessable token would make the controls a toy).
 MIN_TOKEN_CHARS = 16
 #: Seconds the energy totals and events are reused before the history is read again.
-SUMMARY_CACHE_S = 30.0
+SUMMARY_CACHE_S = 60.0
 #: Seconds the chart is reused before it is drawn again.
 CHART_CACHE_S = 15.0
 #: The chart's span.
@@ -175,7 +175,8 @@ def history_summary(path: str | None, now_s: float) -> dict[str, Any]:
         return out
     today = datetime.datetime.fromtimestamp(now_s).date()
     try:
-        stats = compute_stats(path, days=7)
+        week_start = datetime.datetime.combine(today - datetime.timedelta(days=6), datetime.time())
+        stats = compute_stats(path, days=7, since_s=week_start.timestamp())
         conn = connect_read_only(path)
         try:
             rows = conn.execute("SELECT wall_s, kind, detail FROM events ORDER BY id DESC LIMIT ?",

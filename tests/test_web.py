@@ -518,3 +518,34 @@ def test_everything_on_every_interface_is_allowed_when_written_out_with_a_warnin
                             "never forward its port to the internet"]
     finally:
         frontend.close()
+
+
+def test_the_week_read_from_an_index_since_a_time_is_the_same_as_from_the_whole_history(tmp_path: Path) -> None:
+    import datetime
+
+    from pvheater.history import History, TickRow
+    from pvheater.stats import compute_stats
+
+    db = tmp_path / "h.db"
+    today = datetime.date.today()
+    noon = datetime.datetime.combine(today, datetime.time(12)).timestamp()
+
+    def row(run: str, seq: int, wall_s: float, mono_s: float, heater_wh: float) -> TickRow:
+        return TickRow(run, seq, wall_s, mono_s, 3600.0, 60, heater_wh, heater_wh / 2, 3600.0, 0.0, 1, 2000.0, 0.0,
+                       0.0, 99.0, 1500.0, True, 1000.0, True, 1000.0, 60.0, False, "on", None)
+
+    with History(db) as history:
+        for day in range(12):  # one row an hour for 12 days, a run per day
+            base = noon - day * 86400.0
+            for hour in range(1, 11):
+                history.add_row(row(f"d{day}", hour, base - 36000 + hour * 3600.0, hour * 3600.0, 100.0 * (day + 1)))
+        # a run that started with the clock unset (1970) and got it set later: dated through its monotonic clock
+        history.add_row(row("unset", 1, 1000.0, 3600.0, 7.0))
+        history.add_row(row("unset", 2, noon + 3600.0, 7200.0, 5.0))
+    since = datetime.datetime.combine(today - datetime.timedelta(days=6), datetime.time()).timestamp()
+    whole, quick = compute_stats(db, 7), compute_stats(db, 7, since_s=since)
+    assert [d.day for d in quick.days] == [d.day for d in whole.days] and len(whole.days) == 7
+    for a, b in zip(whole.days, quick.days, strict=True):
+        assert (a.heater_kwh, a.captured_kwh, a.heating_h, a.switchings) == pytest.approx(
+            (b.heater_kwh, b.captured_kwh, b.heating_h, b.switchings))
+    assert quick.days[-1].heater_kwh == pytest.approx((10 * 100.0 + 7.0 + 5.0) / 1000.0)

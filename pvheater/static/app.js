@@ -122,7 +122,7 @@
   function refreshSummary() {
     fetch("/api/summary", { cache: "no-store" }).then(function (r) { return r.json(); })
       .then(showSummary).catch(function () {})
-      .finally(function () { setTimeout(refreshSummary, 30000); });
+      .finally(function () { setTimeout(refreshSummary, 60000); });
   }
 
   function refreshChart() {
@@ -163,6 +163,6 @@
     forms[f].addEventListener("submit", function (ev) { ev.preventDefault(); send(ev.target, ev.submitter); });
   }
   refresh();
-  setTimeout(refreshSummary, 30000);
+  setTimeout(refreshSummary, 60000);
   setTimeout(refreshChart, 60000);
 })();
