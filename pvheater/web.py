@@ -219,13 +219,13 @@ def heater_w(state: Mapping[str, Any]) -> float | None:
 
 
 def house_w(state: Mapping[str, Any]) -> float | None:
-    """The house without the heater: state's house_w, else AC consumption minus the heater's power."""
+    """The house without the heater: state's house_w, else AC consumption minus the heater's power (at least 0)."""
     if state.get("house_w") is not None:
         return state["house_w"]
     consumption, heater = state.get("consumption_w"), heater_w(state)
     if consumption is None:
         return None
-    return consumption - (heater or 0.0)
+    return max(0.0, consumption - (heater or 0.0))
 
 
 def fmt_value(kind: str, value: Any) -> str:
@@ -244,6 +244,8 @@ def fmt_value(kind: str, value: Any) -> str:
         return "closed" if value else "open"
     if kind == "min":
         return f"{_js_round(value / 60.0)} min"
+    if kind == "kwh":
+        return f"{value:.2f} kWh"
     return str(value)
 
 
@@ -264,6 +266,8 @@ FACTS = (
     ("tank_temp_c", "tank", "c"),
     ("boost_left_s", "boost left", "min"),
     ("forced", "forced", "text"),
+    ("energy_today_solar_kwh", "today solar", "kwh"),
+    ("energy_today_grid_kwh", "today grid", "kwh"),
     ("fault", "fault", "text"),
     ("last_error", "last error", "text"),
 )
@@ -413,7 +417,7 @@ def chart_rows(path: str, since_s: float, until_s: float) -> list[tuple[float, .
         conn.close()
     out = []
     for wall_s, pv, consumption, heater, battery, soc in rows:
-        house = None if consumption is None else consumption - (heater or 0.0)
+        house = None if consumption is None else max(0.0, consumption - (heater or 0.0))
         out.append((wall_s, pv, house, heater, battery, soc))
     return out
 

@@ -232,7 +232,7 @@ def expected_tiles(state: dict[str, Any]) -> dict[str, float | None]:
     heater = state["heater_calibrated_w"] if heater is None else heater
     house = state.get("house_w")
     if house is None:
-        house = state["consumption_w"] - (heater or 0.0)
+        house = max(0.0, state["consumption_w"] - (heater or 0.0))
     return {"pv_w": state["pv_w"], "house_w": house, "heater_w": heater, "battery_w": state["battery_w"],
             "soc_pct": state["soc_pct"], "grid_w": state["grid_w"]}
 

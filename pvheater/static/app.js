@@ -18,6 +18,7 @@
       case "deg": return jsRound(v) + "\u00b0";
       case "onoff": return v ? "closed" : "open";
       case "min": return jsRound(v / 60) + " min";
+      case "kwh": return v.toFixed(2) + " kWh";
       default: return String(v);
     }
   }
@@ -30,7 +31,7 @@
   function houseW(s) {
     if (s.house_w !== null && s.house_w !== undefined) { return s.house_w; }
     if (s.consumption_w === null || s.consumption_w === undefined) { return null; }
-    return s.consumption_w - (heaterW(s) || 0);
+    return Math.max(0, s.consumption_w - (heaterW(s) || 0));
   }
 
   function value(s, key) {
