@@ -38,6 +38,7 @@ import logging
 import math
 import os
 import socket
+import socketserver
 import sqlite3
 import stat
 import threading
@@ -560,6 +561,12 @@ class _Server(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        """Bind without HTTPServer's reverse DNS lookup of the address (seconds on a Pi with no DNS, before the
+        first control tick)."""
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve in a new thread when a slot is free; else close the connection at once."""
