@@ -323,14 +323,27 @@ def test_api_state_is_the_hub_s_state_and_controls_need_the_token(sim: SimServic
     assert status == 403
     status, _h, body = http(sim.url + "/api/mode", b"mode=solar_only", {**form, "X-Pvheater-Token": TOKEN})
     answer = json.loads(body)
-    if "mode" in state:  # the service has the mode command (hot water): it takes it within a tick
+    if "mode" in state:  # the service has the mode and boost commands (hot water): they act within a tick
+
+        def wait_state(key: str, value: object) -> None:
+            deadline = time.monotonic() + 5
+            while json.loads(http(sim.url + "/api/state")[2]).get(key) != value:
+                assert time.monotonic() < deadline, f"{key} did not become {value!r}"
+                time.sleep(0.2)
+
         assert status == 200 and answer["ok"] is True, answer
-        deadline = time.monotonic() + 5
-        while json.loads(http(sim.url + "/api/state")[2]).get("mode") != "solar_only":
-            assert time.monotonic() < deadline, "the mode did not change"
-            time.sleep(0.2)
+        wait_state("mode", "solar_only")
         status, _h, body = http(sim.url + "/api/mode", f"mode=auto&token={TOKEN}".encode(), form)
         assert status == 200, body
+        wait_state("mode", "auto")
+        status, _h, body = http(sim.url + "/api/boost", b"minutes=30", {**form, "X-Pvheater-Token": TOKEN})
+        assert status == 200, body
+        wait_state("forced", "boost")
+        status, _h, body = http(sim.url + "/api/boost", b"cancel=true", {**form, "X-Pvheater-Token": TOKEN})
+        assert status == 200, body
+        wait_state("forced", None)
+        status, _h, body = http(sim.url + "/api/mode", b"mode=bogus", {**form, "X-Pvheater-Token": TOKEN})
+        assert status == 409 and json.loads(body)["error"].startswith("unknown mode"), body
     else:  # the dispatch's own answer, passed on
         assert status == 409 and answer["ok"] is False and answer["error"].startswith("unknown cmd 'mode'"), answer
 
