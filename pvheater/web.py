@@ -104,6 +104,9 @@ EVENT_LABELS = {
     "loop_ok": "loop works again",
     "config_reload": "config reloaded",
     "config_rejected": "config reload rejected",
+    "hot_water": "hot water",
+    "forced": "forced heating ended",
+    "hot_60c": "tank reached the legionella temperature",
 }
 
 
