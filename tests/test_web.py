@@ -349,12 +349,12 @@ def test_api_state_is_the_hub_s_state_and_controls_need_the_token(sim: SimServic
 
 
 def test_it_listens_only_where_configured(sim: SimService) -> None:
-    from test_service_process import listening_sockets
+    from conftest import RunProcesses
 
     if not Path("/proc/self/fd").exists():
         pytest.skip("needs /proc")
     port_hex = f"{sim.port:04X}"
-    found = listening_sockets(sim.proc.pid)
+    found = RunProcesses.listening_inet_sockets(sim.proc.pid)
     assert f"tcp 0100007F:{port_hex}" in found, found
     assert not any(entry.endswith(f":{port_hex}") and "0100007F" not in entry for entry in found), found
 
