@@ -475,6 +475,52 @@ class ServiceConfig:
     )
 
 
+def parse_listen(text: str) -> tuple[str, int]:
+    """(address, port) of "ADDRESS:PORT" ("[v6]:PORT" for IPv6); ValueError with a one-line message otherwise."""
+    example = "expected ADDRESS:PORT with the address of this machine on the house network, e.g. 192.168.1.20:8080"
+    host, sep, port_text = text.rpartition(":")
+    if not sep and not text.isdigit():
+        raise ValueError(f"{example} (no port; got {_clip(text)})")
+    if not host:
+        raise ValueError(f"{example} (a bare port would listen on every network; got {_clip(text)})")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{example} (the address must be an IP address, got {_clip(host)})") from None
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{example} (the port must be 1 to 65535, got {_clip(port_text)})")
+    return str(address), int(port_text)
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The optional status page (pvheater/web.py); off unless listen is set."""
+
+    #: ADDRESS:PORT to serve the status page on (e.g. 192.168.1.20:8080); null: no page, nothing listens.
+    listen: str | None = setting(None)
+    #: File holding the token that enables the mode and boost controls; null: read-only (unless token_env).
+    token_file: str | None = setting(None)
+    #: Environment variable holding that token, instead of token_file.
+    token_env: str | None = setting(None)
+    #: Seconds between the page's refreshes of the live values.
+    refresh_s: float = setting(2.0, min=1.0, max=60.0)
+
+    def check(self) -> list[tuple[str, str]]:
+        """listen must be an explicit ADDRESS:PORT; one token source at most."""
+        if self.listen is not None:
+            try:
+                parse_listen(self.listen)
+            except ValueError as exc:
+                return [("listen", str(exc))]
+        if self.token_file is not None and self.token_env is not None:
+            return [("token_env", "set web.token_file or web.token_env, not both")]
+        if self.token_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.token_env):
+            return [("token_env", f"expected the name of an environment variable, got {_clip(self.token_env)}")]
+        return []
+
+
 @dataclass(frozen=True)
 class SiteConfig:
     """Where the panels are: for the sun rule (no network) and the forecast."""
@@ -745,6 +791,8 @@ class Config:
     history: HistoryConfig = field(default_factory=HistoryConfig)
     #: Running as a service.
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    #: Status page.
+    web: WebConfig = field(default_factory=WebConfig)
     #: Where the panels are.
     site: SiteConfig = field(default_factory=SiteConfig)
     #: PV forecast.

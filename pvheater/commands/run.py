@@ -25,18 +25,25 @@ after --duration seconds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import logging.handlers
 import signal
+import tempfile
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pvheater.commands.common import add_scenario_arguments, positive_float, scenario_day
-from pvheater.config import default_config_path
+from pvheater.config import Config, default_config_path, parse_listen
 from pvheater.control.timeofday import format_hms, hhmm_seconds
 from pvheater.service.instance import Instance
 from pvheater.service.loop import STATUS_LEGEND, TickReport, status_line
 from pvheater.service.rig import Rig
 from pvheater.service.runtime import configure_logging, exit_on_signal, run_service
+
+if TYPE_CHECKING:
+    from pvheater.sim.scenarios import ScenarioDay
 
 log = logging.getLogger("pvheater")
 
@@ -63,7 +70,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=f"stop after this long (default: never; with --simulate {DEFAULT_SIM_DURATION_S:.0f} s)",
     )
+    parser.add_argument(
+        "--web",
+        type=listen_address,
+        metavar="ADDRESS:PORT",
+        help="serve the status page there (overrides web.listen), e.g. 127.0.0.1:8080; with --simulate the page's "
+        "history is a temporary file, removed at the end",
+    )
     add_scenario_arguments(parser, scenario="house_steps", start="12:05", what="the simulated day")
+
+
+def listen_address(text: str) -> str:
+    """argparse type of --web: ADDRESS:PORT as web.listen takes it."""
+    try:
+        parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,21 +96,24 @@ def run(args: argparse.Namespace) -> int:
     previous_term = signal.signal(signal.SIGTERM, exit_on_signal)
     # The console script's process ends when run returns: late stop signals stay ignored to the very end.
     to_exit = bool(getattr(args, "process_entry", False))
+    file_cfg = args.cfg  # as read from the file: what a reload compares with
+    cfg = file_cfg if args.web is None else replace(file_cfg, web=replace(file_cfg.web, listen=args.web))
     try:
         if args.simulate:
-            return _run_simulated(args)
-        configure_logging(args.cfg.log)
+            return _run_simulated(args, cfg)
+        configure_logging(cfg.log)
         if args.dry_run:  # no pins, no history, no PID file: no lock needed, it may run beside the service
-            return run_service(Rig.dry_run_of(args.cfg), args.duration, config_path(args),
+            return run_service(Rig.dry_run_of(cfg), args.duration, config_path(args), file_cfg,
                                keep_signals_ignored=to_exit)
         # The single-instance lock comes before the pins: a second pvheater must not touch the relay.
-        instance = Instance.acquire(args.cfg.service.pid_file, args.cfg.history.file)
+        instance = Instance.acquire(cfg.service.pid_file, cfg.history.file)
         try:
-            rig = Rig.real(args.cfg)
+            rig = Rig.real(cfg)
         except BaseException:
             instance.release()
             raise
-        return run_service(rig, args.duration, config_path(args), instance=instance, keep_signals_ignored=to_exit)
+        return run_service(rig, args.duration, config_path(args), file_cfg, instance=instance,
+                           keep_signals_ignored=to_exit)
     finally:  # leave the process as it was (tests and callers run more after us)
         if not to_exit or signal.getsignal(signal.SIGTERM) is exit_on_signal:
             signal.signal(signal.SIGTERM, previous_term)
@@ -106,13 +132,23 @@ def config_path(args: argparse.Namespace) -> Path:
     return (Path(args.config) if args.config else default_config_path()).resolve()
 
 
-def _run_simulated(args: argparse.Namespace) -> int:
+def _run_simulated(args: argparse.Namespace, run_cfg: Config) -> int:
     """The service on the simulated rig, on the wall clock, printing a line per tick and a summary."""
     day = scenario_day(args.scenario)
     start_s = hhmm_seconds(args.start)
     duration_s = args.duration or DEFAULT_SIM_DURATION_S
-    configure_logging(args.cfg.log, console_level="WARNING")
-    rig = Rig.simulated(day, args.cfg, start_s=start_s, realtime=True, dry_run=args.dry_run)
+    configure_logging(run_cfg.log, console_level="WARNING")
+    with contextlib.ExitStack() as stack:
+        rig = Rig.simulated(day, run_cfg, start_s=start_s, realtime=True, dry_run=args.dry_run)
+        if run_cfg.web.listen is not None and not args.dry_run:
+            # The page's energy, chart and events come from a history: a temporary one, never a real service's.
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pvheater-sim-")))
+            rig.config = replace(rig.config, history=replace(rig.config.history, file=str(tmp / "history.db")))
+        return _run_simulated_rig(args, rig, day, start_s, duration_s)
+
+
+def _run_simulated_rig(args: argparse.Namespace, rig: Rig, day: ScenarioDay, start_s: float,
+                       duration_s: float) -> int:
     sim = rig.simulation
     assert sim is not None
     cfg = rig.config
@@ -123,6 +159,10 @@ def _run_simulated(args: argparse.Namespace) -> int:
         f"{cfg.actuator_pin} ({cfg.heater.actuator})"
     )
 
+    if cfg.web.listen is not None:
+        host, port = parse_listen(cfg.web.listen)
+        host = f"[{host}]" if ":" in host else host
+        print(f"status page: http://{host}:{port}/ (history in a temporary file, removed at the end)")
     print(STATUS_LEGEND)
     first_tick_s: list[float] = []
 

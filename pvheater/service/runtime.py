@@ -43,6 +43,7 @@ from pvheater.service.loop import STATUS_LEGEND, ControlLoop, HeaterPort, TickRe
 from pvheater.service.rig import Rig, trusted_local_time
 from pvheater.service.state import tick_state
 from pvheater.systemd import Notifier
+from pvheater.web import web_frontend
 
 log = logging.getLogger("pvheater")
 
@@ -574,11 +575,12 @@ def run_service(
         )
         log.info("%s", STATUS_LEGEND)
         _check_watchdog(notifier, cfg)
+        frontends: list[Frontend] = [f for f in (web_frontend(cfg),) if f is not None]
         service = Service(
             loop, cfg.poll.interval_s, local_time=rig.local_time, on_tick=on_tick, notifier=notifier,
             recorder=recorder, reloader=ConfigReloader(path, file_config or cfg, active=cfg),
             retention_days=cfg.history.retention_days, forecast=forecast,
-            channel=channel_for(cfg.service.socket_file),
+            channel=channel_for(cfg.service.socket_file), frontends=frontends,
         )
         service.hold_signals()  # signals stay ignored until the history is closed and the PID file gone
         service.run(duration_s)
