@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import pickle
 import platform
 import subprocess
 import sys
@@ -29,7 +30,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pvheater.sim.soak_engine import Soak, format_result
+from pvheater.sim.soak_engine import SOAK_TANK, Soak, SoakResult, format_result
 
 REPO = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- soak -->", "<!-- /soak -->"
@@ -54,7 +55,15 @@ def main(argv: list[str] | None = None, make_soak: Callable[[int, Path, int], So
     parser.add_argument("--out", default=str(REPO / "BENCHMARKS.md"), help="report to update (default: BENCHMARKS.md)")
     parser.add_argument("--write", action="store_true", help="also write the report into --out (default: only print)")
     parser.add_argument("--no-write", action="store_true", help=argparse.SUPPRESS)  # the old flag: now the default
+    parser.add_argument("--no-hostile", action="store_true", help="without the hostile GX's kinds (the old soak)")
+    parser.add_argument("--no-tank", action="store_true", help="without the hot-water tank (the old soak)")
+    parser.add_argument("--save", help="also pickle the result and the stats table here (to --render it later)")
+    parser.add_argument("--render", help="do not run: report the result a --save wrote")
     args = parser.parse_args(argv)
+    if args.render:
+        with open(args.render, "rb") as f:
+            result, table = pickle.load(f)
+        return _report(result, table, args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     logging.getLogger("pvheater").propagate = False  # the soak counts the ERROR lines itself
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # as `pvheater run` does: we report GX errors
@@ -62,10 +71,22 @@ def main(argv: list[str] | None = None, make_soak: Callable[[int, Path, int], So
         db = Path(args.db) if args.db else Path(tmp) / "soak.db"
         for old in db.parent.glob(db.name + "*"):
             old.unlink()
-        soak = make_soak(args.days, db, args.seed) if make_soak else Soak(args.days, db, seed=args.seed)
+        if make_soak:
+            soak = make_soak(args.days, db, args.seed)
+        else:
+            soak = Soak(args.days, db, seed=args.seed, tank=None if args.no_tank else SOAK_TANK,
+                        hostile=not args.no_hostile)
         result = soak.run(progress=lambda text: print(text, file=sys.stderr))
         stats_cmd = [sys.executable, "-m", "pvheater.cli", "stats", "--db", str(db), "--days", str(args.days)]
         table = subprocess.run(stats_cmd, capture_output=True, text=True, check=False).stdout
+    if args.save:
+        with open(args.save, "wb") as f:
+            pickle.dump((result, table), f)
+    return _report(result, table, args)
+
+
+def _report(result: SoakResult, table: str, args: argparse.Namespace) -> int:
+    """Print the report; with --write also put it into --out. 0 when the acceptance holds."""
     report = format_result(result)
     body = "\n".join([
         "## Soak: a simulated week with faults",
@@ -83,7 +104,7 @@ def main(argv: list[str] | None = None, make_soak: Callable[[int, Path, int], So
         "",
         report,
         "",
-        f"`pvheater stats --days {args.days}` on the soak's database:",
+        f"`pvheater stats --days {result.days}` on the soak's database:",
         "",
         "```",
         table.rstrip(),
