@@ -14,12 +14,25 @@ accepts requests but never answers (10-120 s), exception replies 0x02 / 0x0A /
 (SoC 250, every system value 0 as from invalid D-Bus values, SoC 0xFFFF),
 service restarts (loop, reader and history closed and opened again after
 10 s, like systemd's RestartSec), one of them booting with the wall clock in
-1970 until "NTP" sets it 10 minutes later.
+1970 until "NTP" sets it 10 minutes later. Mixed in, the hostile GX
+(pvheater.sim.hostile_gx, the proxy tests/test_hostile_gx.py attacks with; the
+loop reads through it during its episodes): replies split in two halves, each
+just under `gx.timeout_s`; replies with function code 4 or 0x17; every 32-bit
+register 0x7FFFFFFF; a frozen GX (the first replies replayed); and from the
+GX itself an invalid 0 on one power register and a wrapped battery power
+(-40 kW on the int16 register reads +25536 W). The plant has a tank (80 l,
+showers and taps also in the sunny hours) whose thermostat cycles.
 
 What it measures against the plant's own truth: seconds the relay was closed
 after a tick without fresh usable data (and beyond `relay.stale_after_s` plus
-one interval: must be 0), rows handed to the history vs rows in the database
-(and gaps in each run's sequence), and per day the heater energy, hours
+one interval: must be 0), per fault kind the time until the relay opened and
+the seconds beyond its promise (a frozen GX: 30 s after the freeze), seconds
+heating on a lie the reader let through (the PV, grid, battery or consumption
+power more than 100 W off the truth), frozen trips outside a freeze, rows
+handed to the history vs rows in the database (and gaps in each run's
+sequence), the process RSS every simulated hour, the peak taken from battery +
+grid in the 15 s after each thermostat close (beyond the heater-off twin),
+relay switchings and those under load, and per day the heater energy, hours
 heating and relay switchings from `pvheater stats` vs the plant's integrals.
 """
 
@@ -221,12 +234,16 @@ class SoakResult:
 
     @property
     def ok(self) -> bool:
-        """The acceptance: `safe`, and stats within 2 % of the plant."""
+        """The acceptance: `safe`, and `stats_ok`."""
+        return self.safe and self.stats_ok
+
+    @property
+    def stats_ok(self) -> bool:
+        """`pvheater stats` within 2 % of the plant: heater energy each day and in all, hours heating in all."""
         heater_pct, heating_pct, _ = self.week_errors_pct()
         days_ok = all(abs(h) <= 2.0 for h, _, _ in self.day_errors_pct() if h == h)
         return (
-            self.safe
-            and abs(heater_pct) <= 2.0
+            abs(heater_pct) <= 2.0
             and abs(heating_pct) <= 2.0
             and days_ok
         )
@@ -522,8 +539,12 @@ class Soak:
 
     # --- the run ----------------------------------------------------------------------
 
-    def run(self, progress: Callable[[str], None] | None = None) -> SoakResult:
-        """Run the whole soak and compare `pvheater stats` with the plant."""
+    def run(self, progress: Callable[[str], None] | None = None, max_wall_s: float | None = None) -> SoakResult:
+        """Run the whole soak and compare `pvheater stats` with the plant.
+
+        max_wall_s: at each simulated midnight, stop there when one more day at the pace so far would pass this
+        much wall time (the result then covers the whole days done; `days` says how many).
+        """
         rig = self.rig
         interval_s = rig.config.poll.interval_s
         counting = _CountingHandler()
@@ -540,6 +561,13 @@ class Soak:
             self.start_service()
             for k in range(total_ticks):
                 t_s = first_s + k * interval_s
+                done_days = round((t_s - first_s) / DAY_S) if k and (t_s - first_s) % DAY_S == 0 else 0
+                if max_wall_s is not None and done_days:
+                    per_day_s = (time.perf_counter() - started) / done_days
+                    if time.perf_counter() - started + per_day_s > max_wall_s:
+                        self.days = done_days
+                        truth = truth[:done_days]
+                        break
                 self._step_faults(t_s, tally)
                 if self._active(tally, "wrap"):  # the true battery power moves; the wrapped lie follows it
                     rig.live.overrides = {"battery_power_w": WRAP_BATTERY_W + rig.plant.battery_w}
@@ -566,7 +594,7 @@ class Soak:
                 self.stop_service()
             angle_deg = rig.plant.servo_deg
             rig.live.advance(1)  # the plant sees the relay the stop opened
-            self._account(truth[-1], rig, angle_deg)
+            self._account(truth[-1], rig, angle_deg, True)  # the stop opens at once: a shutdown
             tally.rss_kib.append(_rss_kib())
             tally.rss_warm_kib.append(tally.rss_kib[-1])
         finally:
@@ -828,6 +856,7 @@ def format_result(r: SoakResult) -> str:
         "under load (the fail-safe opens at once, whatever the current).",
         "",
         f"Whole run: heater energy {wh:+.2f} %, hours heating {wt:+.2f} %, surplus captured {wc:+.1f} % "
-        f"(acceptance: heater energy and hours within 2 %). Result: **{'pass' if r.ok else 'FAIL'}**.",
+        f"(acceptance: heater energy each day and in all, and hours, within 2 %): "
+        f"**{'pass' if r.stats_ok else 'FAIL'}**.",
     ]
     return "\n".join(lines)
