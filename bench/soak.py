@@ -8,7 +8,8 @@ Usage (from the checkout, with pvheater installed):
 
 A simulated day costs about 4.5 minutes of one core (measured: 272 s CPU,
 248 user + 24 system, for `--days 1`), so the week takes ~32 minutes on an idle
-2-core machine and longer on a busy one (12 min wall for the day at load 7).
+2-core machine and longer on a busy one (12 min wall for the day at load 7; ~16 min a day at load
+18-20 with the hostile kinds and the tank, measured on 2026-12-02: `--max-wall-s 3700` ran 4 days in 3036 s).
 
 It runs the soak engine pvheater.sim.soak_engine (see there for what is injected and measured), then
 `pvheater stats` on the week's database and prints the report. Only with
