@@ -142,9 +142,13 @@ def refuse_implausible(values: dict[str, float | None]) -> dict[str, str]:
         for name in ("pv_dc_w", "mppt_yield_w"):
             if known(name) == 0:
                 refuse(name, f"0 W while the battery charges {battery_w:.0f} W, more than the grid gives")
-    dc_pv_w = known("pv_dc_w")
+    for name, other in (("pv_dc_w", "mppt_yield_w"), ("mppt_yield_w", "pv_dc_w")):
+        other_w = known(other)
+        if known(name) == 0 and other_w is not None and other_w > BALANCE_MARGIN_W:
+            refuse(name, f"0 W while {other} shows {other_w:.0f} W of the same DC PV")
+    dc_pv_w = values.get("pv_dc_w")
     if dc_pv_w is None:
-        dc_pv_w = known("mppt_yield_w")
+        dc_pv_w = values.get("mppt_yield_w")
     grid_import_w = max(0.0, grid_w or 0.0)
     if (battery_w is not None and grid_w is not None and ac_pv_w == 0
             and battery_w > grid_import_w + (dc_pv_w or 0.0) + BALANCE_MARGIN_W):

@@ -128,3 +128,14 @@ def test_over_modbus_a_wrapped_power_beside_an_idle_battery_is_never_the_battery
         m = reader.read()
     assert m.get("battery_power_w") is None
     assert m.battery_w == (0 if bms else None)  # without the BMS the battery is unknown: the guard opens the relay
+
+
+@pytest.mark.parametrize("name", ["pv_dc_w", "mppt_yield_w"])
+def test_a_dc_pv_zero_beside_the_other_dc_pv_source_is_refused_with_the_battery_idle(name: str) -> None:
+    """Seen in the soak (invalid 0 on pv_dc_w, battery idle at full SoC, grid ~0): PV read 0 W beside
+    mppt_yield_w at 2000 W; the balance (battery charging more than the grid gives) could not refute it."""
+    values = dict(DAY, pv_dc_w=2000, mppt_yield_w=2000, battery_power_w=2, battery_current_a=0.0, bms_power_w=2,
+                  grid_l1_w=0, meter_l1_w=0)
+    values[name] = 0
+    refused = refuse_implausible(values)
+    assert name in refused and values[name] is None
