@@ -31,6 +31,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from report import write_section
+
 from pvheater.sim.soak_engine import SOAK_TANK, Soak, SoakResult, format_result
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,16 +40,6 @@ BEGIN, END = "<!-- soak -->", "<!-- /soak -->"
 #: Relay switchings per day of the previous controller on the old soak (no hostile kinds, no tank, seed 1),
 #: as BENCHMARKS.md recorded them at 38168fa (issue 6; before the knob-first relay of issue 11).
 OLD_SOAK_SWITCHINGS = (26, 20, 18, 16, 20, 22, 18)
-
-
-def replace_section(text: str, body: str) -> str:
-    """text with the part between the soak markers replaced by body (markers appended when missing)."""
-    block = f"{BEGIN}\n{body.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        return head + block + tail
-    return text.rstrip() + "\n\n" + block + "\n"
 
 
 def main(argv: list[str] | None = None, make_soak: Callable[[int, Path, int], Soak] | None = None) -> int:
@@ -144,8 +136,7 @@ def _report(result: SoakResult, table: str, args: argparse.Namespace) -> int:
     print(body)
     if args.write and not args.no_write:
         out = Path(args.out)
-        text = out.read_text(encoding="utf-8") if out.is_file() else ""
-        out.write_text(replace_section(text, body), encoding="utf-8")
+        write_section(out, f"{BEGIN}\n{body.rstrip()}\n{END}", BEGIN, END)
         print(f"wrote the soak section of {out}", file=sys.stderr)
     return 0 if result.ok else 1
 

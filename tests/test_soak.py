@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from pvheater.sim.soak_engine import FAULT_KINDS, HOSTILE_KINDS, SOAK_TANK, Soak, format_result
 
 
@@ -48,10 +50,12 @@ def test_a_thermostat_close_at_the_sense_power_takes_little_from_battery_and_gri
     assert result.safe, report
 
 
-def test_the_soak_script_writes_benchmarks_md_only_when_asked(tmp_path: Path) -> None:
+def test_the_soak_script_writes_benchmarks_md_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bench_soak", Path(__file__).parents[1] / "bench" / "soak.py")
+    bench_dir = Path(__file__).parents[1] / "bench"
+    monkeypatch.syspath_prepend(str(bench_dir))  # as `python bench/soak.py` has it: bench/report.py importable
+    spec = importlib.util.spec_from_file_location("bench_soak", bench_dir / "soak.py")
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
