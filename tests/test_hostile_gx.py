@@ -1,4 +1,4 @@
-"""Attacks of a hostile GX (tests/hostile_gx.py, raw sockets) on the real service, in real time.
+"""Attacks of a hostile GX (pvheater/sim/hostile_gx.py, raw sockets) on the real service, in real time.
 
 The whole installation runs as in `pvheater run --simulate`: the plant behind
 the GX simulator, the real reader (through the hostile proxy), ControlLoop and
@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass, field, replace
 
 import pytest
-from hostile_gx import HostileGx
 
 from pvheater.config import Config
 from pvheater.control import freshness
@@ -26,6 +25,7 @@ from pvheater.reader import GxReader
 from pvheater.registers import load_register_map
 from pvheater.service.loop import TickReport
 from pvheater.service.runtime import Service
+from pvheater.sim.hostile_gx import HostileGx
 from pvheater.sim.live import SimulatedRig
 from pvheater.sim.scenarios import constant_day
 
