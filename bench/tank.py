@@ -42,6 +42,7 @@ def run_one(task: tuple[str, bool]) -> dict[str, object]:
     full_at: list[float] = []
     closed_at: list[float] = []
     was_full = False
+    relay: list[bool] = []  # the relay each second: a close with it open cannot be seen (nothing can draw)
     for s in range(day.seconds):
         m = plant.measurements()
         strategy.decide(float(s), m, None)
@@ -51,6 +52,7 @@ def run_one(task: tuple[str, bool]) -> dict[str, object]:
         if report.tank_full != was_full:
             (full_at if report.tank_full else closed_at).append(float(s))
             was_full = report.tank_full
+        relay.append(strategy.heater.relay_on)
         plant.step(1.0, _act(strategy))
         draws.append(max(0.0, -plant.battery_w) + max(0.0, plant.grid_w))
     events = plant.tank.events if plant.tank is not None else []
@@ -62,7 +64,10 @@ def run_one(task: tuple[str, bool]) -> dict[str, object]:
         peaks.append(max(win, default=0.0))
         energies.append(sum(win) / 3600.0)
     full_delays = [min((f - t for f in full_at if f >= t), default=None) for t in opens]
-    close_delays = [min((c - t for c in closed_at if c >= t), default=None) for t in closes]
+    close_delays: list[float | str | None] = [
+        min((c - t for c in closed_at if c >= t), default=None) if relay[min(int(t), len(relay) - 1)] else "relay open"
+        for t in closes
+    ]
     false_full = sum(1 for f in full_at if not any(0 <= f - t <= 60 for t in opens))
     truth_wh = plant.energy().heater_wh
     return {
@@ -123,10 +128,10 @@ def _act(strategy: ControllerStrategy):  # type: ignore[no-untyped-def]
     return Actuation(strategy.heater.relay_on, strategy.heater.calibration.zero_angle_deg if angle is None else angle)
 
 
-def _delays(values: list[float | None]) -> str:
+def _delays(values: list[float | str | None]) -> str:
     if not values:
         return "-"
-    return ", ".join("missed" if v is None else f"{v:.0f}" for v in values)
+    return ", ".join("missed" if v is None else v if isinstance(v, str) else f"{v:.0f}" for v in values)
 
 
 def render(rows: list[dict[str, object]], wall_s: float, fam: list[dict[str, object]]) -> str:
@@ -134,7 +139,10 @@ def render(rows: list[dict[str, object]], wall_s: float, fam: list[dict[str, obj
     lines = [
         BEGIN, "## Tank thermostat (issue 12)", "",
         f"`nice -n 10 .venv/bin/python bench/tank.py` ({wall_s:.0f} s): the real loop, whole days, 1 s steps; "
-        "\"linear\": no calibration file (straight-line default), \"cal\": the regulator's own curve.", "",
+        "\"linear\": no calibration file (straight-line default), \"cal\": the regulator's own curve. Measured "
+        "heater Wh: the loop's measured heater power (heater state x the online-corrected curve, what the history "
+        "integrates every tick and `stats` sums) over the day; \"relay open\": the thermostat closed while the relay "
+        "was open (nothing can draw, nothing to see).", "",
         "| scenario | curve | opens / closes | peak batt+grid 15 s after close | Wh | tank full after (s) "
         "| close seen after (s) | false tank full | measured heater Wh | truth Wh | error |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
