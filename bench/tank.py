@@ -14,16 +14,13 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from pvheater.history import History, HistoryRecorder
-from pvheater.sim.controller_strategy import SIM_DAY_UTC_S, ControllerStrategy
+from pvheater.sim.controller_strategy import ControllerStrategy
 from pvheater.sim.plant import Plant
 from pvheater.sim.scenarios import TANK_SCENARIOS, build_day
 from pvheater.sim.soak_engine import plant_calibration
-from pvheater.stats import compute_stats
 
 BEGIN = "<!-- tank:begin (bench/tank.py writes this section) -->"
 END = "<!-- tank:end -->"
@@ -33,6 +30,12 @@ AFTER_CLOSE_S = 15
 
 def run_one(task: tuple[str, bool]) -> dict[str, object]:
     """One whole day of the loop on a scenario; calibrated: the loop gets the regulator's true curve."""
+    import tempfile
+
+    from pvheater.history import History, HistoryRecorder
+    from pvheater.sim.controller_strategy import SIM_DAY_UTC_S
+    from pvheater.stats import compute_stats
+
     name, calibrated = task
     day = build_day(name)
     plant = Plant(day)
