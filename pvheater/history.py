@@ -13,12 +13,14 @@ Two tables (schema version in `PRAGMA user_version`):
 - `events`: start, stop, fail-safe entered/left, GX error/GX ok, loop
   error/ok, config reload/rejected, history write errors recovered.
 
-Heater power is what the relay and the servo give through the heater's
-calibration: `calibration.power_at(servo angle)` while the relay is closed.
-With a calibration measured by `pvheater calibrate-servo` that is the
-heater's real power; with the default straight line it is only as good as
-that line (an SCR regulator's curve is not straight). The GX cannot measure
-the heater alone: AC consumption is house plus heater.
+Heater power is the loop's measured heater power (TickReport.measured_heater_w,
+pvheater.control.heater_response): 0 while the heater does not draw (its
+thermostat open), else the command through the curve corrected online from
+the consumption's response to the knob's moves -- integrated every tick, so a
+fast-moving knob between rows loses nothing. Without one (a tick that failed
+in the loop) it is what the relay and the actuator give through
+the calibration. The GX cannot measure the heater alone: AC consumption is
+house plus heater.
 
 Estimated surplus captured: heater power minus whatever the battery
 discharged and the grid imported during the same tick -- the heater energy
