@@ -570,7 +570,7 @@ def run_service(
             loop, cfg.poll.interval_s, local_time=rig.local_time, on_tick=on_tick, notifier=notifier,
             recorder=recorder, reloader=ConfigReloader(path, file_config or cfg, active=cfg),
             retention_days=cfg.history.retention_days, forecast=forecast,
-            channel=channel_for(cfg.service.socket_file),
+            channel=channel_for(cfg.service.socket_file), frontends=[] if rig.dry_run else frontends_for(cfg),
         )
         service.hold_signals()  # signals stay ignored until the history is closed and the PID file gone
         service.run(duration_s)
@@ -587,6 +587,16 @@ def run_service(
             service.restore_signals()
     log.info("pvheater stopped: relay open, knob at zero")
     return 0
+
+
+def frontends_for(cfg: Config) -> list[Frontend]:
+    """The optional front-ends the config turns on (none by default); ConfigError/PvHeaterError in one line."""
+    frontends: list[Frontend] = []
+    if cfg.mqtt.enabled:
+        from pvheater.mqtt import MqttFrontend
+
+        frontends.append(MqttFrontend.from_config(cfg))
+    return frontends
 
 
 def _check_watchdog(notifier: Notifier, cfg: Config) -> None:
