@@ -42,6 +42,7 @@ import os
 import queue
 import socket
 import stat
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -474,7 +475,9 @@ class MqttFrontend:
         self._wake.set()
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
-        self._went_down(f"cannot reach the broker at {self.endpoint}")
+        exc = sys.exc_info()[1]  # paho calls this inside its `except OSError` around the connect
+        why = "" if exc is None else f" ({type(exc).__name__}: {str(exc)[:160]})"
+        self._went_down(f"cannot reach the broker at {self.endpoint}{why}")
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if self._connected:

@@ -64,12 +64,12 @@ def free_port() -> int:
 class Broker:
     """A mosquitto process on a loopback port; it can be stopped (SIGSTOP), killed and started again on that port."""
 
-    def __init__(self, directory: Path, *, extra: str = "allow_anonymous true\n") -> None:
+    def __init__(self, directory: Path, *, extra: str = "allow_anonymous true\n", listener: str = "") -> None:
         self.port = free_port()
         self.conf = directory / "mosquitto.conf"
         # user: run as root (CI), mosquitto would switch to its own user, who cannot read the test's files
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\n{extra}persistence false\nuser {getpass.getuser()}\n",
-                             encoding="utf-8")
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\n{listener}{extra}persistence false\n"
+                             f"user {getpass.getuser()}\n", encoding="utf-8")
         self.log = directory / "mosquitto.out"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -707,6 +707,56 @@ def test_a_broker_login_with_the_password_file(tmp_path: Path, caplog: pytest.Lo
         assert frontend.state_publishes >= 1
     finally:
         b.close()
+
+
+def _make_certificates(directory: Path) -> tuple[Path, Path, Path, Path]:
+    """A CA, a server certificate for 127.0.0.1 signed by it, and an unrelated second CA (openssl)."""
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA", "-keyout", "ca.key",
+        "-out", "ca.pem")
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=other CA", "-keyout",
+        "other.key", "-out", "other.pem")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out",
+        "server.csr")
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n", encoding="utf-8")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+        "-extfile", "san.ext", "-out", "server.pem")
+    return directory / "ca.pem", directory / "server.pem", directory / "server.key", directory / "other.pem"
+
+
+@needs_broker
+def test_tls_checks_the_broker_against_the_ca_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (needed to make the test's certificates)")
+    ca, cert, key, other = _make_certificates(tmp_path)
+    b = Broker(tmp_path, listener=f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n")
+    b.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="pvheater"):
+            wrong = MqttFrontend.from_config(Config(mqtt=settings(b.port, tls=True, ca_file=str(other))))
+            wrong.start(Hub())
+            deadline = time.monotonic() + 5
+            while "cannot reach" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1.5)  # it retries, silently
+            wrong.close()
+        failed = [r.getMessage() for r in caplog.records if "cannot reach" in r.getMessage()]
+        assert len(failed) == 1 and "certificate verify failed" in failed[0], failed
+        frontend = MqttFrontend.from_config(Config(mqtt=settings(b.port, tls=True, ca_file=str(ca))))
+        hub = Hub()
+        frontend.start(hub)
+        hub.publish(a_state())
+        deadline = time.monotonic() + 5
+        while frontend.state_publishes == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        frontend.close()
+        assert frontend.state_publishes >= 1
+    finally:
+        b.close()
+    with pytest.raises(ConfigError, match=r"mqtt\.ca_file: cannot read"):
+        MqttFrontend.from_config(Config(mqtt=settings(1883, tls=True, ca_file=str(tmp_path / "missing.pem"))))
 
 
 def test_configuration_url_comes_from_web_listen() -> None:
