@@ -156,6 +156,7 @@ def entities(boost_max_min: float) -> list[Entity]:
                {"value_template": "{{ (value_json.get('last_error') or 'none')[:255] }}", "icon": "mdi:alert",
                 **diagnostic}),
         _sensor("data_age", "GX data age", "data_age_s", "duration", "measurement", "s", **diagnostic),
+        _sensor("last_60c", "Tank last at legionella temperature", "last_60c", "date", icon="mdi:bacteria-outline"),
         _binary("relay", "Relay", _on_if("value_json.get('relay_on')"), "power"),
         _binary("heating", "Heating", HEATING_TEMPLATE, "heat"),
         _binary("tank_full", "Tank full", _on_if("value_json.get('tank_full')"), None, icon="mdi:water-boiler"),

@@ -182,7 +182,7 @@ def a_state(**changes: Any) -> dict[str, Any]:
         "servo_deg": 88.0, "reason": "on: surplus 1210 W", "fault": None, "failsafe": False, "loop_error": False,
         "heater_measured_w": 1190.0, "tank_full": False, "tank_temp_c": 48.5, "mode": "auto", "boost_left_s": None,
         "forced": None, "energy_today_solar_kwh": 3.21, "energy_today_grid_kwh": 0.0, "last_error": None,
-        "house_w": 260.0,
+        "house_w": 260.0, "last_60c": None,
     }
     state.update(changes)
     return state
@@ -240,6 +240,7 @@ SENSOR_CLASSES = {
     "temperature": ({"°C", "°F", "K"}, {"measurement"}),
     "battery": ({"%"}, {"measurement"}),
     "duration": ({"d", "h", "min", "s", "ms"}, {"measurement", "total", "total_increasing"}),
+    "date": ({None}, set()),  # an ISO date, no unit, no state class
 }
 BINARY_SENSOR_CLASSES = {
     "battery", "battery_charging", "carbon_monoxide", "cold", "connectivity", "door", "garage_door", "gas", "heat",
@@ -376,6 +377,7 @@ def test_value_templates_pick_the_keys_of_the_state_as_home_assistant_renders_th
     assert render("reason", state) == "on: surplus 1210 W"
     assert render("last_error", state) == "none"
     assert render("forced", a_state(forced="boost")) == "boost"
+    assert render("last_60c", a_state(last_60c="2026-11-30")) == "2026-11-30"
     assert render("relay", state) == "ON" and render("relay", a_state(relay_on=False)) == "OFF"
     assert render("heating", state) == "ON"
     assert render("heating", a_state(heater_measured_w=0.0)) == "OFF"  # relay closed, thermostat open
