@@ -471,8 +471,8 @@ class MqttFrontend:
         self._ever_connected = True
         self._down_since = None
         self._down_logged = False
+        self._announce = True  # before _connected: the worker never sends a state ahead of the announcements
         self._connected = True
-        self._announce = True
         self._wake.set()
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:

@@ -398,6 +398,7 @@ def test_state_is_published_retained_on_change_not_on_clock_fields_and_periodica
     w.wait_for(lambda m: frontend._connected, what="the connection")
     hub.publish(a_state(pv_w=1000.0))
     w.wait_for(lambda m: len(m) >= 1, what="the first state")
+    time.sleep(0.2)  # nothing more follows at once (the announcements never send the state a second time)
     assert json.loads(w.on("pvheater/state")[0])["pv_w"] == 1000.0
     t0 = time.monotonic()
     for i in range(5):  # five ticks that change only the clock fields: nothing new to say
@@ -712,16 +713,15 @@ def test_a_broker_login_with_the_password_file(tmp_path: Path, caplog: pytest.Lo
 
 
 def _make_certificates(directory: Path) -> tuple[Path, Path, Path, Path]:
-    """A CA, a server certificate for 127.0.0.1 signed by it, and an unrelated second CA (openssl)."""
+    """A CA, a server certificate for 127.0.0.1 signed by it, and an unrelated second CA (openssl, EC keys)."""
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA", "-keyout", "ca.key",
-        "-out", "ca.pem")
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=other CA", "-keyout",
-        "other.key", "-out", "other.pem")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out",
-        "server.csr")
+    key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    for name in ("ca", "other"):
+        run("req", "-x509", *key, "-days", "2", "-subj", f"/CN={name} CA", "-keyout", f"{name}.key",
+            "-out", f"{name}.pem")
+    run("req", *key, "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr")
     (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n", encoding="utf-8")
     run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
         "-extfile", "san.ext", "-out", "server.pem")
@@ -776,16 +776,23 @@ def test_configuration_url_comes_from_web_listen() -> None:
     assert configuration_url(Cfg()) is None  # type: ignore[arg-type]
 
 
-def test_without_paho_enabled_mqtt_is_one_clear_line(tmp_path: Path) -> None:
-    (tmp_path / "config.yaml").write_text("log:\n  file: null\nservice:\n  socket_file: null\n", encoding="utf-8")
-    code = ("import sys; sys.modules['paho'] = None\n"  # what an install without the extra looks like
-            "from pvheater.cli import main\n"
-            "sys.exit(main(['run', '--simulate', '--mqtt', '127.0.0.1:1', '--duration', '2']))\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1
-    lines = proc.stderr.strip().splitlines()
-    assert lines == ["pvheater: mqtt.enabled is true but paho-mqtt is not installed: pip install 'pvheater[mqtt]' "
-                     "(from the source tree: pip install '.[mqtt]'), or set mqtt.enabled: false"], proc.stderr
+@pytest.mark.parametrize(("mqtt_yaml", "block_paho", "code", "line"), [
+    ("", True, 1, "pvheater: mqtt.enabled is true but paho-mqtt is not installed: pip install 'pvheater[mqtt]' "
+                  "(from the source tree: pip install '.[mqtt]'), or set mqtt.enabled: false"),
+    ("  username: heater\n  password_file: missing.pw\n", False, 2,
+     "pvheater: config error: mqtt.password_file: cannot read 'missing.pw' (No such file or directory)"),
+])
+def test_pvheater_run_refuses_in_one_line_before_it_runs(tmp_path: Path, mqtt_yaml: str, block_paho: bool,
+                                                          code: int, line: str) -> None:
+    (tmp_path / "config.yaml").write_text(
+        "gx:\n  host: 127.0.0.1\n  port: 1\ngpio:\n  pin_factory: mock\nlog:\n  file: null\nhistory:\n  file: null\n"
+        f"service:\n  socket_file: null\nmqtt:\n  enabled: true\n{mqtt_yaml}", encoding="utf-8")
+    script = ("import sys\n"
+              + ("sys.modules['paho'] = None\n" if block_paho else "")  # an install without the extra
+              + "from pvheater.cli import main\nsys.exit(main(['run', '--duration', '2']))\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == code
+    assert proc.stderr.strip().splitlines() == [line], proc.stderr  # nothing ran: not even the start-up line
 
 
 def test_mqtt_flag_needs_simulate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -552,6 +552,7 @@ def run_service(
     try:
         if instance is None:
             instance = Instance.acquire(cfg.service.pid_file, cfg.history.file)
+        frontends = [] if rig.dry_run else frontends_for(cfg)  # a missing library or password stops it here
         history = None if cfg.history.file is None else History(cfg.history.file)
         recorder = None
         if history is not None:
@@ -570,7 +571,7 @@ def run_service(
             loop, cfg.poll.interval_s, local_time=rig.local_time, on_tick=on_tick, notifier=notifier,
             recorder=recorder, reloader=ConfigReloader(path, file_config or cfg, active=cfg),
             retention_days=cfg.history.retention_days, forecast=forecast,
-            channel=channel_for(cfg.service.socket_file), frontends=[] if rig.dry_run else frontends_for(cfg),
+            channel=channel_for(cfg.service.socket_file), frontends=frontends,
         )
         service.hold_signals()  # signals stay ignored until the history is closed and the PID file gone
         service.run(duration_s)
