@@ -356,6 +356,12 @@ def test_discovery_is_retained_one_device_and_follows_home_assistants_schema(
     assert {c["availability_topic"] for c in configs.values()} == {"pvheater/availability"}
     assert len({c["unique_id"] for c in configs.values()}) == len(configs)
     assert retained(broker.port, "pvheater/availability") == {"pvheater/availability": b"online"}
+    # Home Assistant restarted (its birth message): everything is announced again
+    w = Watcher(broker.port, "homeassistant/+/pvheater/+/config")
+    w.wait_for(lambda m: len(m) == len(expected), what="the retained configs")
+    w.publish("homeassistant/status", "online")
+    w.wait_for(lambda m: len([x for x in m if not x[2]]) == len(expected), what="the configs sent again")
+    w.close()
 
 
 def test_value_templates_pick_the_keys_of_the_state_as_home_assistant_renders_them() -> None:
