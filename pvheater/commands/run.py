@@ -19,13 +19,17 @@ start-up line says DRY RUN.
 the built-in GX simulator on a loopback port, with a simulated house, battery,
 inverter and heater behind it and gpiozero mock pins wired to the simulated
 heater. It prints a status line per tick and a summary, and ends by itself
-after --duration seconds.
+after --duration seconds. MQTT stays off in a simulation (a demo must not
+pose as the house in Home Assistant) unless `--mqtt HOST[:PORT]` turns it on:
+then it publishes as its own device, node `<mqtt.node_id>_sim` on
+`<mqtt.base_topic>_sim/...`, beside a real service on the same broker.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import logging.handlers
 import signal
@@ -35,8 +39,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pvheater.commands.common import add_scenario_arguments, positive_float, scenario_day
-from pvheater.config import Config, default_config_path, parse_listen
+from pvheater.config import Config, default_config_path, parse_listen, valid_host
 from pvheater.control.timeofday import format_hms, hhmm_seconds
+from pvheater.errors import ConfigError
 from pvheater.service.instance import Instance
 from pvheater.service.loop import STATUS_LEGEND, TickReport, status_line
 from pvheater.service.rig import Rig
@@ -77,6 +82,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve the status page there (overrides web.listen), e.g. 127.0.0.1:8080; with --simulate the page's "
         "history is a temporary file, removed at the end",
     )
+    parser.add_argument(
+        "--mqtt",
+        type=mqtt_endpoint,
+        metavar="HOST[:PORT]",
+        help="with --simulate: publish the simulation to this MQTT broker (Home Assistant discovery included) as "
+        "a separate device, <node_id>_sim; needs pip install 'pvheater[mqtt]'",
+    )
     add_scenario_arguments(parser, scenario="house_steps", start="12:05", what="the simulated day")
 
 
@@ -89,6 +101,30 @@ def listen_address(text: str) -> str:
     return text
 
 
+def mqtt_endpoint(text: str) -> tuple[str, int]:
+    """(host, port) of a --mqtt HOST[:PORT] argument (port 1883 when left out)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or "]" in port_text or (host.count(":") and not host.startswith("[")):
+        host, port_text = text, "1883"  # no port, or a bare IPv6 address
+    host = host.strip("[]")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST[:PORT] with a port from 1 to 65535, got {text!r}")
+    if not valid_host(host):
+        raise argparse.ArgumentTypeError(f"expected HOST[:PORT] with an IP address or host name, got {text!r}")
+    return host, int(port_text)
+
+
+def simulation_config(cfg: Config, mqtt: tuple[str, int] | None) -> Config:
+    """The config a simulation runs with: MQTT off, or on for --mqtt's broker under its own node and topics."""
+    m = cfg.mqtt
+    if mqtt is None:
+        return dataclasses.replace(cfg, mqtt=dataclasses.replace(m, enabled=False))
+    host, port = mqtt
+    return dataclasses.replace(cfg, mqtt=dataclasses.replace(
+        m, enabled=True, host=host, port=port, node_id=f"{m.node_id}_sim", base_topic=f"{m.base_topic}_sim",
+    ))
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the control loop until stopped (or for --duration)."""
     root = logging.getLogger()
@@ -99,6 +135,9 @@ def run(args: argparse.Namespace) -> int:
     file_cfg = args.cfg  # as read from the file: what a reload compares with
     cfg = file_cfg if args.web is None else replace(file_cfg, web=replace(file_cfg.web, listen=args.web))
     try:
+        if args.mqtt is not None and not args.simulate:
+            raise ConfigError("run: --mqtt only works with --simulate (for the service set mqtt.enabled in "
+                              "config.yaml)")
         if args.simulate:
             return _run_simulated(args, cfg)
         configure_logging(cfg.log)
@@ -139,7 +178,8 @@ def _run_simulated(args: argparse.Namespace, run_cfg: Config) -> int:
     duration_s = args.duration or DEFAULT_SIM_DURATION_S
     configure_logging(run_cfg.log, console_level="WARNING")
     with contextlib.ExitStack() as stack:
-        rig = Rig.simulated(day, run_cfg, start_s=start_s, realtime=True, dry_run=args.dry_run)
+        rig = Rig.simulated(day, simulation_config(run_cfg, args.mqtt), start_s=start_s, realtime=True,
+                            dry_run=args.dry_run)
         if run_cfg.web.listen is not None and not args.dry_run:
             # The page's energy, chart and events come from a history: a temporary one, never a real service's.
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pvheater-sim-")))
@@ -174,6 +214,10 @@ def _run_simulated_rig(args: argparse.Namespace, rig: Rig, day: ScenarioDay, sta
         print(f"{clock}  {status_line(report.m, report.output, rig.heater.servo_angle_deg)}", flush=True)
 
     sim.live.start()
+    if args.mqtt is not None:
+        m = cfg.mqtt
+        print(f"MQTT: broker {m.host}:{m.port}, state on {m.base_topic}/state, Home Assistant device "
+              f"node {m.node_id}" + ("" if m.discovery_prefix is not None else " (no discovery)"))
     code = run_service(rig, duration_s, config_path(args), args.cfg, on_tick=show,  # closes the rig
                        keep_signals_ignored=bool(getattr(args, "process_entry", False)))
     # A dry run's simulated heater never moved: its wear is the servo's nothing, as the metrics say.

@@ -561,6 +561,7 @@ def run_service(
     try:
         if instance is None:
             instance = Instance.acquire(cfg.service.pid_file, cfg.history.file)
+        frontends = [] if rig.dry_run else frontends_for(cfg)  # a missing library or password stops it here
         history = None if cfg.history.file is None else History(cfg.history.file)
         recorder = None
         if history is not None:
@@ -575,7 +576,6 @@ def run_service(
         )
         log.info("%s", STATUS_LEGEND)
         _check_watchdog(notifier, cfg)
-        frontends: list[Frontend] = [f for f in (web_frontend(cfg),) if f is not None]
         service = Service(
             loop, cfg.poll.interval_s, local_time=rig.local_time, on_tick=on_tick, notifier=notifier,
             recorder=recorder, reloader=ConfigReloader(path, file_config or cfg, active=cfg),
@@ -600,6 +600,19 @@ def run_service(
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
     return 0
+
+
+def frontends_for(cfg: Config) -> list[Frontend]:
+    """The optional front-ends the config turns on (none by default); ConfigError/PvHeaterError in one line."""
+    frontends: list[Frontend] = []
+    if cfg.mqtt.enabled:
+        from pvheater.mqtt import MqttFrontend
+
+        frontends.append(MqttFrontend.from_config(cfg))
+    web = web_frontend(cfg)
+    if web is not None:
+        frontends.append(web)
+    return frontends
 
 
 def _check_watchdog(notifier: Notifier, cfg: Config) -> None:
