@@ -146,3 +146,40 @@ def test_a_reload_keeps_the_hot_water_state() -> None:
     cfg = Config()
     hw.apply_config(replace(cfg, hot_water=replace(cfg.hot_water, boost_max_min=30.0)))
     assert hw.state.mode == "solar_only" and hw.settings.boost_max_s == 1800.0
+
+
+def test_hub_commands_validate_queue_and_apply_at_the_next_tick() -> None:
+    from pvheater.service.hot_water import HotWater, register
+    from pvheater.service.hub import Hub
+
+    hub = Hub()
+    hw = HotWater(Config())
+    register(hub, hw)
+    tick = [100.0]
+
+    def advise() -> tuple[HeatRequest, bool]:
+        tick[0] += 1.0
+        return hw.advise(HeatRequest(True, 500.0, "surplus"), None, tick[0], None, None, False, None)
+
+    assert hub.dispatch({"cmd": "mode", "mode": "turbo"}) == {
+        "ok": False, "error": "unknown mode 'turbo': expected one of auto, solar_only, off"}
+    assert hub.dispatch({"cmd": "mode"})["error"] == "mode: expected one of auto, solar_only, off"
+    assert hub.dispatch({"cmd": "boost", "minutes": "45"})["error"] == "boost: minutes must be a number, got '45'"
+    assert hub.dispatch({"cmd": "boost", "minutes": -5})["error"] == (
+        "boost refused: boost minutes must be positive, got -5.0")
+    assert hub.dispatch({"cmd": "boost", "temp_c": 55})["error"] == (
+        "boost refused: a boost to a temperature needs tank_sensor.enabled")
+    assert hub.dispatch({"cmd": "boost"})["error"] == 'boost: expected "minutes", "temp_c" or "cancel": true'
+    assert hub.dispatch({"cmd": "boost", "cancel": True}) == {"ok": True, "message": "no boost running"}
+
+    assert hub.dispatch({"cmd": "boost", "minutes": 45}) == {
+        "ok": True, "message": "boost at full power for 45 min (from the next tick)"}
+    assert hw.state.boost is None  # queued, not applied
+    request, forced = advise()
+    assert forced and request.want_heat and request.power_w == 2000.0
+    assert hw.last is not None and hw.last.forced == "boost" and hw.last.boost_left_s == 45 * 60.0
+    hub.dispatch({"cmd": "mode", "mode": "off"})
+    request, forced = advise()
+    assert not forced and not request.want_heat and request.power_w == 0.0
+    assert hw.state.mode == "off" and hw.state.boost is None  # mode off ends the boost
+    assert hub.dispatch({"cmd": "boost", "minutes": 10})["error"].startswith("boost refused: mode is off")
