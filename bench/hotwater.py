@@ -10,7 +10,8 @@ The week: 3 sunny days, 2 grey, 2 mixed (seeded), one 150 l tank (pvheater/sim/t
 
 Strategies:
 - `night_thermostat`: no pvheater, the heater on 22:00-06:00 at full power (its thermostat decides);
-- `surplus_only`: pvheater with the shipped defaults (top-up and legionella off, mode auto);
+- `surplus_only`: pvheater with the shipped defaults (top-up and legionella off, mode auto) and the regulator's
+  measured calibration (as after `pvheater calibrate`);
 - `topup`: pvheater with `hot_water.topup.enabled`, goal "tank full by 18:00" (goal_time 18:00, no daily_kwh):
   decision and window 14:00-18:00 (gap unknown without a sensor: the window at full power until tank full).
 
@@ -36,6 +37,7 @@ from pvheater.sim.controller_strategy import ControllerStrategy
 from pvheater.sim.params import Actuation
 from pvheater.sim.plant import Plant
 from pvheater.sim.scenarios import Scenario, ScenarioDay, build_day
+from pvheater.sim.soak_engine import plant_calibration
 from pvheater.sim.tank import FAMILY_DRAWS, TankParams
 
 BEGIN = "<!-- hotwater:begin (bench/hotwater.py writes this section) -->"
@@ -100,6 +102,9 @@ def run_week(name: str) -> dict[str, object]:
             thermostat = NightThermostat(day)
         elif strategy is None:
             strategy = ControllerStrategy(day, topup_config() if name == "topup" else None, name=name)
+            # as after `pvheater calibrate`: with the straight-line default the sense power sits in the regulator's
+            # dead zone, so a thermostat closing while the knob waits there is never seen (bench/tank.py)
+            strategy.heater.calibration = plant_calibration(day.params.heater)
         cold_s = 0
         heater_wh = grid_wh = 0.0
         at_goal_c = 0.0
