@@ -22,6 +22,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from report import replace_section
+
 from pvheater.calibration.curve import Calibration, save_calibration
 from pvheater.config import ACTUATORS, Config
 from pvheater.sim.controller_strategy import ControllerStrategy
@@ -130,14 +132,6 @@ def _task(task: tuple[str, str, bool]) -> tuple[str, ...]:
     return row
 
 
-def replace_section(text: str, new: str) -> str:
-    """The report with its actuators section replaced (or appended)."""
-    if BEGIN in text and END in text:
-        before, rest = text.split(BEGIN, 1)
-        return before + new + rest.split(END, 1)[1]
-    return text.rstrip() + "\n\n" + new + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run every scenario with every actuator and write the section."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -157,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     new = section(rows, time.perf_counter() - t0)
     out = Path(args.out)
     old = out.read_text(encoding="utf-8") if out.is_file() else "# Benchmarks\n"
-    out.write_text(replace_section(old, new), encoding="utf-8")
+    out.write_text(replace_section(old, new, BEGIN, END), encoding="utf-8")
     print(f"wrote the actuators section of {out}", file=sys.stderr)
     return 0
 

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from report import write_section
+
 from pvheater.sim.family import EVENT_KINDS, PlantOutcome, evaluate, percentile
 
 REPO = Path(__file__).resolve().parent.parent
@@ -189,17 +191,6 @@ def render(outs: list[PlantOutcome], days: list[str], first_seed: int, plants: i
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the family section of the report (append it when there is none)."""
-    old = path.read_text(encoding="utf-8") if path.is_file() else ""
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = old.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the family and the whole days; write the section."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -213,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     outs = run_family(args.seed, args.plants, args.jobs)
     days = [] if args.no_days else whole_day_rows()
     section = render(outs, days, args.seed, args.plants, time.perf_counter() - t0)
-    write_section(Path(args.out), section)
+    write_section(Path(args.out), section, BEGIN, END)
     print(section)
     return 0
 

@@ -84,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem is not None:
         print(f"pvheater: {problem}", file=sys.stderr)
         return EXIT_CONFIG
+    #: True when this is the console script's own process (it ends when main returns), not a caller's.
+    args.process_entry = argv is None
     try:
         args.cfg = _load_config(args)
         return int(args.handler(args))

@@ -19,12 +19,14 @@ Two tables (schema version in `PRAGMA user_version`):
   Y kWh heater"), `hot_60c` when the tank reached the legionella
   temperature (detail: the local date).
 
-Heater power is what the relay and the servo give through the heater's
-calibration: `calibration.power_at(servo angle)` while the relay is closed.
-With a calibration measured by `pvheater calibrate-servo` that is the
-heater's real power; with the default straight line it is only as good as
-that line (an SCR regulator's curve is not straight). The GX cannot measure
-the heater alone: AC consumption is house plus heater.
+Heater power is the loop's measured heater power (TickReport.measured_heater_w,
+pvheater.control.heater_response): 0 while the heater does not draw (its
+thermostat open), else the command through the curve corrected online from
+the consumption's response to the knob's moves -- integrated every tick, so a
+fast-moving knob between rows loses nothing. Without one (a tick that failed
+in the loop) it is what the relay and the actuator give through
+the calibration. The GX cannot measure the heater alone: AC consumption is
+house plus heater.
 
 Estimated surplus captured: heater power minus whatever the battery
 discharged and the grid imported during the same tick -- the heater energy
@@ -500,10 +502,10 @@ class HistoryRecorder:
 
     def _heater_now(self) -> float:
         """Heater power the relay and the actuator's input give now, by the calibration (no measurement yet)."""
-        angle = getattr(self.heater, "input_value", self.heater.servo_angle_deg)
-        if not self.heater.relay_on or angle is None:
+        value = self.heater.input_value
+        if not self.heater.relay_on or value is None:
             return 0.0
-        return self.heater.calibration.power_at(angle)
+        return self.heater.calibration.power_at(value)
 
     def _reset_totals(self, span_start_s: float | None) -> None:
         self._span_start_s = span_start_s

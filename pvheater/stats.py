@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pvheater.control.timeofday import clock_is_set
+from pvheater.control.timeofday import CLOCK_TRUSTED_FROM_UTC_S, clock_is_set
 from pvheater.history import connect_read_only
 from pvheater.plotting import require_matplotlib
 
@@ -133,11 +133,15 @@ def _split(start_s: float, end_s: float) -> list[tuple[datetime.date, float]]:
     return parts
 
 
-def compute_stats(path: Path | str, days: int | None = 7) -> HistoryStats:
-    """Per-day stats of the newest `days` days in the history (None: every day), empty days included."""
+def compute_stats(path: Path | str, days: int | None = 7, since_s: float | None = None) -> HistoryStats:
+    """Per-day stats of the newest `days` days in the history (None: every day), empty days included.
+
+    `since_s`: tick rows written before this wall-clock time are not read (an indexed query instead of the
+    whole table; the days before it are incomplete); rows written with an unset clock are always read.
+    """
     conn = connect_read_only(path)
     try:
-        return _compute(conn, days)
+        return _compute(conn, days, since_s)
     finally:
         conn.close()
 
@@ -163,22 +167,27 @@ class _Days:
         return self.by_day[day]
 
 
-def _compute(conn: sqlite3.Connection, days: int | None) -> HistoryStats:
+def _compute(conn: sqlite3.Connection, days: int | None, since_s: float | None = None) -> HistoryStats:
     totals = _Days()
-    runs = _count_ticks(conn, totals)
+    runs = _count_ticks(conn, totals, since_s)
     _count_events(conn, totals, runs)
     stats = _select_days(totals, days)
     stats.last_60c = totals.last_60c
     return stats
 
 
-def _count_ticks(conn: sqlite3.Connection, totals: _Days) -> RunAnchors:
-    """Add every tick row to its day(s), run by run; return each run's row times and anchors."""
+def _count_ticks(conn: sqlite3.Connection, totals: _Days, since_s: float | None = None) -> RunAnchors:
+    """Add every tick row (since since_s) to its day(s), run by run; return each run's row times and anchors."""
     runs: RunAnchors = {}
-    cursor = conn.execute(
-        "SELECT run_id, wall_s, mono_s, span_s, heater_wh, captured_wh, heating_s, failsafe_s, switches "
-        "FROM ticks ORDER BY run_id, seq"
-    )
+    columns = "run_id, wall_s, mono_s, span_s, heater_wh, captured_wh, heating_s, failsafe_s, switches"
+    if since_s is None:
+        cursor = conn.execute(f"SELECT {columns} FROM ticks ORDER BY run_id, seq")
+    else:
+        cursor = conn.execute(
+            # unary + keeps SQLite on the wall_s index for both ranges (not a scan of the whole table in run order)
+            f"SELECT {columns} FROM ticks WHERE wall_s >= ? OR wall_s < ? ORDER BY +run_id, +seq",
+            (max(since_s, CLOCK_TRUSTED_FROM_UTC_S), CLOCK_TRUSTED_FROM_UTC_S),
+        )
     current: str | None = None
     batch: list[tuple[Any, ...]] = []
     for row in cursor:

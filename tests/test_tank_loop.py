@@ -43,7 +43,7 @@ def test_tank_full_parks_at_the_sense_power_and_the_close_switches_in_only_that(
                 edges.append((float(s), report.tank_full))
                 was_full = report.tank_full
                 if report.tank_full:
-                    assert report.request.power_w <= sense_w + 1.0
+                    assert report.request.power_w <= strategy.loop.sense_command_w() + 1.0  # sense W by the curve
             plant.step(1.0, _act(strategy))
             draw_w[s] = max(0.0, -plant.battery_w) + max(0.0, plant.grid_w)
     assert plant.tank is not None

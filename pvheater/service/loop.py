@@ -51,6 +51,8 @@ log = logging.getLogger("pvheater")
 PINS_WAIT_S = 1.0
 #: After the thermostat closed the power climbs back from the sense power at most this fast (the inverter keeps up).
 CLOSE_RAMP_W_PER_S = 80.0
+#: The sense command is at most this many times the sense power (the learned curve says how much it takes).
+SENSE_COMMAND_MAX = 4.0
 #: A drop of consumption like the heater's power that the next changes have not judged within this long parks the
 #: knob at the sense power (a load ending is judged sooner: the controller takes its power and the heater follows).
 SUSPECT_CAP_S = 6.0
@@ -80,6 +82,11 @@ class HeaterPort(Protocol):
     @property
     def servo_angle_deg(self) -> float | None:
         """The last commanded servo angle."""
+        ...
+
+    @property
+    def input_value(self) -> float | None:
+        """The actuator's last commanded input (angle, duty, fraction of cycles): what the calibration maps to watts."""
         ...
 
     @property
@@ -133,7 +140,9 @@ class TickReport:
 #: What the status line's fields mean (printed at start-up, in `pvheater run --help` and in README's legend).
 STATUS_LEGEND = (
     "status line: battery + = charging, - = discharging; grid + = import, - = export; "
-    "house ~ = AC consumption minus the heater's asked power (an estimate); heater asked = the power commanded"
+    "house ~ = AC consumption minus the heater's measured (else asked) power, an estimate; "
+    "heater asked = the power commanded, "
+    "measured = what the GX's consumption says the heater draws (0 with the tank full)"
 )
 
 
@@ -149,7 +158,7 @@ def status_line(
 
     asked_w = output.power_w if output.relay_on else 0.0
     heater = f"heater asked {asked_w:.0f} W"
-    if measured_w is not None:  # the slot for a measured heater power (none is measured yet)
+    if measured_w is not None:  # from the consumption's response (pvheater.control.heater_response)
         heater += f", measured {measured_w:.0f} W"
     angle = "-" if angle_deg is None else f"{angle_deg:.0f} deg"
     relay = "ON" if output.relay_on else "off"
@@ -159,7 +168,8 @@ def status_line(
     soc = "SoC ?" if m.soc_pct is None else f"{m.soc_pct:.0f} %"
     battery = "battery: no data" if m.battery_w is None else f"battery {watts(m.battery_w, True)} {soc}"
     consumption = m.consumption_w
-    house = "house ?" if consumption is None else f"house ~{max(0.0, consumption - asked_w):.0f} W"
+    heater_w = asked_w if measured_w is None else measured_w
+    house = "house ?" if consumption is None else f"house ~{max(0.0, consumption - heater_w):.0f} W"
     return f"PV {watts(m.pv_w)} | {battery} | grid {watts(m.grid_w, True)} | {house} | {tail}"
 
 
@@ -205,6 +215,8 @@ class ControlLoop:
         #: time_s of the newest snapshot that was fresh (read without fault, not frozen); None: none yet.
         self.fresh_s: float | None = None
         self._pins = threading.Lock()
+        #: True only while the tick waits for the GX (a stop signal may abandon the tick then, and only then).
+        self.reading = False
         self._tripped = False
         self._frozen: str | None = None
         self._failsafe_since_s: float | None = None
@@ -307,7 +319,11 @@ class ControlLoop:
         kind: str | None = None
         m: Measurements | None
         try:
-            m = self.source.read()
+            self.reading = True
+            try:
+                m = self.source.read()
+            finally:
+                self.reading = False
         except GxError as exc:
             m, fault, kind = None, str(exc), type(exc).__name__
             held = self._last_m
@@ -408,19 +424,22 @@ class ControlLoop:
         """The cap for controller.step: the sense power while the tank is full (or looks it), then a climb back
         at CLOSE_RAMP_W_PER_S after the thermostat closed (the inverter keeps up)."""
         if self.tank_full_since_s is not None or heater_response.suspect_for_s(self.response_state) >= SUSPECT_CAP_S:
-            return self._sense_command_w()
+            return self.sense_command_w()
         if self._closed_s is None:
             return None
-        cap_w = self._sense_command_w() + CLOSE_RAMP_W_PER_S * (now_s - self._closed_s)
+        cap_w = self.sense_command_w() + CLOSE_RAMP_W_PER_S * (now_s - self._closed_s)
         if cap_w >= self.controller_settings.max_power_w:
             self._closed_s = None
             return None
         return cap_w
 
-    def _sense_command_w(self) -> float:
-        """The command that gives the sense power by the measured curve (a straight-line default reads low there)."""
-        ratio = heater_response.ratio_at(self.response_state, self.sense_power_w, self.response_settings)
-        return self.sense_power_w / min(max(ratio, 1.0 / 3.0), 1.0)
+    def sense_command_w(self) -> float:
+        """The command that gives the sense power by the measured curve (above a straight-line default's dead zone),
+        at most SENSE_COMMAND_MAX times the sense power (a curve learned wrong cannot make a big close surge)."""
+        return heater_response.command_for(
+            self.response_state, self.sense_power_w, self.response_settings,
+            min(SENSE_COMMAND_MAX * self.sense_power_w, self.controller_settings.max_power_w),
+        )
 
     def _tank_full_cap(self, request: HeatRequest, now_s: float) -> HeatRequest:
         """With the tank full (or a drop that looks like it) the power stays at the sense power; the relay opens
