@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "install-service": "install_service",
     "setup": "setup",
     "status": "status",
+    "mode": "mode",
+    "boost": "boost",
 }
 #: How a command uses the config file: "needed" (a bad file stops it, exit 2), "optional" (a bad ./config.yaml
 #: is reported in one line and the defaults are used; a bad --config PATH stops it), "unused" (not read at all).

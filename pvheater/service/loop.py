@@ -43,6 +43,7 @@ from pvheater.control.messages import SAFE_OFF, HeaterOutput, HeatRequest
 from pvheater.control.reserve import ForecastProvider, ReserveAdvice, ReserveSettings, ReserveState, reserve_step
 from pvheater.control.timeofday import format_hms
 from pvheater.errors import GxError
+from pvheater.service.hot_water import HotWater, HotWaterTick
 
 log = logging.getLogger("pvheater")
 
@@ -125,6 +126,10 @@ class TickReport:
     measured_heater_w: float | None = None
     #: The heater response says the thermostat is open (the heater does not draw).
     tank_full: bool = False
+    #: What the hot-water part did (mode, forced heating, boost, tank temperature, energy today); None: not run.
+    hot_water: HotWaterTick | None = None
+    #: The newest error text seen (GX or loop), kept after its episode ended; None: none yet.
+    last_error: str | None = None
 
     @property
     def failsafe(self) -> bool:
@@ -186,8 +191,12 @@ class ControlLoop:
         logger: logging.Logger = log,
         on_report: Callable[[TickReport], None] | None = None,
         forecast: ForecastProvider | None = None,
+        hot_water: HotWater | None = None,
     ) -> None:
         self.log = logger
+        #: Modes, boost, the daily goal and legionella between controller and guard (pvheater/service/hot_water.py);
+        #: a default one (no sensor, no state file) when none is given. None after construction: the old path.
+        self.hot_water: HotWater | None = hot_water if hot_water is not None else HotWater(config, logger=logger)
         #: Where the newest PV forecast comes from (None: no forecast, the plain min_soc rule).
         self.forecast = forecast
         self.reserve_state = ReserveState()
@@ -229,6 +238,8 @@ class ControlLoop:
         self.tank_full_since_s: float | None = None
         #: When the thermostat closed again: the power climbs back from the sense power at CLOSE_RAMP_W_PER_S.
         self._closed_s: float | None = None
+        #: The newest error text (GX fault or loop error), kept after the episode (the state's last_error).
+        self.last_error: str | None = None
 
     def tick(self, now_s: float, local_time: datetime.time | None, utc_s: float | None = None) -> TickReport:
         """One control step: read, decide, guard, apply. Never raises for a GX or loop error."""
@@ -236,7 +247,9 @@ class ControlLoop:
             report = self._step(now_s, local_time, utc_s)
         except Exception as exc:  # any error in the loop: heater off, log the episode once
             self._enter_loop_error(exc, now_s)
-            report = TickReport(now_s, None, HeatRequest(False, 0.0, "loop error"), SAFE_OFF, str(exc), True)
+            self.last_error = f"loop error: {exc}"
+            report = TickReport(now_s, None, HeatRequest(False, 0.0, "loop error"), SAFE_OFF, str(exc), True,
+                                last_error=self.last_error)
         else:
             if self._loop_error is not None:
                 self.log.info("control loop works again")
@@ -257,6 +270,8 @@ class ControlLoop:
         self.sense_power_w = config.heater.sense_power_pct / 100.0 * max_power_w
         self.tank_full_open_after_s = config.heater.tank_full_open_after_s
         self.response_settings = heater_response.ResponseSettings(max_power_w=max_power_w)
+        if self.hot_water is not None:
+            self.hot_water.apply_config(config)
         #: Off-grid: the inverter's rating caps heater + house (None: a grid takes what the inverter cannot).
         self.cap_settings = limits.CapSettings.from_config(config)
 
@@ -334,6 +349,13 @@ class ControlLoop:
             cap_w=self._heater_cap_w(now_s),
         )
         request = self._tank_full_cap(request, now_s)
+        forced = False
+        if self.hot_water is not None:
+            request, forced = self.hot_water.advise(
+                request, m, now_s, local_time, utc_s, self.tank_full_since_s is not None, self.forecast
+            )
+        if fault is not None or frozen is not None:
+            self.last_error = fault if fault is not None else f"GX data frozen: {frozen}"
         with self._pins:
             if self._tripped:  # the fail-safe opened the relay while this tick read: start over from off
                 self._tripped = False
@@ -341,7 +363,7 @@ class ControlLoop:
             self.guard_state, output = guard.step(
                 self.guard_state, request, m, self.guard_settings, now_s, local_time,
                 fault if fault is not None else frozen,
-                min_soc_pct=None if early is None else early.min_soc_pct, utc_s=utc_s,
+                min_soc_pct=None if early is None else early.min_soc_pct, utc_s=utc_s, forced=forced,
             )
             if self.cap_settings is not None:
                 self.cap_state, output = limits.cap_step(self.cap_state, m, self.cap_settings, now_s, output)
@@ -354,8 +376,15 @@ class ControlLoop:
         usable = m is not None and fault is None and frozen is None and not output.failsafe
         self._observe_heater(m if usable else None, expected_w, now_s, local_time)
         self._log_status(m, output)
+        hw_tick = None
+        if self.hot_water is not None:
+            heater_w = self.measured_heater_w if self.measured_heater_w is not None else self._expected_heater_w()
+            self.hot_water.account(now_s, m if usable else None, heater_w, forced, local_time,
+                                   utc_s if local_time is not None else None)
+            hw_tick = self.hot_water.last
         return TickReport(now_s, m, request, output, fault, measured_heater_w=self.measured_heater_w,
-                          tank_full=self.tank_full_since_s is not None)
+                          tank_full=self.tank_full_since_s is not None, hot_water=hw_tick,
+                          last_error=self.last_error)
 
     def _expected_heater_w(self) -> float:
         """The heater power the calibration gives for the relay and servo angle in force now."""

@@ -36,13 +36,16 @@ from pvheater.control.timeofday import clock_is_set
 from pvheater.errors import ConfigError, PvHeaterError
 from pvheater.forecast import ForecastFetcher
 from pvheater.history import History, HistoryRecorder
+from pvheater.hot_water_store import HotWaterStore
 from pvheater.service.channel import Channel, channel_for
+from pvheater.service.hot_water import HotWater, register
 from pvheater.service.hub import Frontend, Hub
 from pvheater.service.instance import Instance
 from pvheater.service.loop import STATUS_LEGEND, ControlLoop, HeaterPort, TickReport, status_line
 from pvheater.service.rig import Rig, trusted_local_time
 from pvheater.service.state import tick_state
 from pvheater.systemd import Notifier
+from pvheater.tank_sensor import TankSensor, TankSensorThread
 from pvheater.web import web_frontend
 
 log = logging.getLogger("pvheater")
@@ -558,6 +561,7 @@ def run_service(
     history: History | None = None
     notifier = Notifier() if rig.simulation is None else Notifier({})
     service: Service | None = None
+    tank: TankSensorThread | None = None
     try:
         if instance is None:
             instance = Instance.acquire(cfg.service.pid_file, cfg.history.file)
@@ -567,7 +571,12 @@ def run_service(
         if history is not None:
             recorder = HistoryRecorder(history, rig.heater, time.time, cfg.history.row_every_s)
         forecast = ForecastFetcher.from_config(cfg) if cfg.forecast.enabled else None
-        loop = ControlLoop(rig.reader, rig.heater, cfg, on_report=recorder, forecast=forecast)
+        if cfg.tank_sensor.enabled:  # read in its own thread: a reading takes the kernel ~0.75 s
+            tank = TankSensorThread(TankSensor.from_config(cfg.tank_sensor), cfg.tank_sensor.read_interval_s)
+            tank.start()
+        store = None if rig.dry_run else HotWaterStore(cfg.hot_water.state_file)
+        hot_water = HotWater(cfg, tank=tank, store=store)
+        loop = ControlLoop(rig.reader, rig.heater, cfg, on_report=recorder, forecast=forecast, hot_water=hot_water)
         log.info(
             "pvheater %s: GX %s, every %.1f s, relay %s, %s %s, history %s, config %s",
             "DRY RUN (no pin touched, no history written)" if rig.dry_run else "running",
@@ -582,12 +591,15 @@ def run_service(
             retention_days=cfg.history.retention_days, forecast=forecast,
             channel=channel_for(cfg.service.socket_file), frontends=frontends,
         )
+        register(service.hub, hot_water)  # mode and boost from `pvheater mode/boost`, MQTT, the page
         service.hold_signals()  # signals stay ignored until the history is closed and the PID file gone
         service.run(duration_s)
         if rig.simulation is None and not rig.dry_run:  # a simulated or dry-run knob needs no time to reach zero
             _park(rig.heater, cfg)
     finally:
         rig.close()
+        if tank is not None:
+            tank.stop()
         if history is not None:
             history.close()
         if instance is not None:

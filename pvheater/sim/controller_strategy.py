@@ -137,6 +137,8 @@ class ControllerStrategy:
             content = Forecast.from_hourly(SIM_DAY_UTC_S, day.forecast_w, SIM_DAY_UTC_S)
             self.forecast = SimForecast(content, cfg.forecast.fetch_times)
         self.loop = ControlLoop(self.source, self.heater, cfg, logger=_QUIET, forecast=self.forecast)
+        if self.loop.hot_water is not None:  # simulated local time is UTC (SIM_DAY_UTC_S)
+            self.loop.hot_water.local_tz = datetime.UTC
 
     def decide(self, now_s: float, m: Measurements | None, truth: PlantTruth | None) -> Actuation:
         """One tick of the real loop on the last published snapshot."""
