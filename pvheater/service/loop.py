@@ -56,6 +56,8 @@ SENSE_COMMAND_MAX = 4.0
 #: A drop of consumption like the heater's power that the next changes have not judged within this long parks the
 #: knob at the sense power (a load ending is judged sooner: the controller takes its power and the heater follows).
 SUSPECT_CAP_S = 6.0
+#: With `heater.tank_full_open_after_s` set, a tank parked full with the relay open is checked again after this long.
+RECHECK_PARKED_S = 1800.0
 #: A status line is logged when the heater power moves by at least this much.
 STATUS_STEP_W = 100.0
 #: While the GX stays away: the first reminder after this long, then at doubling intervals up to REMINDER_MAX_S.
@@ -238,6 +240,10 @@ class ControlLoop:
         self.tank_full_since_s: float | None = None
         #: When the thermostat closed again: the power climbs back from the sense power at CLOSE_RAMP_W_PER_S.
         self._closed_s: float | None = None
+        #: The tank was full when the relay opened: nothing can be seen with it open, so when heating resumes it
+        #: starts from the sense power and the observer judges the thermostat again.
+        self._recheck = False
+        self._recheck_closed = False
         #: The newest error text (GX fault or loop error), kept after the episode (the state's last_error).
         self.last_error: str | None = None
 
@@ -352,7 +358,8 @@ class ControlLoop:
         forced = False
         if self.hot_water is not None:
             request, forced = self.hot_water.advise(
-                request, m, now_s, local_time, utc_s, self.tank_full_since_s is not None, self.forecast
+                request, m, now_s, local_time, utc_s, self.tank_full_since_s is not None and not self._recheck,
+                self.forecast
             )
         if fault is not None or frozen is not None:
             self.last_error = fault if fault is not None else f"GX data frozen: {frozen}"
@@ -368,6 +375,7 @@ class ControlLoop:
             if self.cap_settings is not None:
                 self.cap_state, output = limits.cap_step(self.cap_state, m, self.cap_settings, now_s, output)
             self.heater.apply(output, now_s)
+            self._track_recheck(output.relay_on, now_s)
             if m is not None and fault is None and frozen is None:
                 self.fresh_s = m.time_s if self.fresh_s is None else max(self.fresh_s, m.time_s)
                 if self._failsafe_since_s is not None:
@@ -385,6 +393,22 @@ class ControlLoop:
         return TickReport(now_s, m, request, output, fault, measured_heater_w=self.measured_heater_w,
                           tank_full=self.tank_full_since_s is not None, hot_water=hw_tick,
                           last_error=self.last_error)
+
+    def _track_recheck(self, relay_on: bool, now_s: float) -> None:
+        """A full tank's relay opened: nothing can be seen with it open, so when it closes again the knob waits at
+        the sense power (a thermostat that closed meanwhile draws only that) until the observer judges the
+        thermostat again: drawing -> the usual climb from the sense power; not drawing -> tank full again (and the
+        relay parks open again after tank_full_open_after_s, counted from the re-check)."""
+        if self.tank_full_since_s is None:
+            self._recheck = self._recheck_closed = False
+        elif not relay_on:
+            if not self._recheck:
+                self.log.info("tank full, relay open: the thermostat is checked again when heating resumes "
+                              "(from the sense power)")
+            self._recheck, self._recheck_closed = True, False
+        elif self._recheck and not self._recheck_closed:
+            self._recheck_closed = True
+            self.tank_full_since_s = now_s
 
     def _expected_heater_w(self) -> float:
         """The heater power the calibration gives for the relay and servo angle in force now."""
@@ -405,6 +429,7 @@ class ControlLoop:
                 self.response_state, m.time_s, m.consumption_w, expected_w, self.response_settings
             )
             if event is not None:
+                self._recheck = self._recheck_closed = False  # the thermostat is judged again
                 at = "clock not set" if local_time is None else local_time.strftime("%H:%M:%S")
                 if event.status == heater_response.NOT_DRAWING:
                     self.tank_full_since_s = now_s
@@ -451,7 +476,9 @@ class ControlLoop:
         if cs.covered_w is not None:  # the load "covered" while the heater did not draw is not there to return to
             self.controller_state = dataclasses.replace(cs, covered_w=None)
         open_after_s = self.tank_full_open_after_s
-        if full_since is not None and open_after_s > 0 and now_s - full_since >= open_after_s:
+        parked_s = None if full_since is None or open_after_s <= 0 else now_s - full_since - open_after_s
+        # Parked open for RECHECK_PARKED_S: heat again from the sense power and let the observer judge.
+        if parked_s is not None and parked_s >= 0 and (not self._recheck or parked_s < RECHECK_PARKED_S):
             return HeatRequest(False, 0.0, "tank full: relay open")
         if not request.want_heat:
             return request
