@@ -93,7 +93,7 @@ HEADER = (
 )
 
 
-def section(rows: list[tuple[str, ...]], wall_s: float) -> str:
+def section(rows: list[tuple[str, ...]], wall_s: float, command: str = "python bench/actuators.py") -> str:
     """The Markdown section, between its markers."""
     lines = [
         BEGIN,
@@ -105,17 +105,18 @@ def section(rows: list[tuple[str, ...]], wall_s: float) -> str:
         "with a dead zone, the SSR's is straight); with --calibrated also \"(calibrated)\": a table of its true curve.",
         "`servo`: the knob model (slew 120 deg/s, dead zone 8 %);",
         "`pwm_0_10v`: a regulator with a 0-10 V input (nothing below 0.6 V, full from 9.6 V, phase-angle",
-        "between), following within the step; `ssr_burst`: whole 50 Hz cycles, 50-cycle periods, fired by the",
-        "actuator's own pattern (pvheater/control/burst.py), the meter averaging over 1 s. SSR switch-ons count",
+        "between), following within the step; `ssr_burst`: whole 50 Hz cycles, 50-cycle periods, rounded down",
+        "(never above the request), fired by the actuator's own pattern (pvheater/control/burst.py), the meter",
+        "averaging over 1 s. SSR switch-ons count",
         "the off-to-on changes of the SSR a day; the longest on- and off-blocks are the flicker-relevant runs of",
         "whole cycles while the power lies strictly between 0 and full. Relay toggles are the guard's in every case.",
-        "Whole days only: the plant family (bench/family.py, its own runner) is not wired to the actuators yet.",
+        "The plant family with each actuator: the section \"Plant family by actuator\" (`bench/family.py --actuator`).",
         "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "|".join(["---", "---"] + ["---:"] * (len(HEADER) - 2)) + "|",
     ]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    lines += ["", f"{len(rows)} days in {wall_s:.0f} s.", END]
+    lines += ["", f"{len(rows)} days in {wall_s:.0f} s (`nice -n 10 {command}`).", END]
     return "\n".join(lines)
 
 
@@ -138,6 +139,21 @@ def replace_section(text: str, new: str) -> str:
     return text.rstrip() + "\n\n" + new + "\n"
 
 
+def command_line(argv: list[str]) -> str:
+    """The command that made the section, without where it was written."""
+    shown: list[str] = []
+    skip = False
+    for a in argv:
+        if skip or a.startswith("--out="):
+            skip = False
+            continue
+        if a == "--out":
+            skip = True
+            continue
+        shown.append(a)
+    return " ".join(["python bench/actuators.py", *shown])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every scenario with every actuator and write the section."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -154,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [(s, a, c) for s in scenarios for c in variants for a in ACTUATORS]
     with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
         rows = list(pool.map(_task, tasks))
-    new = section(rows, time.perf_counter() - t0)
+    new = section(rows, time.perf_counter() - t0, command_line(argv if argv is not None else sys.argv[1:]))
     out = Path(args.out)
     old = out.read_text(encoding="utf-8") if out.is_file() else "# Benchmarks\n"
     out.write_text(replace_section(old, new), encoding="utf-8")
