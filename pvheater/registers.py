@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,11 @@ ROLES: tuple[str, ...] = ("system", "mppt", "bms", "grid", "vebus")
 
 _ENTRY_KEYS = {"name", "path", "address", "type", "scale", "unit", "enum", "valid", "zero_invalid"}
 _REQUIRED_KEYS = {"name", "path", "address", "type", "scale", "unit"}
+
+
+def round_half_away(x: float) -> int:
+    """Round to the nearest integer, halves away from zero, as the GX's server does (94.5 % reads 95)."""
+    return int(math.copysign(math.floor(abs(x) + 0.5), x))
 
 
 @dataclass(frozen=True)
@@ -64,8 +70,8 @@ class Register:
         return raw / self.scale
 
     def encode_value(self, value: float) -> int:
-        """The raw integer the GX sends for a decoded value (raw = value x scale, rounded)."""
-        raw = round(value * self.scale)
+        """The raw integer the GX sends for a decoded value (raw = value x scale, rounded half away from zero)."""
+        raw = round_half_away(value * self.scale)
         low, high = TYPE_RANGE[self.type]
         if not low <= raw <= high:
             raise ValueError(

@@ -47,7 +47,7 @@ from pymodbus.server import ModbusTcpServer
 from pvheater.config import UnitIds
 from pvheater.control.measurements import CHARGER_SEPARATOR
 from pvheater.errors import PvHeaterError
-from pvheater.registers import Register, RegisterMap
+from pvheater.registers import Register, RegisterMap, round_half_away
 from pvheater.sim.meter_noise import METERED_PREFIXES
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def encode_register(register: Register, value: float | None) -> list[int]:
 def wrapped(register: Register, value: float) -> float:
     """The value a register shows when value does not fit and wraps around (two's complement for signed types)."""
     bits = 16 * register.words
-    raw = round(value * register.scale) % (1 << bits)
+    raw = round_half_away(value * register.scale) % (1 << bits)
     if register.type.startswith("int") and raw >= 1 << (bits - 1):
         raw -= 1 << bits
     return raw / register.scale
