@@ -212,6 +212,10 @@ def actuator_row(actuator: str, outs: list[PlantOutcome]) -> str:
     ratios = [o.controller.draw_kwh / o.floor.draw_kwh for o in outs if o.floor.draw_kwh > 1e-6]
     draw = sum(o.controller.draw_kwh for o in outs)
     floor_draw = sum(o.floor.draw_kwh for o in outs)
+    rel_1s = [o.relative_capture_1s for o in outs if o.relative_capture_1s is not None]
+    ratios_1s = [o.draw_1s_kwh / o.floor_draw_1s_kwh for o in outs if o.floor_draw_1s_kwh > 1e-6]
+    draw_1s = sum(o.draw_1s_kwh for o in outs)
+    floor_1s = sum(o.floor_draw_1s_kwh for o in outs)
     hours = sum(o.duration_s for o in outs) / 3600.0
     switch = sum(o.switchings for o in outs)
     if actuator == "servo":
@@ -229,6 +233,8 @@ def actuator_row(actuator: str, outs: list[PlantOutcome]) -> str:
     return (
         f"| {actuator} | {len(outs)} | {_pct(statistics.median(rel))} | {_pct(percentile(rel, 0.1))} | "
         f"{statistics.median(ratios):.2f}x | {draw / floor_draw:.2f}x ({draw:.2f} kWh) | "
+        f"{_pct(statistics.median(rel_1s))} | {statistics.median(ratios_1s):.2f}x | "
+        f"{draw_1s / floor_1s:.2f}x ({draw_1s:.2f} kWh) | "
         f"{switch / len(outs):.2f} | " + " | ".join(wear) + " |"
     )
 
@@ -245,7 +251,10 @@ def render_actuators(by_actuator: dict[str, list[PlantOutcome]], first_seed: int
         "SSR on whole 50 Hz cycles (pvheater/sim/regulators.py); each with a calibration table measured on its",
         "own curve within +-3 %. Capture and draw as in the family table; relay switchings are the guard's;",
         "SSR switch-ons count the SSR's off-to-on changes; blocks are the longest on- and off-runs of whole",
-        "cycles while the power lay strictly between 0 and full (the flicker-relevant figure).",
+        "cycles while the power lay strictly between 0 and full (the flicker-relevant figure). The family steps",
+        "0.25 s, so its draw counts an SSR's cycles within a second as import and export; \"netted per 1 s\"",
+        "averages battery and grid over each second first, as a meter that nets over a second (the whole days'",
+        "1 s steps and the GX's meter model) sees them.",
         "",
         "```sh",
         f"nice -n 10 python bench/family.py --seed {first_seed} --plants {plants} --jobs 2 {names}",
@@ -254,9 +263,10 @@ def render_actuators(by_actuator: dict[str, list[PlantOutcome]], first_seed: int
         f"Seeds {first_seed}..{first_seed + plants - 1} per actuator; {wall_s:.0f} s wall time.",
         "",
         "| actuator | plants | capture / floor's: median | 10th pct | draw / floor's: median | draw all plants "
-        "/ floor's | relay switchings per plant | servo moves / deg per plant: median | SSR switch-ons per "
+        "/ floor's | netted per 1 s: capture / floor's, median | draw / floor's, median | draw all / floor's | "
+        "relay switchings per plant | servo moves / deg per plant: median | SSR switch-ons per "
         "plant: median | longest on / off block (cycles): median |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *[actuator_row(a, outs) for a, outs in by_actuator.items()],
         ACT_END,
     ])

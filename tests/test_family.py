@@ -103,5 +103,11 @@ def test_closed_loop_on_a_family_plant_with_each_actuator(actuator: str) -> None
     assert run.switchings == 3 and run.under_load == 0  # the input was at zero each time the relay switched
     assert run.servo_moves == 0 and run.servo_deg == 0.0
     assert run.run.energy.heater_wh > 0.9 * servo.run.energy.heater_wh
+    # netting battery and grid over each second can only lower the draw; for the SSR it removes the cycles'
+    # ripple within each second, which the 0.25 s steps count as import
+    stepwise = F.compute_metrics(run.run, base).draw_kwh
+    netted = F.netted_draw_kwh(run.run, base)
+    assert netted <= stepwise + 1e-12
     if actuator == "ssr_burst":
         assert run.wear["ssr_switch_ons"] > 0 and 1 <= run.wear["longest_on_block"] <= 49
+        assert netted < stepwise

@@ -628,6 +628,21 @@ class PlantOutcome:
     wear: dict[str, float] = field(default_factory=dict)
     #: Simulated seconds the plant ran.
     duration_s: float = 0.0
+    #: Heater-caused draw of the loop and of the floor with battery and grid netted over each second, kWh (what a
+    #: meter that nets over a second sees: an SSR's cycles within a second do not count as draw and export).
+    draw_1s_kwh: float = 0.0
+    floor_draw_1s_kwh: float = 0.0
+
+    @property
+    def relative_capture_1s(self) -> float | None:
+        """relative_capture with both draws netted over each second."""
+        c, f = self.controller, self.floor
+        if c.oracle_surplus_kwh <= 1e-6:
+            return None
+        fc = (f.heater_kwh - self.floor_draw_1s_kwh) / f.oracle_surplus_kwh
+        if fc <= 0.01:
+            return None
+        return (c.heater_kwh - self.draw_1s_kwh) / c.oracle_surplus_kwh / fc
 
     @property
     def relative_capture(self) -> float | None:
@@ -636,6 +651,18 @@ class PlantOutcome:
         if c is None or f is None or f <= 0.01:
             return None
         return c / f
+
+
+def netted_draw_kwh(run: RunResult, base: RunResult, window_s: float = 1.0) -> float:
+    """Heater-caused draw (as pvheater.sim.metrics counts it) with each series averaged over window_s first, kWh."""
+    s, b = run.series, base.series
+    k = max(1, round(window_s / run.dt_s))
+    joules = 0.0
+    for i in range(0, len(s) - k + 1, k):
+        battery, battery0 = sum(s.battery_w[i:i + k]) / k, sum(b.battery_w[i:i + k]) / k
+        grid, grid0 = sum(s.grid_w[i:i + k]) / k, sum(b.grid_w[i:i + k]) / k
+        joules += max(0.0, battery0 - battery) + max(0.0, max(grid, 0.0) - max(grid0, 0.0))
+    return joules * k * run.dt_s / 3_600_000.0
 
 
 def evaluate(seed: int, config: Config | None = None, actuator: str = "servo") -> PlantOutcome:
@@ -654,6 +681,7 @@ def evaluate(seed: int, config: Config | None = None, actuator: str = "servo") -
         moves=ctl.servo_moves, servo_deg=ctl.servo_deg, switchings=ctl.switchings, under_load=ctl.under_load,
         responses=tuple(responses(spec, ctl, base)), floor_responses=tuple(responses(spec, floor, base)),
         actuator=actuator, wear=dict(ctl.wear), duration_s=float(spec.duration_s),
+        draw_1s_kwh=netted_draw_kwh(ctl.run, base), floor_draw_1s_kwh=netted_draw_kwh(floor.run, base),
     )
 
 
