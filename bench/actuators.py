@@ -22,6 +22,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from report import replace_section
+
 from pvheater.calibration.curve import Calibration, save_calibration
 from pvheater.config import ACTUATORS, Config
 from pvheater.sim.controller_strategy import ControllerStrategy
@@ -149,14 +151,6 @@ def existing_rows(text: str) -> dict[tuple[str, str], tuple[str, ...]]:
     return rows
 
 
-def replace_section(text: str, new: str) -> str:
-    """The report with its actuators section replaced (or appended)."""
-    if BEGIN in text and END in text:
-        before, rest = text.split(BEGIN, 1)
-        return before + new + rest.split(END, 1)[1]
-    return text.rstrip() + "\n\n" + new + "\n"
-
-
 def command_line(argv: list[str]) -> str:
     """The command that made the section, without where it was written."""
     shown: list[str] = []
@@ -210,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(before[key])
                     kept += 1
     new = section(rows, time.perf_counter() - t0, command_line(argv if argv is not None else sys.argv[1:]), kept)
-    out.write_text(replace_section(old, new), encoding="utf-8")
+    out.write_text(replace_section(old, new, BEGIN, END), encoding="utf-8")
     print(f"wrote the actuators section of {out}", file=sys.stderr)
     return 0
 

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from report import write_section
+
 from pvheater.config import ACTUATORS
 from pvheater.sim.family import EVENT_KINDS, PlantOutcome, evaluate, percentile
 
@@ -191,17 +193,6 @@ def render(outs: list[PlantOutcome], days: list[str], first_seed: int, plants: i
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str, begin: str = BEGIN, end: str = END) -> None:
-    """Replace the family section of the report (append it when there is none)."""
-    old = path.read_text(encoding="utf-8") if path.is_file() else ""
-    if begin in old and end in old:
-        head, rest = old.split(begin, 1)
-        text = head + section + rest.split(end, 1)[1]
-    else:
-        text = old.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text, encoding="utf-8")
-
-
 ACT_BEGIN = "<!-- family-actuators:begin (bench/family.py --actuator writes this section) -->"
 ACT_END = "<!-- family-actuators:end -->"
 
@@ -295,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     outs = run_family(args.seed, args.plants, args.jobs)
     days = [] if args.no_days else whole_day_rows()
     section = render(outs, days, args.seed, args.plants, time.perf_counter() - t0)
-    write_section(Path(args.out), section)
+    write_section(Path(args.out), section, BEGIN, END)
     print(section)
     return 0
 

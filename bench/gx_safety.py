@@ -29,6 +29,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+from report import write_section
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 
@@ -165,13 +167,7 @@ def report(jobs: int, out: Path) -> None:
     lines += [f"- {flood(t, 25.0)}" for t in (3.0, 4.9, 20.0)]
     lines.append(END)
     section = "\n".join(lines)
-    text = out.read_text(encoding="utf-8") if out.is_file() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    out.write_text(text, encoding="utf-8")
+    write_section(out, section, BEGIN, END)
     print(section)
 
 

@@ -29,20 +29,12 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from report import write_section
+
 from pvheater.sim.soak_engine import Soak, format_result
 
 REPO = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- soak -->", "<!-- /soak -->"
-
-
-def replace_section(text: str, body: str) -> str:
-    """text with the part between the soak markers replaced by body (markers appended when missing)."""
-    block = f"{BEGIN}\n{body.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        return head + block + tail
-    return text.rstrip() + "\n\n" + block + "\n"
 
 
 def main(argv: list[str] | None = None, make_soak: Callable[[int, Path, int], Soak] | None = None) -> int:
@@ -92,8 +84,7 @@ def main(argv: list[str] | None = None, make_soak: Callable[[int, Path, int], So
     print(body)
     if args.write and not args.no_write:
         out = Path(args.out)
-        text = out.read_text(encoding="utf-8") if out.is_file() else ""
-        out.write_text(replace_section(text, body), encoding="utf-8")
+        write_section(out, f"{BEGIN}\n{body.rstrip()}\n{END}", BEGIN, END)
         print(f"wrote the soak section of {out}", file=sys.stderr)
     return 0 if result.ok else 1
 

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from report import write_section
+
 from pvheater.sim.controller_strategy import ControllerStrategy
 from pvheater.sim.plant import Plant
 from pvheater.sim.scenarios import TANK_SCENARIOS, build_day
@@ -169,17 +171,6 @@ def render(rows: list[dict[str, object]], wall_s: float, fam: list[dict[str, obj
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the tank section of the report (append it when there is none)."""
-    old = path.read_text(encoding="utf-8") if path.is_file() else ""
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = old.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the tank bench and write its section."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -194,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         fam = pool.map(run_family_tank, range(args.family))
     section = render(rows, time.perf_counter() - t0, fam)
     print(section)
-    write_section(Path(args.out), section)
+    write_section(Path(args.out), section, BEGIN, END)
     return 0
 
 

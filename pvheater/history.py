@@ -478,10 +478,10 @@ class HistoryRecorder:
 
     def _heater_now(self) -> float:
         """Heater power the relay and the actuator's input give now, by the calibration (no measurement yet)."""
-        angle = getattr(self.heater, "input_value", self.heater.servo_angle_deg)
-        if not self.heater.relay_on or angle is None:
+        value = self.heater.input_value
+        if not self.heater.relay_on or value is None:
             return 0.0
-        return self.heater.calibration.power_at(angle)
+        return self.heater.calibration.power_at(value)
 
     def _reset_totals(self, span_start_s: float | None) -> None:
         self._span_start_s = span_start_s

@@ -42,7 +42,8 @@ def hostile_config() -> Config:
     return replace(
         cfg,
         gx=replace(cfg.gx, timeout_s=TIMEOUT_S, reconnect_min_s=0.5, reconnect_max_s=1.0),
-        relay=replace(cfg.relay, stale_after_s=STALE_S, min_off_s=1.0, min_on_s=0.0),
+        # two confirming samples (the least the config allows): the attacks are about opening, not closing
+        relay=replace(cfg.relay, stale_after_s=STALE_S, min_off_s=1.0, min_on_s=0.0, confirm_samples=2),
         poll=replace(cfg.poll, interval_s=INTERVAL_S),
     )
 

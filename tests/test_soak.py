@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pvheater.sim.soak_engine import FAULT_KINDS, Soak, format_result
 
 
@@ -26,10 +28,12 @@ def test_two_hours_with_every_fault_keep_the_acceptance(tmp_path: Path) -> None:
     assert result.ok, report
 
 
-def test_the_soak_script_writes_benchmarks_md_only_when_asked(tmp_path: Path) -> None:
+def test_the_soak_script_writes_benchmarks_md_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bench_soak", Path(__file__).parents[1] / "bench" / "soak.py")
+    bench_dir = Path(__file__).parents[1] / "bench"
+    monkeypatch.syspath_prepend(str(bench_dir))  # as `python bench/soak.py` has it: bench/report.py importable
+    spec = importlib.util.spec_from_file_location("bench_soak", bench_dir / "soak.py")
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

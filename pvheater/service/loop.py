@@ -82,6 +82,11 @@ class HeaterPort(Protocol):
         ...
 
     @property
+    def input_value(self) -> float | None:
+        """The actuator's last commanded input (angle, duty, fraction of cycles): what the calibration maps to watts."""
+        ...
+
+    @property
     def calibration(self) -> Calibration:
         """The watts-to-angle curve the heater uses."""
         ...

@@ -88,6 +88,11 @@ class SimHeater:
         #: pwm_0_10v's duty or ssr_burst's fraction of cycles.
         self.drive = 0.0
 
+    @property
+    def input_value(self) -> float | None:
+        """The servo angle, or pwm_0_10v's duty / ssr_burst's fraction of cycles."""
+        return self.servo_angle_deg if self.actuator == "servo" else self.drive
+
     def apply(self, output: HeaterOutput, now_s: float) -> None:
         """Relay and knob; small moves are skipped like the real servo's."""
         if self.actuator != "servo":
