@@ -22,6 +22,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from report import replace_section
+
 from pvheater.calibration.curve import Calibration, save_calibration
 from pvheater.config import ACTUATORS, Config
 from pvheater.sim.controller_strategy import ControllerStrategy
@@ -93,7 +95,9 @@ HEADER = (
 )
 
 
-def section(rows: list[tuple[str, ...]], wall_s: float) -> str:
+def section(
+    rows: list[tuple[str, ...]], wall_s: float, command: str = "python bench/actuators.py", kept: int = 0
+) -> str:
     """The Markdown section, between its markers."""
     lines = [
         BEGIN,
@@ -105,17 +109,21 @@ def section(rows: list[tuple[str, ...]], wall_s: float) -> str:
         "with a dead zone, the SSR's is straight); with --calibrated also \"(calibrated)\": a table of its true curve.",
         "`servo`: the knob model (slew 120 deg/s, dead zone 8 %);",
         "`pwm_0_10v`: a regulator with a 0-10 V input (nothing below 0.6 V, full from 9.6 V, phase-angle",
-        "between), following within the step; `ssr_burst`: whole 50 Hz cycles, 50-cycle periods, fired by the",
-        "actuator's own pattern (pvheater/control/burst.py), the meter averaging over 1 s. SSR switch-ons count",
+        "between), following within the step; `ssr_burst`: whole 50 Hz cycles, 50-cycle periods, rounded down",
+        "(never above the request), fired by the actuator's own pattern (pvheater/control/burst.py), the meter",
+        "averaging over 1 s. SSR switch-ons count",
         "the off-to-on changes of the SSR a day; the longest on- and off-blocks are the flicker-relevant runs of",
         "whole cycles while the power lies strictly between 0 and full. Relay toggles are the guard's in every case.",
-        "Whole days only: the plant family (bench/family.py, its own runner) is not wired to the actuators yet.",
+        "The plant family with each actuator: the section \"Plant family by actuator\" (`bench/family.py --actuator`).",
         "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "|".join(["---", "---"] + ["---:"] * (len(HEADER) - 2)) + "|",
     ]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    lines += ["", f"{len(rows)} days in {wall_s:.0f} s.", END]
+    ran = f"{len(rows) - kept} days in {wall_s:.0f} s (`nice -n 10 {command}`)"
+    if kept:
+        ran += f"; the other {kept} rows are kept from the section's previous run (--actuator runs only those named)"
+    lines += ["", ran + ".", END]
     return "\n".join(lines)
 
 
@@ -130,12 +138,32 @@ def _task(task: tuple[str, str, bool]) -> tuple[str, ...]:
     return row
 
 
-def replace_section(text: str, new: str) -> str:
-    """The report with its actuators section replaced (or appended)."""
-    if BEGIN in text and END in text:
-        before, rest = text.split(BEGIN, 1)
-        return before + new + rest.split(END, 1)[1]
-    return text.rstrip() + "\n\n" + new + "\n"
+def existing_rows(text: str) -> dict[tuple[str, str], tuple[str, ...]]:
+    """The rows of the report's actuators section by (scenario, actuator), to keep what is not rerun."""
+    if BEGIN not in text or END not in text:
+        return {}
+    body = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    rows = {}
+    for line in body.splitlines():
+        cells = tuple(c.strip() for c in line.strip().strip("|").split("|"))
+        if line.startswith("| ") and len(cells) == len(HEADER) and cells[0] != HEADER[0]:
+            rows[(cells[0], cells[1])] = cells
+    return rows
+
+
+def command_line(argv: list[str]) -> str:
+    """The command that made the section, without where it was written."""
+    shown: list[str] = []
+    skip = False
+    for a in argv:
+        if skip or a.startswith("--out="):
+            skip = False
+            continue
+        if a == "--out":
+            skip = True
+            continue
+        shown.append(a)
+    return " ".join(["python bench/actuators.py", *shown])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,17 +175,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--calibrated", action="store_true", help="also run each actuator with a table of its true curve"
     )
+    parser.add_argument(
+        "--actuator", action="append", choices=ACTUATORS,
+        help="run only these (repeatable); the other actuators' rows of the report are kept",
+    )
     args = parser.parse_args(argv)
-    scenarios = args.scenario or scenario_names()
+    scenarios = [s for s in scenario_names() if s in args.scenario] if args.scenario else scenario_names()
+    unknown = sorted(set(args.scenario or ()) - set(scenarios))
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(unknown)}")
     t0 = time.perf_counter()
     variants = (False, True) if args.calibrated else (False,)
-    tasks = [(s, a, c) for s in scenarios for c in variants for a in ACTUATORS]
+    chosen = args.actuator or list(ACTUATORS)
+    tasks = [(s, a, c) for s in scenarios for c in variants for a in ACTUATORS if a in chosen]
     with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        rows = list(pool.map(_task, tasks))
-    new = section(rows, time.perf_counter() - t0)
+        fresh = {(r[0], r[1]): r for r in pool.map(_task, tasks)}
     out = Path(args.out)
     old = out.read_text(encoding="utf-8") if out.is_file() else "# Benchmarks\n"
-    out.write_text(replace_section(old, new), encoding="utf-8")
+    before = existing_rows(old)
+    rows, kept = [], 0
+    for s in scenarios:
+        for c in variants:
+            for a in ACTUATORS:
+                key = (s, a + (" (calibrated)" if c else ""))
+                if key in fresh:
+                    rows.append(fresh[key])
+                elif key in before:
+                    rows.append(before[key])
+                    kept += 1
+    new = section(rows, time.perf_counter() - t0, command_line(argv if argv is not None else sys.argv[1:]), kept)
+    out.write_text(replace_section(old, new, BEGIN, END), encoding="utf-8")
     print(f"wrote the actuators section of {out}", file=sys.stderr)
     return 0
 

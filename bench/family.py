@@ -22,6 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+from report import write_section
+
+from pvheater.config import ACTUATORS
 from pvheater.sim.family import EVENT_KINDS, PlantOutcome, evaluate, percentile
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,19 +34,20 @@ END = "<!-- family:end -->"
 TARGET_S = {"relay_close": 10.0, "cloud_end": 10.0, "load_end": 3.0, "outage_end": 10.0}
 
 
-def _evaluate(seed: int) -> PlantOutcome:
-    return evaluate(seed)
+def _evaluate(task: tuple[int, str]) -> PlantOutcome:
+    seed, actuator = task
+    return evaluate(seed, actuator=actuator)
 
 
-def run_family(first_seed: int, plants: int, jobs: int) -> list[PlantOutcome]:
+def run_family(first_seed: int, plants: int, jobs: int, actuator: str = "servo") -> list[PlantOutcome]:
     """Evaluate the plants first_seed .. first_seed + plants - 1 on `jobs` processes."""
-    seeds = list(range(first_seed, first_seed + plants))
+    tasks = [(s, actuator) for s in range(first_seed, first_seed + plants)]
     if jobs <= 1:
-        return [_evaluate(s) for s in seeds]
+        return [_evaluate(t) for t in tasks]
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with ctx.Pool(jobs) as pool:
-        return pool.map(_evaluate, seeds, chunksize=4)
+        return pool.map(_evaluate, tasks, chunksize=4)
 
 
 def _pct(x: float) -> str:
@@ -189,15 +193,74 @@ def render(outs: list[PlantOutcome], days: list[str], first_seed: int, plants: i
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the family section of the report (append it when there is none)."""
-    old = path.read_text(encoding="utf-8") if path.is_file() else ""
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
+ACT_BEGIN = "<!-- family-actuators:begin (bench/family.py --actuator writes this section) -->"
+ACT_END = "<!-- family-actuators:end -->"
+
+
+def actuator_row(actuator: str, outs: list[PlantOutcome]) -> str:
+    """One actuator on the family: capture against the floor, draw, and its own wear figures."""
+    rel = [o.relative_capture for o in outs if o.relative_capture is not None]
+    ratios = [o.controller.draw_kwh / o.floor.draw_kwh for o in outs if o.floor.draw_kwh > 1e-6]
+    draw = sum(o.controller.draw_kwh for o in outs)
+    floor_draw = sum(o.floor.draw_kwh for o in outs)
+    rel_1s = [o.relative_capture_1s for o in outs if o.relative_capture_1s is not None]
+    ratios_1s = [o.draw_1s_kwh / o.floor_draw_1s_kwh for o in outs if o.floor_draw_1s_kwh > 1e-6]
+    draw_1s = sum(o.draw_1s_kwh for o in outs)
+    floor_1s = sum(o.floor_draw_1s_kwh for o in outs)
+    hours = sum(o.duration_s for o in outs) / 3600.0
+    switch = sum(o.switchings for o in outs)
+    if actuator == "servo":
+        wear = [f"{statistics.median(o.moves for o in outs):.0f} / {statistics.median(o.servo_deg for o in outs):.0f}",
+                "-", "-"]
+    elif actuator == "ssr_burst":
+        ons = [o.wear.get("ssr_switch_ons", 0.0) for o in outs]
+        on_b = [o.wear.get("longest_on_block", 0.0) for o in outs]
+        off_b = [o.wear.get("longest_off_block", 0.0) for o in outs]
+        wear = ["-", f"{statistics.median(ons):.0f} ({sum(ons) / hours:.0f} per hour)",
+                f"{statistics.median(on_b):.0f} / {statistics.median(off_b):.0f} (worst {max(on_b):.0f} / "
+                f"{max(off_b):.0f})"]
     else:
-        text = old.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text, encoding="utf-8")
+        wear = ["-", "-", "-"]
+    return (
+        f"| {actuator} | {len(outs)} | {_pct(statistics.median(rel))} | {_pct(percentile(rel, 0.1))} | "
+        f"{statistics.median(ratios):.2f}x | {draw / floor_draw:.2f}x ({draw:.2f} kWh) | "
+        f"{_pct(statistics.median(rel_1s))} | {statistics.median(ratios_1s):.2f}x | "
+        f"{draw_1s / floor_1s:.2f}x ({draw_1s:.2f} kWh) | "
+        f"{switch / len(outs):.2f} | " + " | ".join(wear) + " |"
+    )
+
+
+def render_actuators(by_actuator: dict[str, list[PlantOutcome]], first_seed: int, plants: int, wall_s: float) -> str:
+    """The Markdown section comparing the actuators on the same family plants."""
+    names = " ".join(f"--actuator {a}" for a in by_actuator)
+    return "\n".join([
+        ACT_BEGIN,
+        "## Plant family by actuator (issue 15)",
+        "",
+        "The plant family above (same seeds, same heater-off runs and the same floor: the late oracle on the",
+        "knob) with the loop driving each actuator: `pwm_0_10v` a 0-10 V regulator, `ssr_burst` a zero-cross",
+        "SSR on whole 50 Hz cycles (pvheater/sim/regulators.py); each with a calibration table measured on its",
+        "own curve within +-3 %. Capture and draw as in the family table; relay switchings are the guard's;",
+        "SSR switch-ons count the SSR's off-to-on changes; blocks are the longest on- and off-runs of whole",
+        "cycles while the power lay strictly between 0 and full (the flicker-relevant figure). The family steps",
+        "0.25 s, so its draw counts an SSR's cycles within a second as import and export; \"netted per 1 s\"",
+        "averages battery and grid over each second first, as a meter that nets over a second (the whole days'",
+        "1 s steps and the GX's meter model) sees them.",
+        "",
+        "```sh",
+        f"nice -n 10 python bench/family.py --seed {first_seed} --plants {plants} --jobs 2 {names}",
+        "```",
+        "",
+        f"Seeds {first_seed}..{first_seed + plants - 1} per actuator; {wall_s:.0f} s wall time.",
+        "",
+        "| actuator | plants | capture / floor's: median | 10th pct | draw / floor's: median | draw all plants "
+        "/ floor's | netted per 1 s: capture / floor's, median | draw / floor's, median | draw all / floor's | "
+        "relay switchings per plant | servo moves / deg per plant: median | SSR switch-ons per "
+        "plant: median | longest on / off block (cycles): median |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *[actuator_row(a, outs) for a, outs in by_actuator.items()],
+        ACT_END,
+    ])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,12 +271,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plants", type=int, default=240, help="number of plants (default 240)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--no-days", action="store_true", help="skip the whole days")
+    parser.add_argument(
+        "--actuator", action="append", choices=ACTUATORS,
+        help="run the loop with these actuators (repeatable) and write the per-actuator section instead",
+    )
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
+    if args.actuator:
+        by_actuator = {a: run_family(args.seed, args.plants, args.jobs, a) for a in dict.fromkeys(args.actuator)}
+        section = render_actuators(by_actuator, args.seed, args.plants, time.perf_counter() - t0)
+        write_section(Path(args.out), section, ACT_BEGIN, ACT_END)
+        print(section)
+        return 0
     outs = run_family(args.seed, args.plants, args.jobs)
     days = [] if args.no_days else whole_day_rows()
     section = render(outs, days, args.seed, args.plants, time.perf_counter() - t0)
-    write_section(Path(args.out), section)
+    write_section(Path(args.out), section, BEGIN, END)
     print(section)
     return 0
 

@@ -12,7 +12,7 @@ strategy (the real ControlLoop, frozen detection on) and counts the frozen
 episodes it logs (must be 0), with the longest stretch in which the
 fast-moving values did not change at all (the margin to the 20 s bound).
 
-`flood` runs a GX simulator behind the hostile proxy (tests/hostile_gx.py),
+`flood` runs a GX simulator behind the hostile proxy (pvheater/sim/hostile_gx.py),
 reads normally, then floods frames with protocol ID 1 at each request for
 `--seconds`, and prints the process RSS (VmRSS) before, at its peak during
 the flood, and after the GX behaves again, plus whether reads recovered.
@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from report import write_section
 
 
 def _day(name: str) -> tuple[str, int, float, int]:
@@ -91,13 +90,12 @@ def _rss_kib() -> int:
 
 def flood(timeout_s: float, seconds: float) -> str:
     """One line: RSS before, at the peak of and after a protocol-ID flood, and the recovery."""
-    from hostile_gx import HostileGx
-
     from pvheater.config import GxConfig, UnitIds
     from pvheater.errors import GxError
     from pvheater.reader import GxReader
     from pvheater.registers import load_register_map
     from pvheater.sim.gx_server import SAMPLE_VALUES, GxSimulator
+    from pvheater.sim.hostile_gx import HostileGx
 
     register_map = load_register_map()
     with GxSimulator(register_map, UnitIds()) as sim:
@@ -160,18 +158,12 @@ def report(jobs: int, out: Path) -> None:
              "for more than 20 s) on each scenario's whole simulated day with the real ControlLoop, values exactly "
              "as the plant publishes them (no meter flicker added):", ""]
     lines += days(jobs)
-    lines += ["", "The reader's memory under a flood of frames with protocol ID 1 (tests/hostile_gx.py) at each "
-              "request for 25 s, then the GX behaves again:", ""]
+    lines += ["", "The reader's memory under a flood of frames with protocol ID 1 (pvheater/sim/hostile_gx.py) at "
+              "each request for 25 s, then the GX behaves again:", ""]
     lines += [f"- {flood(t, 25.0)}" for t in (3.0, 4.9, 20.0)]
     lines.append(END)
     section = "\n".join(lines)
-    text = out.read_text(encoding="utf-8") if out.is_file() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    out.write_text(text, encoding="utf-8")
+    write_section(out, section, BEGIN, END)
     print(section)
 
 

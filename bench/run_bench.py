@@ -283,6 +283,8 @@ KEPT_SECTIONS = (
     ("<!-- family:begin", "<!-- family:end -->", None),
     ("<!-- actuators:begin", "<!-- actuators:end -->", None),
     ("<!-- tank:begin", "<!-- tank:end -->", None),
+    ("<!-- hotwater:begin", "<!-- hotwater:end -->", None),
+    ("<!-- frontends -->", "<!-- /frontends -->", None),
 )
 
 

@@ -8,7 +8,8 @@ Usage (from the checkout, with pvheater installed):
 
 A simulated day costs about 4.5 minutes of one core (measured: 272 s CPU,
 248 user + 24 system, for `--days 1`), so the week takes ~32 minutes on an idle
-2-core machine and longer on a busy one (12 min wall for the day at load 7).
+2-core machine and longer on a busy one (12 min wall for the day at load 7; ~16 min a day at load
+18-20 with the hostile kinds and the tank, measured on 2026-12-02: `--max-wall-s 3700` ran 4 days in 3036 s).
 
 It runs the soak engine pvheater.sim.soak_engine (see there for what is injected and measured), then
 `pvheater stats` on the week's database and prints the report. Only with
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import pickle
 import platform
 import subprocess
 import sys
@@ -29,20 +31,15 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pvheater.sim.soak_engine import Soak, format_result
+from report import write_section
+
+from pvheater.sim.soak_engine import SOAK_TANK, Soak, SoakResult, format_result
 
 REPO = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- soak -->", "<!-- /soak -->"
-
-
-def replace_section(text: str, body: str) -> str:
-    """text with the part between the soak markers replaced by body (markers appended when missing)."""
-    block = f"{BEGIN}\n{body.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        return head + block + tail
-    return text.rstrip() + "\n\n" + block + "\n"
+#: Relay switchings per day of the previous controller on the old soak (no hostile kinds, no tank, seed 1),
+#: as BENCHMARKS.md recorded them at 38168fa (issue 6; before the knob-first relay of issue 11).
+OLD_SOAK_SWITCHINGS = (26, 20, 18, 16, 20, 22, 18)
 
 
 def main(argv: list[str] | None = None, make_soak: Callable[[int, Path, int], Soak] | None = None) -> int:
@@ -54,7 +51,17 @@ def main(argv: list[str] | None = None, make_soak: Callable[[int, Path, int], So
     parser.add_argument("--out", default=str(REPO / "BENCHMARKS.md"), help="report to update (default: BENCHMARKS.md)")
     parser.add_argument("--write", action="store_true", help="also write the report into --out (default: only print)")
     parser.add_argument("--no-write", action="store_true", help=argparse.SUPPRESS)  # the old flag: now the default
+    parser.add_argument("--no-hostile", action="store_true", help="without the hostile GX's kinds (the old soak)")
+    parser.add_argument("--no-tank", action="store_true", help="without the hot-water tank (the old soak)")
+    parser.add_argument("--max-wall-s", type=float, help="stop at the last simulated midnight that fits this budget")
+    parser.add_argument("--save", help="also pickle the result and the stats table here (to --render it later)")
+    parser.add_argument("--render", help="do not run: report the result a --save wrote")
+    parser.add_argument("--baseline", help="with --render: a --save of `--no-hostile --no-tank` to compare switchings")
     args = parser.parse_args(argv)
+    if args.render:
+        with open(args.render, "rb") as f:
+            result, table = pickle.load(f)
+        return _report(result, table, args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     logging.getLogger("pvheater").propagate = False  # the soak counts the ERROR lines itself
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # as `pvheater run` does: we report GX errors
@@ -62,11 +69,42 @@ def main(argv: list[str] | None = None, make_soak: Callable[[int, Path, int], So
         db = Path(args.db) if args.db else Path(tmp) / "soak.db"
         for old in db.parent.glob(db.name + "*"):
             old.unlink()
-        soak = make_soak(args.days, db, args.seed) if make_soak else Soak(args.days, db, seed=args.seed)
-        result = soak.run(progress=lambda text: print(text, file=sys.stderr))
-        stats_cmd = [sys.executable, "-m", "pvheater.cli", "stats", "--db", str(db), "--days", str(args.days)]
+        if make_soak:
+            soak = make_soak(args.days, db, args.seed)
+        else:
+            soak = Soak(args.days, db, seed=args.seed, tank=None if args.no_tank else SOAK_TANK,
+                        hostile=not args.no_hostile)
+        result = soak.run(progress=lambda text: print(text, file=sys.stderr), max_wall_s=args.max_wall_s)
+        stats_cmd = [sys.executable, "-m", "pvheater.cli", "stats", "--db", str(db), "--days", str(result.days)]
         table = subprocess.run(stats_cmd, capture_output=True, text=True, check=False).stdout
+    if args.save:
+        with open(args.save, "wb") as f:
+            pickle.dump((result, table), f)
+    return _report(result, table, args)
+
+
+def _report(result: SoakResult, table: str, args: argparse.Namespace) -> int:
+    """Print the report; with --write also put it into --out. 0 when the acceptance holds."""
     report = format_result(result)
+    notes = []
+    if result.days < args.days:
+        notes += ["", f"**Only {result.days} of the {args.days} simulated days ran**: the week did not fit the wall "
+                  f"budget on the shared machine (`--max-wall-s`, {result.wall_s:.0f} s of wall time for "
+                  f"{result.days} days). The whole week: `nice -n 10 python bench/soak.py --write`."]
+    if args.baseline:
+        with open(args.baseline, "rb") as f:
+            base = pickle.load(f)[0]
+        total = sum(t.toggles for t in base.truth)
+        loaded = sum(t.under_load for t in base.truth)
+        loaded_fault = sum(t.under_load_in_fault for t in base.truth)
+        old = sum(OLD_SOAK_SWITCHINGS[: base.days])
+        notes += ["", f"Switchings against the previous controller (issue 11): on the old soak (`--no-hostile "
+                  f"--no-tank`, the same days and fault schedule, seed 1; {base.days} days) this controller switches "
+                  f"the relay **{total}** times, {loaded} under load ({loaded_fault} of them fail-safe opens and "
+                  f"stops during a fault, {loaded - loaded_fault} otherwise); the previous controller switched "
+                  f"{old} times on those days ({', '.join(map(str, OLD_SOAK_SWITCHINGS[: base.days]))}; recorded "
+                  "at 38168fa, switchings under load were not counted then): "
+                  f"{100.0 * (old - total) / max(old, 1):.0f} % fewer."]
     body = "\n".join([
         "## Soak: a simulated week with faults",
         "",
@@ -76,14 +114,20 @@ def main(argv: list[str] | None = None, make_soak: Callable[[int, Path, int], So
         "clear, clouds, house_steps (cycled), one 1 s tick per simulated second, with seeded faults: GX restarts,",
         "dropped connections, a GX that never answers, exception replies 0x02/0x0A/0x0B, an absent MPPT,",
         "implausible values (SoC 250, all system values 0 as from invalid D-Bus values, SoC 0xFFFF), service",
-        "restarts, and one boot with the wall clock in 1970 set by \"NTP\" 10 minutes later. `gx.timeout_s` is",
-        "0.5 s so that a silent GX costs little wall time. See pvheater/sim/soak_engine.py.",
+        "restarts, and one boot with the wall clock in 1970 set by \"NTP\" 10 minutes later; and the hostile GX",
+        "of pvheater/sim/hostile_gx.py (the loop reads through it during its episodes): replies split in two",
+        "halves each just under `gx.timeout_s`, replies with function code 4 or 0x17, every 32-bit register",
+        "0x7FFFFFFF, a frozen GX; from the GX itself an invalid 0 on one power register and a wrapped battery",
+        "power (-40 kW reads +25536 W). The plant has an 80 l tank whose thermostat cycles (showers and taps also",
+        "in the sunny hours). `gx.timeout_s` is 0.5 s so that a silent GX costs little wall time. See",
+        "pvheater/sim/soak_engine.py.",
         "",
         f"Machine: {platform.machine()}, Python {platform.python_version()}.",
         "",
         report,
+        *notes,
         "",
-        f"`pvheater stats --days {args.days}` on the soak's database:",
+        f"`pvheater stats --days {result.days}` on the soak's database:",
         "",
         "```",
         table.rstrip(),
@@ -92,8 +136,7 @@ def main(argv: list[str] | None = None, make_soak: Callable[[int, Path, int], So
     print(body)
     if args.write and not args.no_write:
         out = Path(args.out)
-        text = out.read_text(encoding="utf-8") if out.is_file() else ""
-        out.write_text(replace_section(text, body), encoding="utf-8")
+        write_section(out, f"{BEGIN}\n{body.rstrip()}\n{END}", BEGIN, END)
         print(f"wrote the soak section of {out}", file=sys.stderr)
     return 0 if result.ok else 1
 

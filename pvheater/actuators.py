@@ -337,7 +337,47 @@ class Servo:
         self.attached = False
 
 
-class PwmOutput:
+class _UnitInput:
+    """What the actuators whose input is a number 0..1 (a duty, a fraction of cycles) share: range, calibration."""
+
+    kind: str
+    unit: str
+    calibration: Calibration
+
+    @property
+    def input_value(self) -> float | None:
+        """The last commanded input 0..1; None before the first."""
+        raise NotImplementedError
+
+    @property
+    def angle_deg(self) -> float | None:
+        """The calibration sweep's name for the last commanded input."""
+        return self.input_value
+
+    @staticmethod
+    def in_range(value: float) -> bool:
+        """True for an input 0..1."""
+        return 0.0 <= value <= 1.0
+
+    def use_calibration(self, calibration: Calibration) -> None:
+        """Map watts to inputs through this calibration."""
+        _check_range(self, calibration, self.in_range)
+        self.calibration = calibration
+
+    def set_power_fraction(self, fraction: float, now_s: float) -> None:
+        """The calibrated input for a fraction of full power; exactly 0 (0 V, no cycles fired) for zero."""
+        self.set_input(0.0 if not fraction > 0 else _power_input(self.calibration, fraction), now_s)
+
+    def set_input(self, value: float, now_s: float) -> bool:
+        """Set the input 0..1; True when it changed."""
+        raise NotImplementedError
+
+    def move_to(self, value: float, now_s: float) -> bool:
+        """The calibration sweep's name for set_input."""
+        return self.set_input(value, now_s)
+
+
+class PwmOutput(_UnitInput):
     """A PWM pin feeding a PWM -> 0-10 V module: duty 0..1 of the module's output, inverted on the pin if asked."""
 
     kind = "pwm_0_10v"
@@ -362,25 +402,6 @@ class PwmOutput:
         """The last commanded duty (before inversion)."""
         return self.duty
 
-    @property
-    def angle_deg(self) -> float | None:
-        """The calibration sweep's name for the last commanded input."""
-        return self.duty
-
-    @staticmethod
-    def in_range(duty: float) -> bool:
-        """True for a duty 0..1."""
-        return 0.0 <= duty <= 1.0
-
-    def use_calibration(self, calibration: Calibration) -> None:
-        """Map watts to duties through this calibration."""
-        _check_range(self, calibration, self.in_range)
-        self.calibration = calibration
-
-    def set_power_fraction(self, fraction: float, now_s: float) -> None:
-        """The calibrated duty for a fraction of full power; exactly 0 (0 V) for zero."""
-        self.set_input(0.0 if not fraction > 0 else _power_input(self.calibration, fraction), now_s)
-
     def set_input(self, value: float, now_s: float) -> bool:
         """Set the duty 0..1; True when it changed."""
         if not self.in_range(value):
@@ -391,10 +412,6 @@ class PwmOutput:
         self.duty = value
         self.changes += 1
         return True
-
-    def move_to(self, value: float, now_s: float) -> bool:
-        """The calibration sweep's name for set_input."""
-        return self.set_input(value, now_s)
 
     def tick(self, now_s: float) -> None:
         """Nothing to do: the module holds its output while the PWM runs."""
@@ -411,7 +428,7 @@ class PwmOutput:
         self.duty = 0.0
 
 
-class BurstOutput:
+class BurstOutput(_UnitInput):
     """A zero-cross SSR on a pin, fired on whole mains cycles by an evenly spread pattern (see the module doc).
 
     threaded=True: a timing thread sets the pin at each mains cycle (asleep
@@ -458,25 +475,6 @@ class BurstOutput:
         """The last commanded fraction of cycles."""
         return self.fraction
 
-    @property
-    def angle_deg(self) -> float | None:
-        """The calibration sweep's name for the last commanded input."""
-        return self.fraction
-
-    @staticmethod
-    def in_range(fraction: float) -> bool:
-        """True for a fraction 0..1."""
-        return 0.0 <= fraction <= 1.0
-
-    def use_calibration(self, calibration: Calibration) -> None:
-        """Map watts to fractions of cycles through this calibration."""
-        _check_range(self, calibration, self.in_range)
-        self.calibration = calibration
-
-    def set_power_fraction(self, fraction: float, now_s: float) -> None:
-        """The calibrated fraction of cycles for a fraction of full power; none fired for zero."""
-        self.set_input(0.0 if not fraction > 0 else _power_input(self.calibration, fraction), now_s)
-
     def set_input(self, value: float, now_s: float) -> bool:
         """Ask for a fraction 0..1 of cycles from the next period on; zero stops firing at once."""
         if not self.in_range(value):
@@ -490,10 +488,6 @@ class BurstOutput:
         if value > 0.0:
             self._wake.set()
         return changed
-
-    def move_to(self, value: float, now_s: float) -> bool:
-        """The calibration sweep's name for set_input."""
-        return self.set_input(value, now_s)
 
     def _set_pin(self, on: bool) -> None:
         if on != self._on and not self._device.closed:

@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "install-service": "install_service",
     "setup": "setup",
     "status": "status",
+    "mode": "mode",
+    "boost": "boost",
 }
 #: How a command uses the config file: "needed" (a bad file stops it, exit 2), "optional" (a bad ./config.yaml
 #: is reported in one line and the defaults are used; a bad --config PATH stops it), "unused" (not read at all).
@@ -82,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem is not None:
         print(f"pvheater: {problem}", file=sys.stderr)
         return EXIT_CONFIG
+    #: True when this is the console script's own process (it ends when main returns), not a caller's.
+    args.process_entry = argv is None
     try:
         args.cfg = _load_config(args)
         return int(args.handler(args))

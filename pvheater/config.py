@@ -475,6 +475,52 @@ class ServiceConfig:
     )
 
 
+def parse_listen(text: str) -> tuple[str, int]:
+    """(address, port) of "ADDRESS:PORT" ("[v6]:PORT" for IPv6); ValueError with a one-line message otherwise."""
+    example = "expected ADDRESS:PORT with the address of this machine on the house network, e.g. 192.168.1.20:8080"
+    host, sep, port_text = text.rpartition(":")
+    if not sep and not text.isdigit():
+        raise ValueError(f"{example} (no port; got {_clip(text)})")
+    if not host:
+        raise ValueError(f"{example} (a bare port would listen on every network; got {_clip(text)})")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{example} (the address must be an IP address, got {_clip(host)})") from None
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{example} (the port must be 1 to 65535, got {_clip(port_text)})")
+    return str(address), int(port_text)
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The optional status page (pvheater/web.py); off unless listen is set."""
+
+    #: ADDRESS:PORT to serve the status page on (e.g. 192.168.1.20:8080); null: no page, nothing listens.
+    listen: str | None = setting(None)
+    #: File holding the token that enables the mode and boost controls; null: read-only (unless token_env).
+    token_file: str | None = setting(None)
+    #: Environment variable holding that token, instead of token_file.
+    token_env: str | None = setting(None)
+    #: Seconds between the page's refreshes of the live values.
+    refresh_s: float = setting(2.0, min=1.0, max=60.0)
+
+    def check(self) -> list[tuple[str, str]]:
+        """listen must be an explicit ADDRESS:PORT; one token source at most."""
+        if self.listen is not None:
+            try:
+                parse_listen(self.listen)
+            except ValueError as exc:
+                return [("listen", str(exc))]
+        if self.token_file is not None and self.token_env is not None:
+            return [("token_env", "set web.token_file or web.token_env, not both")]
+        if self.token_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.token_env):
+            return [("token_env", f"expected the name of an environment variable, got {_clip(self.token_env)}")]
+        return []
+
+
 @dataclass(frozen=True)
 class SiteConfig:
     """Where the panels are: for the sun rule (no network) and the forecast."""
@@ -715,6 +761,73 @@ class HotWaterConfig:
         return []
 
 
+#: An MQTT topic level as pvheater's own topics use it: no wildcards, no empty level, no leading or trailing '/'.
+_TOPIC = re.compile(r"[^/#+\x00]+(/[^/#+\x00]+)*")
+#: A node or object id as Home Assistant's discovery topic takes it.
+_NODE_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """Optional MQTT publishing with Home Assistant discovery (see pvheater/mqtt.py; needs `pip install '.[mqtt]'`)."""
+
+    #: Connect to the broker below and publish the state; off: no connection at all.
+    enabled: bool = setting(False)
+    #: Broker address or host name.
+    host: str = setting("localhost")
+    #: Broker port (1883 plain, 8883 TLS by convention).
+    port: int = setting(1883, min=1, max=65535)
+    #: Topics: <base_topic>/state, /availability, /result, /set/mode, /set/boost, /set/boost_minutes.
+    base_topic: str = setting("pvheater")
+    #: Home Assistant's discovery prefix; null: publish no discovery.
+    discovery_prefix: str | None = setting("homeassistant")
+    #: This installation's id in the discovery topics and unique ids (letters, digits, '_', '-').
+    node_id: str = setting("pvheater")
+    #: Broker user; null: none.
+    username: str | None = setting(None)
+    #: File holding the broker password (first line; keep it mode 0600); never put the password in this file.
+    password_file: str | None = setting(None)
+    #: Or: the environment variable holding the broker password.
+    password_env: str | None = setting(None)
+    #: Connect with TLS.
+    tls: bool = setting(False)
+    #: CA certificate file (PEM) for TLS; null: the system's CAs.
+    ca_file: str | None = setting(None)
+    #: Publish the state at least this often, besides on every tick that changed it.
+    publish_every_s: float = setting(60.0, min=1.0, max=3600.0)
+    #: MQTT keepalive: the broker declares pvheater gone (last will: offline) after 1.5 times this.
+    keepalive_s: int = setting(30, min=5, max=3600)
+    #: Longest wait between reconnect attempts (from 1 s, doubling).
+    reconnect_max_s: float = setting(30.0, min=1.0, max=600.0)
+    #: Boost length the boost button starts with until set/boost_minutes changes it.
+    boost_minutes: float = setting(60.0, min=1.0, max=720.0)
+
+    #: Keys refused with a reason (before the unknown-key message).
+    REFUSED: typing.ClassVar[dict[str, str]] = {
+        "password": "not allowed in the config file (it would sit there in clear); put the password in a file "
+        "named by mqtt.password_file (mode 0600) or an environment variable named by mqtt.password_env",
+    }
+
+    def check(self) -> list[tuple[str, str]]:
+        """Host, topics and ids well-formed; one password source; a CA file only with TLS."""
+        if not valid_host(self.host):
+            return [("host", f"expected an IP address or a host name, got {_clip(self.host)}")]
+        for key in ("base_topic", "discovery_prefix"):
+            value = getattr(self, key)
+            if value is not None and not _TOPIC.fullmatch(value):
+                return [(key, "expected topic levels separated by '/', without '+', '#', empty levels or a "
+                         f"leading or trailing '/', got {_clip(value)}")]
+        if not _NODE_ID.fullmatch(self.node_id):
+            return [("node_id", f"expected letters, digits, '_' or '-', got {_clip(self.node_id)}")]
+        if self.password_file is not None and self.password_env is not None:
+            return [("password_env", "set mqtt.password_file or mqtt.password_env, not both")]
+        if (self.password_file is not None or self.password_env is not None) and self.username is None:
+            return [("username", "a password needs mqtt.username")]
+        if self.ca_file is not None and not self.tls:
+            return [("ca_file", "needs mqtt.tls: true")]
+        return []
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole pvheater configuration."""
@@ -745,6 +858,8 @@ class Config:
     history: HistoryConfig = field(default_factory=HistoryConfig)
     #: Running as a service.
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    #: Status page.
+    web: WebConfig = field(default_factory=WebConfig)
     #: Where the panels are.
     site: SiteConfig = field(default_factory=SiteConfig)
     #: PV forecast.
@@ -753,6 +868,8 @@ class Config:
     tank_sensor: TankSensorConfig = field(default_factory=TankSensorConfig)
     #: Hot water guaranteed.
     hot_water: HotWaterConfig = field(default_factory=HotWaterConfig)
+    #: MQTT and Home Assistant.
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
 
     def check(self) -> list[tuple[str, str]]:
         """Relay and servo on different pins; a GX that stops answering must fail a read before the data go stale."""
@@ -911,7 +1028,10 @@ def _limits_text(tp: Any, meta: typing.Mapping[str, Any]) -> str:
 def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
+    refused = getattr(cls, "REFUSED", {})
     for key in data:
+        if key in refused:
+            raise ConfigError(f"{prefix}.{key}: {refused[key]}" if prefix else f"{key}: {refused[key]}")
         if key not in known:
             where = f"{prefix}.{key}" if prefix else str(key)
             raise ConfigError(

@@ -11,14 +11,22 @@ Two tables (schema version in `PRAGMA user_version`):
   fail-safe, relay switchings. Totals are integrated every tick, so rows on
   change plus one a minute lose nothing: `pvheater stats` only sums them.
 - `events`: start, stop, fail-safe entered/left, GX error/GX ok, loop
-  error/ok, config reload/rejected, history write errors recovered.
+  error/ok, config reload/rejected, history write errors recovered; and the
+  hot-water part's (pvheater/service/hot_water.py): `hot_water` (each line it
+  logs: a goal met or missed, a top-up decided with its reason and kWh, a
+  boost or a forced cycle started or ended), `forced` at the end of each
+  forced episode (boost, top-up, legionella: "KIND: X kWh from the grid of
+  Y kWh heater"), `hot_60c` when the tank reached the legionella
+  temperature (detail: the local date).
 
-Heater power is what the relay and the servo give through the heater's
-calibration: `calibration.power_at(servo angle)` while the relay is closed.
-With a calibration measured by `pvheater calibrate-servo` that is the
-heater's real power; with the default straight line it is only as good as
-that line (an SCR regulator's curve is not straight). The GX cannot measure
-the heater alone: AC consumption is house plus heater.
+Heater power is the loop's measured heater power (TickReport.measured_heater_w,
+pvheater.control.heater_response): 0 while the heater does not draw (its
+thermostat open), else the command through the curve corrected online from
+the consumption's response to the knob's moves -- integrated every tick, so a
+fast-moving knob between rows loses nothing. Without one (a tick that failed
+in the loop) it is what the relay and the actuator give through
+the calibration. The GX cannot measure the heater alone: AC consumption is
+house plus heater.
 
 Estimated surplus captured: heater power minus whatever the battery
 discharged and the grid imported during the same tick -- the heater energy
@@ -422,6 +430,13 @@ class HistoryRecorder:
         self._last_key: tuple[Any, ...] | None = None
         self._span_start_s: float | None = None
         self._tank_full = False
+        #: The forced heating of the last tick ("boost", "topup", "legionella"; None: none), what the grid gave
+        #: the heater in it (W, held like the heater power) and the episode's energy so far (Wh).
+        self._forced: str | None = None
+        self._grid_w = 0.0
+        self._forced_grid_wh = 0.0
+        self._forced_heater_wh = 0.0
+        self._last_60c: object = None
         self._reset_totals(None)
 
     def start(self, now_s: float, detail: str = "") -> None:
@@ -437,6 +452,8 @@ class HistoryRecorder:
         wall_s = self.wall_clock()
         if self._prev_s is not None:
             self._integrate(now_s, None)
+            if self._forced is not None:
+                self._end_forced(wall_s, now_s)
             if self.heater.relay_on != self._relay_on:
                 self._switches += 1
             self._emit_row(wall_s, now_s, None, self.heater.relay_on, self._heater_now(), "stopped", None, False)
@@ -450,6 +467,11 @@ class HistoryRecorder:
         self._events(report, wall_s)
         if self._prev_s is not None:
             self._integrate(now_s, report)
+        forced = None if report.hot_water is None else report.hot_water.forced
+        if forced != self._forced:
+            if self._forced is not None:
+                self._end_forced(wall_s, now_s)
+            self._forced = forced
         self._ticks += 1
         relay_on = self.heater.relay_on
         if relay_on != self._relay_on:
@@ -473,15 +495,17 @@ class HistoryRecorder:
         self._heater_w = heater_w
         self._relay_on = relay_on
         self._failsafe = report.failsafe
+        hw = report.hot_water
+        self._grid_w = 0.0 if hw is None else hw.grid_w
 
     # --- internals ---------------------------------------------------------------
 
     def _heater_now(self) -> float:
         """Heater power the relay and the actuator's input give now, by the calibration (no measurement yet)."""
-        angle = getattr(self.heater, "input_value", self.heater.servo_angle_deg)
-        if not self.heater.relay_on or angle is None:
+        value = self.heater.input_value
+        if not self.heater.relay_on or value is None:
             return 0.0
-        return self.heater.calibration.power_at(angle)
+        return self.heater.calibration.power_at(value)
 
     def _reset_totals(self, span_start_s: float | None) -> None:
         self._span_start_s = span_start_s
@@ -500,6 +524,9 @@ class HistoryRecorder:
         grid_w = None if m is None else _finite(m.grid_w)
         battery_w = None if m is None else _finite(m.battery_w)
         self._heater_wh += self._heater_w * dt_s / 3600.0
+        if self._forced is not None:
+            self._forced_heater_wh += self._heater_w * dt_s / 3600.0
+            self._forced_grid_wh += self._grid_w * dt_s / 3600.0
         self._captured_wh += captured_w(self._heater_w, grid_w, battery_w) * dt_s / 3600.0
         if self._relay_on:
             self._heating_s += dt_s
@@ -543,8 +570,30 @@ class HistoryRecorder:
         self._last_row_s = now_s
         self._reset_totals(now_s)
 
+    def _end_forced(self, wall_s: float, now_s: float) -> None:
+        """The forced episode ended: one `forced` event with its grid and heater energy."""
+        self.history.add_event(self.run_id, wall_s, now_s, "forced",
+                               f"{self._forced}: {self._forced_grid_wh / 1000.0:.3f} kWh from the grid of "
+                               f"{self._forced_heater_wh / 1000.0:.3f} kWh heater")
+        self._forced = None
+        self._forced_grid_wh = self._forced_heater_wh = 0.0
+
+    def _hot_water_events(self, report: TickReport, wall_s: float) -> None:
+        """The hot-water part's lines, the end of a forced episode (after integrating it), a legionella hot day."""
+        hw = report.hot_water
+        if hw is None:
+            return
+        now_s = report.now_s
+        for line in hw.advice.events:
+            self.history.add_event(self.run_id, wall_s, now_s, "hot_water", line)
+        if hw.last_60c is not None and hw.last_60c != self._last_60c:
+            if self._last_60c is not None or self._prev_s is not None:  # not the date loaded at the start
+                self.history.add_event(self.run_id, wall_s, now_s, "hot_60c", hw.last_60c.isoformat())
+            self._last_60c = hw.last_60c
+
     def _events(self, report: TickReport, wall_s: float) -> None:
         now_s = report.now_s
+        self._hot_water_events(report, wall_s)
         if (report.fault is None) != (self._fault is None):  # an episode starts or ends (not a new text)
             if report.fault is not None:
                 self._loop_error = report.loop_error

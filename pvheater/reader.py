@@ -142,9 +142,13 @@ def refuse_implausible(values: dict[str, float | None]) -> dict[str, str]:
         for name in ("pv_dc_w", "mppt_yield_w"):
             if known(name) == 0:
                 refuse(name, f"0 W while the battery charges {battery_w:.0f} W, more than the grid gives")
-    dc_pv_w = known("pv_dc_w")
+    for name, other in (("pv_dc_w", "mppt_yield_w"), ("mppt_yield_w", "pv_dc_w")):
+        other_w = known(other)
+        if known(name) == 0 and other_w is not None and other_w > BALANCE_MARGIN_W:
+            refuse(name, f"0 W while {other} shows {other_w:.0f} W of the same DC PV")
+    dc_pv_w = values.get("pv_dc_w")
     if dc_pv_w is None:
-        dc_pv_w = known("mppt_yield_w")
+        dc_pv_w = values.get("mppt_yield_w")
     grid_import_w = max(0.0, grid_w or 0.0)
     if (battery_w is not None and grid_w is not None and ac_pv_w == 0
             and battery_w > grid_import_w + (dc_pv_w or 0.0) + BALANCE_MARGIN_W):
@@ -180,19 +184,22 @@ def refuse_implausible(values: dict[str, float | None]) -> dict[str, str]:
             refuse(f"vebus_ac_in_l{n}_w", f"0 W while L{n} imports {grid_n:.0f} W beyond its {consumption:.0f} W loads")
     power, current, volts = known("battery_power_w"), known("battery_current_a"), known("battery_voltage_v")
     bms = known("bms_power_w")
-    if bms == 0 and ((current is not None and abs(current) >= 1.0) or (power is not None and abs(power) >= 50)):
-        refuse("bms_power_w", "0 W while the system sees the battery " + (
-            f"at {current:g} A" if current is not None and abs(current) >= 1.0 else f"at {power:.0f} W"))
     if power == 0 and current is not None and abs(current) >= 1.0:
         refuse("battery_power_w", f"0 W with {current:g} A")
     elif current == 0 and power is not None and abs(power) >= BALANCE_MARGIN_W:
+        # an invalid 0 A, or an idle battery behind a wrapped 16-bit power: neither can be told, neither is believed
         refuse("battery_current_a", f"0 A with {power:.0f} W")
+        refuse("battery_power_w", f"{power:.0f} W with 0 A: wrapped, or the current is an invalid 0")
     elif power is not None and current is None:
         refuse("battery_power_w", "battery current unknown: a 16-bit power cannot be checked for a wrap")
     elif power is not None and current is not None and volts is not None:
         product_w = volts * current
         if abs(power - product_w) > max(200.0, 0.25 * abs(product_w)):
             refuse("battery_power_w", f"{power:.0f} W but {volts:g} V x {current:g} A = {product_w:.0f} W (wrapped?)")
+    power, current = values.get("battery_power_w"), values.get("battery_current_a")  # what survived the checks
+    if bms == 0 and ((current is not None and abs(current) >= 1.0) or (power is not None and abs(power) >= 50)):
+        refuse("bms_power_w", "0 W while the system sees the battery " + (
+            f"at {current:g} A" if current is not None and abs(current) >= 1.0 else f"at {power:.0f} W"))
     return refused
 
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import bisect
 import datetime
+import re
 import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pvheater.control.timeofday import clock_is_set
+from pvheater.control.timeofday import CLOCK_TRUSTED_FROM_UTC_S, clock_is_set
 from pvheater.history import connect_read_only
 from pvheater.plotting import require_matplotlib
 
@@ -48,13 +49,23 @@ class DayStats:
     tank_full_at: str = "-"
     #: Hours the tank was full (from "tank full" until the thermostat closed or the run stopped).
     tank_full_h: float = 0.0
+    #: Heater energy the grid (and the battery) gave in forced heating: boost, top-up, legionella (the day each
+    #: episode ended); solar: the rest of heater_kwh.
+    grid_kwh: float = 0.0
+    #: Grid top-ups that ended this day.
+    topups: int = 0
+
+    @property
+    def solar_kwh(self) -> float:
+        """Heater energy that was not forced from the grid."""
+        return max(0.0, self.heater_kwh - self.grid_kwh)
 
     def add(self, other: DayStats) -> None:
         """Add another day's numbers into this one (the earliest "tank full at" is kept)."""
         if other.tank_full_at != "-" and (self.tank_full_at == "-" or other.tank_full_at < self.tank_full_at):
             self.tank_full_at = other.tank_full_at
         for name in ("heater_kwh", "captured_kwh", "heating_h", "switchings", "failsafe_min", "gx_errors", "starts",
-                     "reloads", "recorded_h"):
+                     "reloads", "recorded_h", "grid_kwh", "topups"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.tank_full_h += other.tank_full_h
 
@@ -67,14 +78,21 @@ class HistoryStats:
     total: DayStats
     unset: DayStats | None = None
     notes: list[str] = field(default_factory=list)
+    #: Local date the tank last reached the legionella temperature (a `hot_60c` event), None: never recorded.
+    last_60c: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
+
+        def day(d: DayStats) -> dict[str, Any]:
+            return {**asdict(d), "solar_kwh": d.solar_kwh}
+
         return {
-            "days": [asdict(d) for d in self.days],
-            "total": asdict(self.total),
-            "clock_unset": None if self.unset is None else asdict(self.unset),
+            "days": [day(d) for d in self.days],
+            "total": day(self.total),
+            "clock_unset": None if self.unset is None else day(self.unset),
             "notes": self.notes,
+            "last_60c": self.last_60c,
         }
 
 
@@ -115,11 +133,15 @@ def _split(start_s: float, end_s: float) -> list[tuple[datetime.date, float]]:
     return parts
 
 
-def compute_stats(path: Path | str, days: int | None = 7) -> HistoryStats:
-    """Per-day stats of the newest `days` days in the history (None: every day), empty days included."""
+def compute_stats(path: Path | str, days: int | None = 7, since_s: float | None = None) -> HistoryStats:
+    """Per-day stats of the newest `days` days in the history (None: every day), empty days included.
+
+    `since_s`: tick rows written before this wall-clock time are not read (an indexed query instead of the
+    whole table; the days before it are incomplete); rows written with an unset clock are always read.
+    """
     conn = connect_read_only(path)
     try:
-        return _compute(conn, days)
+        return _compute(conn, days, since_s)
     finally:
         conn.close()
 
@@ -134,6 +156,7 @@ class _Days:
     def __init__(self) -> None:
         self.by_day: dict[datetime.date, DayStats] = {}
         self.unset = DayStats(UNSET_DAY)
+        self.last_60c: str | None = None
 
     def bucket(self, day: datetime.date | None) -> DayStats:
         """The totals of a day (None: the undatable bucket), opened on first use."""
@@ -144,20 +167,27 @@ class _Days:
         return self.by_day[day]
 
 
-def _compute(conn: sqlite3.Connection, days: int | None) -> HistoryStats:
+def _compute(conn: sqlite3.Connection, days: int | None, since_s: float | None = None) -> HistoryStats:
     totals = _Days()
-    runs = _count_ticks(conn, totals)
+    runs = _count_ticks(conn, totals, since_s)
     _count_events(conn, totals, runs)
-    return _select_days(totals, days)
+    stats = _select_days(totals, days)
+    stats.last_60c = totals.last_60c
+    return stats
 
 
-def _count_ticks(conn: sqlite3.Connection, totals: _Days) -> RunAnchors:
-    """Add every tick row to its day(s), run by run; return each run's row times and anchors."""
+def _count_ticks(conn: sqlite3.Connection, totals: _Days, since_s: float | None = None) -> RunAnchors:
+    """Add every tick row (since since_s) to its day(s), run by run; return each run's row times and anchors."""
     runs: RunAnchors = {}
-    cursor = conn.execute(
-        "SELECT run_id, wall_s, mono_s, span_s, heater_wh, captured_wh, heating_s, failsafe_s, switches "
-        "FROM ticks ORDER BY run_id, seq"
-    )
+    columns = "run_id, wall_s, mono_s, span_s, heater_wh, captured_wh, heating_s, failsafe_s, switches"
+    if since_s is None:
+        cursor = conn.execute(f"SELECT {columns} FROM ticks ORDER BY run_id, seq")
+    else:
+        cursor = conn.execute(
+            # unary + keeps SQLite on the wall_s index for both ranges (not a scan of the whole table in run order)
+            f"SELECT {columns} FROM ticks WHERE wall_s >= ? OR wall_s < ? ORDER BY +run_id, +seq",
+            (max(since_s, CLOCK_TRUSTED_FROM_UTC_S), CLOCK_TRUSTED_FROM_UTC_S),
+        )
     current: str | None = None
     batch: list[tuple[Any, ...]] = []
     for row in cursor:
@@ -200,8 +230,12 @@ def _count_events(conn: sqlite3.Connection, totals: _Days, runs: RunAnchors) -> 
     """Count GX errors, starts, config reloads and tank-full spans on the day each happened (dated through its run's
     anchors)."""
     full_since: dict[str, float] = {}  # run -> local epoch seconds the tank was found full
-    for run_id, wall_s, mono_s, kind in conn.execute("SELECT run_id, wall_s, mono_s, kind FROM events ORDER BY id"):
-        if kind not in ("gx_error", "start", "config_reload", "tank_full", "tank_closed", "stop"):
+    for run_id, wall_s, mono_s, kind, detail in conn.execute(
+            "SELECT run_id, wall_s, mono_s, kind, detail FROM events ORDER BY id"):
+        if kind == "hot_60c":
+            totals.last_60c = max(totals.last_60c or "", detail)
+            continue
+        if kind not in ("gx_error", "start", "config_reload", "tank_full", "tank_closed", "stop", "forced"):
             continue
         anchor: float | None = None
         if run_id in runs:
@@ -214,12 +248,28 @@ def _count_events(conn: sqlite3.Connection, totals: _Days, runs: RunAnchors) -> 
             _count_tank(totals, full_since, run_id, kind, None if anchor is None else mono_s + anchor)
             continue
         d = totals.bucket(None if anchor is None else _day_of(mono_s + anchor))
-        if kind == "gx_error":
+        if kind == "forced":
+            _count_forced(d, detail)
+        elif kind == "gx_error":
             d.gx_errors += 1
         elif kind == "start":
             d.starts += 1
         else:
             d.reloads += 1
+
+
+#: The detail of a `forced` event (pvheater/history.py).
+_FORCED = re.compile(r"(\w+): ([0-9.]+) kWh from the grid of ([0-9.]+) kWh heater")
+
+
+def _count_forced(d: DayStats, detail: str) -> None:
+    """Add one forced episode's grid energy to its day (a detail not in the format counts nothing)."""
+    match = _FORCED.fullmatch(detail)
+    if match is None:
+        return
+    d.grid_kwh += float(match.group(2))
+    if match.group(1) == "topup":
+        d.topups += 1
 
 
 def _count_tank(totals: _Days, full_since: dict[str, float], run_id: str, kind: str, at_s: float | None) -> None:
@@ -272,6 +322,9 @@ COLUMNS = (
     ("recorded_h", "recorded h", "{:.1f}"),
     ("tank_full_at", "tank full at", "{}"),
     ("tank_full_h", "hours tank full", "{:.1f}"),
+    ("solar_kwh", "solar kWh", "{:.2f}"),
+    ("grid_kwh", "grid kWh", "{:.2f}"),
+    ("topups", "top-ups", "{}"),
 )
 
 
@@ -289,6 +342,8 @@ def format_stats(stats: HistoryStats) -> str:
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths,
                                                                                                       strict=True))))
     lines.extend(f"note: {n}" for n in stats.notes)
+    if stats.last_60c is not None:
+        lines.append(f"last at 60 degC: {stats.last_60c}")
     return "\n".join(lines)
 
 

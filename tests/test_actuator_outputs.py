@@ -101,10 +101,10 @@ def test_pattern_fires_the_fraction_within_one_cycle_spread_evenly(f: float, per
     p = BurstPattern(period)
     p.request(f)
     seq = [p.next_cycle() for _ in range(20 * period)]
-    k = math.floor(f * period + 0.5)
-    for start in range(0, len(seq), period):  # every period: the same whole cycles, within half a cycle
+    k = math.floor(f * period + 1e-6)
+    for start in range(0, len(seq), period):  # every period: the same whole cycles, less than one below the request
         assert sum(seq[start:start + period]) == k
-        assert abs(k - f * period) <= 0.5
+        assert k <= f * period + 1e-6 < k + 1
     if 0 < k < period:
         on_max, off_max = _blocks(seq)  # across period boundaries too
         need_on, need_off = _needed(k / period)
@@ -134,6 +134,21 @@ def test_pattern_zero_full_a_rise_at_the_next_period_a_fall_at_once() -> None:
     assert cycles_fired(p, 5) == 0 and p.idle
 
 
+@pytest.mark.parametrize("period", [10, 50, 60])
+def test_pattern_never_fires_more_than_asked_and_whole_cycles_exactly(period: int) -> None:
+    for k in range(period + 1):  # k / period (the calibration sweep's inputs, watts / full power): exactly k
+        for f in (k / period, (k / period) * (1 - 1e-12), k * (1 / period)):
+            p = BurstPattern(period)
+            p.request(f)
+            assert cycles_fired(p, 3 * period) == 3 * k
+    for step in range(1, 400):  # the controller's fine steps: never a cycle above the request
+        f = step / 400
+        p = BurstPattern(period)
+        p.request(f)
+        fired = cycles_fired(p, 4 * period)
+        assert fired <= 4 * f * period + 1e-9 and fired > 4 * (f * period - 1)
+
+
 def test_hold_books_cycles_the_driver_missed() -> None:
     p = BurstPattern(50)
     p.request(0.5)
@@ -159,9 +174,9 @@ def test_burst_pin_sequence_reproduces_the_fraction(factory: MockFactory, f: flo
     for _ in range(3 * 50):
         burst.run_cycles(1)
         seq.append(bool(pin.state) == active_high)
-    k = math.floor(f * 50 + 0.5)
-    for start in range(0, len(seq), 50):
-        assert sum(seq[start:start + 50]) == k and abs(k - f * 50) <= 0.5
+    k = math.floor(f * 50 + 1e-6)
+    for start in range(0, len(seq), 50):  # never above the request, less than one cycle below it
+        assert sum(seq[start:start + 50]) == k and k <= f * 50 + 1e-6 < k + 1
     if 0 < k < 50:
         on_max, off_max = _blocks(seq)
         need_on, need_off = _needed(k / 50)
@@ -180,7 +195,7 @@ def test_burst_through_the_heater_and_zero_on_every_safety_off(factory: MockFact
     assert isinstance(burst, BurstOutput)
     pin = factory.pin("GPIO18")
     heater.apply(HeaterOutput(relay_on=True, power_w=700.0), 0.0)
-    assert burst.run_cycles(50) in (17, 18)  # 700 / 2000 x 50 = 17.5
+    assert burst.run_cycles(50) == 17  # 700 / 2000 x 50 = 17.5: rounded down
     assert factory.pin("GPIO17").state == 1
     for off in (SAFE_OFF, HeaterOutput(relay_on=False, power_w=900.0), HeaterOutput(relay_on=True, power_w=0.0)):
         heater.apply(HeaterOutput(relay_on=True, power_w=2000.0), 1.0)

@@ -84,3 +84,30 @@ def test_closed_loop_on_family_plants(seed: int) -> None:
     s = run.run.series
     k = F._index(run.run, F.START_S + 62.0)
     assert s.heater_w[k] > 0.5 * min(s.surplus_w[k], spec.heater_max_w)
+
+
+@pytest.mark.parametrize("actuator", ["pwm_0_10v", "ssr_burst"])
+def test_closed_loop_on_a_family_plant_with_each_actuator(actuator: str) -> None:
+    spec, servo, _, floor = _kettle_and_outage(1)
+    driven = F.with_actuator(spec, actuator)
+    assert driven.params.heater.regulator.actuator == actuator
+    base = F.run_spec(spec, "off").run
+    run = F.run_spec(driven, "pvheater")
+    by_kind = {r.kind: r for r in F.responses(driven, run, base)}
+    floor_kind = {r.kind: r for r in floor}
+    first = by_kind["relay_close"]
+    assert first.response_s is not None and first.response_s <= 10.0
+    end = by_kind["load_end"]
+    assert end.response_s is not None and end.response_s <= 4.0
+    assert by_kind["load_start"].draw_wh <= 1.5 * floor_kind["load_start"].draw_wh + 0.2
+    assert run.switchings == 3 and run.under_load == 0  # the input was at zero each time the relay switched
+    assert run.servo_moves == 0 and run.servo_deg == 0.0
+    assert run.run.energy.heater_wh > 0.9 * servo.run.energy.heater_wh
+    # netting battery and grid over each second can only lower the draw; for the SSR it removes the cycles'
+    # ripple within each second, which the 0.25 s steps count as import
+    stepwise = F.compute_metrics(run.run, base).draw_kwh
+    netted = F.netted_draw_kwh(run.run, base)
+    assert netted <= stepwise + 1e-12
+    if actuator == "ssr_burst":
+        assert run.wear["ssr_switch_ons"] > 0 and 1 <= run.wear["longest_on_block"] <= 49
+        assert netted < stepwise

@@ -1,8 +1,9 @@
 """Heater response (pvheater.control.heater_response): table-driven synthetic GX samples.
 
 Each case is a few seconds of a heater whose real power is ``ratio x`` the
-expected power of the command two samples earlier (servo slew, GX publish),
-or 0 while its thermostat is open, on top of a house load.
+expected power (or a regulator's curve of it) of the command zero to two
+samples earlier (servo slew, GX publish), or 0 while its thermostat is open,
+on top of a house load.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import pytest
 
 from pvheater.control import heater_response as hr
+from pvheater.sim.plant import regulator_power_fraction
 
 S = hr.ResponseSettings(max_power_w=2000.0)
 
@@ -62,13 +64,16 @@ CASES = (
 )
 
 
-def _run(case: Case) -> tuple[list[hr.ResponseEvent], hr.ResponseState]:
+def _run(
+    case: Case, lag: int = S.lag_samples, curve: Callable[[float], float] | None = None
+) -> tuple[list[hr.ResponseEvent], hr.ResponseState]:
+    """Feed the case's samples: the heater gives ratio x curve(command of `lag` samples earlier)."""
     state = hr.ResponseState()
     events = []
-    lag = S.lag_samples
+    true_w = curve if curve is not None else (lambda w: w)
     for k in range(case.seconds):
         t = float(k)
-        heater = case.ratio * case.command_w(t - lag) if case.draws(t) and t >= lag else 0.0
+        heater = case.ratio * true_w(case.command_w(t - lag)) if case.draws(t) and t >= lag else 0.0
         state, event = hr.step(state, t, case.house_w(t) + heater, case.command_w(t), S)
         if event is not None:
             events.append(event)
@@ -99,6 +104,41 @@ def test_curve_correction_learns_a_low_mains_voltage() -> None:
                 lambda t: 300.0, lambda t: True, 0.81, ())
     _, state = _run(case)
     assert hr.measured_heater_w(state, 1500.0, S) == pytest.approx(0.81 * 1500.0, rel=0.06)
+
+
+_LEVELS = (0.0, 400.0, 900.0, 1400.0, 1900.0, 600.0, 1100.0, 1600.0, 300.0, 2000.0, 800.0, 1300.0, 150.0, 1000.0,
+           500.0, 1700.0, 200.0, 1200.0, 700.0, 1500.0)
+
+
+@pytest.mark.parametrize("lag", [0, 1, 2])
+def test_the_fit_finds_the_lag(lag: int) -> None:
+    # the loop's expected power is already the command the snapshot saw (lag 0 in the simulator); the GX's
+    # period adds one or two: a fixed lag of 2 read a lag-0 heater at 51..69 % on a cloudy day
+    case = Case("low mains", 240, lambda t: _LEVELS[int(t // 8) % len(_LEVELS)], lambda t: 300.0, lambda t: True,
+                0.81, ())
+    _, state = _run(case, lag=lag)
+    # within 4 % of the element (the pull towards the rated power at full keeps it a little high)
+    for w in (300.0, 1000.0, 1500.0, 1800.0):
+        assert abs(hr.measured_heater_w(state, w, S) - 0.81 * w) <= 80.0, (lag, w, state.ratios)
+    assert state.lag_votes.index(max(state.lag_votes)) == lag
+
+
+def test_a_straight_line_learns_the_regulators_dead_zone_and_s_curve() -> None:
+    # no calibration file: the straight-line default against the regulator's dead zone and phase-angle curve
+    def regulator(w: float) -> float:
+        return 2000.0 * regulator_power_fraction(max(0.0, w) / 2000.0)
+
+    case = Case("straight line", 480, lambda t: _LEVELS[int(t // 8) % len(_LEVELS)], lambda t: 300.0,
+                lambda t: True, 1.0, ())
+    events, state = _run(case, curve=regulator)
+    assert all(e.status != hr.NOT_DRAWING for e in events), events
+    for w in (200.0, 600.0, 1000.0, 1400.0, 1800.0):  # within 5 % of the element (uncorrected: up to 430 W off)
+        assert abs(hr.measured_heater_w(state, w, S) - regulator(w)) <= 100.0, (w, state.ratios)
+    # the sense power's command lands above the dead zone (200 W needs about 650 W of the straight line): it draws
+    # enough for the thermostat's close to be seen (0.6 x the sense power), and the close surge stays in bounds
+    command_w = hr.command_for(state, 200.0, S, most_w=800.0)
+    assert 0.6 * 200.0 <= regulator(command_w) <= 200.0 + 200.0, command_w
+    assert hr.command_for(state, 200.0, S, most_w=400.0) == 400.0  # bounded
 
 
 def test_not_drawing_measures_zero() -> None:

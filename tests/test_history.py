@@ -36,6 +36,10 @@ class FakeHeater:
         self.relay_on = False
         self.servo_angle_deg: float | None = 0.0
 
+    @property
+    def input_value(self) -> float | None:
+        return self.servo_angle_deg
+
     def apply(self, output: HeaterOutput, now_s: float) -> None:
         self.relay_on = output.relay_on
         self.servo_angle_deg = self.calibration.angle_for(output.power_w) if output.relay_on else 0.0

@@ -1,4 +1,4 @@
-"""Attacks of a hostile GX (tests/hostile_gx.py, raw sockets) on the real service, in real time.
+"""Attacks of a hostile GX (pvheater/sim/hostile_gx.py, raw sockets) on the real service, in real time.
 
 The whole installation runs as in `pvheater run --simulate`: the plant behind
 the GX simulator, the real reader (through the hostile proxy), ControlLoop and
@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass, field, replace
 
 import pytest
-from hostile_gx import HostileGx
 
 from pvheater.config import Config
 from pvheater.control import freshness
@@ -26,6 +25,7 @@ from pvheater.reader import GxReader
 from pvheater.registers import load_register_map
 from pvheater.service.loop import TickReport
 from pvheater.service.runtime import Service
+from pvheater.sim.hostile_gx import HostileGx
 from pvheater.sim.live import SimulatedRig
 from pvheater.sim.scenarios import constant_day
 
@@ -42,7 +42,8 @@ def hostile_config() -> Config:
     return replace(
         cfg,
         gx=replace(cfg.gx, timeout_s=TIMEOUT_S, reconnect_min_s=0.5, reconnect_max_s=1.0),
-        relay=replace(cfg.relay, stale_after_s=STALE_S, min_off_s=1.0, min_on_s=0.0),
+        # two confirming samples (the least the config allows): the attacks are about opening, not closing
+        relay=replace(cfg.relay, stale_after_s=STALE_S, min_off_s=1.0, min_on_s=0.0, confirm_samples=2),
         poll=replace(cfg.poll, interval_s=INTERVAL_S),
     )
 

@@ -751,3 +751,20 @@ def test_good_hot_water_configs_load() -> None:
         {"hot_water": {"legionella": {"every_days": 7, "thermostat_at_least_60": True}}},
     ):
         config_from_dict(data)
+
+
+def test_a_tank_already_full_when_the_cycle_begins_is_not_its_goal_until_it_closes_and_opens_again() -> None:
+    """Full at 17:00 across the 18:00 deadline: the ending cycle is not missed, the new one is not met by that level;
+    the thermostat closes at 20:00 (showers) and opens again at 13:00 the next day: met then."""
+    settings = HotWaterSettings(goal_time=T(18))
+
+    def inputs(local: datetime.datetime, state: HotWaterState) -> HotWaterInputs:
+        full = dt(0, "17:00") <= local < dt(0, "20:00") or local >= dt(1, "13:00")
+        return HotWaterInputs(tank_full=full)
+
+    _, log = run_day(settings, 0, inputs, start="16:00", hours=22.0)
+    events = [(local, e) for local, a, _ in log for e in a.events]
+    assert [e for _, e in events if "missed" in e] == []
+    met = [(local, e) for local, e in events if e.startswith("hot-water goal met")]
+    assert met == [(dt(0, "17:00"), "hot-water goal met: tank full at 17:00"),
+                   (dt(1, "13:00"), "hot-water goal met: tank full at 13:00")]

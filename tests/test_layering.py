@@ -36,6 +36,7 @@ CLOCK_CALLS = {
 LIBRARY_HOMES = {
     "pymodbus": ("pvheater.reader", "pvheater.sim.gx_server"),
     "gpiozero": ("pvheater.actuators",),
+    "paho": ("pvheater.mqtt",),
 }
 #: Modules that may import the simulator: the commands (`--simulate`) and the simulator itself.
 SIM_USERS = ("pvheater.sim", "pvheater.commands", "pvheater.service.rig")
@@ -217,6 +218,7 @@ def test_a_clean_invented_tree_passes() -> None:
         ("pvheater.control.guard", "from pvheater.reader import GxReader\n", "(not pure)"),
         ("pvheater.history", "import pymodbus\n", "pvheater.history: imports pymodbus"),
         ("pvheater.stats", "def f():\n    import gpiozero\n", "pvheater.stats: imports gpiozero"),
+        ("pvheater.service.runtime", "import paho.mqtt.client as mqtt\n", "runtime: imports paho"),
         ("pvheater.stats", "def f():\n    from pvheater.sim.plant import Plant\n", "imports the simulator"),
     ],
 )

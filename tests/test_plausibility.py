@@ -103,3 +103,39 @@ def test_over_modbus_a_wrapped_battery_power_is_never_believed(
         m = reader.read()
     assert m.get("battery_power_w") is None
     assert m.battery_w is None  # and with the grid known, the guard opens the relay on it
+
+
+def test_a_wrapped_power_beside_an_idle_battery_is_not_believed() -> None:
+    """An idle battery (0 A) and battery power reading +25536 W (-40 kW wrapped): an invalid 0 A or a wrapped
+    power cannot be told apart, so neither is believed; the BMS's 0 W, agreeing with the 0 A, stands."""
+    values = dict(DAY, battery_power_w=25536, battery_current_a=0.0, bms_power_w=0)
+    refused = refuse_implausible(values)
+    assert {"battery_power_w", "battery_current_a"} <= set(refused) and "bms_power_w" not in refused
+    assert values["bms_power_w"] == 0 and values["battery_power_w"] is None
+
+
+@pytest.mark.parametrize("bms", [True, False])
+def test_over_modbus_a_wrapped_power_beside_an_idle_battery_is_never_the_battery_power(
+    day_sim: GxSimulator, register_map: RegisterMap, bms: bool
+) -> None:
+    """Seen in the soak (wrap episode, battery idle at full SoC): 25536 W was believed and the relay stayed closed."""
+    day_sim.wrap = True
+    if not bms:
+        day_sim.remove_device("bms")
+    day_sim.set_values(dict(DAY, battery_power_w=-40000, battery_current_a=0.0, bms_power_w=0))
+    gx = replace(GxConfig(), host="127.0.0.1", port=day_sim.port, timeout_s=1.0)
+    with GxReader(gx, register_map) as reader:
+        m = reader.read()
+    assert m.get("battery_power_w") is None
+    assert m.battery_w == (0 if bms else None)  # without the BMS the battery is unknown: the guard opens the relay
+
+
+@pytest.mark.parametrize("name", ["pv_dc_w", "mppt_yield_w"])
+def test_a_dc_pv_zero_beside_the_other_dc_pv_source_is_refused_with_the_battery_idle(name: str) -> None:
+    """Seen in the soak (invalid 0 on pv_dc_w, battery idle at full SoC, grid ~0): PV read 0 W beside
+    mppt_yield_w at 2000 W; the balance (battery charging more than the grid gives) could not refute it."""
+    values = dict(DAY, pv_dc_w=2000, mppt_yield_w=2000, battery_power_w=2, battery_current_a=0.0, bms_power_w=2,
+                  grid_l1_w=0, meter_l1_w=0)
+    values[name] = 0
+    refused = refuse_implausible(values)
+    assert name in refused and values[name] is None

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -30,56 +31,62 @@ from pvheater.sim.live import SimulatedRig
 from pvheater.sim.scenarios import constant_day
 from pvheater.systemd import Notifier, unit_file, watchdog_seconds
 
-CONFIG = """\
-gx:
-  host: 127.0.0.1
-  port: {port}
-  timeout_s: 0.5
-  reconnect_min_s: 0.5
-  reconnect_max_s: 2.0
-poll:
-  interval_s: 0.5
-control:
-  deadband_w: {deadband}
-relay:
-  pin: {pin}
-gpio:
-  pin_factory: mock
-log:
-  file: run.log
-history:
-  file: history.db
-service:
-  pid_file: pvheater.pid
-"""
+if TYPE_CHECKING:
+    from conftest import RunProcesses
+
+def config(runs: RunProcesses, port: int, deadband_w: float = 40.0, pin: str = "GPIO17",
+           **sections: dict[str, object]) -> str:
+    """The services' config here: the common one, a deadband and a relay pin (both changed by a reload)."""
+    return runs.config(port, control={"deadband_w": deadband_w}, relay={"pin": pin}, **sections)
 
 
 class NotifySocket:
-    """What systemd listens on: a unix datagram socket; collects the messages."""
+    """What systemd listens on: a unix datagram socket, read all the time (as systemd does) by a thread.
+
+    Reading only while a test waits would let the kernel's queue (net.unix.max_dgram_qlen, often 10 datagrams) fill
+    up during a slow step, and the service's non-blocking sends would then be dropped.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
         self.messages: list[str] = []
+        self._closed = threading.Event()
+        self._arrived = threading.Condition()
+        self._thread = threading.Thread(target=self._read, name="notify-socket", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._closed.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._arrived:
+                self.messages.append(data.decode())
+                self._arrived.notify_all()
 
     def wait_for(self, predicate: Callable[[list[str]], bool], timeout_s: float = 20.0) -> list[str]:
         deadline = time.monotonic() + timeout_s
-        while not predicate(self.messages):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"notify: timed out; got {self.messages}")
-            self.sock.settimeout(left)
-            try:
-                self.messages.append(self.sock.recv(4096).decode())
-            except TimeoutError:
-                continue
-        return self.messages
+        with self._arrived:
+            while not predicate(list(self.messages)):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"notify: timed out; got {self.messages}")
+                self._arrived.wait(left)
+            return list(self.messages)
 
     def count(self, field: str) -> int:
-        return sum(field in m.splitlines() for m in self.messages)
+        with self._arrived:
+            return sum(field in m.splitlines() for m in self.messages)
 
     def close(self) -> None:
+        self._closed.set()
+        self._thread.join(2)
         self.sock.close()
 
 
@@ -90,62 +97,29 @@ def notify(tmp_path: Path) -> Iterator[NotifySocket]:
     sock.close()
 
 
-def wait_for_log(path: Path, text: str, timeout_s: float = 15.0) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        content = path.read_text(encoding="utf-8") if path.exists() else ""
-        if text in content:
-            return content
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} not in the log:\n{content}")
-
-
-def listening_sockets(pid: int) -> list[str]:
-    """TCP sockets in LISTEN and bound UDP sockets that belong to the process."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    found = []
-    for table in ("tcp", "tcp6", "udp", "udp6"):
-        path = Path(f"/proc/net/{table}")
-        if not path.exists():
-            continue
-        for line in path.read_text().splitlines()[1:]:
-            cols = line.split()
-            listening = cols[3] == "0A" if table.startswith("tcp") else True
-            if listening and cols[9] in inodes:
-                found.append(f"{table} {cols[1]}")
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")
-def test_run_as_systemd_runs_it_notify_reload_and_stop(tmp_path: Path, notify: NotifySocket) -> None:
+def test_run_as_systemd_runs_it_notify_reload_and_stop(tmp_path: Path, notify: NotifySocket,
+                                                       pvheater_run: RunProcesses) -> None:
     cfg_file = tmp_path / "config.yaml"
     gx = GxSimulator(load_register_map(), Config().gx.unit_ids)
     gx.set_values(SAMPLE_VALUES)
     gx.start()
-    cfg_file.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17"), encoding="utf-8")
+    cfg_file.write_text(config(pvheater_run, gx.port), encoding="utf-8")
     env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000"}
-    proc = subprocess.Popen([sys.executable, "-m", "pvheater.cli", "run", "--config", str(cfg_file)], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = pvheater_run.start(cfg_file, env=env)
     log = tmp_path / "run.log"
     try:
         notify.wait_for(lambda m: any("READY=1" in x for x in m))
         notify.wait_for(lambda m: sum("WATCHDOG=1" in x for x in m) >= 2)
         assert (tmp_path / "pvheater.pid").read_text().strip() == str(proc.pid)
-        assert listening_sockets(proc.pid) == []
+        assert pvheater_run.listening_inet_sockets(proc.pid) == []
 
         # a good change: applied live; the pin change waits for a restart
-        cfg_file.write_text(CONFIG.format(port=gx.port, deadband=60.0, pin="GPIO5"), encoding="utf-8")
+        cfg_file.write_text(config(pvheater_run, gx.port, 60.0, "GPIO5"), encoding="utf-8")
         done = subprocess.run([sys.executable, "-m", "pvheater.cli", "reload", "--config", str(cfg_file)],
                               cwd=tmp_path, capture_output=True, text=True, timeout=30)
         assert done.returncode == 0, done.stderr
-        text = wait_for_log(log, "config reloaded from")
+        text = pvheater_run.wait_for_log("config reloaded from")
         assert "control.deadband_w" in text and "relay.pin changed; that takes effect at the next restart" in text
         notify.wait_for(lambda m: any("RELOADING=1" in x for x in m))
 
@@ -155,21 +129,18 @@ def test_run_as_systemd_runs_it_notify_reload_and_stop(tmp_path: Path, notify: N
                               cwd=tmp_path, capture_output=True, text=True, timeout=30)
         assert done.returncode == 2 and "gx.port" in done.stderr
         os.kill(proc.pid, signal.SIGHUP)
-        text = wait_for_log(log, "config reload rejected, the running config stays")
+        text = pvheater_run.wait_for_log("config reload rejected, the running config stays")
         assert proc.poll() is None
 
         # a GX outage with the relay safely open is a healthy loop: the watchdog pings go on
         gx.stop()
-        wait_for_log(log, "GX unavailable, heater off")
+        pvheater_run.wait_for_log("GX unavailable, heater off")
         pings = notify.count("WATCHDOG=1")
         notify.wait_for(lambda m: sum("WATCHDOG=1" in x for x in m) >= pings + 2)
 
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         gx.stop()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
@@ -356,21 +327,6 @@ class SilencingProxy:
                 sock.close()
 
 
-def start_run(tmp_path: Path, cfg_file: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "pvheater.cli", "run", "--config", str(cfg_file)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_pid_file(tmp_path: Path, pid: int, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    path = tmp_path / "pvheater.pid"
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().strip() == str(pid):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no PID file with {pid}")
-
-
 def events(tmp_path: Path) -> list[tuple[str, float]]:
     with contextlib.closing(sqlite3.connect(tmp_path / "history.db")) as db:
         return list(db.execute("SELECT kind, wall_s FROM events ORDER BY id"))
@@ -386,16 +342,15 @@ def gx() -> Iterator[GxSimulator]:
 
 
 def test_sigterm_while_the_gx_hangs_opens_the_relay_at_once_and_exits_within_5_s(
-        tmp_path: Path, gx: GxSimulator) -> None:
+        tmp_path: Path, gx: GxSimulator, pvheater_run: RunProcesses) -> None:
     proxy = SilencingProxy(gx.port)
     cfg_file = tmp_path / "config.yaml"
-    cfg_file.write_text(CONFIG.format(port=proxy.port, deadband=40.0, pin="GPIO17")
-                        .replace("timeout_s: 0.5", "timeout_s: 4.9").replace("interval_s: 0.5", "interval_s: 1.0"),
+    cfg_file.write_text(config(pvheater_run, proxy.port, gx={"timeout_s": 4.9}, poll={"interval_s": 1.0}),
                         encoding="utf-8")
-    proc = start_run(tmp_path, cfg_file)
+    proc = pvheater_run.start(cfg_file)
     log = tmp_path / "run.log"
     try:
-        wait_for_log(log, "relay ON", timeout_s=30)  # the heater runs on good data
+        pvheater_run.wait_for_log("relay ON", timeout_s=30)  # the heater runs on good data
         proxy.silent.set()
         swallowed = proxy.requests_swallowed
         deadline = time.monotonic() + 10
@@ -408,9 +363,6 @@ def test_sigterm_while_the_gx_hangs_opens_the_relay_at_once_and_exits_within_5_s
         _out, err = proc.communicate(timeout=30)
         exit_s = time.monotonic() - sent_s
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         proxy.close()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
@@ -426,22 +378,19 @@ def test_sigterm_while_the_gx_hangs_opens_the_relay_at_once_and_exits_within_5_s
 
 @pytest.mark.parametrize("storm", ["SIGHUP", "SIGTERM", "SIGINT"])
 def test_signals_during_shutdown_are_ignored_exit_0_with_the_stop_event(
-        tmp_path: Path, gx: GxSimulator, storm: str) -> None:
+        tmp_path: Path, gx: GxSimulator, storm: str, pvheater_run: RunProcesses) -> None:
     cfg_file = tmp_path / "config.yaml"
-    cfg_file.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17"), encoding="utf-8")
-    proc = start_run(tmp_path, cfg_file)
-    try:
-        wait_for_log(tmp_path / "run.log", "relay ON", timeout_s=30)
-        first = signal.SIGINT if storm == "SIGINT" else signal.SIGTERM  # SIGINT twice: a double Ctrl-C
-        proc.send_signal(first)
-        for _ in range(12):  # the servo park alone takes 1 s: these all land in the shutdown
-            time.sleep(0.05)
+    cfg_file.write_text(config(pvheater_run, gx.port), encoding="utf-8")
+    proc = pvheater_run.start(cfg_file)
+    pvheater_run.wait_for_log("relay ON", timeout_s=30)
+    first = signal.SIGINT if storm == "SIGINT" else signal.SIGTERM  # SIGINT twice: a double Ctrl-C
+    proc.send_signal(first)
+    deadline = time.monotonic() + 30.0
+    while proc.poll() is None and time.monotonic() < deadline:  # to the very end: none may turn exit 0 into a kill
+        time.sleep(0.02)
+        with contextlib.suppress(ProcessLookupError):
             proc.send_signal(getattr(signal, storm))
-        _out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     kinds = [kind for kind, _ in events(tmp_path)]
@@ -451,50 +400,41 @@ def test_signals_during_shutdown_are_ignored_exit_0_with_the_stop_event(
     assert not (tmp_path / "pvheater.pid").exists()
 
 
-def test_a_second_instance_is_refused_and_the_lock_survives_kill_9(tmp_path: Path, gx: GxSimulator) -> None:
+def test_a_second_instance_is_refused_and_the_lock_survives_kill_9(tmp_path: Path, gx: GxSimulator,
+                                                                   pvheater_run: RunProcesses) -> None:
     cfg_file = tmp_path / "config.yaml"
-    cfg_file.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17"), encoding="utf-8")
-    first = start_run(tmp_path, cfg_file)
-    procs = [first]
-    try:
-        wait_for_pid_file(tmp_path, first.pid)
-        second = start_run(tmp_path, cfg_file)
-        procs.append(second)
-        _out, err = second.communicate(timeout=30)
-        assert second.returncode == 2, err
-        assert err.count("\n") == 1 and "Traceback" not in err
-        assert f"another pvheater runs with this PID file pvheater.pid (PID {first.pid})" in err
-        assert (tmp_path / "pvheater.pid").read_text().strip() == str(first.pid)  # the first one's file stays
-        assert first.poll() is None
+    cfg_file.write_text(config(pvheater_run, gx.port), encoding="utf-8")
+    first = pvheater_run.start(cfg_file)
+    pvheater_run.wait_for_pid_file(first.pid)
+    second = pvheater_run.start(cfg_file)
+    _out, err = second.communicate(timeout=30)
+    assert second.returncode == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"another pvheater runs with this PID file pvheater.pid (PID {first.pid})" in err
+    assert (tmp_path / "pvheater.pid").read_text().strip() == str(first.pid)  # the first one's file stays
+    assert first.poll() is None
 
-        first.kill()  # kill -9: no cleanup at all, the PID file stays behind
-        first.wait()
-        assert (tmp_path / "pvheater.pid").read_text().strip() == str(first.pid)
-        third = start_run(tmp_path, cfg_file)  # the kernel dropped the lock with the process
-        procs.append(third)
-        wait_for_pid_file(tmp_path, third.pid)
-        assert third.poll() is None
-        third.send_signal(signal.SIGTERM)
-        _out, err = third.communicate(timeout=30)
-        assert third.returncode == 0, err
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    first.kill()  # kill -9: no cleanup at all, the PID file stays behind
+    first.wait()
+    assert (tmp_path / "pvheater.pid").read_text().strip() == str(first.pid)
+    third = pvheater_run.start(cfg_file)  # the kernel dropped the lock with the process
+    pvheater_run.wait_for_pid_file(third.pid)
+    assert third.poll() is None
+    third.send_signal(signal.SIGTERM)
+    _out, err = third.communicate(timeout=30)
+    assert third.returncode == 0, err
     assert not (tmp_path / "pvheater.pid").exists()
 
 
-def test_the_history_file_alone_is_locked_too(tmp_path: Path, gx: GxSimulator) -> None:
+def test_the_history_file_alone_is_locked_too(tmp_path: Path, gx: GxSimulator, pvheater_run: RunProcesses) -> None:
     cfg_file = tmp_path / "config.yaml"
-    cfg_file.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17"), encoding="utf-8")
+    cfg_file.write_text(config(pvheater_run, gx.port), encoding="utf-8")
     other = tmp_path / "other.yaml"  # its own PID file, the same history
-    other.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17").replace("pid_file: pvheater.pid",
-                                                                                      "pid_file: other.pid"))
-    first = start_run(tmp_path, cfg_file)
+    other.write_text(config(pvheater_run, gx.port, service={"pid_file": "other.pid"}), encoding="utf-8")
+    first = pvheater_run.start(cfg_file)
     try:
-        wait_for_pid_file(tmp_path, first.pid)
-        second = start_run(tmp_path, other)
+        pvheater_run.wait_for_pid_file(first.pid)
+        second = pvheater_run.start(other)
         _out, err = second.communicate(timeout=30)
         assert second.returncode == 2 and f"another pvheater runs with this history file history.db (PID {first.pid})" \
             in err, err
@@ -505,9 +445,10 @@ def test_the_history_file_alone_is_locked_too(tmp_path: Path, gx: GxSimulator) -
     assert first.returncode == 0
 
 
-def test_reload_with_a_stale_pid_file_signals_nothing(tmp_path: Path, gx: GxSimulator) -> None:
+def test_reload_with_a_stale_pid_file_signals_nothing(tmp_path: Path, gx: GxSimulator,
+                                                      pvheater_run: RunProcesses) -> None:
     cfg_file = tmp_path / "config.yaml"
-    cfg_file.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17"), encoding="utf-8")
+    cfg_file.write_text(config(pvheater_run, gx.port), encoding="utf-8")
     (tmp_path / "run.log").write_text("", encoding="utf-8")
     # Processes whose command line mentions pvheater; SIGHUP's default action would end them.
     tail = subprocess.Popen(["tail", "-f", "run.log", "pvheater.log"], cwd=tmp_path, stdout=subprocess.DEVNULL,
@@ -525,8 +466,8 @@ def test_reload_with_a_stale_pid_file_signals_nothing(tmp_path: Path, gx: GxSimu
         (tmp_path / "pvheater.pid").unlink()
 
         # A running pvheater holds the lock, but the PID file was overwritten with another process's PID.
-        service = start_run(tmp_path, cfg_file)
-        wait_for_pid_file(tmp_path, service.pid)
+        service = pvheater_run.start(cfg_file)
+        pvheater_run.wait_for_pid_file(service.pid)
         (tmp_path / "pvheater.pid").write_text(f"{tail.pid}\n", encoding="ascii")
         done = subprocess.run([sys.executable, "-m", "pvheater.cli", "reload", "--config", str(cfg_file)],
                               cwd=tmp_path, capture_output=True, text=True, timeout=30)
@@ -539,7 +480,7 @@ def test_reload_with_a_stale_pid_file_signals_nothing(tmp_path: Path, gx: GxSimu
         done = subprocess.run([sys.executable, "-m", "pvheater.cli", "reload", "--config", str(cfg_file)],
                               cwd=tmp_path, capture_output=True, text=True, timeout=30)
         assert done.returncode == 0, done.stderr
-        wait_for_log(tmp_path / "run.log", "config reloaded from")
+        pvheater_run.wait_for_log("config reloaded from")
     finally:
         for proc in (tail, fake, service):
             if proc is not None and proc.poll() is None:
@@ -565,12 +506,13 @@ def test_instance_lock_in_process(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (every write: no space left on device)")
-def test_a_log_file_on_a_full_disk_costs_one_line_not_a_traceback_per_record(tmp_path: Path, gx: GxSimulator) -> None:
+def test_a_log_file_on_a_full_disk_costs_one_line_not_a_traceback_per_record(
+        tmp_path: Path, gx: GxSimulator, pvheater_run: RunProcesses) -> None:
     cfg_file = tmp_path / "config.yaml"
-    cfg_file.write_text(CONFIG.format(port=gx.port, deadband=40.0, pin="GPIO17").replace("file: run.log",
-                                                                                         "file: /dev/full"))
-    done = subprocess.run([sys.executable, "-m", "pvheater.cli", "run", "--config", str(cfg_file), "--duration", "3"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    cfg_file.write_text(config(pvheater_run, gx.port, log={"file": "/dev/full"}), encoding="utf-8")
+    proc = pvheater_run.start(cfg_file, "--duration", "3")
+    out, err = proc.communicate(timeout=60)
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "Logging error" not in done.stderr
     failures = [line for line in done.stderr.splitlines() if line.startswith("pvheater: log.file")]

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -22,47 +23,8 @@ from pvheater.history import History, TickRow
 from pvheater.registers import load_register_map
 from pvheater.sim.gx_server import SAMPLE_VALUES, GxSimulator
 
-CONFIG = """\
-gx:
-  host: 127.0.0.1
-  port: {port}
-  timeout_s: 0.5
-  reconnect_min_s: 0.5
-  reconnect_max_s: 2.0
-poll:
-  interval_s: 0.5
-gpio:
-  pin_factory: mock
-log:
-  file: run.log
-history:
-  file: history.db
-  row_every_s: 5
-service:
-  pid_file: pvheater.pid
-  socket_file: pvheater.sock
-"""
-
-
-def listening_inet_sockets(pid: int) -> list[str]:
-    """TCP sockets in LISTEN and bound UDP sockets of the process (what 'no listening socket' means)."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    found = []
-    for table in ("tcp", "tcp6", "udp", "udp6"):
-        path = Path(f"/proc/net/{table}")
-        if path.exists():
-            for line in path.read_text().splitlines()[1:]:
-                cols = line.split()
-                if (cols[3] == "0A" if table.startswith("tcp") else True) and cols[9] in inodes:
-                    found.append(f"{table} {cols[1]}")
-    return found
+if TYPE_CHECKING:
+    from conftest import RunProcesses
 
 
 def unix_sockets_listening(pid: int) -> list[str]:
@@ -83,13 +45,14 @@ def status(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.skipif(not Path("/proc/net/unix").exists(), reason="needs /proc")
-def test_status_of_a_running_service_then_of_its_history(tmp_path: Path) -> None:
+def test_status_of_a_running_service_then_of_its_history(tmp_path: Path, pvheater_run: RunProcesses) -> None:
     gx = GxSimulator(load_register_map(), Config().gx.unit_ids)
     gx.set_values(SAMPLE_VALUES)
     gx.start()
-    (tmp_path / "config.yaml").write_text(CONFIG.format(port=gx.port), encoding="utf-8")
-    proc = subprocess.Popen([sys.executable, "-m", "pvheater.cli", "run", "--config", "config.yaml"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    (tmp_path / "config.yaml").write_text(pvheater_run.config(gx.port, history={"row_every_s": 5},
+                                                              service={"socket_file": "pvheater.sock"}),
+                                          encoding="utf-8")
+    proc = pvheater_run.start("config.yaml")
     sock = tmp_path / "pvheater.sock"
     try:
         deadline = time.monotonic() + 30
@@ -106,7 +69,7 @@ def test_status_of_a_running_service_then_of_its_history(tmp_path: Path) -> None
         assert state["soc_pct"] == 100.0 and state["grid_w"] == pytest.approx(SAMPLE_VALUES["grid_l1_w"], abs=1)
         assert state["pv_w"] == pytest.approx(SAMPLE_VALUES["pv_dc_w"], abs=1)
         assert oct(os.stat(sock).st_mode & 0o777) == "0o600"
-        assert listening_inet_sockets(proc.pid) == []  # the README's claim: no listening network socket
+        assert pvheater_run.listening_inet_sockets(proc.pid) == []  # the README's claim: no listening network socket
         assert any(path.endswith("pvheater.sock") for path in unix_sockets_listening(proc.pid))
 
         done = status(tmp_path)
@@ -121,21 +84,14 @@ def test_status_of_a_running_service_then_of_its_history(tmp_path: Path) -> None
         assert "today        " in screen and "kWh into the heater" in screen
 
         gx.stop()  # a problem for the history's "last problem"
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and "GX unavailable" not in (tmp_path / "run.log").read_text():
-            time.sleep(0.2)
+        pvheater_run.wait_for_log("GX unavailable", timeout_s=20)
         gx.start()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and "answers again" not in (tmp_path / "run.log").read_text():
-            time.sleep(0.2)
+        pvheater_run.wait_for_log("answers again", timeout_s=20)
         time.sleep(1.0)
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         gx.stop()
     assert not sock.exists()
 

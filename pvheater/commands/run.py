@@ -19,24 +19,36 @@ start-up line says DRY RUN.
 the built-in GX simulator on a loopback port, with a simulated house, battery,
 inverter and heater behind it and gpiozero mock pins wired to the simulated
 heater. It prints a status line per tick and a summary, and ends by itself
-after --duration seconds.
+after --duration seconds. MQTT stays off in a simulation (a demo must not
+pose as the house in Home Assistant) unless `--mqtt HOST[:PORT]` turns it on:
+then it publishes as its own device, node `<mqtt.node_id>_sim` on
+`<mqtt.base_topic>_sim/...`, beside a real service on the same broker.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import logging
 import logging.handlers
 import signal
+import tempfile
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pvheater.commands.common import add_scenario_arguments, positive_float, scenario_day
-from pvheater.config import default_config_path
+from pvheater.config import Config, default_config_path, parse_listen, valid_host
 from pvheater.control.timeofday import format_hms, hhmm_seconds
+from pvheater.errors import ConfigError
 from pvheater.service.instance import Instance
 from pvheater.service.loop import STATUS_LEGEND, TickReport, status_line
 from pvheater.service.rig import Rig
 from pvheater.service.runtime import configure_logging, exit_on_signal, run_service
+
+if TYPE_CHECKING:
+    from pvheater.sim.scenarios import ScenarioDay
 
 log = logging.getLogger("pvheater")
 
@@ -63,7 +75,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=f"stop after this long (default: never; with --simulate {DEFAULT_SIM_DURATION_S:.0f} s)",
     )
+    parser.add_argument(
+        "--web",
+        type=listen_address,
+        metavar="ADDRESS:PORT",
+        help="serve the status page there (overrides web.listen), e.g. 127.0.0.1:8080; with --simulate the page's "
+        "history is a temporary file, removed at the end",
+    )
+    parser.add_argument(
+        "--mqtt",
+        type=mqtt_endpoint,
+        metavar="HOST[:PORT]",
+        help="with --simulate: publish the simulation to this MQTT broker (Home Assistant discovery included) as "
+        "a separate device, <node_id>_sim; needs pip install 'pvheater[mqtt]'",
+    )
     add_scenario_arguments(parser, scenario="house_steps", start="12:05", what="the simulated day")
+
+
+def listen_address(text: str) -> str:
+    """argparse type of --web: ADDRESS:PORT as web.listen takes it."""
+    try:
+        parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def mqtt_endpoint(text: str) -> tuple[str, int]:
+    """(host, port) of a --mqtt HOST[:PORT] argument (port 1883 when left out)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or "]" in port_text or (host.count(":") and not host.startswith("[")):
+        host, port_text = text, "1883"  # no port, or a bare IPv6 address
+    host = host.strip("[]")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST[:PORT] with a port from 1 to 65535, got {text!r}")
+    if not valid_host(host):
+        raise argparse.ArgumentTypeError(f"expected HOST[:PORT] with an IP address or host name, got {text!r}")
+    return host, int(port_text)
+
+
+def simulation_config(cfg: Config, mqtt: tuple[str, int] | None) -> Config:
+    """The config a simulation runs with: MQTT off, or on for --mqtt's broker under its own node and topics."""
+    m = cfg.mqtt
+    if mqtt is None:
+        return dataclasses.replace(cfg, mqtt=dataclasses.replace(m, enabled=False))
+    host, port = mqtt
+    return dataclasses.replace(cfg, mqtt=dataclasses.replace(
+        m, enabled=True, host=host, port=port, node_id=f"{m.node_id}_sim", base_topic=f"{m.base_topic}_sim",
+    ))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,22 +130,32 @@ def run(args: argparse.Namespace) -> int:
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
     previous_term = signal.signal(signal.SIGTERM, exit_on_signal)
+    # The console script's process ends when run returns: late stop signals stay ignored to the very end.
+    to_exit = bool(getattr(args, "process_entry", False))
+    file_cfg = args.cfg  # as read from the file: what a reload compares with
+    cfg = file_cfg if args.web is None else replace(file_cfg, web=replace(file_cfg.web, listen=args.web))
     try:
+        if args.mqtt is not None and not args.simulate:
+            raise ConfigError("run: --mqtt only works with --simulate (for the service set mqtt.enabled in "
+                              "config.yaml)")
         if args.simulate:
-            return _run_simulated(args)
-        configure_logging(args.cfg.log)
+            return _run_simulated(args, cfg)
+        configure_logging(cfg.log)
         if args.dry_run:  # no pins, no history, no PID file: no lock needed, it may run beside the service
-            return run_service(Rig.dry_run_of(args.cfg), args.duration, config_path(args))
+            return run_service(Rig.dry_run_of(cfg), args.duration, config_path(args), file_cfg,
+                               keep_signals_ignored=to_exit)
         # The single-instance lock comes before the pins: a second pvheater must not touch the relay.
-        instance = Instance.acquire(args.cfg.service.pid_file, args.cfg.history.file)
+        instance = Instance.acquire(cfg.service.pid_file, cfg.history.file)
         try:
-            rig = Rig.real(args.cfg)
+            rig = Rig.real(cfg)
         except BaseException:
             instance.release()
             raise
-        return run_service(rig, args.duration, config_path(args), instance=instance)
+        return run_service(rig, args.duration, config_path(args), file_cfg, instance=instance,
+                           keep_signals_ignored=to_exit)
     finally:  # leave the process as it was (tests and callers run more after us)
-        signal.signal(signal.SIGTERM, previous_term)
+        if not to_exit or signal.getsignal(signal.SIGTERM) is exit_on_signal:
+            signal.signal(signal.SIGTERM, previous_term)
         for handler in list(root.handlers):
             if handler not in saved_handlers:
                 root.removeHandler(handler)
@@ -102,13 +171,24 @@ def config_path(args: argparse.Namespace) -> Path:
     return (Path(args.config) if args.config else default_config_path()).resolve()
 
 
-def _run_simulated(args: argparse.Namespace) -> int:
+def _run_simulated(args: argparse.Namespace, run_cfg: Config) -> int:
     """The service on the simulated rig, on the wall clock, printing a line per tick and a summary."""
     day = scenario_day(args.scenario)
     start_s = hhmm_seconds(args.start)
     duration_s = args.duration or DEFAULT_SIM_DURATION_S
-    configure_logging(args.cfg.log, console_level="WARNING")
-    rig = Rig.simulated(day, args.cfg, start_s=start_s, realtime=True, dry_run=args.dry_run)
+    configure_logging(run_cfg.log, console_level="WARNING")
+    with contextlib.ExitStack() as stack:
+        rig = Rig.simulated(day, simulation_config(run_cfg, args.mqtt), start_s=start_s, realtime=True,
+                            dry_run=args.dry_run)
+        if run_cfg.web.listen is not None and not args.dry_run:
+            # The page's energy, chart and events come from a history: a temporary one, never a real service's.
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pvheater-sim-")))
+            rig.config = replace(rig.config, history=replace(rig.config.history, file=str(tmp / "history.db")))
+        return _run_simulated_rig(args, rig, day, start_s, duration_s)
+
+
+def _run_simulated_rig(args: argparse.Namespace, rig: Rig, day: ScenarioDay, start_s: float,
+                       duration_s: float) -> int:
     sim = rig.simulation
     assert sim is not None
     cfg = rig.config
@@ -119,6 +199,10 @@ def _run_simulated(args: argparse.Namespace) -> int:
         f"{cfg.actuator_pin} ({cfg.heater.actuator})"
     )
 
+    if cfg.web.listen is not None:
+        host, port = parse_listen(cfg.web.listen)
+        host = f"[{host}]" if ":" in host else host
+        print(f"status page: http://{host}:{port}/ (history in a temporary file, removed at the end)")
     print(STATUS_LEGEND)
     first_tick_s: list[float] = []
 
@@ -130,7 +214,12 @@ def _run_simulated(args: argparse.Namespace) -> int:
         print(f"{clock}  {status_line(report.m, report.output, rig.heater.servo_angle_deg)}", flush=True)
 
     sim.live.start()
-    code = run_service(rig, duration_s, config_path(args), args.cfg, on_tick=show)  # closes the rig
+    if args.mqtt is not None:
+        m = cfg.mqtt
+        print(f"MQTT: broker {m.host}:{m.port}, state on {m.base_topic}/state, Home Assistant device "
+              f"node {m.node_id}" + ("" if m.discovery_prefix is not None else " (no discovery)"))
+    code = run_service(rig, duration_s, config_path(args), args.cfg, on_tick=show,  # closes the rig
+                       keep_signals_ignored=bool(getattr(args, "process_entry", False)))
     # A dry run's simulated heater never moved: its wear is the servo's nothing, as the metrics say.
     _print_summary(sim.live, {} if rig.dry_run else rig.heater.actuator.wear())
     return code

@@ -234,7 +234,14 @@ def format_screen(r: dict[str, Any]) -> str:
         if s.get("fault"):
             lines.append(f"  fault        {s['fault']}")
         if s.get("mode") is not None:
-            lines.append(f"  mode         {s['mode']}")
+            extra = ""
+            if s.get("boost_left_s") is not None:
+                extra += f", boost {s['boost_left_s'] / 60:.0f} min left"
+            if s.get("forced") is not None:
+                extra += f", heating with the grid allowed ({s['forced']})"
+            if s.get("tank_temp_c") is not None:
+                extra += f", tank {s['tank_temp_c']:.1f} degC"
+            lines.append(f"  mode         {s['mode']}{extra}")
     if r["today_heater_kwh"] is not None:
         lines.append(f"today        {r['today_heater_kwh']:.2f} kWh into the heater (history, since local midnight)")
     elif r["history_problem"]:

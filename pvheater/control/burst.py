@@ -1,16 +1,24 @@
 """Burst-fire over whole mains cycles (pure): which cycle a zero-cross SSR conducts, spread evenly.
 
 An "energy bucket" (first-order sigma-delta; Bresenham's line in integers):
-the request is taken as k = round(f x period) whole cycles per period of
-`period_cycles` (N); each mains cycle the bucket gains k, and when it holds
-half a period or more the cycle is fired and N is taken out. With k fixed
-the bucket comes back to the same value after every period, so each period
-fires exactly k cycles -- within half a cycle of the request, the same count
-every period, so a meter reading a period sees a steady power -- and the
-pattern repeats seamlessly from period to period, the on-cycles spread as
-evenly as whole cycles allow: at k/N <= 1/2 no on-block is longer than one
-cycle and the off-blocks are floor or ceil of (N - k) / k; above 1/2 the
-same with on and off swapped.
+the request is taken as k = floor(f x period) whole cycles per period of
+`period_cycles` (N), never rounded up: a request between two whole cycles
+fires the lower one, so the controller's fine steps around the limit of the
+surplus never turn into a step of a whole cycle (40 W for 2 kW at 50 cycles)
+into the battery or the grid; the loop sees the export left over and asks
+for more, which fires the next cycle only once the request reaches it. Each
+mains cycle the bucket gains k, and when it holds half a period or more the
+cycle is fired and N is taken out. With k fixed the bucket comes back to the
+same value after every period, so each period fires exactly k cycles --
+less than one cycle below the request, the same count every period, so a
+meter reading a period sees a steady power (a pattern that varied the count
+from period to period to resolve the request more finely, carrying the
+error across periods, drew more on the whole simulated days: the seconds
+with the extra cycle take it from the battery or the grid, see BENCHMARKS.md)
+-- and the pattern repeats seamlessly from period to period, the on-cycles
+spread as evenly as whole cycles allow: at k/N <= 1/2 no on-block is longer
+than one cycle and the off-blocks are floor or ceil of (N - k) / k; above
+1/2 the same with on and off swapped.
 
 A higher request takes effect at the start of the next period; a lower
 request takes effect at once (waiting would draw from the battery or the
@@ -24,6 +32,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+#: A fraction meant as k / period_cycles may come out a hair below it in floating point; it still fires k.
+_EXACT = 1e-6
 
 
 @dataclass
@@ -61,10 +72,10 @@ class BurstPattern:
         return self._k / self.period_cycles
 
     def request(self, fraction: float) -> None:
-        """Ask for a fraction 0..1 of full power: from the next period on, at once when it is lower."""
+        """Ask for a fraction 0..1 of full power, in whole cycles rounded down: next period on, at once when lower."""
         f = min(max(fraction, 0.0), 1.0) if fraction == fraction else 0.0  # NaN -> 0
         self.requested = f
-        k = math.floor(f * self.period_cycles + 0.5)
+        k = cycles_per_period(f, self.period_cycles)
         self._k_requested = k
         if k == 0:
             self._acc = 0
@@ -129,6 +140,11 @@ class BurstPattern:
             s.longest_on_block = max(s.longest_on_block, self._run)
         else:
             s.longest_off_block = max(s.longest_off_block, self._run)
+
+
+def cycles_per_period(fraction: float, period_cycles: int) -> int:
+    """Whole cycles a period fires for a fraction 0..1: rounded down, never above the request."""
+    return math.floor(fraction * period_cycles + _EXACT)
 
 
 def cycles_fired(pattern: BurstPattern, cycles: int) -> int:

@@ -25,6 +25,11 @@ and is never blocked by the switch limit):
   controller's). A forecast reserve may pass a lower limit for this tick
   (`min_soc_pct` argument of step()).
 
+`forced=True` (a boost, a grid top-up or a legionella cycle of
+pvheater.control.hotwater: the grid is allowed this tick) skips only the
+policy gates -- the time window, the sun rule and min SoC -- never the data
+checks, the invalid request, the switch limit or min on/off times.
+
 Switching on needs `confirm_samples` consecutive *distinct* fresh samples
 (distinct `m.time_s`, repeats of the same sample do not count) that all want
 heat and pass every check, plus `min_off_s` since the last edge and room in
@@ -202,10 +207,16 @@ def _safety_problem(
     settings: GuardSettings,
     local_time: datetime.time | None,
     utc_s: float | None = None,
+    forced: bool = False,
 ) -> str | None:
-    """Why it is unsafe to heat with usable data regardless of the request (SoC aside), or None."""
+    """Why it is unsafe to heat with usable data regardless of the request (SoC aside), or None.
+
+    forced: the policy gates (window, sun) are skipped; the invalid request is not.
+    """
     if not math.isfinite(request.power_w):
         return f"invalid power request ({request.power_w})"
+    if forced:
+        return None
     if settings.has_window:
         if local_time is None:
             return "clock not trusted: time window cannot be checked"
@@ -272,19 +283,25 @@ def step(
     *,
     min_soc_pct: float | None = None,
     utc_s: float | None = None,
+    forced: bool = False,
 ) -> tuple[GuardState, HeaterOutput]:
     """One guard step: the new state and what the relay and heater get.
 
     `min_soc_pct` replaces settings.min_soc_pct for this tick (a forecast
-    reserve's lower limit); `utc_s` is the trusted wall clock for the sun rule.
+    reserve's lower limit); `utc_s` is the trusted wall clock for the sun rule;
+    `forced` skips the policy gates (window, sun, min SoC), never a safety check.
     """
     problem = _data_problem(m, settings, now_s, fault)
     if problem is not None:
         return _off(state, now_s, problem, settings.zero_settle_s, failsafe=True)
-    problem = _safety_problem(request, settings, local_time, utc_s)
+    problem = _safety_problem(request, settings, local_time, utc_s, forced)
     if problem is not None:
         return _off(state, now_s, problem, settings.zero_settle_s)
     assert m is not None and m.soc_pct is not None  # checked above
+    if forced:  # the grid is allowed: no SoC gate (the gate's memory stays as it was)
+        if state.relay_on:
+            return _while_on(state, request, m, settings, now_s)
+        return _while_off(state, request, m, settings, now_s)
 
     was_ok = state.soc_ok
     limit_pct = settings.min_soc_pct if min_soc_pct is None else min_soc_pct

@@ -4,17 +4,25 @@ The GX's AC consumption is house + heater. Over windows of
 ``window_samples`` samples in which the expected heater power (the calibration
 at the command in force) moved by a worthwhile step (relay close, knob move),
 consumption is fitted as house + slope x expected, the expected power taken
-``lag_samples`` earlier (servo slew, the GX's publish). A window whose residuals
+0..``lag_samples`` earlier (servo slew, the GX's publish): the cleanest fit
+tells the lag, and each such fit votes for its lag. A window whose residuals
 spread more than the house tolerance is dropped (the house moved at the same
 moment); the next change repeats it. A flat response (slope ~0) over a big
-span says "not drawing" after two such windows, or after one right after a
-*spontaneous* drop of about the heater's power with the command steady (the
-thermostat opening looks like that; so does a kettle ending, which the next
-window -- the loop lowers the knob to the sense power -- tells apart). While
-not drawing, a spontaneous rise of about the expected power, or a window that
-follows the command, says the thermostat closed. Accepted slopes, per band of
-expected power, are the online correction of the curve (mains voltage, linkage
-wear, a straight-line default): its integral is the measured heater power.
+span -- at the lag with the most votes, and at no lag a response -- says "not
+drawing" after two such windows, or after one right after a *spontaneous* drop
+of about the heater's power with the command steady (the thermostat opening
+looks like that; so does a kettle ending, which the next window -- the loop
+lowers the knob to the sense power -- tells apart). While not drawing, a
+spontaneous rise of about the expected power, or a window that follows the
+command, says the thermostat closed.
+
+The online correction of the curve (mains voltage, linkage wear, a
+straight-line default against a regulator's dead zone and S-curve): each clean
+window adds to a least squares of the slopes per band of expected power
+(consumption minus its window mean = sum of slope x the band's share of the
+expected power, centred), older windows fading, neighbouring bands pulled
+alike, the whole pulled softly to the rated power at full. Its integral is
+the measured heater power, and its inverse the command for a wanted power.
 Pure: the caller passes every sample and its time.
 """
 
@@ -34,7 +42,8 @@ class ResponseSettings:
     bands: int = 8
     #: Smallest expected change that counts as an observation, W.
     min_step_w: float = 150.0
-    #: Samples between a change and its effect in consumption (servo slew, GX publish); samples per fit.
+    #: Most samples between a change and its effect in consumption (servo slew, GX publish; the fit finds the
+    #: lag 0..lag_samples); samples per fit.
     lag_samples: int = 2
     window_samples: int = 6
     #: Consumption spread on a plateau that counts as the house moving, W.
@@ -46,8 +55,16 @@ class ResponseSettings:
     verdict_high_frac: float = 0.4
     #: The full curve's gain below low_ratio: drawing less than expected.
     low_ratio: float = 0.8
-    #: Weight of a new observation in a band's ratio.
-    ratio_weight: float = 0.5
+    #: The bands' least squares: what each window's weight is kept per new window, and the pull of each band's
+    #: slope towards 1 (the calibration), in W^2 of basis (a band crossed by one step of its width outweighs it).
+    forget: float = 0.995
+    prior_w2: float = 2.0e4
+    #: The pull of the sum of the slopes towards the number of bands (full knob = max_power_w), per band pair, in
+    #: W^2 of basis over the band width squared: it sets the bands the windows rarely cross (the relay's step from
+    #: 0 spans several at once; mains voltage moves the whole curve, which the windows then outweigh).
+    full_weight: float = 1.0
+    #: The pull of neighbouring bands' slopes towards each other, W^2 of basis.
+    smooth_w2: float = 2.0e5
     #: A spontaneous step counts when it is at least this fraction of the expected power.
     spontaneous_frac: float = 0.6
 
@@ -61,6 +78,9 @@ class ResponseState:
     status_s: float | None = None
     #: Measured watts per expected watt (the curve's slope) per band of expected power (None: not observed).
     ratios: tuple[float | None, ...] = ()
+    #: The bands' least squares so far: normal matrix (bands x bands, row-major) and moment vector.
+    normal: tuple[float, ...] = ()
+    moment: tuple[float, ...] = ()
     observations: int = 0
     zero_responses: int = 0
     suspect: bool = False
@@ -69,6 +89,8 @@ class ResponseState:
     rejected: int = 0
     #: No new observation before this time (windows do not overlap).
     next_s: float | None = None
+    #: Per lag 0..lag_samples: decaying votes of the clean responses that fitted best at that lag.
+    lag_votes: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,6 +145,22 @@ def ratio_at(state: ResponseState, expected_w: float, s: ResponseSettings) -> fl
     return _integral(state, expected_w, s) / expected_w
 
 
+def command_for(state: ResponseState, true_w: float, s: ResponseSettings, most_w: float) -> float:
+    """The expected power (command) at which the corrected curve gives true_w, at most most_w (bisection)."""
+    if true_w <= 0.0:
+        return 0.0
+    if _integral(state, most_w, s) <= true_w:
+        return most_w
+    lo, hi = 0.0, most_w
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        if _integral(state, mid, s) < true_w:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
 def measured_heater_w(state: ResponseState, expected_w: float, s: ResponseSettings) -> float:
     """The heater's power by the observer: 0 while not drawing, else the corrected curve at the expected power."""
     if state.status == NOT_DRAWING or expected_w <= 0.0:
@@ -161,32 +199,48 @@ def _regress(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, 
     if state.next_s is not None and t < state.next_s:
         return state, None
     c = [x[1] for x in samples[-w:]]
-    # the lag varies with the GX's period: of the lags whose fit is clean, the one with the strongest response
-    # (a misaligned lag can fit a flat piece of consumption with slope 0)
-    best: tuple[float, list[float]] | None = None
-    tried = False
-    for lag in (s.lag_samples,):  # (trying neighbouring lags fitted flat pieces of consumption: not done)
-        if len(samples) < w + lag:
-            continue
+    # the lag varies with the GX's period and phase: every lag 0..lag_samples with a step inside the window is
+    # fitted, and the cleanest fit that shows a response (least residual spread) tells the lag; each such fit
+    # votes for its lag. "No response" is believed only at the lag with the most votes (a lag that puts the
+    # step early can see consumption already flat after it: slope 0) and when no lag shows a response
+    fits: dict[int, tuple[float, float, bool, list[float]]] = {}  # lag -> (residual spread, slope, clean, expected)
+    for lag in range(s.lag_samples + 1):
         e_l = [x[2] for x in samples[len(samples) - w - lag: len(samples) - lag]]
         span = max(e_l) - min(e_l)
         mid = min(e_l) + span / 2
         high = sum(1 for x in e_l if x > mid)
         if span < s.min_step_w or not 2 <= high <= w - 2:
             continue  # no step, or one sample on one side of it: a slope from a single point says nothing
-        tried = True
         spread, slope = _fit(e_l, c)
-        if spread > s.house_tolerance_w + 0.1 * span * max(slope, 0.0):
-            continue
-        if best is None or slope > best[0]:
-            best = (slope, e_l)
-    if not tried:
+        fits[lag] = (spread, slope, spread <= s.house_tolerance_w + 0.1 * span * max(slope, 0.0), e_l)
+    if not fits:
         return state, None
+    drawing = {lag: f for lag, f in fits.items() if f[2] and f[1] >= s.none_ratio}
+    best: tuple[float, list[float]] | None = None
+    if drawing:
+        lag = min(drawing, key=lambda k: drawing[k][0])
+        best = (drawing[lag][1], drawing[lag][3])
+        votes = list(state.lag_votes) if state.lag_votes else [0.0] * (s.lag_samples + 1)
+        votes = [0.9 * v + (1.0 if k == lag else 0.0) for k, v in enumerate(votes)]
+        state = replace(state, lag_votes=tuple(votes))
+    else:
+        f = fits.get(_voted_lag(state, s))
+        if f is not None and f[2]:
+            best = (f[1], f[3])
+        elif f is None:
+            return state, None  # the step is not inside the window at the lag believed: a later window judges
     state = replace(state, next_s=t + w)  # the next observation uses new samples
     if best is None:
         return replace(state, rejected=state.rejected + 1), None  # the house moved: the next change repeats it
     slope, e = best
-    return _judge(state, slope, t, lo_w=min(e), hi_w=max(e), s=s)
+    return _judge(state, slope, t, (e, c), s)
+
+
+def _voted_lag(state: ResponseState, s: ResponseSettings) -> int:
+    """The lag (samples) with the most votes from clean responses; lag_samples before any."""
+    if not state.lag_votes or max(state.lag_votes) <= 0.0:
+        return s.lag_samples
+    return max(range(len(state.lag_votes)), key=lambda k: state.lag_votes[k])
 
 
 def _fit(e: list[float], c: list[float]) -> tuple[float, float]:
@@ -232,12 +286,15 @@ def _spontaneous(state: ResponseState, s: ResponseSettings) -> tuple[ResponseSta
 
 
 def _judge(
-    state: ResponseState, slope: float, t: float, lo_w: float, hi_w: float, s: ResponseSettings
+    state: ResponseState, slope: float, t: float, window: tuple[list[float], list[float]], s: ResponseSettings
 ) -> tuple[ResponseState, ResponseEvent | None]:
-    """Judge a fitted slope (measured watts per expected watt) over expected lo_w..hi_w."""
+    """Judge a fitted slope (measured watts per expected watt) over a window of (expected, consumption)."""
+    lo_w, hi_w = min(window[0]), max(window[0])
     big = hi_w - lo_w >= s.verdict_span_frac * s.max_power_w and hi_w >= s.verdict_high_frac * s.max_power_w
     if slope < s.none_ratio and state.status != NOT_DRAWING and not big:
-        return state, None  # a flat response low on the curve or over a small span: the curve's ends do that
+        # a flat response low on the curve or over a small span: the curve's ends do that (a dead zone), learned
+        # unless a drop of about the heater's power is waiting for its verdict
+        return (state if state.suspect else _learn(state, window, s)), None
     if slope < s.none_ratio:
         zeros = state.zero_responses + 1
         if zeros >= 2 or state.suspect or state.status == NOT_DRAWING:
@@ -246,16 +303,72 @@ def _judge(
         return replace(state, zero_responses=zeros), None
     if slope > 2.5:
         return replace(state, rejected=state.rejected + 1), None  # more than the element can give: the house
-    slopes = list(state.ratios) if state.ratios else [None] * s.bands
-    first, last = _band(lo_w, s), _band(max(lo_w, hi_w - 1e-6), s)
-    r_new = min(max(slope, 0.0), 2.5)
-    for i in range(first, last + 1):
-        old = slopes[i]
-        slopes[i] = r_new if old is None else old + s.ratio_weight * (r_new - old)
-    state = replace(state, ratios=tuple(slopes), observations=state.observations + 1, zero_responses=0)
+    state = replace(_learn(state, window, s), zero_responses=0)
     gain = measured_heater_w(replace(state, status=DRAWING), s.max_power_w, s) / s.max_power_w
     status = LOW if gain < s.low_ratio else DRAWING
     why = "consumption follows the command" if status == DRAWING else f"draws {gain:.0%} of the expected power"
     if state.status == NOT_DRAWING:
         why = "consumption follows the command again: thermostat closed"
     return _set(state, status, t, why)
+
+
+def _basis(expected_w: float, s: ResponseSettings) -> list[float]:
+    """How much of each band's width an expected power covers, W (the curve is sum of slope x basis)."""
+    width = s.max_power_w / s.bands
+    out = [min(max(expected_w - i * width, 0.0), width) for i in range(s.bands)]
+    out[-1] += max(0.0, expected_w - s.max_power_w)
+    return out
+
+
+def _learn(state: ResponseState, window: tuple[list[float], list[float]], s: ResponseSettings) -> ResponseState:
+    """Add a clean window to the bands' least squares (consumption - its mean = sum of slope x centred basis,
+    the house constant within the window), older windows fading; solve for the slopes, pulled towards 1."""
+    e, c = window
+    n, k = len(e), s.bands
+    rows = [_basis(x, s) for x in e]
+    mean_row = [sum(r[j] for r in rows) / n for j in range(k)]
+    mean_c = sum(c) / n
+    keep = s.forget
+    normal = list(state.normal) if state.normal else [0.0] * (k * k)
+    moment = list(state.moment) if state.moment else [0.0] * k
+    normal = [keep * v for v in normal]
+    moment = [keep * v for v in moment]
+    for r, y in zip(rows, c, strict=True):
+        x = [r[j] - mean_row[j] for j in range(k)]
+        dy = y - mean_c
+        for i in range(k):
+            if x[i] == 0.0:
+                continue
+            moment[i] += x[i] * dy
+            for j in range(k):
+                normal[i * k + j] += x[i] * x[j]
+    prior = s.prior_w2
+    full = s.full_weight * (s.max_power_w / k) ** 2  # the curve adds up to the rated power: a soft constraint
+    a = [[normal[i * k + j] + (prior if i == j else 0.0) + full for j in range(k)] for i in range(k)]
+    b = [moment[i] + prior + full * k for i in range(k)]
+    for i in range(k - 1):  # neighbouring bands alike: a step spanning several tells only their sum
+        a[i][i] += s.smooth_w2
+        a[i + 1][i + 1] += s.smooth_w2
+        a[i][i + 1] -= s.smooth_w2
+        a[i + 1][i] -= s.smooth_w2
+    slopes = [min(max(v, 0.0), 2.5) for v in _solve(a, b)]
+    return replace(state, normal=tuple(normal), moment=tuple(moment), ratios=tuple(slopes),
+                   observations=state.observations + 1)
+
+
+def _solve(a: list[list[float]], b: list[float]) -> list[float]:
+    """Gaussian elimination with partial pivoting (a is positive definite: the prior is on its diagonal)."""
+    n = len(b)
+    m = [[*row, b[i]] for i, row in enumerate(a)]
+    for col in range(n):
+        piv = max(range(col, n), key=lambda r: abs(m[r][col]))
+        m[col], m[piv] = m[piv], m[col]
+        for r in range(col + 1, n):
+            f = m[r][col] / m[col][col]
+            if f != 0.0:
+                for j in range(col, n + 1):
+                    m[r][j] -= f * m[col][j]
+    x = [0.0] * n
+    for r in range(n - 1, -1, -1):
+        x[r] = (m[r][n] - sum(m[r][j] * x[j] for j in range(r + 1, n))) / m[r][r]
+    return x

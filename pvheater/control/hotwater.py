@@ -44,7 +44,9 @@ else the end of the top-up window. A cycle runs from one deadline to the next;
 in it come, in this order, the decision time, the top-up window's start and
 its end (config checks the order). The goal is met, and stays met for the
 cycle, by a tank-full event (the heater's thermostat opened; issue 12's heater
-state), by ``goal_temp_c`` on a fresh valid reading, or by ``daily_kwh`` of
+state; a tank already full when the cycle began counts only once its thermostat
+closed and opened again, and a tank full at the deadline is no missed goal),
+by ``goal_temp_c`` on a fresh valid reading, or by ``daily_kwh`` of
 measured heater energy in the cycle (counted from the deltas of the day's
 energy counter passed in, so midnight resets are harmless; after a restart
 the cycle counts from the restart on unless the state is seeded).
@@ -234,6 +236,9 @@ class HotWaterState:
     last_energy_today_kwh: float | None = None
     #: How the goal was met in this cycle (None: not yet).
     goal_met: str | None = None
+    #: The tank was already full when the cycle began: that level is not this cycle's tank-full event (cleared
+    #: when the thermostat closes again).
+    full_at_start: bool = False
     plan: TopupPlan | None = None
     decided: bool = False
     window_decided: bool = False
@@ -530,7 +535,7 @@ def _goal_check(settings: HotWaterSettings, state: HotWaterState, inputs: HotWat
         return state
     at = local_dt.strftime("%H:%M")
     how = None
-    if inputs.tank_full:
+    if inputs.tank_full and not state.full_at_start:
         how = f"tank full at {at}"
     elif settings.goal_temp_c is not None and temp_c is not None and temp_c >= settings.goal_temp_c:
         how = f"tank at {temp_c:.1f} degC at {at}"
@@ -635,11 +640,14 @@ def _cycle_tick(settings: HotWaterSettings, state: HotWaterState, inputs: HotWat
         if state.cycle is not None:
             if state.forced is not None:
                 events.append(_forced_end(state, "the cycle ended"))
-            if state.goal_met is None and settings.goal_configured:
+            if state.goal_met is None and settings.goal_configured and not inputs.tank_full:
                 events.append(f"hot-water goal missed by {state.cycle.deadline:%Y-%m-%d %H:%M} "
                               f"({state.cycle_kwh:.1f} kWh delivered)")
         state = replace(state, cycle=cycle, cycle_kwh=0.0, goal_met=None, plan=None,
-                        decided=False, window_decided=False, forced=None, topup_done=False, legionella_done=False)
+                        decided=False, window_decided=False, forced=None, topup_done=False, legionella_done=False,
+                        full_at_start=inputs.tank_full)
+    elif state.full_at_start and not inputs.tank_full:
+        state = replace(state, full_at_start=False)
     state = _count_energy(state, inputs.heater_energy_today_kwh)
     if settings.goal_configured:
         state = _goal_check(settings, state, inputs, temp_c, local_dt, events)

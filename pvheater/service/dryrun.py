@@ -42,6 +42,11 @@ class DryRunHeater:
         self.relay_on = output.relay_on
         self.servo_angle_deg = angle_deg
 
+    @property
+    def input_value(self) -> float | None:
+        """The knob angle the real heater would have been set to."""
+        return self.servo_angle_deg
+
     def tick(self, now_s: float) -> None:
         """Nothing to do: no servo pulses to stop."""
 

@@ -43,6 +43,7 @@ from pvheater.control.messages import SAFE_OFF, HeaterOutput, HeatRequest
 from pvheater.control.reserve import ForecastProvider, ReserveAdvice, ReserveSettings, ReserveState, reserve_step
 from pvheater.control.timeofday import format_hms
 from pvheater.errors import GxError
+from pvheater.service.hot_water import HotWater, HotWaterTick
 
 log = logging.getLogger("pvheater")
 
@@ -50,9 +51,13 @@ log = logging.getLogger("pvheater")
 PINS_WAIT_S = 1.0
 #: After the thermostat closed the power climbs back from the sense power at most this fast (the inverter keeps up).
 CLOSE_RAMP_W_PER_S = 80.0
+#: The sense command is at most this many times the sense power (the learned curve says how much it takes).
+SENSE_COMMAND_MAX = 4.0
 #: A drop of consumption like the heater's power that the next changes have not judged within this long parks the
 #: knob at the sense power (a load ending is judged sooner: the controller takes its power and the heater follows).
 SUSPECT_CAP_S = 6.0
+#: With `heater.tank_full_open_after_s` set, a tank parked full with the relay open is checked again after this long.
+RECHECK_PARKED_S = 1800.0
 #: A status line is logged when the heater power moves by at least this much.
 STATUS_STEP_W = 100.0
 #: While the GX stays away: the first reminder after this long, then at doubling intervals up to REMINDER_MAX_S.
@@ -79,6 +84,11 @@ class HeaterPort(Protocol):
     @property
     def servo_angle_deg(self) -> float | None:
         """The last commanded servo angle."""
+        ...
+
+    @property
+    def input_value(self) -> float | None:
+        """The actuator's last commanded input (angle, duty, fraction of cycles): what the calibration maps to watts."""
         ...
 
     @property
@@ -118,6 +128,10 @@ class TickReport:
     measured_heater_w: float | None = None
     #: The heater response says the thermostat is open (the heater does not draw).
     tank_full: bool = False
+    #: What the hot-water part did (mode, forced heating, boost, tank temperature, energy today); None: not run.
+    hot_water: HotWaterTick | None = None
+    #: The newest error text seen (GX or loop), kept after its episode ended; None: none yet.
+    last_error: str | None = None
 
     @property
     def failsafe(self) -> bool:
@@ -128,7 +142,9 @@ class TickReport:
 #: What the status line's fields mean (printed at start-up, in `pvheater run --help` and in README's legend).
 STATUS_LEGEND = (
     "status line: battery + = charging, - = discharging; grid + = import, - = export; "
-    "house ~ = AC consumption minus the heater's asked power (an estimate); heater asked = the power commanded"
+    "house ~ = AC consumption minus the heater's measured (else asked) power, an estimate; "
+    "heater asked = the power commanded, "
+    "measured = what the GX's consumption says the heater draws (0 with the tank full)"
 )
 
 
@@ -144,7 +160,7 @@ def status_line(
 
     asked_w = output.power_w if output.relay_on else 0.0
     heater = f"heater asked {asked_w:.0f} W"
-    if measured_w is not None:  # the slot for a measured heater power (none is measured yet)
+    if measured_w is not None:  # from the consumption's response (pvheater.control.heater_response)
         heater += f", measured {measured_w:.0f} W"
     angle = "-" if angle_deg is None else f"{angle_deg:.0f} deg"
     relay = "ON" if output.relay_on else "off"
@@ -154,7 +170,8 @@ def status_line(
     soc = "SoC ?" if m.soc_pct is None else f"{m.soc_pct:.0f} %"
     battery = "battery: no data" if m.battery_w is None else f"battery {watts(m.battery_w, True)} {soc}"
     consumption = m.consumption_w
-    house = "house ?" if consumption is None else f"house ~{max(0.0, consumption - asked_w):.0f} W"
+    heater_w = asked_w if measured_w is None else measured_w
+    house = "house ?" if consumption is None else f"house ~{max(0.0, consumption - heater_w):.0f} W"
     return f"PV {watts(m.pv_w)} | {battery} | grid {watts(m.grid_w, True)} | {house} | {tail}"
 
 
@@ -176,8 +193,12 @@ class ControlLoop:
         logger: logging.Logger = log,
         on_report: Callable[[TickReport], None] | None = None,
         forecast: ForecastProvider | None = None,
+        hot_water: HotWater | None = None,
     ) -> None:
         self.log = logger
+        #: Modes, boost, the daily goal and legionella between controller and guard (pvheater/service/hot_water.py);
+        #: a default one (no sensor, no state file) when none is given. None after construction: the old path.
+        self.hot_water: HotWater | None = hot_water if hot_water is not None else HotWater(config, logger=logger)
         #: Where the newest PV forecast comes from (None: no forecast, the plain min_soc rule).
         self.forecast = forecast
         self.reserve_state = ReserveState()
@@ -196,6 +217,8 @@ class ControlLoop:
         #: time_s of the newest snapshot that was fresh (read without fault, not frozen); None: none yet.
         self.fresh_s: float | None = None
         self._pins = threading.Lock()
+        #: True only while the tick waits for the GX (a stop signal may abandon the tick then, and only then).
+        self.reading = False
         self._tripped = False
         self._frozen: str | None = None
         self._failsafe_since_s: float | None = None
@@ -217,6 +240,12 @@ class ControlLoop:
         self.tank_full_since_s: float | None = None
         #: When the thermostat closed again: the power climbs back from the sense power at CLOSE_RAMP_W_PER_S.
         self._closed_s: float | None = None
+        #: The tank was full when the relay opened: nothing can be seen with it open, so when heating resumes it
+        #: starts from the sense power and the observer judges the thermostat again.
+        self._recheck = False
+        self._recheck_closed = False
+        #: The newest error text (GX fault or loop error), kept after the episode (the state's last_error).
+        self.last_error: str | None = None
 
     def tick(self, now_s: float, local_time: datetime.time | None, utc_s: float | None = None) -> TickReport:
         """One control step: read, decide, guard, apply. Never raises for a GX or loop error."""
@@ -224,7 +253,9 @@ class ControlLoop:
             report = self._step(now_s, local_time, utc_s)
         except Exception as exc:  # any error in the loop: heater off, log the episode once
             self._enter_loop_error(exc, now_s)
-            report = TickReport(now_s, None, HeatRequest(False, 0.0, "loop error"), SAFE_OFF, str(exc), True)
+            self.last_error = f"loop error: {exc}"
+            report = TickReport(now_s, None, HeatRequest(False, 0.0, "loop error"), SAFE_OFF, str(exc), True,
+                                last_error=self.last_error)
         else:
             if self._loop_error is not None:
                 self.log.info("control loop works again")
@@ -245,6 +276,8 @@ class ControlLoop:
         self.sense_power_w = config.heater.sense_power_pct / 100.0 * max_power_w
         self.tank_full_open_after_s = config.heater.tank_full_open_after_s
         self.response_settings = heater_response.ResponseSettings(max_power_w=max_power_w)
+        if self.hot_water is not None:
+            self.hot_water.apply_config(config)
         #: Off-grid: the inverter's rating caps heater + house (None: a grid takes what the inverter cannot).
         self.cap_settings = limits.CapSettings.from_config(config)
 
@@ -292,7 +325,11 @@ class ControlLoop:
         kind: str | None = None
         m: Measurements | None
         try:
-            m = self.source.read()
+            self.reading = True
+            try:
+                m = self.source.read()
+            finally:
+                self.reading = False
         except GxError as exc:
             m, fault, kind = None, str(exc), type(exc).__name__
             held = self._last_m
@@ -318,6 +355,14 @@ class ControlLoop:
             cap_w=self._heater_cap_w(now_s),
         )
         request = self._tank_full_cap(request, now_s)
+        forced = False
+        if self.hot_water is not None:
+            request, forced = self.hot_water.advise(
+                request, m, now_s, local_time, utc_s, self.tank_full_since_s is not None and not self._recheck,
+                self.forecast
+            )
+        if fault is not None or frozen is not None:
+            self.last_error = fault if fault is not None else f"GX data frozen: {frozen}"
         with self._pins:
             if self._tripped:  # the fail-safe opened the relay while this tick read: start over from off
                 self._tripped = False
@@ -325,11 +370,12 @@ class ControlLoop:
             self.guard_state, output = guard.step(
                 self.guard_state, request, m, self.guard_settings, now_s, local_time,
                 fault if fault is not None else frozen,
-                min_soc_pct=None if early is None else early.min_soc_pct, utc_s=utc_s,
+                min_soc_pct=None if early is None else early.min_soc_pct, utc_s=utc_s, forced=forced,
             )
             if self.cap_settings is not None:
                 self.cap_state, output = limits.cap_step(self.cap_state, m, self.cap_settings, now_s, output)
             self.heater.apply(output, now_s)
+            self._track_recheck(output.relay_on, now_s)
             if m is not None and fault is None and frozen is None:
                 self.fresh_s = m.time_s if self.fresh_s is None else max(self.fresh_s, m.time_s)
                 if self._failsafe_since_s is not None:
@@ -338,8 +384,31 @@ class ControlLoop:
         usable = m is not None and fault is None and frozen is None and not output.failsafe
         self._observe_heater(m if usable else None, expected_w, now_s, local_time)
         self._log_status(m, output)
+        hw_tick = None
+        if self.hot_water is not None:
+            heater_w = self.measured_heater_w if self.measured_heater_w is not None else self._expected_heater_w()
+            self.hot_water.account(now_s, m if usable else None, heater_w, forced, local_time,
+                                   utc_s if local_time is not None else None)
+            hw_tick = self.hot_water.last
         return TickReport(now_s, m, request, output, fault, measured_heater_w=self.measured_heater_w,
-                          tank_full=self.tank_full_since_s is not None)
+                          tank_full=self.tank_full_since_s is not None, hot_water=hw_tick,
+                          last_error=self.last_error)
+
+    def _track_recheck(self, relay_on: bool, now_s: float) -> None:
+        """A full tank's relay opened: nothing can be seen with it open, so when it closes again the knob waits at
+        the sense power (a thermostat that closed meanwhile draws only that) until the observer judges the
+        thermostat again: drawing -> the usual climb from the sense power; not drawing -> tank full again (and the
+        relay parks open again after tank_full_open_after_s, counted from the re-check)."""
+        if self.tank_full_since_s is None:
+            self._recheck = self._recheck_closed = False
+        elif not relay_on:
+            if not self._recheck:
+                self.log.info("tank full, relay open: the thermostat is checked again when heating resumes "
+                              "(from the sense power)")
+            self._recheck, self._recheck_closed = True, False
+        elif self._recheck and not self._recheck_closed:
+            self._recheck_closed = True
+            self.tank_full_since_s = now_s
 
     def _expected_heater_w(self) -> float:
         """The heater power the calibration gives for the relay and servo angle in force now."""
@@ -360,6 +429,7 @@ class ControlLoop:
                 self.response_state, m.time_s, m.consumption_w, expected_w, self.response_settings
             )
             if event is not None:
+                self._recheck = self._recheck_closed = False  # the thermostat is judged again
                 at = "clock not set" if local_time is None else local_time.strftime("%H:%M:%S")
                 if event.status == heater_response.NOT_DRAWING:
                     self.tank_full_since_s = now_s
@@ -379,19 +449,22 @@ class ControlLoop:
         """The cap for controller.step: the sense power while the tank is full (or looks it), then a climb back
         at CLOSE_RAMP_W_PER_S after the thermostat closed (the inverter keeps up)."""
         if self.tank_full_since_s is not None or heater_response.suspect_for_s(self.response_state) >= SUSPECT_CAP_S:
-            return self._sense_command_w()
+            return self.sense_command_w()
         if self._closed_s is None:
             return None
-        cap_w = self._sense_command_w() + CLOSE_RAMP_W_PER_S * (now_s - self._closed_s)
+        cap_w = self.sense_command_w() + CLOSE_RAMP_W_PER_S * (now_s - self._closed_s)
         if cap_w >= self.controller_settings.max_power_w:
             self._closed_s = None
             return None
         return cap_w
 
-    def _sense_command_w(self) -> float:
-        """The command that gives the sense power by the measured curve (a straight-line default reads low there)."""
-        ratio = heater_response.ratio_at(self.response_state, self.sense_power_w, self.response_settings)
-        return self.sense_power_w / min(max(ratio, 1.0 / 3.0), 1.0)
+    def sense_command_w(self) -> float:
+        """The command that gives the sense power by the measured curve (above a straight-line default's dead zone),
+        at most SENSE_COMMAND_MAX times the sense power (a curve learned wrong cannot make a big close surge)."""
+        return heater_response.command_for(
+            self.response_state, self.sense_power_w, self.response_settings,
+            min(SENSE_COMMAND_MAX * self.sense_power_w, self.controller_settings.max_power_w),
+        )
 
     def _tank_full_cap(self, request: HeatRequest, now_s: float) -> HeatRequest:
         """With the tank full (or a drop that looks like it) the power stays at the sense power; the relay opens
@@ -403,7 +476,9 @@ class ControlLoop:
         if cs.covered_w is not None:  # the load "covered" while the heater did not draw is not there to return to
             self.controller_state = dataclasses.replace(cs, covered_w=None)
         open_after_s = self.tank_full_open_after_s
-        if full_since is not None and open_after_s > 0 and now_s - full_since >= open_after_s:
+        parked_s = None if full_since is None or open_after_s <= 0 else now_s - full_since - open_after_s
+        # Parked open for RECHECK_PARKED_S: heat again from the sense power and let the observer judge.
+        if parked_s is not None and parked_s >= 0 and (not self._recheck or parked_s < RECHECK_PARKED_S):
             return HeatRequest(False, 0.0, "tank full: relay open")
         if not request.want_heat:
             return request

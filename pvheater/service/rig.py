@@ -126,7 +126,8 @@ class Rig:
         `dry_run`: the loop drives the dry-run heater; the simulated heater's mock pins stay as built (relay open).
 
         It keeps no history, writes no PID file and fetches no forecast: a
-        demo must not mix its rows into a real service's history.
+        demo must not mix its rows into a real service's history; its
+        hot-water mode is kept in a file of its own (simulated_state_file).
         """
         from pvheater.sim.live import SimulatedRig
 
@@ -137,6 +138,7 @@ class Rig:
             history=replace(c.history, file=None),
             service=replace(c.service, pid_file=None),
             forecast=replace(c.forecast, enabled=False),
+            hot_water=replace(c.hot_water, state_file=simulated_state_file(c.hot_water.state_file)),
         )
         wait = time.sleep if realtime else simulated_wait(sim, speed)
         heater: Heater | DryRunHeater = sim.heater
@@ -158,6 +160,12 @@ class Rig:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def simulated_state_file(state_file: str) -> str:
+    """The hot-water state file of a simulated run, beside the real one: a demo's mode never reaches the service."""
+    stem, dot, ext = state_file.rpartition(".")
+    return f"{stem}.simulate.{ext}" if dot else f"{state_file}.simulate"
 
 
 def _dry_run_config(cfg: Config) -> Config:

@@ -36,13 +36,17 @@ from pvheater.control.timeofday import clock_is_set
 from pvheater.errors import ConfigError, PvHeaterError
 from pvheater.forecast import ForecastFetcher
 from pvheater.history import History, HistoryRecorder
+from pvheater.hot_water_store import HotWaterStore
 from pvheater.service.channel import Channel, channel_for
+from pvheater.service.hot_water import HotWater, register
 from pvheater.service.hub import Frontend, Hub
 from pvheater.service.instance import Instance
 from pvheater.service.loop import STATUS_LEGEND, ControlLoop, HeaterPort, TickReport, status_line
 from pvheater.service.rig import Rig, trusted_local_time
 from pvheater.service.state import tick_state
 from pvheater.systemd import Notifier
+from pvheater.tank_sensor import TankSensor, TankSensorThread
+from pvheater.web import web_frontend
 
 log = logging.getLogger("pvheater")
 
@@ -445,7 +449,9 @@ class Service:
             return
         log.info("%s received: stopping", signal.Signals(signum).name)
         self.stop()
-        if self._in_tick:  # the tick may wait seconds for the GX: leave it now, the heater goes off at once
+        # A tick waiting for the GX may take seconds: leave it now, the heater goes off at once. Only the read is
+        # abandoned: raising inside the history write or the pins' apply would leave them half done.
+        if self._in_tick and self.loop.reading:
             self._interrupted = True
             raise _StopNow
 
@@ -536,8 +542,14 @@ def run_service(
     file_config: Config | None = None,
     on_tick: Callable[[TickReport], None] | None = None,
     instance: Instance | None = None,
+    keep_signals_ignored: bool = False,
 ) -> int:
     """Run the service on a rig until stopped (or for duration_s); the rig is closed afterwards.
+
+    `keep_signals_ignored`: the process ends when this returns (the console
+    script): stop signals stay logged-and-ignored to the end, so a late one
+    cannot turn a clean exit 0 into a kill. Otherwise the handlers from before
+    are put back (tests and callers that run more in the same process).
 
     `file_config` is the config as read from `path` (default: the rig's);
     a reload re-reads `path` and keeps what the rig adjusted. `instance`:
@@ -549,15 +561,22 @@ def run_service(
     history: History | None = None
     notifier = Notifier() if rig.simulation is None else Notifier({})
     service: Service | None = None
+    tank: TankSensorThread | None = None
     try:
         if instance is None:
             instance = Instance.acquire(cfg.service.pid_file, cfg.history.file)
+        frontends = [] if rig.dry_run else frontends_for(cfg)  # a missing library or password stops it here
         history = None if cfg.history.file is None else History(cfg.history.file)
         recorder = None
         if history is not None:
             recorder = HistoryRecorder(history, rig.heater, time.time, cfg.history.row_every_s)
         forecast = ForecastFetcher.from_config(cfg) if cfg.forecast.enabled else None
-        loop = ControlLoop(rig.reader, rig.heater, cfg, on_report=recorder, forecast=forecast)
+        if cfg.tank_sensor.enabled:  # read in its own thread: a reading takes the kernel ~0.75 s
+            tank = TankSensorThread(TankSensor.from_config(cfg.tank_sensor), cfg.tank_sensor.read_interval_s)
+            tank.start()
+        store = None if rig.dry_run else HotWaterStore(cfg.hot_water.state_file)
+        hot_water = HotWater(cfg, tank=tank, store=store)
+        loop = ControlLoop(rig.reader, rig.heater, cfg, on_report=recorder, forecast=forecast, hot_water=hot_water)
         log.info(
             "pvheater %s: GX %s, every %.1f s, relay %s, %s %s, history %s, config %s",
             "DRY RUN (no pin touched, no history written)" if rig.dry_run else "running",
@@ -570,23 +589,42 @@ def run_service(
             loop, cfg.poll.interval_s, local_time=rig.local_time, on_tick=on_tick, notifier=notifier,
             recorder=recorder, reloader=ConfigReloader(path, file_config or cfg, active=cfg),
             retention_days=cfg.history.retention_days, forecast=forecast,
-            channel=channel_for(cfg.service.socket_file),
+            channel=channel_for(cfg.service.socket_file), frontends=frontends,
         )
+        register(service.hub, hot_water)  # mode and boost from `pvheater mode/boost`, MQTT, the page
         service.hold_signals()  # signals stay ignored until the history is closed and the PID file gone
         service.run(duration_s)
         if rig.simulation is None and not rig.dry_run:  # a simulated or dry-run knob needs no time to reach zero
             _park(rig.heater, cfg)
     finally:
         rig.close()
+        if tank is not None:
+            tank.stop()
         if history is not None:
             history.close()
         if instance is not None:
             instance.release()
         notifier.close()
-        if service is not None:
+        if service is not None and not keep_signals_ignored:
             service.restore_signals()
     log.info("pvheater stopped: relay open, knob at zero")
+    if keep_signals_ignored:  # SIG_IGN, not a Python handler: the interpreter's exit would reset that to a kill
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
     return 0
+
+
+def frontends_for(cfg: Config) -> list[Frontend]:
+    """The optional front-ends the config turns on (none by default); ConfigError/PvHeaterError in one line."""
+    frontends: list[Frontend] = []
+    if cfg.mqtt.enabled:
+        from pvheater.mqtt import MqttFrontend
+
+        frontends.append(MqttFrontend.from_config(cfg))
+    web = web_frontend(cfg)
+    if web is not None:
+        frontends.append(web)
+    return frontends
 
 
 def _check_watchdog(notifier: Notifier, cfg: Config) -> None:

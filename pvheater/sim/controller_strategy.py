@@ -88,6 +88,11 @@ class SimHeater:
         #: pwm_0_10v's duty or ssr_burst's fraction of cycles.
         self.drive = 0.0
 
+    @property
+    def input_value(self) -> float | None:
+        """The servo angle, or pwm_0_10v's duty / ssr_burst's fraction of cycles."""
+        return self.servo_angle_deg if self.actuator == "servo" else self.drive
+
     def apply(self, output: HeaterOutput, now_s: float) -> None:
         """Relay and knob; small moves are skipped like the real servo's."""
         if self.actuator != "servo":
@@ -132,6 +137,8 @@ class ControllerStrategy:
             content = Forecast.from_hourly(SIM_DAY_UTC_S, day.forecast_w, SIM_DAY_UTC_S)
             self.forecast = SimForecast(content, cfg.forecast.fetch_times)
         self.loop = ControlLoop(self.source, self.heater, cfg, logger=_QUIET, forecast=self.forecast)
+        if self.loop.hot_water is not None:  # simulated local time is UTC (SIM_DAY_UTC_S)
+            self.loop.hot_water.local_tz = datetime.UTC
 
     def decide(self, now_s: float, m: Measurements | None, truth: PlantTruth | None) -> Actuation:
         """One tick of the real loop on the last published snapshot."""

@@ -56,6 +56,7 @@ from pvheater.sim.plant import (
     regulator_knob_fraction,
     regulator_power_fraction,
 )
+from pvheater.sim.regulators import zero_ten_duty_range, zero_ten_power_fraction
 from pvheater.sim.results import RunMetrics, RunResult, RunSeries
 from pvheater.sim.scenarios import Scenario, ScenarioDay
 from pvheater.sim.strategy import OracleStrategy
@@ -195,12 +196,24 @@ class FamilyPlant(Plant):
         return eq
 
     def step_real(self, dt_s: float, act: Actuation) -> None:
-        """Step with the servo angle as the controller commands it."""
+        """Step with the servo angle as the controller commands it (another actuator's input as it is)."""
+        if self.regulator is not None:
+            self.step(dt_s, act)
+            return
         self.step(dt_s, Actuation(act.relay_on, self.equivalent_angle(act.servo_angle_deg)))
 
     def power_at_current_angle_w(self) -> float:
         """Heater power the regulator would pass at the servo's angle now with the relay closed."""
         return heater_power_w(True, self.servo_deg, self.params.heater)
+
+    def power_at_input_w(self, act: Actuation) -> float:
+        """Heater power with the relay closed at the servo's angle now, or at another actuator's input."""
+        reg = self.params.heater.regulator
+        if self.regulator is None or act.drive is None:
+            return self.power_at_current_angle_w()
+        if reg.actuator == "pwm_0_10v":
+            return self.params.heater.max_power_w * zero_ten_power_fraction(act.drive, reg.zero_ten)
+        return self.params.heater.max_power_w * act.drive
 
 
 # --- the randomiser ------------------------------------------------------------------
@@ -338,6 +351,36 @@ def measured_calibration(spec: FamilySpec, rng: random.Random, points: int = 12)
     return tuple(out)
 
 
+def with_actuator(spec: FamilySpec, actuator: str) -> FamilySpec:
+    """The plant with its heater driven by another actuator (pwm_0_10v, ssr_burst; see pvheater/sim/regulators.py).
+
+    The regulator shape and dead zone of the spec belong to the knob and do not apply; the calibration table is
+    measured on the actuator's own curve at a few inputs within +-3 %, as `pvheater calibrate` gives.
+    """
+    if actuator == "servo":
+        return spec
+    h = spec.params.heater
+    reg = replace(h.regulator, actuator=actuator)
+    rng = random.Random(spec.seed * 7919 + 3)
+    points = 12
+    if actuator == "pwm_0_10v":
+        lo, hi = zero_ten_duty_range(reg.zero_ten)
+        inputs = [lo + (hi - lo) * i / points for i in range(points + 1)]
+        fracs = [zero_ten_power_fraction(d, reg.zero_ten) for d in inputs]
+    else:
+        n = reg.burst.period_cycles
+        inputs = [round(n * i / points) / n for i in range(points + 1)]
+        fracs = inputs
+    out: list[tuple[float, float]] = []
+    last = 0.0
+    for x, frac in zip(inputs, fracs, strict=True):
+        power = 0.0 if frac <= 0.0 else max(last, h.max_power_w * frac * rng.uniform(0.97, 1.03))
+        out.append((x, power))
+        last = power
+    params = replace(spec.params, heater=replace(h, regulator=reg))
+    return replace(spec, params=params, calibration_points=tuple(out))
+
+
 def spec_day(spec: FamilySpec) -> ScenarioDay:
     """The spec's inputs as a ScenarioDay (a whole day; the scenario fills START_S .. START_S + duration)."""
     a = int(START_S)
@@ -381,6 +424,8 @@ class FamilyRun:
     servo_deg: float
     switchings: int
     under_load: int
+    #: The actuator's own wear figures when it is not the servo (pvheater/sim/regulators.py).
+    wear: dict[str, float] = field(default_factory=dict)
 
 
 def publish_times(spec: FamilySpec, start_s: float, end_s: float) -> list[float]:
@@ -402,7 +447,7 @@ def controller_loop(spec: FamilySpec, config: Config | None = None) -> tuple[Con
     cal = Calibration(spec.calibration_points) if spec.calibration_points else None
     if cal is None:
         cal = Calibration.linear(cfg.servo.knob_zero_deg, cfg.servo.knob_full_deg, cfg.heater.max_power_w)
-    heater = SimHeater(cal, cfg.servo.min_move_deg)
+    heater = SimHeater(cal, cfg.servo.min_move_deg, cfg.heater.actuator)
     source = _FlakySource()
     loop = ControlLoop(source, heater, cfg, logger=_QUIET)
     loop.poll_interval_s = cfg.poll.interval_s  # type: ignore[attr-defined]
@@ -446,7 +491,10 @@ def run_spec(spec: FamilySpec, who: str, config: Config | None = None) -> Family
                 local = datetime.time(seconds // 3600, seconds % 3600 // 60, seconds % 60)
                 loop.tick(now, local, _SIM_UTC_S + now)
                 angle = heater.servo_angle_deg
-                act = Actuation(heater.relay_on, heater.calibration.zero_angle_deg if angle is None else angle)
+                if heater.actuator != "servo":
+                    act = Actuation(heater.relay_on, spec.params.heater.knob_zero_deg, heater.drive)
+                else:
+                    act = Actuation(heater.relay_on, heater.calibration.zero_angle_deg if angle is None else angle)
                 poll_k += 1
                 poll_next += interval_s
         elif oracle is not None and now >= oracle_next - 1e-9:
@@ -459,7 +507,7 @@ def run_spec(spec: FamilySpec, who: str, config: Config | None = None) -> Family
         if act.relay_on != relay_was:
             switchings += 1
             # the current the contacts make or break: the regulator's output at the servo's angle now
-            if plant.power_at_current_angle_w() > UNDER_LOAD_W:
+            if plant.power_at_input_w(act) > UNDER_LOAD_W:
                 under_load += 1
             relay_was = act.relay_on
         if oracle is not None:
@@ -476,7 +524,9 @@ def run_spec(spec: FamilySpec, who: str, config: Config | None = None) -> Family
         servo_travel_deg=degrees, servo_moves=moves, start_soc_pct=spec.initial_soc_pct, end_soc_pct=plant.soc_pct,
         decisions=poll_k, publishes=pub_i, wall_s=0.0, outages_s=spec.outages_s, heater_max_w=spec.heater_max_w,
     )
-    return FamilyRun(run, tuple(relay_col), moves, degrees, switchings, under_load)
+    if plant.regulator is not None:
+        moves, degrees = 0, 0.0
+    return FamilyRun(run, tuple(relay_col), moves, degrees, switchings, under_load, plant.actuator_wear())
 
 
 # --- response times -------------------------------------------------------------------
@@ -573,6 +623,26 @@ class PlantOutcome:
     under_load: int
     responses: tuple[Response, ...]
     floor_responses: tuple[Response, ...]
+    #: The actuator that set the power, and its own wear figures when it is not the servo.
+    actuator: str = "servo"
+    wear: dict[str, float] = field(default_factory=dict)
+    #: Simulated seconds the plant ran.
+    duration_s: float = 0.0
+    #: Heater-caused draw of the loop and of the floor with battery and grid netted over each second, kWh (what a
+    #: meter that nets over a second sees: an SSR's cycles within a second do not count as draw and export).
+    draw_1s_kwh: float = 0.0
+    floor_draw_1s_kwh: float = 0.0
+
+    @property
+    def relative_capture_1s(self) -> float | None:
+        """relative_capture with both draws netted over each second."""
+        c, f = self.controller, self.floor
+        if c.oracle_surplus_kwh <= 1e-6:
+            return None
+        fc = (f.heater_kwh - self.floor_draw_1s_kwh) / f.oracle_surplus_kwh
+        if fc <= 0.01:
+            return None
+        return (c.heater_kwh - self.draw_1s_kwh) / c.oracle_surplus_kwh / fc
 
     @property
     def relative_capture(self) -> float | None:
@@ -583,17 +653,35 @@ class PlantOutcome:
         return c / f
 
 
-def evaluate(seed: int, config: Config | None = None) -> PlantOutcome:
-    """Run the family plant `seed`: heater off, late oracle, pvheater; metrics and responses."""
+def netted_draw_kwh(run: RunResult, base: RunResult, window_s: float = 1.0) -> float:
+    """Heater-caused draw (as pvheater.sim.metrics counts it) with each series averaged over window_s first, kWh."""
+    s, b = run.series, base.series
+    k = max(1, round(window_s / run.dt_s))
+    joules = 0.0
+    for i in range(0, len(s) - k + 1, k):
+        battery, battery0 = sum(s.battery_w[i:i + k]) / k, sum(b.battery_w[i:i + k]) / k
+        grid, grid0 = sum(s.grid_w[i:i + k]) / k, sum(b.grid_w[i:i + k]) / k
+        joules += max(0.0, battery0 - battery) + max(0.0, max(grid, 0.0) - max(grid0, 0.0))
+    return joules * k * run.dt_s / 3_600_000.0
+
+
+def evaluate(seed: int, config: Config | None = None, actuator: str = "servo") -> PlantOutcome:
+    """Run the family plant `seed`: heater off, late oracle, pvheater; metrics and responses.
+
+    With another actuator than the servo only the loop's run drives it (`with_actuator`); the heater-off
+    baseline and the floor are the same runs as the servo's, so every actuator is held to the same floor.
+    """
     spec = random_spec(seed)
     base = run_spec(spec, "off").run
     floor = run_spec(spec, "oracle_late")
-    ctl = run_spec(spec, "pvheater", config)
+    ctl = run_spec(with_actuator(spec, actuator), "pvheater", config)
     return PlantOutcome(
         spec_line=spec.describe(), seed=seed, kind=spec.kind,
         controller=compute_metrics(ctl.run, base), floor=compute_metrics(floor.run, base),
         moves=ctl.servo_moves, servo_deg=ctl.servo_deg, switchings=ctl.switchings, under_load=ctl.under_load,
         responses=tuple(responses(spec, ctl, base)), floor_responses=tuple(responses(spec, floor, base)),
+        actuator=actuator, wear=dict(ctl.wear), duration_s=float(spec.duration_s),
+        draw_1s_kwh=netted_draw_kwh(ctl.run, base), floor_draw_1s_kwh=netted_draw_kwh(floor.run, base),
     )
 
 

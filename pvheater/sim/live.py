@@ -136,6 +136,11 @@ class LiveSimulation:
         """Seconds since local midnight in the simulated day."""
         return self.start_s + self._steps * self.step_s
 
+    @property
+    def baseline(self) -> Plant:
+        """The heater-off twin of the plant (same day, relay never closed)."""
+        return self._baseline
+
     def start(self) -> LiveSimulation:
         """Start stepping in real time in a background thread."""
         self._thread = threading.Thread(target=self._run, name="pvheater-live-plant", daemon=True)

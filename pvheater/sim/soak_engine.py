@@ -14,12 +14,25 @@ accepts requests but never answers (10-120 s), exception replies 0x02 / 0x0A /
 (SoC 250, every system value 0 as from invalid D-Bus values, SoC 0xFFFF),
 service restarts (loop, reader and history closed and opened again after
 10 s, like systemd's RestartSec), one of them booting with the wall clock in
-1970 until "NTP" sets it 10 minutes later.
+1970 until "NTP" sets it 10 minutes later. Mixed in, the hostile GX
+(pvheater.sim.hostile_gx, the proxy tests/test_hostile_gx.py attacks with; the
+loop reads through it during its episodes): replies split in two halves, each
+just under `gx.timeout_s`; replies with function code 4 or 0x17; every 32-bit
+register 0x7FFFFFFF; a frozen GX (the first replies replayed); and from the
+GX itself an invalid 0 on one power register and a wrapped battery power
+(-40 kW on the int16 register reads +25536 W). The plant has a tank (80 l,
+showers and taps also in the sunny hours) whose thermostat cycles.
 
 What it measures against the plant's own truth: seconds the relay was closed
 after a tick without fresh usable data (and beyond `relay.stale_after_s` plus
-one interval: must be 0), rows handed to the history vs rows in the database
-(and gaps in each run's sequence), and per day the heater energy, hours
+one interval: must be 0), per fault kind the time until the relay opened and
+the seconds beyond its promise (a frozen GX: 30 s after the freeze), seconds
+heating on a lie the reader let through (the PV, grid, battery or consumption
+power more than 100 W off the truth), frozen trips outside a freeze, rows
+handed to the history vs rows in the database (and gaps in each run's
+sequence), the process RSS every simulated hour, the peak taken from battery +
+grid in the 15 s after each thermostat close (beyond the heater-off twin),
+relay switchings and those under load, and per day the heater energy, hours
 heating and relay switchings from `pvheater stats` vs the plant's integrals.
 """
 
@@ -36,13 +49,16 @@ from pathlib import Path
 
 from pvheater.calibration.curve import Calibration, save_calibration
 from pvheater.config import Config
+from pvheater.control.measurements import Measurements
 from pvheater.history import History, HistoryRecorder, connect_read_only
 from pvheater.reader import GxReader
 from pvheater.registers import load_register_map
 from pvheater.service.loop import ControlLoop, TickReport
+from pvheater.sim.hostile_gx import HostileGx
 from pvheater.sim.live import SimulatedRig
 from pvheater.sim.plant import HeaterPlantParams, heater_power_w
 from pvheater.sim.scenarios import DAY_S, Scenario, ScenarioDay, build_day, get_scenario
+from pvheater.sim.tank import FAMILY_DRAWS, TankParams, shower, tap
 from pvheater.stats import DayStats, compute_stats
 
 #: The days of the soak week, cycled (all on the default single-phase plant without feed-in).
@@ -54,10 +70,39 @@ RESTART_DOWN_S = 10
 #: How long the wall clock stays unset after the 1970 boot.
 CLOCK_UNSET_S = 600
 
+#: Attacks of the hostile GX proxy (pvheater.sim.hostile_gx) and lies of the GX itself, mixed into the soak.
+HOSTILE_KINDS = (
+    "slow_split", "wrong_fc_4", "wrong_fc_0x17", "max32", "frozen", "invalid_power_zero", "wrap",
+)
 FAULT_KINDS = (
     "gx_restart", "connection_drop", "gx_silent", "exception_0x02", "exception_0x0A", "exception_0x0B",
-    "mppt_absent", "soc_250", "invalid_zero", "soc_0xFFFF", "service_restart", "boot_1970",
+    "mppt_absent", "soc_250", "invalid_zero", "soc_0xFFFF", "service_restart", "boot_1970", *HOSTILE_KINDS,
 )
+#: Proxy modes of the hostile kinds that the proxy itself plays (the others are values the GX serves).
+PROXY_KINDS = ("slow_split", "wrong_fc_4", "wrong_fc_0x17", "max32", "frozen")
+#: A frozen GX must have the relay open this long after the freeze began (issue 18), s.
+FROZEN_PROMISE_S = 30.0
+#: Power registers an invalid D-Bus value (read as 0) may hit, one per episode.
+INVALID_ZERO_POWERS = ("pv_dc_w", "mppt_yield_w", "ac_consumption_l1_w", "battery_power_w", "grid_l1_w")
+#: The quantity of the control each of those registers feeds.
+DECIDES = {"pv_dc_w": "pv_w", "mppt_yield_w": "pv_w", "ac_consumption_l1_w": "consumption_w",
+           "battery_power_w": "battery_w", "grid_l1_w": "grid_w"}
+#: A lie counts as believed when the truth is at least this far from what was read, W.
+LIE_MARGIN_W = 100.0
+#: The wrap episode: battery power -40 kW on the int16 register, which reads +25536 W (in range, wrong sign).
+WRAP_BATTERY_W = -40000.0
+#: A relay edge at more current than this is a switching under load, W (as the plant-family bench).
+UNDER_LOAD_W = 50.0
+#: The surge window after each thermostat close, s (issue 12), and its margin above the sense power, W.
+SURGE_WINDOW_S = 15
+SURGE_MARGIN_W = 200.0
+#: The soak's tank: 80 l, showers and taps through the sunny hours too, so the thermostat cycles while heating.
+SOAK_TANK = TankParams(
+    volume_l=80.0, start_c=50.0,
+    draws=(*FAMILY_DRAWS, shower("10:30", 5.0), shower("14:00", 6.0), shower("16:00", 6.0), tap("11:45", 3.0)),
+)
+#: RSS samples before this much simulated time count as warm-up, s.
+WARMUP_S = 6 * 3600
 
 
 @dataclass(frozen=True)
@@ -77,6 +122,12 @@ class DayTruth:
     covered_wh: float = 0.0
     heating_s: float = 0.0
     toggles: int = 0
+    #: Relay edges at more than UNDER_LOAD_W of real current (the element's draw at the knob's angle).
+    under_load: int = 0
+    #: Of those, the edges while a fault was active or the service down (fail-safe offs and restarts).
+    under_load_in_fault: int = 0
+    #: Relay edges while a fault was active or the service down.
+    toggles_in_fault: int = 0
 
 
 @dataclass
@@ -104,6 +155,60 @@ class SoakResult:
     stats: list[DayStats]
     unset_recorded_h: float
     notes: list[str] = field(default_factory=list)
+    #: Per fault kind: seconds the relay stayed closed beyond that kind's promise (must all be 0).
+    beyond_by_kind: Counter[str] = field(default_factory=Counter)
+    #: Per fault kind: episodes that began with the relay closed, and the longest time to open it then, s.
+    heating_at_start: Counter[str] = field(default_factory=Counter)
+    worst_open_s: dict[str, float] = field(default_factory=dict)
+    #: Per fault kind: episodes through which the relay stayed closed (allowed where the promise is kept).
+    kept_heating: Counter[str] = field(default_factory=Counter)
+    #: Seconds heating on a lie (invalid 0, wrapped value) the reader let through, by kind (must be 0).
+    lies_believed_s: Counter[str] = field(default_factory=Counter)
+    #: Frozen-data trips outside the frozen episodes (false trips; must be 0), and all of them.
+    false_frozen_trips: int = 0
+    frozen_trips: int = 0
+    #: Process RSS, KiB: at the start, after the warm-up, lowest and highest after it, at the end.
+    rss_kib: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
+    #: Thermostat closes: (time_s, relay closed then, peak battery + grid W, the same beyond the heater-off twin).
+    closes: list[tuple[float, bool, float, float]] = field(default_factory=list)
+    sense_w: float = 0.0
+    with_tank: bool = False
+
+    @property
+    def rss_drift_kib(self) -> int:
+        """Spread of the RSS after the warm-up (highest minus lowest), KiB."""
+        return self.rss_kib[3] - self.rss_kib[2]
+
+    @property
+    def worst_surge_w(self) -> float | None:
+        """The highest draw beyond the heater-off twin in the window after a close with the relay closed."""
+        peaks = [net for _, closed, _, net in self.closes if closed]
+        return max(peaks) if peaks else None
+
+    @property
+    def surge_limit_w(self) -> float:
+        """Sense power + SURGE_MARGIN_W."""
+        return self.sense_w + SURGE_MARGIN_W
+
+    @property
+    def rows_lost(self) -> int:
+        """Rows handed to the writer but not in the database, plus gaps in the runs' sequences."""
+        return self.rows_handed - self.rows_in_db + self.row_gaps + self.rows_dropped
+
+    @property
+    def safe(self) -> bool:
+        """Issue 18 and 12's soak points: no heating beyond any promise, no lie believed, no row lost, RSS stable
+        within 5 MB, no surge above the sense power + 200 W."""
+        surge = self.worst_surge_w
+        return (
+            self.heating_beyond_limit_s == 0
+            and sum(self.beyond_by_kind.values()) == 0
+            and sum(self.lies_believed_s.values()) == 0
+            and self.false_frozen_trips == 0
+            and self.rows_lost == 0
+            and self.rss_drift_kib <= 5 * 1024
+            and (surge is None or surge <= self.surge_limit_w)
+        )
 
     def day_errors_pct(self) -> list[tuple[float, float, float]]:
         """Per day: heater kWh, hours heating, surplus covered, each as % difference of stats vs the plant."""
@@ -129,15 +234,16 @@ class SoakResult:
 
     @property
     def ok(self) -> bool:
-        """The acceptance: no heating beyond the stale limit, no row lost, stats within 2 % of the plant."""
+        """The acceptance: `safe`, and `stats_ok`."""
+        return self.safe and self.stats_ok
+
+    @property
+    def stats_ok(self) -> bool:
+        """`pvheater stats` within 2 % of the plant: heater energy each day and in all, hours heating in all."""
         heater_pct, heating_pct, _ = self.week_errors_pct()
         days_ok = all(abs(h) <= 2.0 for h, _, _ in self.day_errors_pct() if h == h)
         return (
-            self.heating_beyond_limit_s == 0
-            and self.rows_in_db == self.rows_handed
-            and self.row_gaps == 0
-            and self.rows_dropped == 0
-            and abs(heater_pct) <= 2.0
+            abs(heater_pct) <= 2.0
             and abs(heating_pct) <= 2.0
             and days_ok
         )
@@ -149,8 +255,8 @@ def _pct(measured: float, truth: float) -> float:
     return 100.0 * (measured - truth) / truth
 
 
-def week_day(days: int, seed: int = 0) -> ScenarioDay:
-    """`days` scenario days (WEEK, cycled, seeds varied) joined into one long day for the plant."""
+def week_day(days: int, seed: int = 0, tank: TankParams | None = None) -> ScenarioDay:
+    """`days` scenario days (WEEK, cycled, seeds varied) joined into one long day for the plant (with tank)."""
     parts = [build_day(get_scenario(WEEK[k % len(WEEK)]), seed=get_scenario(WEEK[k % len(WEEK)]).seed + 100 * k
                        + seed) for k in range(days)]
     first = parts[0]
@@ -164,7 +270,8 @@ def week_day(days: int, seed: int = 0) -> ScenarioDay:
         return tuple(out)
 
     return ScenarioDay(
-        scenario=scenario, seed=seed, params=first.params, pv_avail_w=join("pv_avail_w"),
+        scenario=scenario, seed=seed, params=first.params if tank is None else replace(first.params, tank=tank),
+        pv_avail_w=join("pv_avail_w"),
         house_l1_w=join("house_l1_w"), house_l2_w=join("house_l2_w"), house_l3_w=join("house_l3_w"),
         forecast_w=join("forecast_w"),
     )
@@ -181,7 +288,9 @@ def plant_calibration(params: HeaterPlantParams, step_deg: float = 2.0) -> Calib
     return Calibration(tuple(points), {"source": "pvheater soak: the simulated regulator's curve"})
 
 
-def fault_schedule(days: int, seed: int, window_s: tuple[float, float] | None = None) -> list[Fault]:
+def fault_schedule(
+    days: int, seed: int, window_s: tuple[float, float] | None = None, hostile: bool = True
+) -> list[Fault]:
     """Seeded faults, none overlapping: per day a dozen in the sunny hours, a restart; one boot in 1970.
 
     With window_s (start, end), one of each kind (the 1970 boot included) spread over that window instead.
@@ -193,7 +302,12 @@ def fault_schedule(days: int, seed: int, window_s: tuple[float, float] | None = 
         "exception_0x02": (10, 60), "exception_0x0A": (10, 60), "exception_0x0B": (10, 60),
         "mppt_absent": (60, 600), "soc_250": (10, 120), "invalid_zero": (10, 120), "soc_0xFFFF": (10, 120),
         "service_restart": (RESTART_DOWN_S, RESTART_DOWN_S),
+        # the hostile GX: each slow reply costs the soak its timeout in wall time, so those stay short
+        "slow_split": (8, 20), "wrong_fc_4": (10, 60), "wrong_fc_0x17": (10, 60), "max32": (10, 120),
+        "frozen": (40, 110), "invalid_power_zero": (60, 600), "wrap": (60, 600),
     }
+    if not hostile:  # the soak as it was before the hostile kinds (the same schedule for the same seed)
+        durations = {kind: span for kind, span in durations.items() if kind not in HOSTILE_KINDS}
     if window_s is not None:
         kinds = [k for k in durations if k != "service_restart"]
         rng.shuffle(kinds)
@@ -236,6 +350,22 @@ class _Tally:
     heating_beyond: int = 0
     worst_age: float = 0.0
     ticks: int = 0
+    beyond_by_kind: Counter[str] = field(default_factory=Counter)
+    heating_at_start: Counter[str] = field(default_factory=Counter)
+    worst_open_s: dict[str, float] = field(default_factory=dict)
+    #: Episodes begun with the relay closed and not yet seen open: fault -> start time.
+    waiting_open: dict[Fault, float] = field(default_factory=dict)
+    kept_heating: Counter[str] = field(default_factory=Counter)
+    lies_believed_s: Counter[str] = field(default_factory=Counter)
+    false_frozen_trips: int = 0
+    frozen_trips: int = 0
+    frozen_tripped: bool = False
+    rss_kib: list[int] = field(default_factory=list)
+    rss_warm_kib: list[int] = field(default_factory=list)
+    closes: list[tuple[float, bool, float, float]] = field(default_factory=list)
+    #: Thermostat closes still collecting their window: [close time, relay closed, peak raw, peak net, until].
+    surges: list[list[float]] = field(default_factory=list)
+    tank_events_seen: int = 0
 
 
 class _CountingHandler(logging.Handler):
@@ -257,9 +387,15 @@ class Soak:
         seed: int = 1,
         config: Config | None = None,
         window_s: tuple[float, float] | None = None,
+        tank: TankParams | None = SOAK_TANK,
+        hostile: bool = True,
     ) -> None:
-        """`days` whole days; or with window_s (start, end seconds of the first day) only that part (tests)."""
+        """`days` whole days; or with window_s (start, end seconds of the first day) only that part (tests).
+
+        tank: the hot-water tank behind the element (None: none); hostile: mix in the hostile GX's kinds.
+        """
         base = config or Config()
+        self.tank = tank
         self.config = replace(
             base,
             gx=replace(base.gx, timeout_s=0.5),  # a silent GX costs wall time per attempt; 0.5 s keeps it short
@@ -267,17 +403,23 @@ class Soak:
         )
         self.days = days
         self.db_path = db_path
-        self.day = week_day(days, seed)
+        self.day = week_day(days, seed, tank)
         cal_path = db_path.with_suffix(".calibration.yaml")
         save_calibration(cal_path, plant_calibration(self.day.params.heater))
         self.window_s = window_s if window_s is not None else (0.0, days * float(DAY_S))
         self.rig = SimulatedRig(self.day, self.config, start_s=self.window_s[0], step_s=1.0,
                                 calibration_file=str(cal_path), record=False)
-        self.faults = fault_schedule(days, seed, window_s)
+        self.faults = fault_schedule(days, seed, window_s, hostile)
         self.epoch_s = EPOCH_LOCAL.timestamp()
         self._clock_unset_until_s: float | None = None
         self._boot_s = 0.0
         self.register_map = load_register_map()
+        # The hostile proxy in front of the simulator: the loop reads through it during its attacks only (a
+        # pass-through proxy costs three times the wall time per tick, too much for a week on a shared machine).
+        self.proxy = HostileGx(self.rig.gx.port, self.register_map, delay_s=self.config.gx.timeout_s / 2 - 0.02)
+        self._proxy_reader: GxReader | None = None
+        self._invalid_name = INVALID_ZERO_POWERS[0]
+        self._rng = random.Random(seed)
         self.history: History | None = None
         self.recorder: HistoryRecorder | None = None
         self.rows_handed = 0
@@ -352,6 +494,20 @@ class Soak:
             live.publish()
         elif kind in ("service_restart", "boot_1970"):
             self.stop_service()
+        elif kind in PROXY_KINDS:
+            self.proxy.clear_frozen()
+            self.proxy.mode = kind
+            self._proxy_reader = GxReader(replace(self.rig.config.gx, port=self.proxy.port), self.register_map,
+                                          clock=self.rig.clock)
+            self.rig.loop.source = self._proxy_reader
+        elif kind == "invalid_power_zero":
+            self._invalid_name = self._rng.choice(INVALID_ZERO_POWERS)
+            live.overrides = {self._invalid_name: None}
+            live.publish()
+        elif kind == "wrap":
+            gx.wrap = True
+            live.overrides = {"battery_power_w": WRAP_BATTERY_W}
+            live.publish()
 
     def end(self, fault: Fault) -> None:
         """Take a fault back."""
@@ -365,9 +521,16 @@ class Soak:
             gx.exception_override.pop("system", None)
         elif kind == "mppt_absent":
             gx.exception_override.pop("mppt", None)
-        elif kind in ("soc_250", "invalid_zero", "soc_0xFFFF"):
+        elif kind in ("soc_250", "invalid_zero", "soc_0xFFFF", "invalid_power_zero", "wrap"):
+            gx.wrap = False
             live.overrides = {}
             live.publish()
+        elif kind in PROXY_KINDS:
+            self.proxy.mode = "pass"
+            self.rig.loop.source = self.rig.reader
+            if self._proxy_reader is not None:
+                self._proxy_reader.close()
+                self._proxy_reader = None
         elif kind in ("service_restart", "boot_1970"):
             if kind == "boot_1970":
                 self._boot_s = self.rig.live.sim_time_s
@@ -376,8 +539,12 @@ class Soak:
 
     # --- the run ----------------------------------------------------------------------
 
-    def run(self, progress: Callable[[str], None] | None = None) -> SoakResult:
-        """Run the whole soak and compare `pvheater stats` with the plant."""
+    def run(self, progress: Callable[[str], None] | None = None, max_wall_s: float | None = None) -> SoakResult:
+        """Run the whole soak and compare `pvheater stats` with the plant.
+
+        max_wall_s: at each simulated midnight, stop there when one more day at the pace so far would pass this
+        much wall time (the result then covers the whole days done; `days` says how many).
+        """
         rig = self.rig
         interval_s = rig.config.poll.interval_s
         counting = _CountingHandler()
@@ -394,24 +561,45 @@ class Soak:
             self.start_service()
             for k in range(total_ticks):
                 t_s = first_s + k * interval_s
+                done_days = round((t_s - first_s) / DAY_S) if k and (t_s - first_s) % DAY_S == 0 else 0
+                if max_wall_s is not None and done_days:
+                    per_day_s = (time.perf_counter() - started) / done_days
+                    if time.perf_counter() - started + per_day_s > max_wall_s:
+                        self.days = done_days
+                        truth = truth[:done_days]
+                        break
                 self._step_faults(t_s, tally)
+                if self._active(tally, "wrap"):  # the true battery power moves; the wrapped lie follows it
+                    rig.live.overrides = {"battery_power_w": WRAP_BATTERY_W + rig.plant.battery_w}
+                angle_deg = rig.plant.servo_deg  # the knob's angle when the relay's edge (if any) happens
                 rig.live.advance(round(interval_s / rig.live.step_s))
                 report = None
                 if not tally.down:  # while the service is down the plant goes on, relay open
                     report = rig.loop.tick(rig.clock(), self.local_time())
                     tally.ticks += 1
-                self._account(truth[min(int(rig.live.sim_time_s // DAY_S), self.days - 1)], rig)
+                self._account(truth[min(int(rig.live.sim_time_s // DAY_S), self.days - 1)], rig, angle_deg,
+                              bool(tally.active) or tally.down)
                 self._watch_heating(report, tally)
+                self._watch_hostile(report, tally)
+                self._watch_tank(tally)
                 if k % 3600 == 0:
                     rig.gx.clear_requests()  # the simulator records every request: a week would fill memory
+                    rss = _rss_kib()
+                    tally.rss_kib.append(rss)
+                    if t_s - first_s >= min(WARMUP_S, (end_s - first_s) / 4):
+                        tally.rss_warm_kib.append(rss)
                 if progress is not None and k % (DAY_S // 4) == 0 and k:
                     progress(f"{t_s / DAY_S:.2f} days, {tally.ticks} ticks, {time.perf_counter() - started:.0f} s")
             if not tally.down:
                 self.stop_service()
+            angle_deg = rig.plant.servo_deg
             rig.live.advance(1)  # the plant sees the relay the stop opened
-            self._account(truth[-1], rig)
+            self._account(truth[-1], rig, angle_deg, True)  # the stop opens at once: a shutdown
+            tally.rss_kib.append(_rss_kib())
+            tally.rss_warm_kib.append(tally.rss_kib[-1])
         finally:
             pv_log.removeHandler(counting)
+            self.proxy.stop()
             rig.close()
         return self._result(tally, truth, time.perf_counter() - started, counting)
 
@@ -419,6 +607,9 @@ class Soak:
         """Begin the faults due at t_s and end those that are over."""
         while tally.pending and tally.pending[0].start_s <= t_s:
             fault = tally.pending.pop(0)
+            if self.rig.live.wiring.relay_closed:
+                tally.heating_at_start[fault.kind] += 1
+                tally.waiting_open[fault] = t_s
             self.begin(fault)
             tally.injected[fault.kind] += 1
             tally.fault_seconds[fault.kind] += fault.duration_s
@@ -427,8 +618,70 @@ class Soak:
         for fault in [f for f in tally.active if f.start_s + f.duration_s <= t_s]:
             self.end(fault)
             tally.active.remove(fault)
+            if tally.waiting_open.pop(fault, None) is not None:
+                tally.kept_heating[fault.kind] += 1  # the relay stayed closed all through (a held read, a lie
+                # the reader refused: the rest of the picture still allowed heating)
             if fault.kind in ("service_restart", "boot_1970"):
                 tally.down = False
+
+    @staticmethod
+    def _active(tally: _Tally, kind: str) -> Fault | None:
+        """The active fault of that kind, if any."""
+        return next((f for f in tally.active if f.kind == kind), None)
+
+    def _watch_hostile(self, report: TickReport | None, tally: _Tally) -> None:
+        """Per episode: time until the relay opens, heating beyond a frozen GX's promise, lies believed while
+        heating, frozen trips outside a freeze."""
+        rig = self.rig
+        now_s = rig.live.sim_time_s
+        closed = rig.live.wiring.relay_closed
+        for fault, start_s in list(tally.waiting_open.items()):
+            if not closed:
+                tally.worst_open_s[fault.kind] = max(tally.worst_open_s.get(fault.kind, 0.0), now_s - start_s)
+                del tally.waiting_open[fault]
+        frozen = self._active(tally, "frozen")
+        if frozen is not None and closed and now_s - frozen.start_s > FROZEN_PROMISE_S:
+            tally.beyond_by_kind["frozen"] += 1
+        tripped = report is not None and report.output.reason.startswith("fault: values frozen")
+        if tripped and not tally.frozen_tripped:
+            tally.frozen_trips += 1
+            tally.false_frozen_trips += frozen is None
+        tally.frozen_tripped = tripped
+        if report is None or report.m is None or not closed:
+            return
+        for kind in ("invalid_power_zero", "wrap"):
+            if self._active(tally, kind) is None:
+                continue
+            # the quantity the guard and controller go by, from what was read and from the plant's truth
+            name = self._invalid_name if kind == "invalid_power_zero" else "battery_power_w"
+            quantity = DECIDES[name]
+            read = getattr(report.m, quantity)
+            true = getattr(Measurements(report.m.time_s, rig.plant.gx_values()), quantity)
+            if read is not None and true is not None and abs(read - true) >= LIE_MARGIN_W:
+                tally.lies_believed_s[kind] += 1
+
+    def _watch_tank(self, tally: _Tally) -> None:
+        """After each thermostat close: the peak taken from battery + grid over SURGE_WINDOW_S, raw and beyond
+        the heater-off twin."""
+        plant = self.rig.plant
+        if plant.tank is None:
+            return
+        events = plant.tank.events
+        for t_s, closed in events[tally.tank_events_seen:]:
+            if closed:
+                tally.surges.append([t_s, float(plant.relay_on), 0.0, 0.0, t_s + SURGE_WINDOW_S])
+        tally.tank_events_seen = len(events)
+        if not tally.surges:
+            return
+        twin = self.rig.live.baseline
+        draw_w = max(0.0, -plant.battery_w) + max(0.0, plant.grid_w)
+        twin_w = max(0.0, -twin.battery_w) + max(0.0, twin.grid_w)
+        for surge in list(tally.surges):
+            surge[2] = max(surge[2], draw_w)
+            surge[3] = max(surge[3], draw_w - twin_w)
+            if plant.time_s >= surge[4]:
+                tally.closes.append((surge[0], bool(surge[1]), surge[2], surge[3]))
+                tally.surges.remove(surge)
 
     def _watch_heating(self, report: TickReport | None, tally: _Tally) -> None:
         """Count the seconds the relay is closed without fresh usable data (no tick, or a fail-safe tick)."""
@@ -442,6 +695,8 @@ class Soak:
                 tally.worst_age = max(tally.worst_age, age)
             if age > tally.limit_s:
                 tally.heating_beyond += 1
+                for fault in tally.active:
+                    tally.beyond_by_kind[fault.kind] += 1
 
     def _result(self, tally: _Tally, truth: list[DayTruth], wall_s: float, counting: _CountingHandler) -> SoakResult:
         """The soak's result: the tally, the plant's truth and `pvheater stats` of the database."""
@@ -460,19 +715,43 @@ class Soak:
             rows_dropped=self.dropped, restarts=self.runs - 1, runs=self.runs,
             error_log_lines=counting.counts["ERROR"] + counting.counts["CRITICAL"], gx_error_events=gx_errors,
             truth=truth, stats=day_stats, unset_recorded_h=0.0 if stats.unset is None else stats.unset.recorded_h,
-            notes=stats.notes,
+            notes=stats.notes, beyond_by_kind=tally.beyond_by_kind, heating_at_start=tally.heating_at_start,
+            worst_open_s=tally.worst_open_s, kept_heating=tally.kept_heating, lies_believed_s=tally.lies_believed_s,
+            false_frozen_trips=tally.false_frozen_trips, frozen_trips=tally.frozen_trips,
+            rss_kib=(tally.rss_kib[0], tally.rss_warm_kib[0], min(tally.rss_warm_kib), max(tally.rss_warm_kib),
+                     tally.rss_kib[-1]),
+            closes=tally.closes, sense_w=self.rig.loop.sense_power_w, with_tank=self.tank is not None,
         )
 
-    def _account(self, day: DayTruth, rig: SimulatedRig) -> None:
-        """Add the plant step just taken to the day's truth."""
+    def _account(self, day: DayTruth, rig: SimulatedRig, angle_deg: float, faulted: bool = False) -> None:
+        """Add the plant step just taken to the day's truth (angle_deg: the knob's angle at its start; faulted:
+        a fault is active or the service down)."""
         p = rig.plant
         dt_s = rig.live.step_s
         day.heater_wh += p.heater_w * dt_s / 3600.0
         day.covered_wh += min(p.heater_w, p.surplus_w) * dt_s / 3600.0
         if p.relay_on:
             day.heating_s += dt_s
-        day.toggles += p.relay_toggles - self._toggles_seen
+        edges = p.relay_toggles - self._toggles_seen
+        day.toggles += edges
         self._toggles_seen = p.relay_toggles
+        if edges:  # the current the contacts make or break: the element's draw at the knob's angle
+            day.toggles_in_fault += edges if faulted else 0
+            accepts = p.tank is None or p.tank.thermostat_closed
+            if accepts and heater_power_w(True, angle_deg, self.day.params.heater) > UNDER_LOAD_W:
+                day.under_load += edges
+                day.under_load_in_fault += edges if faulted else 0
+
+
+def _rss_kib() -> int:
+    """This process's resident set size (VmRSS), KiB; 0 where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def _count_rows(db_path: Path) -> tuple[int, int, int]:
@@ -505,27 +784,79 @@ def format_result(r: SoakResult) -> str:
         f"{r.row_gaps}, dropped {r.rows_dropped}: rows lost **{r.rows_handed - r.rows_in_db + r.row_gaps}**",
         f"- service restarts: {r.restarts} ({r.runs} runs in the history), one booting with the clock in 1970 "
         f"({r.unset_recorded_h:.2f} h of rows could not be dated)",
-        f"- ERROR log lines: {r.error_log_lines} for {r.gx_error_events} GX error episodes (each episode logs once)",
+        f"- ERROR log lines: {r.error_log_lines} for {r.gx_error_events} GX error episodes and {r.frozen_trips} "
+        "frozen-data episodes (each episode logs once)",
+        f"- process RSS: {r.rss_kib[0] / 1024:.1f} MiB at the start, {r.rss_kib[1] / 1024:.1f} MiB after the warm-up, "
+        f"{r.rss_kib[2] / 1024:.1f}-{r.rss_kib[3] / 1024:.1f} MiB from then on (sampled every simulated hour), "
+        f"{r.rss_kib[4] / 1024:.1f} MiB at the end: drift after the warm-up **{r.rss_drift_kib / 1024:.1f} MiB** "
+        "(limit 5)",
+        f"- frozen-data trips outside a frozen episode (false trips): **{r.false_frozen_trips}**",
+        "",
+        "Per fault kind: episodes; those that began with the relay closed; the longest time from the episode's "
+        "start until the relay was open (of those it opened in); episodes the relay stayed closed all through "
+        "(allowed: a held read, a lie refused with the rest of the picture still fine); seconds heating beyond "
+        f"the promise (stale_after_s + one interval after the last fresh data; for a frozen GX {FROZEN_PROMISE_S:g} s "
+        "after the freeze); seconds heating on a lie the reader let through (the quantity the register feeds -- "
+        f"PV, grid, battery or consumption power -- more than {LIE_MARGIN_W:g} W off the plant's truth):",
+        "",
+        "| fault | episodes | heating at start | longest to open (s) | kept heating | beyond promise (s) "
+        "| on a lie (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind in FAULT_KINDS:
+        if not r.faults[kind]:
+            continue
+        worst = r.worst_open_s.get(kind)
+        lie = str(r.lies_believed_s[kind]) if kind in ("invalid_power_zero", "wrap") else "-"
+        lines.append(
+            f"| {kind} | {r.faults[kind]} | {r.heating_at_start[kind]} | {'-' if worst is None else f'{worst:.0f}'} | "
+            f"{r.kept_heating[kind]} | {r.beyond_by_kind[kind]} | {lie} |"
+        )
+    lines += [""]
+    if r.with_tank:
+        under_load = [c for c in r.closes if c[1]]
+        surge = r.worst_surge_w
+        lines += [
+            f"Tank (80 l, thermostat 60 degC / 7 K, showers and taps also in the sunny hours): {len(r.closes)} "
+            f"thermostat closes, {len(under_load)} with the relay closed (knob at the sense power "
+            f"{r.sense_w:.0f} W). Peak taken from battery + grid in the {SURGE_WINDOW_S} s after each close with "
+            "the relay closed, beyond the heater-off twin of the plant: worst "
+            f"**{'-' if surge is None else f'{surge:.0f} W'}** (limit sense power + {SURGE_MARGIN_W:g} W = "
+            f"{r.surge_limit_w:.0f} W); raw (house included) worst "
+            f"{max((c[2] for c in under_load), default=0.0):.0f} W.",
+            "",
+        ]
+    lines += [
+        f"Safety acceptance (0 s beyond any promise, no lie believed, 0 rows lost, RSS within 5 MiB, no surge): "
+        f"**{'holds' if r.safe else 'FAILS'}**.",
         "",
         "`pvheater stats` on the soak's database against the plant's own integrals "
         "(heater energy; hours with the relay closed; surplus captured vs the heater energy the plant's "
         "surplus covered):",
         "",
         "| day | heater kWh stats / plant | diff % | heating h stats / plant | diff % | switchings stats / plant "
-        "| captured kWh stats / covered | diff % | fail-safe min | GX errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| captured kWh stats / covered | diff % | fail-safe min | GX errors | plant switchings under load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for st, truth, (dh, dt, dc) in zip(r.stats, r.truth, r.day_errors_pct(), strict=False):
         lines.append(
             f"| {st.day} | {st.heater_kwh:.3f} / {truth.heater_wh / 1000:.3f} | {dh:+.2f} | "
             f"{st.heating_h:.2f} / {truth.heating_s / 3600:.2f} | {dt:+.2f} | {st.switchings} / {truth.toggles} | "
             f"{st.captured_kwh:.3f} / {truth.covered_wh / 1000:.3f} | {dc:+.1f} | {st.failsafe_min:.1f} | "
-            f"{st.gx_errors} |"
+            f"{st.gx_errors} | {truth.under_load} |"
         )
     wh, wt, wc = r.week_errors_pct()
     lines += [
         "",
+        f"Relay switchings (the plant's relay): {sum(t.toggles for t in r.truth)} in total "
+        f"({sum(t.toggles for t in r.truth) / max(r.days, 1):.1f} a day), "
+        f"{sum(t.under_load for t in r.truth)} under load (an edge with more than {UNDER_LOAD_W:g} W of element "
+        "current at the knob's angle); of these, while a fault was active or the service down: "
+        f"{sum(t.toggles_in_fault for t in r.truth)} switchings, {sum(t.under_load_in_fault for t in r.truth)} "
+        "under load (the fail-safe opens at once, whatever the current).",
+        "",
         f"Whole run: heater energy {wh:+.2f} %, hours heating {wt:+.2f} %, surplus captured {wc:+.1f} % "
-        f"(acceptance: heater energy and hours within 2 %). Result: **{'pass' if r.ok else 'FAIL'}**.",
+        f"(acceptance: heater energy each day and in all, and hours, within 2 %): "
+        f"**{'pass' if r.stats_ok else 'FAIL'}**.",
     ]
     return "\n".join(lines)

@@ -90,6 +90,10 @@ class HostileGx:
                 with contextlib.suppress(OSError):
                     conn.close()
 
+    def clear_frozen(self) -> None:
+        """Forget the replies "frozen" replays: the next freeze starts from the replies seen then."""
+        self._frozen.clear()
+
     def __enter__(self) -> HostileGx:
         return self
 

@@ -1,0 +1,236 @@
+"""What MQTT and the status page cost the control tick: CPU per tick with none, MQTT, web, both (BENCHMARKS.md).
+
+Each variant runs `pvheater run`'s service (run_service) for --seconds of
+real time at poll.interval_s 1 s on the simulated installation (scenario
+clouds: the values change every second), with the history on (a temporary
+file), in a fresh process of its own. What pvheater itself spends is the
+process's CPU time (all its threads: the tick, the history, the MQTT
+client's threads, the page's server) minus the CPU of the simulator's own
+threads (the live plant and the GX simulator, which a real installation does
+not run on the Pi), read from /proc between the first and the last tick.
+
+- MQTT: a real mosquitto on a loopback port (started here), discovery on,
+  the state published on every change;
+- web: the page served on loopback with a token; a phone-like client in
+  another process loads the page, then asks /api/state every refresh_s
+  (2 s) and /api/summary and /chart.svg every 60 s, as app.js does.
+
+    nice -n 10 python bench/frontends_cpu.py --write    # ~4 x 90 s, rewrites BENCHMARKS.md's section
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from report import write_section  # noqa: E402
+
+VARIANTS = ("none", "mqtt", "web", "both")
+SIM_THREADS = ("pvheater-live-plant", "gx-simulator")
+TOKEN = "bench-token-0123456789abcdef"
+BEGIN, END = "<!-- frontends -->", "<!-- /frontends -->"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _thread_cpu_s(native_id: int) -> float:
+    """utime + stime of one thread of this process, in seconds."""
+    fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _sim_threads_cpu_s() -> float:
+    total = 0.0
+    for thread in threading.enumerate():
+        if thread.name.startswith(SIM_THREADS) and thread.native_id is not None:
+            with contextlib.suppress(OSError):
+                total += _thread_cpu_s(thread.native_id)
+    return total
+
+
+def _process_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_variant(variant: str, seconds: float, mqtt_port: int | None, web_port: int | None) -> dict[str, float]:
+    """One variant in this process: the service for `seconds`; pvheater's CPU per tick between first and last tick."""
+    from pvheater.config import Config
+    from pvheater.service.rig import Rig
+    from pvheater.service.runtime import run_service
+    from pvheater.sim.scenarios import build_day, get_scenario
+
+    os.environ["PVHEATER_BENCH_TOKEN"] = TOKEN
+    cfg = Config()
+    if mqtt_port is not None:
+        cfg = dataclasses.replace(cfg, mqtt=dataclasses.replace(cfg.mqtt, enabled=True, host="127.0.0.1",
+                                                                port=mqtt_port))
+    if web_port is not None:
+        cfg = dataclasses.replace(cfg, web=dataclasses.replace(cfg.web, listen=f"127.0.0.1:{web_port}",
+                                                               token_env="PVHEATER_BENCH_TOKEN"))
+    marks: list[tuple[float, float, float]] = []
+
+    def on_tick(_report: object) -> None:
+        marks.append((time.monotonic(), _process_cpu_s(), _sim_threads_cpu_s()))
+
+    with tempfile.TemporaryDirectory(prefix="pvheater-bench-") as tmp:
+        cfg = dataclasses.replace(cfg, service=dataclasses.replace(cfg.service, socket_file=None))
+        rig = Rig.simulated(build_day(get_scenario("clouds")), cfg, start_s=12 * 3600.0, realtime=True)
+        rig.config = dataclasses.replace(rig.config, history=dataclasses.replace(
+            rig.config.history, file=str(Path(tmp) / "history.db")))
+        assert rig.simulation is not None
+        rig.simulation.live.start()
+        run_service(rig, seconds, Path(tmp) / "config.yaml", on_tick=on_tick)
+    first, last = marks[1], marks[-1]  # from the second tick: start-up (connects, the first page) is not a tick
+    ticks = len(marks) - 2
+    own_s = (last[1] - first[1]) - (last[2] - first[2])
+    return {"ticks": ticks, "wall_s": last[0] - first[0], "cpu_ms_per_tick": 1000.0 * own_s / ticks,
+            "sim_ms_per_tick": 1000.0 * (last[2] - first[2]) / ticks}
+
+
+def phone(port: int, seconds: float) -> None:
+    """A phone with the page open: the page, then /api/state every 2 s, /api/summary and /chart.svg every 60 s."""
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:  # wait for the server
+        try:
+            urllib.request.urlopen(base + "/", timeout=2).read()
+            break
+        except OSError:
+            time.sleep(0.2)
+    for path in ("/app.js", "/style.css", "/chart.svg", "/api/summary"):
+        urllib.request.urlopen(base + path, timeout=10).read()
+    next_slow = time.monotonic() + 60.0
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(base + "/api/state", timeout=5).read()
+            if time.monotonic() >= next_slow:
+                urllib.request.urlopen(base + "/api/summary", timeout=10).read()
+                urllib.request.urlopen(base + "/chart.svg", timeout=10).read()
+                next_slow += 60.0
+        time.sleep(2.0)
+
+
+class Broker:
+    """mosquitto on a free loopback port, anonymous, no persistence."""
+
+    def __init__(self, tmp: Path) -> None:
+        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.port = _free_port()
+        conf = tmp / "mosquitto.conf"
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("mosquitto did not start")
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=5)
+
+
+def measure(variant: str, seconds: float) -> dict[str, float]:
+    """Run one variant in a child process (with a broker and a phone as it needs); its numbers."""
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = Broker(Path(tmp)) if variant in ("mqtt", "both") else None
+        web_port = _free_port() if variant in ("web", "both") else None
+        args = [sys.executable, __file__, "--child", variant, "--seconds", str(seconds)]
+        if broker is not None:
+            args += ["--mqtt-port", str(broker.port)]
+        if web_port is not None:
+            args += ["--web-port", str(web_port)]
+        child = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        phone_proc = None
+        if web_port is not None:
+            phone_proc = subprocess.Popen([sys.executable, __file__, "--phone", str(web_port),
+                                           "--seconds", str(seconds + 5)])
+        out, _ = child.communicate(timeout=seconds + 120)
+        if phone_proc is not None:
+            phone_proc.kill()
+            phone_proc.wait()
+        if broker is not None:
+            broker.close()
+    if child.returncode != 0:
+        raise RuntimeError(f"variant {variant} failed with exit {child.returncode}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def render(results: dict[str, dict[str, float]], seconds: float, command: str) -> str:
+    base = results["none"]["cpu_ms_per_tick"]
+    lines = [
+        "## Front-ends: what MQTT and the status page cost a tick (bench/frontends_cpu.py)",
+        "",
+        f"`{command}`: each variant runs the service for {seconds:.0f} s of real time at 1 s ticks on the simulated "
+        "installation (scenario clouds, history on), in a process of its own. pvheater's CPU = the process's CPU "
+        "minus the simulator's own threads (plant, GX simulator), between the first and the last tick. MQTT: a "
+        "real mosquitto on loopback, discovery on. Web: a phone-like client in another process asks /api/state "
+        "every 2 s and /api/summary and /chart.svg every 60 s. Target: MQTT and web on together cost <= 10 % more "
+        "than neither.",
+        "",
+        "| variant | ticks | pvheater CPU per tick | vs none | simulator CPU per tick (not counted) |",
+        "|---|---|---|---|---|",
+    ]
+    for name in VARIANTS:
+        r = results[name]
+        rel = 100.0 * (r["cpu_ms_per_tick"] / base - 1.0)
+        lines.append(f"| {name} | {r['ticks']:.0f} | {r['cpu_ms_per_tick']:.2f} ms | {rel:+.1f} % | "
+                     f"{r['sim_ms_per_tick']:.2f} ms |")
+    both = 100.0 * (results["both"]["cpu_ms_per_tick"] / base - 1.0)
+    verdict = "meets" if both <= 10.0 else "MISSES"
+    lines += ["", f"MQTT and web together: {both:+.1f} % per tick ({verdict} the 10 % target).", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=90.0)
+    parser.add_argument("--write", action="store_true", help="rewrite BENCHMARKS.md's section")
+    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--phone", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--mqtt-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--web-port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phone is not None:
+        phone(args.phone, args.seconds)
+        return 0
+    if args.child is not None:
+        print(json.dumps(run_variant(args.child, args.seconds, args.mqtt_port, args.web_port)))
+        return 0
+    results = {}
+    for variant in VARIANTS:
+        results[variant] = measure(variant, args.seconds)
+        print(variant, results[variant], flush=True)
+    command = "nice -n 10 python bench/frontends_cpu.py" + (f" --seconds {args.seconds:g}"
+                                                            if args.seconds != 90.0 else "") + " --write"
+    text = render(results, args.seconds, command)
+    print(text)
+    if args.write:
+        write_section(HERE.parent / "BENCHMARKS.md", f"{BEGIN}\n{text}{END}", BEGIN, END)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
