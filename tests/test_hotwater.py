@@ -768,3 +768,18 @@ def test_a_tank_already_full_when_the_cycle_begins_is_not_its_goal_until_it_clos
     met = [(local, e) for local, e in events if e.startswith("hot-water goal met")]
     assert met == [(dt(0, "17:00"), "hot-water goal met: tank full at 17:00"),
                    (dt(1, "13:00"), "hot-water goal met: tank full at 13:00")]
+
+
+def test_a_tank_full_last_evening_does_not_meet_todays_goal() -> None:
+    """Full at 18:21 just after yesterday's deadline, then the showers: today's decision still plans a top-up."""
+    settings = HotWaterSettings(goal_time=T(18), topup_enabled=True, topup_start=T(14), topup_end=T(18),
+                                decision_time=T(14))
+
+    def inputs(local: datetime.datetime, state: HotWaterState) -> HotWaterInputs:
+        full = dt(0, "18:21") <= local < dt(0, "19:30")  # the evening shower closes the thermostat again
+        return HotWaterInputs(pv_energy_today_kwh=1.0, soc_pct=100.0, tank_full=full)
+
+    _, log = run_day(settings, 0, inputs, start="18:01", hours=23.0)
+    events = [e for _, a, _ in log for e in a.events]
+    assert not any(e.startswith("hot-water goal met") for e in events), events
+    assert forced_minutes(log) and forced_minutes(log)[0] == dt(1, "14:00")

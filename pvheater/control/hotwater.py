@@ -529,13 +529,20 @@ def _count_energy(state: HotWaterState, energy_today_kwh: float) -> HotWaterStat
     return replace(state, cycle_kwh=state.cycle_kwh + delta, last_energy_today_kwh=energy_today_kwh)
 
 
+#: A tank-full event meets the day's goal only when it comes at most this long before the decision time.
+FULL_COUNTS_S = 12 * 3600.0
+
+
 def _goal_check(settings: HotWaterSettings, state: HotWaterState, inputs: HotWaterInputs, temp_c: float | None,
                 local_dt: datetime.datetime, events: list[str]) -> HotWaterState:
     if state.goal_met is not None:
         return state
     at = local_dt.strftime("%H:%M")
     how = None
-    if inputs.tank_full and not state.full_at_start:
+    # A tank full long before the decision (last evening, before the night's and the morning's showers) says
+    # nothing about the goal time: only one within FULL_COUNTS_S before the decision counts.
+    recent = state.cycle is None or local_dt >= state.cycle.decision - datetime.timedelta(seconds=FULL_COUNTS_S)
+    if inputs.tank_full and not state.full_at_start and recent:
         how = f"tank full at {at}"
     elif settings.goal_temp_c is not None and temp_c is not None and temp_c >= settings.goal_temp_c:
         how = f"tank at {temp_c:.1f} degC at {at}"
