@@ -599,6 +599,9 @@ class _Refused(Exception):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     timeout = SOCKET_TIMEOUT_S
+    #: Keep-alive: a phone refreshing every few seconds reuses its connection (no new thread per request); an
+    #: idle one is closed after SOCKET_TIMEOUT_S, which frees its slot.
+    protocol_version = "HTTP/1.1"
 
     def version_string(self) -> str:
         """The Server header: no Python version."""
