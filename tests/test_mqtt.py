@@ -754,17 +754,22 @@ def test_a_broker_login_with_the_password_file(tmp_path: Path, caplog: pytest.Lo
         assert len([r for r in caplog.records if "refused the connection" in r.getMessage()]) == 1
         assert "Not authorized" in caplog.text or "not authorised" in caplog.text.lower()
         secret.write_text("s3cret\n", encoding="utf-8")
-        frontend = MqttFrontend.from_config(cfg)
-        hub = Hub()
-        frontend.start(hub)
-        hub.publish(a_state())
-        deadline = time.monotonic() + 5
-        while frontend.state_publishes == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        frontend.close()
-        assert frontend.state_publishes >= 1
+        assert _publishes_a_state(cfg) >= 1
     finally:
         b.close()
+
+
+def _publishes_a_state(cfg: Config) -> int:
+    """Start a front-end of cfg, hand it one state, wait up to 5 s for it to go out; the state publishes made."""
+    frontend = MqttFrontend.from_config(cfg)
+    hub = Hub()
+    frontend.start(hub)
+    hub.publish(a_state())
+    deadline = time.monotonic() + 5
+    while frontend.state_publishes == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    frontend.close()
+    return frontend.state_publishes
 
 
 def _make_certificates(directory: Path) -> tuple[Path, Path, Path, Path]:
@@ -801,15 +806,7 @@ def test_tls_checks_the_broker_against_the_ca_file(tmp_path: Path, caplog: pytes
             wrong.close()
         failed = [r.getMessage() for r in caplog.records if "cannot reach" in r.getMessage()]
         assert len(failed) == 1 and "certificate verify failed" in failed[0], failed
-        frontend = MqttFrontend.from_config(Config(mqtt=settings(b.port, tls=True, ca_file=str(ca))))
-        hub = Hub()
-        frontend.start(hub)
-        hub.publish(a_state())
-        deadline = time.monotonic() + 5
-        while frontend.state_publishes == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        frontend.close()
-        assert frontend.state_publishes >= 1
+        assert _publishes_a_state(Config(mqtt=settings(b.port, tls=True, ca_file=str(ca)))) >= 1
     finally:
         b.close()
     with pytest.raises(ConfigError, match=r"mqtt\.ca_file: cannot read"):
