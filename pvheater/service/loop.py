@@ -302,9 +302,9 @@ class ControlLoop:
             age_s = None if self.fresh_s is None else now_s - self.fresh_s
             if age_s is not None and age_s <= limit_s:
                 return False
-            zero_deg = self.heater.calibration.zero_angle_deg
-            angle_deg = self.heater.servo_angle_deg
-            if not self.heater.relay_on and (angle_deg is None or angle_deg == zero_deg):
+            zero = self.heater.calibration.zero_angle_deg
+            value = self.heater.input_value
+            if not self.heater.relay_on and (value is None or value == zero):
                 return False
             self.heater.safe_off(now_s)
             self._tripped = True  # the next tick forces the guard off, so heating restarts only after confirmation
@@ -411,11 +411,12 @@ class ControlLoop:
             self.tank_full_since_s = now_s
 
     def _expected_heater_w(self) -> float:
-        """The heater power the calibration gives for the relay and servo angle in force now."""
-        angle_deg = self.heater.servo_angle_deg
-        if not self.heater.relay_on or angle_deg is None:
+        """The heater power the calibration gives for the relay and the actuator's input in force now (the servo's
+        angle, the 0-10 V duty or the SSR's fraction of cycles)."""
+        value = self.heater.input_value
+        if not self.heater.relay_on or value is None:
             return 0.0
-        return self.heater.calibration.power_at(angle_deg)
+        return self.heater.calibration.power_at(value)
 
     def _observe_heater(
         self, m: Measurements | None, expected_w: float, now_s: float, local_time: datetime.time | None

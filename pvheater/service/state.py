@@ -40,8 +40,9 @@ def tick_state(report: TickReport, heater: HeaterPort, wall_s: float) -> dict[st
     """The last tick as a JSON-ready dict: measurements with their signs, the command, relay, servo, reason."""
     m = report.m
     angle = heater.servo_angle_deg
+    value = heater.input_value  # the angle, the duty or the fraction of cycles: what the calibration maps
     relay_on = bool(heater.relay_on)
-    calibrated_w = heater.calibration.power_at(angle) if relay_on and angle is not None else 0.0
+    calibrated_w = heater.calibration.power_at(value) if relay_on and value is not None else 0.0
     hw = report.hot_water
     measured_w = report.measured_heater_w
     heater_w = measured_w if measured_w is not None else calibrated_w
