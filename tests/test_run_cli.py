@@ -32,18 +32,23 @@ def test_service_job_is_the_real_tick_in_real_time() -> None:
         service.stop()
 
 
-def test_run_simulate_ends_by_itself_and_prints_a_summary(tmp_path: Path) -> None:
+def _run_simulated(tmp_path: Path, seconds: int) -> tuple[list[str], str]:
+    """`pvheater run --simulate --duration seconds` in tmp_path (no log file); stdout lines and stderr, exit 0."""
     (tmp_path / "config.yaml").write_text("log:\n  file: null\n", encoding="utf-8")
     proc = subprocess.run(
-        [sys.executable, "-m", "pvheater.cli", "run", "--simulate", "--duration", "4"],
+        [sys.executable, "-m", "pvheater.cli", "run", "--simulate", "--duration", str(seconds)],
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
+    return proc.stdout.splitlines(), proc.stderr
+
+
+def test_run_simulate_ends_by_itself_and_prints_a_summary(tmp_path: Path) -> None:
+    lines, stderr = _run_simulated(tmp_path, 4)
     assert lines[0].startswith("pvheater run --simulate: scenario 'house_steps'")
     assert any("relay" in line and "heater" in line and "servo" in line for line in lines[1:])
     assert any(line.startswith("summary: heated") for line in lines)
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in stderr
     # the simulated rig keeps no history and writes no PID file (history.file and service.pid_file are set)
     assert not (tmp_path / "pvheater.db").exists() and not (tmp_path / "pvheater.pid").exists()
 
@@ -90,13 +95,7 @@ def test_unknown_scenario_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_run_simulate_prints_each_second_once_with_a_legend(tmp_path: Path) -> None:
-    (tmp_path / "config.yaml").write_text("log:\n  file: null\n", encoding="utf-8")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pvheater.cli", "run", "--simulate", "--duration", "8"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
+    lines, _ = _run_simulated(tmp_path, 8)
     assert lines[1].startswith("status line: battery + = charging, - = discharging; grid + = import")
     stamps = [line.split()[0] for line in lines if "| relay" in line]
     assert len(stamps) >= 7 and stamps[0] == "12:05:00"
