@@ -36,5 +36,7 @@ def run(args: argparse.Namespace) -> int:
         where = f"{args.host}:{simulator.port}"
         with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C right after the announcement is a clean stop too
             print(f"GX simulator listening on {where}; unit IDs: {units}; Ctrl-C stops it", flush=True)
-            threading.Event().wait()
+            idle = threading.Event()
+            while not idle.wait(0.5):  # timed: a signal landing just before a blocking wait is seen within 0.5 s
+                pass
     return EXIT_OK

@@ -50,7 +50,7 @@ def tick_state(report: TickReport, heater: HeaterPort, wall_s: float) -> dict[st
     return {
         "version": STATE_VERSION,
         "wall_s": round(wall_s, 3),
-        "data_age_s": None if m is None else _number(report.now_s - m.time_s, 2),
+        "data_age_s": None if m is None else _number(max(0.0, report.now_s - m.time_s), 2),
         "pv_w": None if m is None else _number(m.pv_w),
         "battery_w": None if m is None else _number(m.battery_w),
         "soc_pct": None if m is None else _number(m.soc_pct),
