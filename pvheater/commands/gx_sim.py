@@ -10,7 +10,7 @@ any Modbus client at it.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import signal
 import threading
 
 from pvheater.commands.common import EXIT_OK, tcp_port
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until interrupted; exit 0 on Ctrl-C."""
+    """Serve until Ctrl-C or SIGTERM; exit 0."""
     register_map = load_register_map()
     simulator = GxSimulator(register_map, args.cfg.gx.unit_ids, host=args.host, port=args.port)
     simulator.set_values({k: v for k, v in SAMPLE_VALUES.items() if k in register_map.by_name()})
@@ -34,9 +34,13 @@ def run(args: argparse.Namespace) -> int:
             f"{role} {uid}" + (" (and 0)" if role == "system" else "") for role, uid in simulator.unit_ids.items()
         )
         where = f"{args.host}:{simulator.port}"
-        with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C right after the announcement is a clean stop too
+        stop = threading.Event()
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:  # own handlers: a shell that starts it in the background ignores SIGINT, and SIGTERM stops it cleanly too
             print(f"GX simulator listening on {where}; unit IDs: {units}; Ctrl-C stops it", flush=True)
-            idle = threading.Event()
-            while not idle.wait(0.5):  # timed: a signal landing just before a blocking wait is seen within 0.5 s
+            while not stop.wait(0.5):  # timed slices: the handler runs between them
                 pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     return EXIT_OK
