@@ -64,8 +64,12 @@ def _grid_charging(n: int) -> dict[str, float | None]:
 
 
 def _ac_pv(n: int) -> dict[str, float | None]:
-    """AC-coupled PV on phase n's output gives 1500 W; no solar charger on DC (it reads 0)."""
-    return dict(phase(n, pv_ac_out=1500), pv_dc_w=0, mppt_yield_w=0)
+    """AC-coupled PV on phase n's output gives 1500 W: 1170 W to its loads, 330 W into its Multi, which charges
+    the battery (+302 W); no solar charger on DC (it reads 0). L1 idle unless it is phase n (its BASE 2100 W
+    would need DC the battery does not give)."""
+    base = BASE if n == 1 else phase(1, ac_consumption=0, vebus_ac_out=0, vebus_ac_in=0, grid=0, meter=0)
+    ac_pv = {"pv_ac_out": 1500, "ac_consumption": 1170, "vebus_ac_out": -330, "vebus_ac_in": 0, "grid": 0, "meter": 0}
+    return dict(base, **{f"{key}_l{n}_w": value for key, value in ac_pv.items()}, pv_dc_w=0, mppt_yield_w=0)
 
 
 #: Each power register, and a picture in which it is far from 0 and the balance shows it.

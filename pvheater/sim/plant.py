@@ -563,7 +563,8 @@ class Plant:
         if p.ac_pv:
             values.update(pv_dc_w=0, mppt_yield_w=None, mppt_state=None, mppt_operation_mode=None,
                           mppt_pv_voltage_v=None, pv_ac_out_l1_w=round(self.pv_ac_w),
-                          vebus_ac_out_l1_w=round(out_l1 - self.pv_ac_w, -1) + 0.0)
+                          vebus_ac_out_l1_w=round(out_l1 - self.pv_ac_w, -1) + 0.0,
+                          vebus_ac_in_l1_w=round(out_l1 - self.pv_ac_w - inv, -1) + 0.0)  # = the grid
         if p.off_grid:
             for n in (1, 2, 3):
                 if values.get(f"grid_l{n}_w") is not None:
