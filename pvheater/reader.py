@@ -76,6 +76,21 @@ KNOWN_UNIT_IDS: tuple[int, ...] = (
     100, 0, 242, 227, 228, 245, 243, 226, 224, 223, 229, 230, 239, 225, 30, 40, 31, 32, 33, 41, 42, 43, 246, 247,
     244, *range(231, 239), *range(204, 223), *range(1, 10),
 )
+#: What sits behind each unit ID of Victron's unitid2di.csv (dbus-modbustcp v1.0.101): the GX model's port whose
+#: device instance the table maps to that unit ID. The VE.Bus port's instance differs by GX model, so its unit ID
+#: does too. The Ekrano GX is not in that table: its ports' unit IDs are whatever its Available services list
+#: shows (discovery probes every unit ID of the table; --full all 0-247).
+PORT_UNIT_IDS: dict[int, str] = {
+    242: "Venus GX VE.Bus port", 243: "Venus GX VE.Direct 2 port", 245: "Venus GX VE.Direct 1 / CCGX VE.Direct 2 port",
+    227: "Cerbo GX VE.Bus port", 226: "Cerbo GX VE.Direct 1 port", 224: "Cerbo GX VE.Direct 2 port",
+    223: "Cerbo GX VE.Direct 3 port",
+    228: "MultiPlus-II / EasySolar-II GX VE.Bus port", 229: "MultiPlus-II / EasySolar-II GX VE.Direct port (ttyS2)",
+    230: "MultiPlus-II / EasySolar-II GX VE.Direct port (ttyS1)",
+    246: "CCGX VE.Bus port", 247: "CCGX VE.Direct 1 port", 225: "CAN-bus BMS", 239: "VE.Direct via USB (ttyUSB0)",
+    **{u: f"VE.Direct via USB / Octo GX VE.Direct {n}" for u, n in
+       ((238, 3), (237, 4), (236, 5), (235, 6), (233, 7), (232, 8), (231, 9), (234, 10))},
+    100: "system service",
+}
 #: The only function code pvheater sends (read holding registers), and its exception reply.
 READ_HOLDING = 0x03
 READ_HOLDING_EXCEPTION = 0x83

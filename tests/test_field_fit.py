@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -216,3 +217,36 @@ def test_discover_full_warns_that_each_miss_is_an_error_on_the_gx(
     err = capsys.readouterr().err
     assert "probing 248 unit IDs with up to 1240 short reads" in err
     assert "logged at ERROR in the GX's own log" in err
+
+
+@pytest.mark.parametrize(
+    "units, vebus_port",
+    [
+        (UnitIds(vebus=242, mppt=245), "Venus GX VE.Bus port"),
+        (UnitIds(vebus=227, mppt=226), "Cerbo GX VE.Bus port"),
+        (UnitIds(vebus=228, mppt=229), "MultiPlus-II / EasySolar-II GX VE.Bus port"),
+        (UnitIds(vebus=246, mppt=247), "CCGX VE.Bus port"),
+    ],
+)
+def test_discovery_names_the_gx_port_behind_each_unit_id(
+    register_map: RegisterMap, units: UnitIds, vebus_port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The VE.Bus port's device instance differs by GX model (unitid2di.csv: Venus GX 261 -> 242, Cerbo GX 276 ->
+    227, MultiPlus-II GX 275 -> 228, CCGX 257 -> 246): the paste-ready block says which port each unit ID is."""
+    from pvheater.commands.read_registers import discover, format_discovery
+
+    with GxSimulator(register_map, units) as simulator:
+        gx = replace(GxConfig(), host="127.0.0.1", port=simulator.port, timeout_s=1.0)
+        with GxReader(gx, register_map) as reader:
+            block = format_discovery(discover(reader, full=False), reader, register_map, "venus.local", 502)
+    assert f"vebus: {units.vebus}  # {vebus_port}" in block
+
+
+def test_readme_states_the_probed_unit_id_count_and_no_ekrano_number() -> None:
+    from pvheater.reader import KNOWN_UNIT_IDS, PORT_UNIT_IDS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert f"probes the {len(KNOWN_UNIT_IDS)} unit IDs" in readme
+    assert set(PORT_UNIT_IDS) <= set(KNOWN_UNIT_IDS)
+    ekrano = [line for line in readme.splitlines() if "Ekrano" in line]
+    assert ekrano and not any(str(u) in line for line in ekrano for u in PORT_UNIT_IDS if u != 100)
