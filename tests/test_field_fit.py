@@ -164,13 +164,26 @@ def test_ac_coupled_pv_throttled_with_a_full_battery_is_hidden_surplus(
     sim: GxSimulator, register_map: RegisterMap
 ) -> None:
     full = dict(_ac_pv(1), battery_soc_pct=100, bms_soc_pct=100, battery_power_w=5, battery_current_a=0.1,
-                bms_power_w=5, mppt_state=0, mppt_operation_mode=255)
+                bms_power_w=5, mppt_state=0, mppt_operation_mode=255, vebus_ac_out_l1_hz=50.9)
     sim.set_values(full)
     m, refused = _read(sim, register_map)
     assert refused == {} and m.pv_w == 1500 and m.pv_ac_w == 1500 and m.pv_curtailed
     sim.set_values({"bms_soc_pct": 90, "battery_soc_pct": 90})  # charging: the PV inverter is not held back
     m, _ = _read(sim, register_map)
     assert not m.pv_curtailed
+
+
+@pytest.mark.parametrize("hz, curtailed", [(50.0, False), (50.1, False), (50.2, True), (51.3, True),
+                                           (60.0, False), (60.5, True)])
+def test_ac_coupled_pv_is_held_back_only_while_the_multi_shifts_its_frequency(
+    sim: GxSimulator, register_map: RegisterMap, hz: float, curtailed: bool
+) -> None:
+    """Off-grid, battery full: at the nominal frequency (50 or 60 Hz) the PV inverter gives all it can -- a heater
+    beyond it would take from the battery; only a shifted frequency (the Multi throttling it) is hidden surplus."""
+    sim.set_values(dict(_ac_pv(1), battery_soc_pct=100, bms_soc_pct=100, battery_power_w=5, battery_current_a=0.1,
+                        bms_power_w=5, mppt_state=0, mppt_operation_mode=255, vebus_ac_out_l1_hz=hz))
+    m, refused = _read(sim, register_map)
+    assert refused == {} and m.get("vebus_ac_out_l1_hz") == pytest.approx(hz) and m.pv_curtailed is curtailed
 
 
 # --- discovery and unit-ID numbering ----------------------------------------------------------------------
