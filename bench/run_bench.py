@@ -285,6 +285,7 @@ KEPT_SECTIONS = (
     ("<!-- tank:begin", "<!-- tank:end -->", None),
     ("<!-- hotwater:begin", "<!-- hotwater:end -->", None),
     ("<!-- frontends -->", "<!-- /frontends -->", None),
+    ("<!-- offgrid:begin", "<!-- offgrid:end -->", None),
 )
 
 

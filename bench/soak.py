@@ -5,6 +5,7 @@ Usage (from the checkout, with pvheater installed):
 
     python bench/soak.py --days 1           # one simulated day with faults, prints the report
     python bench/soak.py --write            # 7 simulated days, and writes the soak section of BENCHMARKS.md
+    python bench/soak.py --episode invalid_power_zero:1   # only that episode of the week (minutes, prints only)
 
 A simulated day costs about 4.5 minutes of one core (measured: 272 s CPU,
 248 user + 24 system, for `--days 1`), so the week takes ~32 minutes on an idle
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None, make_soak: Callable[[int, Path, int], So
     parser.add_argument("--no-tank", action="store_true", help="without the hot-water tank (the old soak)")
     parser.add_argument("--max-wall-s", type=float, help="stop at the last simulated midnight that fits this budget")
     parser.add_argument("--save", help="also pickle the result and the stats table here (to --render it later)")
+    parser.add_argument("--episode", metavar="KIND:N",
+                        help="a targeted rerun: only the N-th (from 0) episode of that fault kind of the --days week "
+                             "(same start, length and register), alone, from --lead-s before it; prints only")
+    parser.add_argument("--lead-s", type=float, default=1800.0, help="with --episode: seconds run before it")
     parser.add_argument("--render", help="do not run: report the result a --save wrote")
     parser.add_argument("--baseline", help="with --render: a --save of `--no-hostile --no-tank` to compare switchings")
     args = parser.parse_args(argv)
@@ -69,12 +74,21 @@ def main(argv: list[str] | None = None, make_soak: Callable[[int, Path, int], So
         db = Path(args.db) if args.db else Path(tmp) / "soak.db"
         for old in db.parent.glob(db.name + "*"):
             old.unlink()
-        if make_soak:
+        if args.episode:
+            if args.write:
+                parser.error("--episode is a targeted rerun: it prints and never writes BENCHMARKS.md")
+            kind, _, index = args.episode.partition(":")
+            soak = Soak.episode(kind, int(index or 0), db, days=args.days, seed=args.seed, lead_s=args.lead_s,
+                                tank=None if args.no_tank else SOAK_TANK, hostile=not args.no_hostile)
+        elif make_soak:
             soak = make_soak(args.days, db, args.seed)
         else:
             soak = Soak(args.days, db, seed=args.seed, tank=None if args.no_tank else SOAK_TANK,
                         hostile=not args.no_hostile)
         result = soak.run(progress=lambda text: print(text, file=sys.stderr), max_wall_s=args.max_wall_s)
+        if args.episode:
+            print(f"targeted rerun of {args.episode} ({soak.faults[0]}, register {soak.invalid_name}): window "
+                  f"{soak.window_s[0]:.0f}-{soak.window_s[1]:.0f} s", file=sys.stderr)
         stats_cmd = [sys.executable, "-m", "pvheater.cli", "stats", "--db", str(db), "--days", str(result.days)]
         table = subprocess.run(stats_cmd, capture_output=True, text=True, check=False).stdout
     if args.save:

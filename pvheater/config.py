@@ -37,7 +37,7 @@ class UnitIds:
 
     #: System service (always 100).
     system: int = setting(100, min=0, max=247)
-    #: MultiPlus / VE.Bus (Venus GX VE.Bus port: 242).
+    #: MultiPlus / VE.Bus port (Venus GX 242, Cerbo GX 227, MultiPlus-II GX 228, CCGX 246).
     vebus: int | None = setting(242, min=0, max=247)
     #: Solar charger (Venus GX VE.Direct 1: 245).
     mppt: int | None = setting(245, min=0, max=247)

@@ -76,6 +76,21 @@ KNOWN_UNIT_IDS: tuple[int, ...] = (
     100, 0, 242, 227, 228, 245, 243, 226, 224, 223, 229, 230, 239, 225, 30, 40, 31, 32, 33, 41, 42, 43, 246, 247,
     244, *range(231, 239), *range(204, 223), *range(1, 10),
 )
+#: What sits behind each unit ID of Victron's unitid2di.csv (dbus-modbustcp v1.0.101): the GX model's port whose
+#: device instance the table maps to that unit ID. The VE.Bus port's instance differs by GX model, so its unit ID
+#: does too. The Ekrano GX is not in that table: its ports' unit IDs are whatever its Available services list
+#: shows (discovery probes every unit ID of the table; --full all 0-247).
+PORT_UNIT_IDS: dict[int, str] = {
+    242: "Venus GX VE.Bus port", 243: "Venus GX VE.Direct 2 port", 245: "Venus GX VE.Direct 1 / CCGX VE.Direct 2 port",
+    227: "Cerbo GX VE.Bus port", 226: "Cerbo GX VE.Direct 1 port", 224: "Cerbo GX VE.Direct 2 port",
+    223: "Cerbo GX VE.Direct 3 port",
+    228: "MultiPlus-II / EasySolar-II GX VE.Bus port", 229: "MultiPlus-II / EasySolar-II GX VE.Direct port (ttyS2)",
+    230: "MultiPlus-II / EasySolar-II GX VE.Direct port (ttyS1)",
+    246: "CCGX VE.Bus port", 247: "CCGX VE.Direct 1 port", 225: "CAN-bus BMS", 239: "VE.Direct via USB (ttyUSB0)",
+    **{u: f"VE.Direct via USB / Octo GX VE.Direct {n}" for u, n in
+       ((238, 3), (237, 4), (236, 5), (235, 6), (233, 7), (232, 8), (231, 9), (234, 10))},
+    100: "system service",
+}
 #: The only function code pvheater sends (read holding registers), and its exception reply.
 READ_HOLDING = 0x03
 READ_HOLDING_EXCEPTION = 0x83
@@ -106,13 +121,18 @@ def refuse_implausible(values: dict[str, float | None]) -> dict[str, str]:
     physical impossibility:
 
     - PV 0 W (system or MPPT) while the battery charges more than the grid
-      (and AC-coupled PV) gives: the charge comes from PV, so PV is unknown; AC
-      PV 0 W on every phase while the battery charges more than grid and DC PV give;
+      (and AC-coupled PV) gives: the charge comes from PV, so PV is unknown; PV 0 W
+      while the inverter makes more AC from DC (AC out - AC in) than the battery
+      gives; AC PV 0 W on every phase while the battery charges more than grid and DC PV give;
     - grid (system or meter) 0 W on a phase with consumption and no inverter
       output on it: that consumption comes from the grid;
+    - grid 0 W on a phase where the other grid register (the system's, or the
+      meter's it is taken from) shows more than the margin either way;
+    - grid 0 W on a phase whose inverter feeds back through its AC input more
+      than the loads on that input can take: the rest goes to the grid (export);
     - consumption 0 W on a phase the inverter feeds;
-    - grid 0 W on a phase whose loads take more than the inverter (and AC PV) give, or
-      whose inverter draws from its AC input;
+    - grid 0 W on a phase whose loads take more than the inverter (and AC PV) give
+      (less what it feeds back through its input), or whose inverter draws from its AC input;
     - consumption 0 W on a phase importing power the inverter does not take;
     - inverter AC out 0 W on a phase consuming more than grid and AC PV give, AC in
       0 W on a phase importing more than it consumes;
@@ -146,6 +166,13 @@ def refuse_implausible(values: dict[str, float | None]) -> dict[str, str]:
         other_w = known(other)
         if known(name) == 0 and other_w is not None and other_w > BALANCE_MARGIN_W:
             refuse(name, f"0 W while {other} shows {other_w:.0f} W of the same DC PV")
+    outs = [(known(f"vebus_ac_out_l{n}_w"), known(f"vebus_ac_in_l{n}_w")) for n in (1, 2, 3)]
+    inverting_w = sum(out - inp for out, inp in outs if out is not None and inp is not None)
+    if battery_w is not None and inverting_w > max(0.0, -battery_w) + BALANCE_MARGIN_W:
+        for name in ("pv_dc_w", "mppt_yield_w"):  # the inverter's DC comes from PV or the battery
+            if known(name) == 0:
+                refuse(name, f"0 W while the inverter makes {inverting_w:.0f} W from DC, more than the battery "
+                             "gives")
     dc_pv_w = values.get("pv_dc_w")
     if dc_pv_w is None:
         dc_pv_w = values.get("mppt_yield_w")
@@ -160,7 +187,9 @@ def refuse_implausible(values: dict[str, float | None]) -> dict[str, str]:
         inverter = known(f"vebus_ac_out_l{n}_w")
         multi_in = known(f"vebus_ac_in_l{n}_w")
         pv_ac = known(f"pv_ac_out_l{n}_w") or 0.0
-        if consumption is not None and inverter is not None and consumption > inverter + pv_ac + BALANCE_MARGIN_W:
+        fed_back_w = max(0.0, -multi_in) if multi_in is not None else 0.0  # the inverter feeding its input's loads
+        if (consumption is not None and inverter is not None
+                and consumption > inverter + pv_ac + fed_back_w + BALANCE_MARGIN_W):
             for name in (f"grid_l{n}_w", f"meter_l{n}_w"):
                 if known(name) == 0:
                     refuse(name, f"0 W while L{n} consumes {consumption:.0f} W and the inverter gives {inverter:.0f} W")
@@ -168,6 +197,19 @@ def refuse_implausible(values: dict[str, float | None]) -> dict[str, str]:
             for name in (f"grid_l{n}_w", f"meter_l{n}_w"):
                 if known(name) == 0:
                     refuse(name, f"0 W while the inverter draws {multi_in:.0f} W from the grid on L{n}")
+        if multi_in is not None and consumption is not None and inverter is not None:
+            # loads on the inverter's AC input: all consumption beyond what its output (and AC PV there) carries;
+            # the grid is the AC input's flow plus those loads (less any PV on the input, which only exports more)
+            input_loads_w = max(0.0, consumption - inverter - pv_ac)
+            if multi_in + input_loads_w < -BALANCE_MARGIN_W:
+                for name in (f"grid_l{n}_w", f"meter_l{n}_w"):
+                    if known(name) == 0:
+                        refuse(name, f"0 W while the inverter feeds {-multi_in:.0f} W back on L{n} and its "
+                                     f"input's loads take {input_loads_w:.0f} W")
+        for name, other in ((f"grid_l{n}_w", f"meter_l{n}_w"), (f"meter_l{n}_w", f"grid_l{n}_w")):
+            other_w = known(other)  # the system's grid is the meter's reading: one 0 beside the other is invalid
+            if known(name) == 0 and other_w is not None and abs(other_w) > BALANCE_MARGIN_W:
+                refuse(name, f"0 W while {other} shows {other_w:.0f} W of the same grid")
         grid_n = values.get(f"grid_l{n}_w")  # after the grid's own checks: a refused grid blames nothing else
         if grid_n is None:
             grid_n = values.get(f"meter_l{n}_w")

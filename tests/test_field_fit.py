@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -64,8 +65,12 @@ def _grid_charging(n: int) -> dict[str, float | None]:
 
 
 def _ac_pv(n: int) -> dict[str, float | None]:
-    """AC-coupled PV on phase n's output gives 1500 W; no solar charger on DC (it reads 0)."""
-    return dict(phase(n, pv_ac_out=1500), pv_dc_w=0, mppt_yield_w=0)
+    """AC-coupled PV on phase n's output gives 1500 W: 1170 W to its loads, 330 W into its Multi, which charges
+    the battery (+302 W); no solar charger on DC (it reads 0). L1 idle unless it is phase n (its BASE 2100 W
+    would need DC the battery does not give)."""
+    base = BASE if n == 1 else phase(1, ac_consumption=0, vebus_ac_out=0, vebus_ac_in=0, grid=0, meter=0)
+    ac_pv = {"pv_ac_out": 1500, "ac_consumption": 1170, "vebus_ac_out": -330, "vebus_ac_in": 0, "grid": 0, "meter": 0}
+    return dict(base, **{f"{key}_l{n}_w": value for key, value in ac_pv.items()}, pv_dc_w=0, mppt_yield_w=0)
 
 
 #: Each power register, and a picture in which it is far from 0 and the balance shows it.
@@ -159,13 +164,26 @@ def test_ac_coupled_pv_throttled_with_a_full_battery_is_hidden_surplus(
     sim: GxSimulator, register_map: RegisterMap
 ) -> None:
     full = dict(_ac_pv(1), battery_soc_pct=100, bms_soc_pct=100, battery_power_w=5, battery_current_a=0.1,
-                bms_power_w=5, mppt_state=0, mppt_operation_mode=255)
+                bms_power_w=5, mppt_state=0, mppt_operation_mode=255, vebus_ac_out_l1_hz=50.9)
     sim.set_values(full)
     m, refused = _read(sim, register_map)
     assert refused == {} and m.pv_w == 1500 and m.pv_ac_w == 1500 and m.pv_curtailed
     sim.set_values({"bms_soc_pct": 90, "battery_soc_pct": 90})  # charging: the PV inverter is not held back
     m, _ = _read(sim, register_map)
     assert not m.pv_curtailed
+
+
+@pytest.mark.parametrize("hz, curtailed", [(50.0, False), (50.1, False), (50.2, True), (51.3, True),
+                                           (60.0, False), (60.5, True)])
+def test_ac_coupled_pv_is_held_back_only_while_the_multi_shifts_its_frequency(
+    sim: GxSimulator, register_map: RegisterMap, hz: float, curtailed: bool
+) -> None:
+    """Off-grid, battery full: at the nominal frequency (50 or 60 Hz) the PV inverter gives all it can -- a heater
+    beyond it would take from the battery; only a shifted frequency (the Multi throttling it) is hidden surplus."""
+    sim.set_values(dict(_ac_pv(1), battery_soc_pct=100, bms_soc_pct=100, battery_power_w=5, battery_current_a=0.1,
+                        bms_power_w=5, mppt_state=0, mppt_operation_mode=255, vebus_ac_out_l1_hz=hz))
+    m, refused = _read(sim, register_map)
+    assert refused == {} and m.get("vebus_ac_out_l1_hz") == pytest.approx(hz) and m.pv_curtailed is curtailed
 
 
 # --- discovery and unit-ID numbering ----------------------------------------------------------------------
@@ -212,3 +230,36 @@ def test_discover_full_warns_that_each_miss_is_an_error_on_the_gx(
     err = capsys.readouterr().err
     assert "probing 248 unit IDs with up to 1240 short reads" in err
     assert "logged at ERROR in the GX's own log" in err
+
+
+@pytest.mark.parametrize(
+    "units, vebus_port",
+    [
+        (UnitIds(vebus=242, mppt=245), "Venus GX VE.Bus port"),
+        (UnitIds(vebus=227, mppt=226), "Cerbo GX VE.Bus port"),
+        (UnitIds(vebus=228, mppt=229), "MultiPlus-II / EasySolar-II GX VE.Bus port"),
+        (UnitIds(vebus=246, mppt=247), "CCGX VE.Bus port"),
+    ],
+)
+def test_discovery_names_the_gx_port_behind_each_unit_id(
+    register_map: RegisterMap, units: UnitIds, vebus_port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The VE.Bus port's device instance differs by GX model (unitid2di.csv: Venus GX 261 -> 242, Cerbo GX 276 ->
+    227, MultiPlus-II GX 275 -> 228, CCGX 257 -> 246): the paste-ready block says which port each unit ID is."""
+    from pvheater.commands.read_registers import discover, format_discovery
+
+    with GxSimulator(register_map, units) as simulator:
+        gx = replace(GxConfig(), host="127.0.0.1", port=simulator.port, timeout_s=1.0)
+        with GxReader(gx, register_map) as reader:
+            block = format_discovery(discover(reader, full=False), reader, register_map, "venus.local", 502)
+    assert f"vebus: {units.vebus}  # {vebus_port}" in block
+
+
+def test_readme_states_the_probed_unit_id_count_and_no_ekrano_number() -> None:
+    from pvheater.reader import KNOWN_UNIT_IDS, PORT_UNIT_IDS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert f"probes the {len(KNOWN_UNIT_IDS)} unit IDs" in readme
+    assert set(PORT_UNIT_IDS) <= set(KNOWN_UNIT_IDS)
+    ekrano = [line for line in readme.splitlines() if "Ekrano" in line]
+    assert ekrano and not any(str(u) in line for line in ekrano for u in PORT_UNIT_IDS if u != 100)

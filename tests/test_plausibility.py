@@ -139,3 +139,67 @@ def test_a_dc_pv_zero_beside_the_other_dc_pv_source_is_refused_with_the_battery_
     values[name] = 0
     refused = refuse_implausible(values)
     assert name in refused and values[name] is None
+
+
+#: Seen in the soak week (day 2, clouds, 12:40): heating, the ESS loop overshoots and L1 exports 243 W for a few
+#: seconds (the Multi feeds 240 W back through its AC input, the battery discharges); an invalid 0 on the system's
+#: grid L1 read then was believed (grid 0 W instead of -243 W) because every grid rule looked at import only.
+EXPORT: dict[str, float | None] = dict(
+    DAY, ac_consumption_l1_w=1398, grid_l1_w=-243, meter_l1_w=-243, vebus_ac_in_l1_w=-240, vebus_ac_out_l1_w=1400,
+    battery_power_w=-267, battery_current_a=-5.0, bms_power_w=-267, pv_dc_w=1517, mppt_yield_w=1517,
+)
+
+
+@pytest.mark.parametrize("name", ["grid_l1_w", "meter_l1_w"])
+def test_a_grid_zero_during_export_is_refused(name: str) -> None:
+    values = dict(EXPORT, **{name: 0})
+    refused = refuse_implausible(values)
+    assert list(refused) == [name] and values[name] is None
+
+
+@pytest.mark.parametrize("name", ["grid_l1_w", "meter_l1_w"])
+def test_a_grid_zero_during_export_is_refused_without_the_other_grid_register(name: str) -> None:
+    """Without the meter (or the system's copy) to compare: the inverter feeding 240 W back through its input,
+    with no load on that input, exports them; the grid cannot read 0."""
+    other = "meter_l1_w" if name == "grid_l1_w" else "grid_l1_w"
+    values = dict(EXPORT, **{name: 0, other: None})
+    refused = refuse_implausible(values)
+    assert list(refused) == [name] and "feeds 240 W back" in refused[name]
+
+
+def test_a_real_grid_zero_with_loads_on_the_inverter_input_is_kept() -> None:
+    """The Multi feeds 240 W back through its input and a 240 W load on that input takes them: grid 0 is real."""
+    values = dict(EXPORT, grid_l1_w=0, meter_l1_w=0, ac_consumption_l1_w=1640)
+    assert refuse_implausible(values) == {}
+
+
+def test_a_pv_zero_while_the_inverter_makes_more_than_the_battery_gives_is_refused() -> None:
+    """The MPPT not installed, the system's PV an invalid 0: 1640 W from DC with the battery giving 267 W."""
+    values = dict(EXPORT, pv_dc_w=0, mppt_yield_w=None)
+    refused = refuse_implausible(values)
+    assert list(refused) == ["pv_dc_w"] and "from DC" in refused["pv_dc_w"]
+
+
+def test_a_real_pv_zero_at_night_is_kept() -> None:
+    """Night: the inverter makes 500 W from the battery's 560 W (losses): PV 0 W is real."""
+    values = dict(EXPORT, pv_dc_w=0, mppt_yield_w=0, vebus_ac_in_l1_w=0, vebus_ac_out_l1_w=500,
+                  ac_consumption_l1_w=500, grid_l1_w=0, meter_l1_w=0, battery_power_w=-560, battery_current_a=-10.6,
+                  bms_power_w=-560)
+    assert refuse_implausible(values) == {}
+
+
+@pytest.mark.parametrize("meter", [True, False])
+def test_over_modbus_a_grid_zero_during_export_is_never_the_grid_power(
+    day_sim: GxSimulator, register_map: RegisterMap, meter: bool
+) -> None:
+    """The soak's case over Modbus: grid L1 an invalid 0 while L1 exports 243 W. With the meter the grid power is
+    the meter's -243 W; without it the grid is unknown (the guard opens the relay on it), never 0 W."""
+    if not meter:
+        day_sim.remove_device("grid")
+    day_sim.set_values({k: v for k, v in EXPORT.items() if meter or not k.startswith("meter_")})
+    day_sim.set_invalid(["grid_l1_w"])
+    gx = replace(GxConfig(), host="127.0.0.1", port=day_sim.port, timeout_s=1.0)
+    with GxReader(gx, register_map) as reader:
+        m = reader.read()
+    assert m.get("grid_l1_w") is None and "grid_l1_w" in reader.refused
+    assert m.grid_w == (-243 + 180 if meter else None)  # the meter's L1 and L2

@@ -15,11 +15,12 @@ Keys starting with "_" describe the read:
      "_absent": {"mppt": "no mppt device at unit ID 245 (GX answered 0x0A); ..."},
      "_enum": {"mppt_state": "Float", ...}}
 
-With --discover the known Venus GX unit IDs (--full: all 0-247) are probed by
+With --discover the unit IDs a GX can have (--full: all 0-247) are probed by
 reading one register of each role; the result is printed as a paste-ready
 `gx:` block (host, port when not 502, the indented unit_ids) whose keys
 replace those of the gx: section in config.yaml (with --json: {"unit_ids": {...},
-"found": {"245": ["mppt"], ...}}). Discovery probes the unit IDs a GX can have (reader.KNOWN_UNIT_IDS, from
+"found": {"245": ["mppt"], ...}}; a unit ID of Victron's unitid2di.csv is named by its GX port,
+e.g. "227: Cerbo GX VE.Bus port"). Discovery probes the unit IDs a GX can have (reader.KNOWN_UNIT_IDS, from
 Victron's unitid2di.csv and the device types) and says on stderr how many
 reads it sends; --full sends one read per role and unit ID, 1240 short reads,
 and warns that each miss is an ERROR line in the GX's own log.
@@ -38,7 +39,7 @@ from typing import Any
 from pvheater.commands.common import EXIT_CONFIG, tcp_port
 from pvheater.config import GxConfig, valid_host
 from pvheater.control.measurements import Measurements
-from pvheater.reader import KNOWN_UNIT_IDS, GxReader
+from pvheater.reader import KNOWN_UNIT_IDS, PORT_UNIT_IDS, GxReader
 from pvheater.registers import Register, RegisterMap, load_register_map
 
 MAX_UNIT_ID = 247
@@ -213,10 +214,11 @@ def format_discovery(
     for role, units in chosen_unit_ids(found, register_map).items():
         if not units:
             lines.append(f"    {role}: null  # no {role} device answered")
-        elif len(units) > 1:
-            lines.append(f"    {role}: {units[0]}  # also answering: {', '.join(map(str, units[1:]))}")
         else:
-            lines.append(f"    {role}: {units[0]}")
+            notes = [PORT_UNIT_IDS[units[0]]] if units[0] in PORT_UNIT_IDS and role != "system" else []
+            if len(units) > 1:
+                notes.append(f"also answering: {', '.join(map(str, units[1:]))}")
+            lines.append(f"    {role}: {units[0]}" + (f"  # {'; '.join(notes)}" if notes else ""))
     return "\n".join(lines)
 
 

@@ -15,6 +15,9 @@ MPPT_MODE_TRACKING = 2
 AC_PV_FULL_SOC_PCT = 98.0
 #: AC-coupled PV below this (W) is standby, not a throttled inverter.
 AC_PV_MIN_W = 50.0
+#: The Multi's output this far above its nominal frequency is shifting (throttling AC-coupled PV), Hz: PV
+#: inverters begin to derate at 50.2 Hz on a 50 Hz system (60.2 on 60 Hz); at the nominal frequency they are not.
+AC_PV_SHIFT_HZ = 0.2
 #: Separator of an extra solar charger's values: "mppt_state#2" is the state of the charger at unit ID 2.
 CHARGER_SEPARATOR = "#"
 
@@ -132,11 +135,18 @@ class Measurements:
         Any solar charger voltage/current limited in absorption, float or storage;
         or AC-coupled PV producing on the inverter output with the battery full and
         not discharging (its inverter is throttled by frequency shift: it has no
-        MppOperationMode, so the battery tells).
+        MppOperationMode, so the battery tells), and -- when the Multi's output
+        frequency is read -- that frequency shifted above nominal (at the nominal
+        frequency the PV inverter is not held back: no hidden surplus).
         """
         if any(mode == MPPT_MODE_LIMITED and state in MPPT_FULL_STATES for state, mode in self.chargers()):
             return True
         ac_pv, soc, battery = self.pv_ac_w, self.soc_pct, self.battery_w
+        hz = self.values.get("vebus_ac_out_l1_hz")
+        if hz is not None:  # the frequency tells whether the Multi is throttling the PV inverter at all
+            nominal_hz = 60.0 if hz > 55.0 else 50.0
+            if hz < nominal_hz + AC_PV_SHIFT_HZ - 1e-9:
+                return False
         return (
             ac_pv is not None and ac_pv >= AC_PV_MIN_W and soc is not None and soc >= AC_PV_FULL_SOC_PCT
             and battery is not None and battery >= 0.0

@@ -91,6 +91,7 @@ SAMPLE_VALUES: dict[str, float] = {
     "vebus_ac_out_l1_w": 420,
     "vebus_ac_out_l2_w": 0,
     "vebus_ac_out_l3_w": 0,
+    "vebus_ac_out_l1_hz": 50.0,
     "vebus_state": 9,
     "vebus_mode": 3,
 }

@@ -61,6 +61,8 @@ BATTERY_IDLE, BATTERY_CHARGING, BATTERY_DISCHARGING = 0, 1, 2
 BATTERY_IDLE_BAND_W = 30.0
 #: vebus /State while inverting, and while passing grid through.
 VEBUS_INVERTING, VEBUS_PASSTHRU = 9, 8
+#: Off-grid frequency shift of an AC-coupled PV inverter: it begins to derate at the first, gives 0 at the second, Hz.
+SHIFT_START_HZ, SHIFT_END_HZ = 50.2, 51.5
 
 
 # --- the heater: regulator curve and servo geometry ----------------------------
@@ -491,6 +493,17 @@ class Plant:
         return MODE_LIMITED if self.pv_used_w < self.pv_avail_w - 1.0 else MODE_TRACKING
 
     @property
+    def output_hz(self) -> float:
+        """The Multi's AC output frequency: 50 Hz, raised (frequency shift) while it throttles an AC-coupled PV
+        inverter off-grid: from 50.2 Hz (where such inverters begin to derate) towards 51.5 Hz (where they give
+        nothing), in proportion to the PV held back."""
+        p = self.params
+        if not (p.ac_pv and p.off_grid) or self.pv_avail_w < 5.0 or self.pv_ac_w >= self.pv_avail_w - 1.0:
+            return 50.0
+        held = 1.0 - self.pv_ac_w / self.pv_avail_w
+        return round(SHIFT_START_HZ + (SHIFT_END_HZ - SHIFT_START_HZ) * min(1.0, max(0.0, held)), 2)
+
+    @property
     def battery_state(self) -> int:
         """/Dc/Battery/State: 0 idle, 1 charging, 2 discharging."""
         if self.battery_w > BATTERY_IDLE_BAND_W:
@@ -563,7 +576,8 @@ class Plant:
         if p.ac_pv:
             values.update(pv_dc_w=0, mppt_yield_w=None, mppt_state=None, mppt_operation_mode=None,
                           mppt_pv_voltage_v=None, pv_ac_out_l1_w=round(self.pv_ac_w),
-                          vebus_ac_out_l1_w=round(out_l1 - self.pv_ac_w, -1) + 0.0)
+                          vebus_ac_out_l1_w=round(out_l1 - self.pv_ac_w, -1) + 0.0,
+                          vebus_ac_in_l1_w=round(out_l1 - self.pv_ac_w - inv, -1) + 0.0)  # = the grid
         if p.off_grid:
             for n in (1, 2, 3):
                 if values.get(f"grid_l{n}_w") is not None:
@@ -650,6 +664,7 @@ class Plant:
             "vebus_ac_out_l3_w": None,
             "vebus_state": VEBUS_INVERTING if inv > 20.0 else VEBUS_PASSTHRU,
             "vebus_mode": 3,
+            "vebus_ac_out_l1_hz": self.output_hz,
         }
 
     def measurements(self, time_s: float | None = None) -> Measurements:

@@ -420,12 +420,45 @@ class Soak:
         self._proxy_reader: GxReader | None = None
         self._invalid_name = INVALID_ZERO_POWERS[0]
         self._rng = random.Random(seed)
+        #: Set by `episode`: the register its invalid_power_zero episode hits (the week's draw for it).
+        self._invalid_fixed: str | None = None
         self.history: History | None = None
         self.recorder: HistoryRecorder | None = None
         self.rows_handed = 0
         self.runs = 0
         self.dropped = 0
         self._toggles_seen = 0
+
+    @classmethod
+    def episode(
+        cls, kind: str, index: int, db_path: Path, days: int = 7, seed: int = 1, lead_s: float = 1800.0,
+        tail_s: float = 120.0, tank: TankParams | None = SOAK_TANK, hostile: bool = True,
+    ) -> Soak:
+        """A targeted rerun of one episode of the week: the index-th fault of that kind in the week's schedule
+        (the same start, length and, for invalid_power_zero, register), alone, from lead_s before it to tail_s
+        after it. The plant starts fresh at the window's start (its SoC and tank are the day's initial ones, not
+        the week's at that time)."""
+        schedule = fault_schedule(days, seed, None, hostile)
+        rng = random.Random(seed)  # the week draws the register of each invalid_power_zero episode in turn
+        found: list[tuple[Fault, str | None]] = []
+        for fault in schedule:
+            name = rng.choice(INVALID_ZERO_POWERS) if fault.kind == "invalid_power_zero" else None
+            if fault.kind == kind:
+                found.append((fault, name))
+        if not 0 <= index < len(found):
+            raise ValueError(f"the {days}-day week (seed {seed}) has {len(found)} {kind} episodes, not #{index}")
+        fault, name = found[index]
+        start_s = max(0.0, fault.start_s - lead_s)
+        soak = cls(days, db_path, seed=seed, window_s=(start_s, fault.start_s + fault.duration_s + tail_s),
+                   tank=tank, hostile=hostile)
+        soak.faults = [fault]
+        soak._invalid_fixed = name
+        return soak
+
+    @property
+    def invalid_name(self) -> str:
+        """The register the last invalid_power_zero episode hit."""
+        return self._invalid_name
 
     # --- the service, as a process would run it ----------------------------------
 
@@ -501,7 +534,7 @@ class Soak:
                                           clock=self.rig.clock)
             self.rig.loop.source = self._proxy_reader
         elif kind == "invalid_power_zero":
-            self._invalid_name = self._rng.choice(INVALID_ZERO_POWERS)
+            self._invalid_name = self._invalid_fixed or self._rng.choice(INVALID_ZERO_POWERS)
             live.overrides = {self._invalid_name: None}
             live.publish()
         elif kind == "wrap":
