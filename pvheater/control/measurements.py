@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 
 #: Charger states in which the MPPT has finished bulk (the battery is nearly full).
@@ -39,7 +40,8 @@ class Measurements:
 
     A value is None when it was not read (device absent) or failed its
     plausibility check. The properties give the quantities the controller uses,
-    with signs: grid_w > 0 imports, battery_w > 0 charges.
+    with signs: grid_w > 0 imports, battery_w > 0 charges; the derived ones are
+    computed once per snapshot (the values cannot change after construction).
     """
 
     time_s: float
@@ -67,7 +69,7 @@ class Measurements:
         power = self.values.get("bms_power_w")
         return power if power is not None else self.values.get("battery_power_w")
 
-    @property
+    @cached_property
     def grid_w(self) -> float | None:
         """Grid power summed over phases, positive while importing."""
         grid = _sum_phases(self.values, "grid", "w", self.refused)
@@ -77,12 +79,12 @@ class Measurements:
         """One phase of a quantity by register prefix ("grid", "ac_consumption", "vebus_ac_out"), None unknown."""
         return self.values.get(f"{prefix}_l{phase}_w")
 
-    @property
+    @cached_property
     def consumption_w(self) -> float | None:
         """AC consumption (house + heater) summed over phases."""
         return _sum_phases(self.values, "ac_consumption", "w", self.refused)
 
-    @property
+    @cached_property
     def pv_ac_w(self) -> float | None:
         """AC-coupled PV on the inverter output (/Ac/PvOnOutput), summed over phases; None without one."""
         return _sum_phases(self.values, "pv_ac_out", "w", self.refused)
@@ -93,7 +95,7 @@ class Measurements:
         pv = self.values.get("pv_dc_w")
         return pv if pv is not None else self.values.get("mppt_yield_w")
 
-    @property
+    @cached_property
     def pv_w(self) -> float | None:
         """All PV: DC (all solar chargers) plus AC-coupled PV on the inverter output; None when neither is known."""
         if self.refused.intersection(f"pv_ac_out_l{n}_w" for n in (1, 2, 3)):
@@ -108,13 +110,19 @@ class Measurements:
 
     def chargers(self) -> list[tuple[int | None, int | None]]:
         """(state, MppOperationMode) of every solar charger read: the first (unit_ids.mppt), then the extra ones."""
+        return list(self._chargers)
+
+    @cached_property
+    def _chargers(self) -> tuple[tuple[int | None, int | None], ...]:
         found = [(self.mppt_state, self.mppt_mode)]
         for name, value in self.values.items():
-            base, sep, unit = name.partition(CHARGER_SEPARATOR)
-            if sep and base == "mppt_state":
+            if CHARGER_SEPARATOR not in name:
+                continue
+            base, _, unit = name.partition(CHARGER_SEPARATOR)
+            if base == "mppt_state":
                 mode = self.values.get(f"mppt_operation_mode{CHARGER_SEPARATOR}{unit}")
                 found.append((None if value is None else int(value), None if mode is None else int(mode)))
-        return found
+        return tuple(found)
 
     @property
     def mppt_state(self) -> int | None:
@@ -128,7 +136,7 @@ class Measurements:
         mode = self.values.get("mppt_operation_mode")
         return None if mode is None else int(mode)
 
-    @property
+    @cached_property
     def pv_curtailed(self) -> bool:
         """True when PV is held back because the battery is full (hidden surplus).
 
@@ -139,7 +147,7 @@ class Measurements:
         frequency is read -- that frequency shifted above nominal (at the nominal
         frequency the PV inverter is not held back: no hidden surplus).
         """
-        if any(mode == MPPT_MODE_LIMITED and state in MPPT_FULL_STATES for state, mode in self.chargers()):
+        if any(mode == MPPT_MODE_LIMITED and state in MPPT_FULL_STATES for state, mode in self._chargers):
             return True
         ac_pv, soc, battery = self.pv_ac_w, self.soc_pct, self.battery_w
         hz = self.values.get("vebus_ac_out_l1_hz")
