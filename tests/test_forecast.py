@@ -605,12 +605,53 @@ def _run_window(day: Any, strategy: Any, end_h: float = 20.5) -> Any:
     return run_day(day, strategy, start_s=5 * H, end_s=end_h * H, soc_pct=60.0)
 
 
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@dataclass
+class _Pair:
+    """One simulated window of a forecast scenario without and with the forecast, and the latter's log lines."""
+
+    plain: Any
+    forecast: Any
+    lines: list[str]
+
+
+_PAIRS: dict[str, _Pair] = {}
+
+
+def _pair(scenario: str) -> _Pair:
+    """The scenario's two runs (05:00-20:30), simulated once for every test of this module that reads them."""
+    if scenario not in _PAIRS:
+        from pvheater.sim.controller_strategy import ControllerStrategy, _with_forecast
+        from pvheater.sim.scenarios import build_day
+
+        day = build_day(scenario)
+        strategy = _with_forecast(day)
+        handler = _Lines()
+        strategy.loop.log = logging.getLogger(f"pvheater.test.reserve.{scenario}")
+        strategy.loop.log.addHandler(handler)
+        strategy.loop.log.setLevel(logging.INFO)
+        try:
+            forecast = _run_window(day, strategy)
+        finally:
+            strategy.loop.log.removeHandler(handler)
+        _PAIRS[scenario] = _Pair(_run_window(day, ControllerStrategy(day)), forecast, handler.lines)
+    return _PAIRS[scenario]
+
+
 def test_without_a_forecast_exactly_the_plain_rule() -> None:
     from pvheater.sim.controller_strategy import ControllerStrategy
     from pvheater.sim.scenarios import build_day
 
-    day = build_day("morning60")
-    plain = _run_window(day, ControllerStrategy(day), end_h=12.0)
+    day = build_day("morning60_forecast_good")
+    plain = _pair("morning60_forecast_good").plain  # the window to 20:30; compared up to 12:00
     none = ControllerStrategy(day, name="none")
     none.loop.forecast = StaticForecast(None)  # enabled, but nothing fetched
     # A forecast 60 % too high never passes the reality check.
@@ -618,18 +659,16 @@ def test_without_a_forecast_exactly_the_plain_rule() -> None:
     too_high = ControllerStrategy(too_high_day, name="too_high", forecast=True)
     for other in (none, too_high):
         run = _run_window(day, other, end_h=12.0)
-        assert list(run.series.heater_w) == list(plain.series.heater_w)
-        assert list(run.series.soc_pct) == list(plain.series.soc_pct)
+        n = len(run.series.heater_w)
+        assert n > 6 * 3600
+        assert list(run.series.heater_w) == list(plain.series.heater_w)[:n]
+        assert list(run.series.soc_pct) == list(plain.series.soc_pct)[:n]
 
 
 @pytest.mark.parametrize("scenario", ["morning60_forecast_good", "morning60_forecast_over"])
 def test_forecast_reserve_on_the_simulated_pair(scenario: str) -> None:
-    from pvheater.sim.controller_strategy import ControllerStrategy, _with_forecast
-    from pvheater.sim.scenarios import build_day
-
-    day = build_day(scenario)
-    plain = _run_window(day, ControllerStrategy(day))
-    fc = _run_window(day, _with_forecast(day))
+    pair = _pair(scenario)
+    plain, fc = pair.plain, pair.forecast
     heat = sum(fc.series.heater_w) / 3.6e6
     assert heat > sum(plain.series.heater_w) / 3.6e6
     assert max(fc.series.soc_pct) >= 98.0
@@ -638,17 +677,8 @@ def test_forecast_reserve_on_the_simulated_pair(scenario: str) -> None:
     assert max(early) > 500.0  # it did heat early
 
 
-def test_loop_logs_start_and_end_of_early_heating_once(caplog: pytest.LogCaptureFixture) -> None:
-    from pvheater.sim.controller_strategy import _with_forecast
-    from pvheater.sim.day import run_day
-    from pvheater.sim.scenarios import build_day
-
-    day = build_day("morning60_forecast_over")
-    strategy = _with_forecast(day)
-    strategy.loop.log = logging.getLogger("pvheater.test.reserve")
-    with caplog.at_level(logging.INFO, logger="pvheater.test.reserve"):
-        run_day(day, strategy, start_s=6 * H, end_s=13 * H, soc_pct=60.0)
-    lines = [r.getMessage() for r in caplog.records if "early" in r.getMessage() or "allowed" in r.getMessage()]
+def test_loop_logs_start_and_end_of_early_heating_once() -> None:
+    lines = [line for line in _pair("morning60_forecast_over").lines if "early" in line or "allowed" in line]
     assert lines[0].startswith("heating below 95 % SoC allowed: forecast: battery needs")
     assert any(line.startswith("early heating ended, plain min_soc rule: PV at") for line in lines)
     assert len(lines) <= 6
