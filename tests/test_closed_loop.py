@@ -95,8 +95,9 @@ def test_gx_outage_opens_relay_and_heating_resumes() -> None:
         assert rig.plant.relay_on and rig.plant.heater_w > 1000
 
 
-def test_morning_at_60_pct_charges_battery_first() -> None:
-    day = constant_day(2800, 300, seconds=4 * 3600, initial_soc_pct=60.0)
+def test_below_min_soc_charges_battery_first() -> None:
+    # From 85 %: the same climb to min_soc (95 %) as a morning at 60 %, in a third of the ticks.
+    day = constant_day(2800, 300, seconds=4 * 3600, initial_soc_pct=85.0)
     with SimulatedRig(day, fast_config(), start_s=0.0) as rig:
         min_soc = rig.config.control.min_soc_pct
         while rig.plant.soc_pct < min_soc:
