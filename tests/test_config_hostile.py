@@ -1,7 +1,8 @@
 """Hostile config files: NaN/inf, duplicate keys, huge, deep, binary, special files, bad host names.
 
-Every case goes through the real command line in a subprocess and must end
-with exit 2 and exactly one line on stderr, never a traceback or a hang.
+Every case goes through the real command line (a subprocess, or `main()` in
+this process for the cases a process of their own adds nothing to) and must
+end with exit 2 and exactly one line on stderr, never a traceback or a hang.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from pvheater.cli import main
 from pvheater.config import MAX_YAML_DEPTH, Config, PlaneConfig, load_config
 from pvheater.errors import ConfigError
 
@@ -108,12 +110,25 @@ CLI_CASES = {
 }
 
 
+#: Cases that also go through a process of their own (the interpreter's start and exit, deep nesting's stack).
+SUBPROCESS_CASES = ("nan-interval", "duplicate-key", "deep-flow", "deep-block", "5000-digit-int", "nul-character")
+
+
 @pytest.mark.parametrize("case", list(CLI_CASES), ids=list(CLI_CASES))
-def test_hostile_config_one_line_exit_2(tmp_path: Path, case: str) -> None:
+def test_hostile_config_one_line_exit_2(
+    tmp_path: Path, case: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     text, expected = CLI_CASES[case]
     path = tmp_path / "bad.yaml"
     path.write_text(text, encoding="utf-8")
-    assert_one_line_exit_2(cli(tmp_path, "read-registers", "--config", str(path)), str(path), *expected)
+    if case in SUBPROCESS_CASES:
+        assert_one_line_exit_2(cli(tmp_path, "read-registers", "--config", str(path)), str(path), *expected)
+        return
+    monkeypatch.chdir(tmp_path)
+    code = main(["read-registers", "--config", str(path)])
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert_one_line_exit_2(subprocess.CompletedProcess([], code, out, err), str(path), *expected)
 
 
 @pytest.mark.parametrize("case", ["long-host-label", "nan-servo-pulse", "nan-interval", "duplicate-key"])
