@@ -30,13 +30,16 @@ nothing from elsewhere, so it works without internet.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hmac
 import html
+import ipaddress
 import json
 import logging
 import math
 import os
+import selectors
 import socket
 import socketserver
 import sqlite3
@@ -155,8 +158,47 @@ def web_frontend(cfg: Config, environ: Mapping[str, str] = os.environ) -> WebFro
     host, port = parse_listen(cfg.web.listen)
     return WebFrontend(
         host, port, token=load_token(cfg.web, environ), refresh_s=cfg.web.refresh_s,
-        history_file=cfg.history.file, row_every_s=cfg.history.row_every_s,
+        history_file=cfg.history.file, row_every_s=cfg.history.row_every_s, hostnames=cfg.web.hostnames or (),
     )
+
+
+def host_names(bound_host: str, configured: tuple[str, ...] = ()) -> frozenset[str]:
+    """The names (besides IP addresses) a request's Host may give: localhost, this machine's name, the
+    configured ones (lower case, no trailing dot)."""
+    names = {"localhost", bound_host.lower()}
+    machine = socket.gethostname().lower().rstrip(".")  # no DNS: the kernel's name
+    if machine:
+        short = machine.split(".")[0]
+        names |= {machine, short, f"{short}.local"}
+    names |= {name.lower().rstrip(".") for name in configured}
+    return frozenset(names)
+
+
+def host_allowed(host_header: str | None, names: frozenset[str]) -> bool:
+    """Whether a Host header names this page: absent (not a browser), an IP literal or one of names.
+
+    A web page elsewhere can point its own DNS name at this address (DNS rebinding); the browser then sends
+    that name as the Host, so requests under a name nobody configured are refused."""
+    if host_header is None:
+        return True
+    host = host_header.strip().lower()
+    if host.startswith("["):  # [v6]:port
+        end = host.find("]")
+        literal = host[1:end] if end > 0 else ""
+        try:
+            ipaddress.IPv6Address(literal.split("%")[0])
+        except ValueError:
+            return False
+        return True
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit():
+        host = name
+    host = host.rstrip(".")
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return host in names
+    return True
 
 
 # --- what the page shows ------------------------------------------------------------
@@ -563,13 +605,48 @@ class _Server(ThreadingHTTPServer):
         self.slots = threading.BoundedSemaphore(MAX_CLIENTS)
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
+        self._stopping = False
+        self._wake_r, self._wake_w = os.pipe()
+        try:
+            super().__init__(address, _Handler)
+        except BaseException:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            raise
+        self.timeout = 0.0  # handle_request() is called only when a connection waits
 
     def server_bind(self) -> None:
         """Bind without HTTPServer's reverse DNS lookup of the address (seconds on a Pi with no DNS, before the
         first control tick)."""
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+
+    def serve(self) -> None:
+        """Accept connections until stop(): one select on the listening socket and a wake-up pipe, no timeout.
+
+        (socketserver's serve_forever wakes every poll_interval to look for a shutdown request; idle, this
+        wakes only for a new connection.)"""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.socket, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stopping:
+                ready = selector.select()
+                if self._stopping:
+                    break
+                if any(key.fileobj is self.socket for key, _ in ready):
+                    self.handle_request()  # the socket is readable: accepts at once, serves in a new thread
+
+    def stop(self) -> None:
+        """Make serve() return (from another thread)."""
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"\0")
+
+    def server_close(self) -> None:
+        super().server_close()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve in a new thread when a slot is free; else close the connection at once."""
@@ -628,8 +705,18 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.dumps(obj, allow_nan=False, separators=(",", ":")).encode("utf-8")
         self._send(status, body, "application/json")
 
+    def _host_refused(self) -> bool:
+        """Refuse (403) a request whose Host is not this page's (see host_allowed); True when refused."""
+        if host_allowed(self.headers.get("Host"), self.server.frontend.host_names):
+            return False
+        self.close_connection = True  # a body, if any, is left unread
+        self._json(403, {"ok": False, "error": "unknown Host: add this name to web.hostnames, or use the address"})
+        return True
+
     def do_GET(self) -> None:
         """The page, its script and style, the state, the summary and the chart."""
+        if self._host_refused():
+            return
         front = self.server.frontend
         path = urllib.parse.urlsplit(self.path).path
         if path == "/":
@@ -640,11 +727,15 @@ class _Handler(BaseHTTPRequestHandler):
             body, ctype = front.static(path)
             self._send(200, body, ctype, cache="max-age=300")
         elif path == "/api/state":
-            state = front.hub_state()
+            try:
+                state = front.hub_state_json()
+            except (TypeError, ValueError) as exc:  # a state JSON cannot carry (NaN): say so, once per request
+                self._json(500, {"ok": False, "error": f"the state cannot be sent as JSON ({exc})"})
+                return
             if state is None:
                 self._json(503, {"ok": False, "error": "no state yet: the first control tick has not run"})
             else:
-                self._json(200, state)
+                self._send(200, state, "application/json")
         elif path == "/api/summary":
             self._json(200, front.summary())
         elif path == "/chart.svg":
@@ -654,6 +745,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         """The mode and boost commands, with the token."""
+        if self._host_refused():
+            return
         front = self.server.frontend
         path = urllib.parse.urlsplit(self.path).path
         if path not in ("/api/mode", "/api/boost"):
@@ -746,8 +839,10 @@ class WebFrontend:
 
     def __init__(self, host: str, port: int, *, token: str | None = None, refresh_s: float = 2.0,
                  history_file: str | None = None, row_every_s: float = 60.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, hostnames: tuple[str, ...] = ()) -> None:
         self.host = host
+        #: The names a request's Host may give besides IP addresses (DNS-rebinding guard).
+        self.host_names = host_names(host, hostnames)
         self.port = port
         self.token = token
         self.refresh_s = refresh_s
@@ -779,8 +874,7 @@ class WebFrontend:
             raise PvHeaterError(f"web.listen: cannot listen on {self.host}:{self.port} "
                                 f"({exc.strerror or exc})") from None
         self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.5},
-                                        name="pvheater-web", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve, name="pvheater-web", daemon=True)
         self._thread.start()
         if self.host in ("0.0.0.0", "::"):
             log.warning("web.listen %s: the status page answers on every network this machine is on; "
@@ -793,16 +887,20 @@ class WebFrontend:
         server, self._server = self._server, None
         if server is None:
             return
-        server.shutdown()
-        server.server_close()
+        server.stop()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
+        server.server_close()
 
     # --- used by the request threads ---
 
     def hub_state(self) -> dict[str, Any] | None:
         """The newest state the tick published."""
         return None if self._hub is None else self._hub.latest()
+
+    def hub_state_json(self) -> bytes | None:
+        """That state as JSON (the bytes MQTT publishes: encoded once per state)."""
+        return None if self._hub is None else self._hub.latest_json()
 
     def hub_dispatch(self, request: dict[str, Any]) -> dict[str, Any]:
         """A command through the hub (never raises)."""

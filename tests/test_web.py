@@ -23,6 +23,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import replace
 from html.parser import HTMLParser
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -451,6 +452,47 @@ def test_requests_are_bounded(front: Any, monkeypatch: pytest.MonkeyPatch) -> No
         assert idle.recv(100) == b""  # closed by the server
         assert time.monotonic() - started < 3.0
     assert got == []
+
+
+def _status_with_host(port: int, host: str | None, method: str = "GET", path: str = "/api/state",
+                      body: bytes | None = None, headers: dict[str, str] | None = None) -> int:
+    """The status of one request whose Host header is `host` (None: no Host header at all)."""
+    conn = HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        if host is not None:
+            conn.putheader("Host", host)
+        for name, value in {**(headers or {}), "Content-Length": str(len(body or b""))}.items():
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_a_name_nobody_configured_is_refused_dns_rebinding(front: Any) -> None:
+    frontend, hub, got = front
+    hub.publish({"version": 1, "pv_w": 1.0})
+    port = frontend.port
+    machine = socket.gethostname()
+    for host in (f"127.0.0.1:{port}", "127.0.0.1", f"[::1]:{port}", "192.168.1.20:8080", f"localhost:{port}",
+                 f"{machine}:{port}", f"{machine.split('.')[0].upper()}.local:{port}", None):
+        assert _status_with_host(port, host) == 200, host
+    for host in (f"evil.example:{port}", "attacker.example", f"127.0.0.1.evil.example:{port}", "[evil]:80", ""):
+        assert _status_with_host(port, host) == 403, host
+        assert _status_with_host(port, host, path="/") == 403, host
+    form = {"Content-Type": "application/x-www-form-urlencoded", "X-Pvheater-Token": TOKEN}
+    assert _status_with_host(port, "evil.example", "POST", "/api/mode", b"mode=off", form) == 403
+    assert got == []  # a rebound page cannot change the mode even with the token
+    assert _status_with_host(port, f"127.0.0.1:{port}", "POST", "/api/mode", b"mode=off", form) == 200
+    assert got == [{"cmd": "mode", "mode": "off"}]
+    named = WebFrontend("127.0.0.1", 0, hostnames=("pvheater.fritz.box",))
+    named.start(Hub())
+    try:
+        assert _status_with_host(named.port, "PVHEATER.fritz.box.:80", path="/") == 200
+        assert _status_with_host(named.port, "other.fritz.box", path="/") == 403
+    finally:
+        named.close()
 
 
 def test_the_page_refuses_an_address_it_cannot_bind_in_one_line() -> None:
