@@ -698,7 +698,7 @@ class _Handler(BaseHTTPRequestHandler):
         Instead of http.server's parser (email.parser per request: most of the CPU a phone polling
         /api/state costs); anything it does not take is answered 400 (431 for too long or too many)."""
         self.command = None  # type: ignore[assignment]
-        self.request_version = self.default_request_version
+        self.request_version = "HTTP/1.0"  # for an error answer: with a status line, then closed
         self.close_connection = True
         self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
         words = self.requestline.split(" ")

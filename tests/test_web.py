@@ -495,6 +495,48 @@ def test_a_name_nobody_configured_is_refused_dns_rebinding(front: Any) -> None:
         named.close()
 
 
+def _raw_status(port: int, request: bytes) -> int | None:
+    """The status the server answers a raw request with (None: it closed without an answer)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(request)
+        answer = b""
+        with contextlib.suppress(OSError):
+            while b"\r\n" not in answer:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+    return int(answer.split(b" ")[1]) if answer.startswith(b"HTTP/1.") else None
+
+
+def test_malformed_requests_are_refused_and_headers_are_bounded(front: Any) -> None:
+    frontend, hub, got = front
+    hub.publish({"version": 1, "pv_w": 1.0})
+    port = frontend.port
+    ok = b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    assert _raw_status(port, ok) == 200
+    assert _raw_status(port, b"GET /api/state HTTP/1.0\r\n\r\n") == 200  # no Host: not a browser
+    for bad in (b"GET /api/state\r\n\r\n", b"GET  /api/state HTTP/1.1\r\n\r\n", b"GET /x HTTP/2.0\r\n\r\n",
+                b"GET http://evil/ HTTP/1.1\r\n\r\n", b"GET / HTTP/1.1\r\nHost 127.0.0.1\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost : 127.0.0.1\r\n\r\n", b"GET / HTTP/1.1\r\n folded\r\n\r\n"):
+        assert _raw_status(port, bad) == 400, bad
+    too_long = b"GET / HTTP/1.1\r\nX-A: " + b"a" * 9000 + b"\r\n\r\n"
+    assert _raw_status(port, too_long) == 431
+    too_many = b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(70)) + b"\r\n"
+    assert _raw_status(port, too_many) == 431
+    # the first of a repeated header counts (an evil second Host does not win, nor does a good second one)
+    assert _raw_status(port, b"GET / HTTP/1.1\r\nHost: evil.example\r\nHost: 127.0.0.1\r\n\r\n") == 403
+    # keep-alive: two requests on one connection, both answered
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 2)
+        answer = b""
+        deadline = time.monotonic() + 5
+        while answer.count(b"HTTP/1.1 200") < 2 and time.monotonic() < deadline:
+            answer += conn.recv(65536)
+    assert answer.count(b"HTTP/1.1 200") == 2
+    assert got == []
+
+
 def test_the_page_refuses_an_address_it_cannot_bind_in_one_line() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
