@@ -506,9 +506,16 @@ class WebConfig:
     token_env: str | None = setting(None)
     #: Seconds between the page's refreshes of the live values.
     refresh_s: float = setting(2.0, min=1.0, max=60.0)
+    #: Further names the page may be asked by (the Host header), e.g. [pvheater.fritz.box]; IP addresses,
+    #: localhost and this machine's own name (with .local) are always accepted. null: no others.
+    hostnames: tuple[str, ...] | None = setting(None)
 
     def check(self) -> list[tuple[str, str]]:
-        """listen must be an explicit ADDRESS:PORT; one token source at most."""
+        """listen must be an explicit ADDRESS:PORT; one token source at most; host names without port or scheme."""
+        for name in self.hostnames or ():
+            if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", name):
+                return [("hostnames", f"expected host names such as pvheater.fritz.box (no port, no scheme), "
+                                      f"got {_clip(name)}")]
         if self.listen is not None:
             try:
                 parse_listen(self.listen)

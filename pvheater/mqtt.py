@@ -2,12 +2,21 @@
 
 The only module that imports paho-mqtt. `MqttFrontend` is a front-end of
 the hub (pvheater/service/hub.py): the control tick hands each new state to
-`_take`, which only stores it in a one-slot queue (the newest replaces an
-older one not yet sent) and sets an event -- it never blocks and never
-touches the network. A worker thread publishes from there; paho's own
-network thread connects, reconnects with backoff (1 s doubling up to
-`mqtt.reconnect_max_s`) and receives. So a broker that is down, slow or
-stopped never delays a tick.
+`_take`, which keeps it in a one-slot queue (the newest replaces an older
+one not yet sent: several states waiting go out as one, the newest). No
+paho network thread runs (no `loop_start`): one worker thread drives the
+client -- it waits in `select` on the broker's socket and a wake-up pipe,
+connects and reconnects with backoff (1 s doubling up to
+`mqtt.reconnect_max_s`), reads the broker's messages (commands), sends the
+keep-alive pings (`loop_misc`), the announcements and any state the tick
+did not send. While the connection is up and idle (the worker is not using
+the client -- a lock taken only if free -- and nothing is left to write),
+`_take` publishes the state itself: without a loop thread paho writes it
+straight to the non-blocking socket, so it costs one socket write and wakes
+no thread. Otherwise `_take` writes one byte to the wake-up pipe and
+returns. Either way it never waits: a broker that is down, slow or stopped
+never delays a tick, and what waits for it is bounded (one state in the
+slot, at most one in paho's send queue).
 
 Topics under `mqtt.base_topic` (default ``pvheater``):
 
@@ -40,9 +49,9 @@ import logging
 import math
 import os
 import queue
+import select
 import socket
 import stat
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -70,8 +79,10 @@ MAX_COMMAND_BYTES = 256
 MAX_PENDING_COMMANDS = 16
 #: State fields that change on every tick by themselves: a change in them alone is not worth a publish.
 CLOCK_FIELDS = ("wall_s", "data_age_s")
-#: Seconds a TCP connect to the broker may take (paho's thread; bounds close() too).
+#: Seconds a TCP connect to the broker may take (in the worker; bounds close() too).
 CONNECT_TIMEOUT_S = 3.0
+#: Longest wait of the worker with nothing to do, in seconds (it also sends the keep-alive pings).
+IDLE_WAIT_S = 15.0
 #: Seconds close() waits for the broker to take the final `offline`.
 CLOSE_WAIT_S = 2.0
 #: Tank temperatures a boost may aim at, degC (the config's goal range).
@@ -349,7 +360,11 @@ class MqttFrontend:
         self._client: Any = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        #: Held by whoever uses the paho client: the worker, or the tick's `_take` (only when it is free).
+        self._io = threading.Lock()
+        #: The wake-up pipe (read end, write end): a byte in it wakes the worker's select; closed under the lock.
+        self._wake_r = self._wake_w = -1
+        self._pipe_lock = threading.Lock()
         #: The newest state not yet handled by the worker (one slot: a newer state replaces it).
         self._newest: dict[str, Any] | None = None
         self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(MAX_PENDING_COMMANDS)
@@ -364,6 +379,12 @@ class MqttFrontend:
         self._malformed_logged = False
         self._dropped_logged = False
         self._encode_failed = False
+        #: The backoff before the last connect attempt (None: the next one waits the shortest).
+        self._retry_delay_s: float | None = None
+        #: The last state sent (without its clock fields), when (monotonic), and the last state looked at.
+        self._last_sent: dict[str, Any] | None = None
+        self._last_sent_s = -math.inf
+        self._last_seen: dict[str, Any] | None = None
         #: State messages handed to the broker (for tests).
         self.state_publishes = 0
 
@@ -380,7 +401,8 @@ class MqttFrontend:
     # --- the hub's front-end protocol ---------------------------------------------------------
 
     def start(self, hub: Hub) -> None:
-        """Connect in the background (never waits for the broker), subscribe to the hub's states, start the worker."""
+        """Set up the client and start the worker, which connects in the background (never waits for the broker);
+        subscribe to the hub's states."""
         s = self.settings
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pvheater-{s.node_id}")
         client.will_set(self.availability_topic, "offline", qos=1, retain=True)
@@ -391,55 +413,82 @@ class MqttFrontend:
                 client.tls_set(ca_certs=s.ca_file)
             except (OSError, ValueError) as exc:
                 raise PvHeaterError(f"mqtt: cannot set up TLS ({exc})") from None
-        client.reconnect_delay_set(min_delay=1, max_delay=max(1, round(s.reconnect_max_s)))
         client.connect_timeout = CONNECT_TIMEOUT_S
         client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         try:
-            client.connect_async(s.host, s.port, keepalive=s.keepalive_s)
+            client.connect_async(s.host, s.port, keepalive=s.keepalive_s)  # only stores the address: no network
         except (OSError, ValueError) as exc:
             raise PvHeaterError(f"mqtt: cannot connect to {self.endpoint} ({exc})") from None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._client = client
         self._hub = hub
         self._down_since = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="pvheater-mqtt", daemon=True)
         self._thread.start()
-        client.loop_start()
         hub.subscribe(self._take)
         log.info("mqtt: connecting to %s; state on %s%s", self.endpoint, self.state_topic,
                  "" if s.discovery_prefix is None else f", Home Assistant discovery under {s.discovery_prefix}/")
 
     def close(self) -> None:
-        """Say offline (retained), disconnect, stop both threads; never raises."""
+        """Say offline (retained), disconnect, stop the worker; never raises."""
         client = self._client
         if client is None:
             return
         self._closing = True
         self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=CLOSE_WAIT_S)
-        try:
-            if self._connected:
-                info = client.publish(self.availability_topic, "offline", qos=1, retain=True)
-                info.wait_for_publish(timeout=CLOSE_WAIT_S)
-            client.disconnect()
-            client.loop_stop()
-        except Exception as exc:  # the service is ending: one line, and go on
-            log.warning("mqtt: closing the connection to %s: %s: %s", self.endpoint, type(exc).__name__, exc)
+        self._poke()
+        thread = self._thread
+        if thread is not None:  # the worker says offline and disconnects; it may be inside a connect attempt
+            thread.join(timeout=CONNECT_TIMEOUT_S + CLOSE_WAIT_S + 1.0)
+        if thread is None or not thread.is_alive():
+            with self._pipe_lock:
+                for fd in (self._wake_r, self._wake_w):
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                self._wake_r = self._wake_w = -1
+        else:
+            log.warning("mqtt: the connection to %s did not close in time; left to the broker's last will",
+                        self.endpoint)
         self._client = None
         log.info("mqtt: disconnected from %s (availability offline)", self.endpoint)
 
     def _take(self, state: dict[str, Any]) -> None:
-        """The hub's subscriber, in the tick's thread: keep the newest state and wake the worker; nothing else."""
+        """The hub's subscriber, in the tick's thread; never blocks and never waits for the broker.
+
+        The newest state goes into the one slot. When the connection is up, the worker is not using the
+        client (a lock taken only if free) and nothing earlier is still waiting to be written, the state is
+        published from here: paho writes it to the non-blocking socket at once (the kernel's buffer takes it,
+        whatever the broker does) -- no thread is woken. Otherwise the worker is woken and sends the newest
+        state when it can (states that arrive meanwhile replace it: nothing piles up).
+        """
         if self._closing:
             return
         self._newest = state
-        self._wake.set()
+        client = self._client
+        if self._connected and self._io.acquire(blocking=False):
+            try:
+                if self._connected and not self._announce and not client.want_write():
+                    self._send_state_if_due(state)
+                    if not self._connected or client.want_write():  # lost, or a part of it still to write
+                        self._poke()
+                    return
+            except Exception:  # the worker tries again (and logs what keeps failing); never the tick's problem
+                pass
+            finally:
+                self._io.release()
+        self._poke()
 
-    # --- paho's thread ---------------------------------------------------------------------------
+    def _poke(self) -> None:
+        """Wake the worker (one byte in a non-blocking pipe; a full pipe already wakes it)."""
+        with self._pipe_lock, contextlib.suppress(OSError):  # full: the worker wakes anyway
+            if self._wake_w >= 0:
+                os.write(self._wake_w, b"\0")
+
+    # --- paho's callbacks, called in the worker (inside loop_read) -------------------------------
 
     def _went_down(self, why: str) -> None:
         """Not connected: the first failure of an outage is logged, the retries that follow are not."""
@@ -471,14 +520,9 @@ class MqttFrontend:
         self._ever_connected = True
         self._down_since = None
         self._down_logged = False
-        self._announce = True  # before _connected: the worker never sends a state ahead of the announcements
+        self._retry_delay_s = None  # the next outage's first retry waits the shortest delay again
+        self._announce = True
         self._connected = True
-        self._wake.set()
-
-    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
-        exc = sys.exc_info()[1]  # paho calls this inside its `except OSError` around the connect
-        why = "" if exc is None else f" ({type(exc).__name__}: {str(exc)[:160]})"
-        self._went_down(f"cannot reach the broker at {self.endpoint}{why}")
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if self._connected:
@@ -491,7 +535,6 @@ class MqttFrontend:
         if topic == self.ha_status_topic:
             if message.payload == b"online":  # Home Assistant restarted: announce again
                 self._announce = True
-                self._wake.set()
             return
         if not topic.startswith(self.command_prefix) or message.retain:
             return  # a retained command is an old one left on the broker: never act on it at start
@@ -503,38 +546,140 @@ class MqttFrontend:
                 log.warning("mqtt: commands arrive faster than they are handled; dropping some")
             return
         self._dropped_logged = False
-        self._wake.set()
 
     # --- the worker ------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        last_sent: dict[str, Any] | None = None
-        last_sent_s = -math.inf
-        every_s = self.settings.publish_every_s
+        """Connect, reconnect, wait on the socket and the wake-up pipe, publish; at the end say offline."""
+        client = self._client
+        retry_at_s = 0.0  # the first connect at once
         while not self._stop.is_set():
-            timeout_s = max(0.05, last_sent_s + every_s - time.monotonic()) if self._connected else 1.0
-            self._wake.wait(min(timeout_s, every_s))
-            self._wake.clear()
-            if self._stop.is_set():
-                break
             try:
-                self._handle_commands()
-                force = False
-                if self._announce and self._connected:
-                    self._announce = False
-                    self._send_announcements()
-                    force = True
-                state = self._newest
-                if state is None or not self._connected:
+                sock = client.socket()
+                if sock is None:  # not connected: the next attempt when its backoff is over
+                    wait_s = retry_at_s - time.monotonic()
+                    if wait_s > 0:
+                        self._wait([], wait_s)
+                        continue
+                    with self._io:
+                        self._connect_once()
+                    if client.socket() is None:
+                        retry_at_s = time.monotonic() + self._next_delay_s()
                     continue
-                comparable = {k: v for k, v in state.items() if k not in CLOCK_FIELDS}
-                now_s = time.monotonic()
-                due = force or comparable != last_sent or now_s - last_sent_s >= every_s
-                if due and self._publish_state(state):
-                    last_sent, last_sent_s = comparable, now_s
+                self._serve(sock)
+                if client.socket() is None:  # lost in this round (paho closed it and called _on_disconnect)
+                    retry_at_s = time.monotonic() + self._next_delay_s()
             except Exception as exc:  # the worker must go on; the tick never sees this
                 log.error("mqtt: publishing failed: %s: %s", type(exc).__name__, exc)
                 self._stop.wait(1.0)
+        self._say_offline()
+
+    def _next_delay_s(self) -> float:
+        """The backoff before the next connect attempt: 1 s, doubling up to mqtt.reconnect_max_s."""
+        cap_s = self.settings.reconnect_max_s
+        delay_s = min(1.0, cap_s) if self._retry_delay_s is None else min(2.0 * self._retry_delay_s, cap_s)
+        self._retry_delay_s = delay_s
+        return delay_s
+
+    def _connect_once(self) -> None:
+        """One connect attempt (TCP, TLS, the CONNECT packet); its CONNACK comes later through loop_read."""
+        self._connected = False
+        why = ""
+        try:
+            self._client.reconnect()
+        except OSError as exc:  # refused, unreachable, timed out, a TLS failure
+            why = f" ({type(exc).__name__}: {str(exc)[:160]})"
+        if self._client.socket() is None:
+            self._went_down(f"cannot reach the broker at {self.endpoint}{why}")
+
+    def _wait(self, socks: list[Any], timeout_s: float, write: bool = False) -> tuple[list[Any], list[Any]]:
+        """select() on socks and the wake-up pipe (emptied when it woke us); the ready socks to read and write."""
+        try:
+            readable, writable, _ = select.select([*socks, self._wake_r], socks if write else [], [],
+                                                  max(0.0, timeout_s))
+        except (OSError, ValueError):  # the socket was closed meanwhile (a failed write): the caller looks again
+            return [], []
+        if self._wake_r in readable:
+            with contextlib.suppress(OSError):
+                os.read(self._wake_r, 4096)
+            readable.remove(self._wake_r)
+        return readable, writable
+
+    def _serve(self, sock: Any) -> None:
+        """One round on an open socket: wait for the broker, a wake-up or a deadline, then read, write, ping, publish.
+
+        Every use of the client here holds `_io` (the tick's `_take` publishes only while it is free); the wait
+        does not."""
+        client = self._client
+        pending = sock.pending() if hasattr(sock, "pending") else 0  # TLS bytes already decrypted
+        readable, writable = self._wait([sock], 0.0 if pending else self._idle_s(), write=client.want_write())
+        with self._io:
+            if client.socket() is not sock:  # closed meanwhile (a failed write in the tick's publish)
+                return
+            if readable or pending:
+                client.loop_read()
+            if writable and client.socket() is not None:
+                client.loop_write()
+            if client.socket() is not None:
+                client.loop_misc()  # keep-alive ping, and the end of a broker that stopped answering
+            if self._stop.is_set():
+                return
+            self._handle_commands()
+            if self._connected:
+                self._send_due()
+
+    def _idle_s(self) -> float:
+        """How long the worker may wait with nothing new: until a state is due again, a ping, at most IDLE_WAIT_S."""
+        wait_s = min(IDLE_WAIT_S, self.settings.keepalive_s / 4.0)
+        if self._connected and self._newest is not None:
+            wait_s = min(wait_s, self._last_sent_s + self.settings.publish_every_s - time.monotonic())
+        return max(0.0, wait_s)
+
+    def _send_due(self) -> None:
+        """The announcements after a connect, then the newest state if it is due."""
+        force = False
+        if self._announce:
+            self._announce = False
+            self._send_announcements()
+            force = True
+        state = self._newest
+        if state is not None and not self._client.want_write():  # a backlog first goes out (bounded: one state)
+            self._send_state_if_due(state, force=force)
+
+    def _send_state_if_due(self, state: dict[str, Any], *, force: bool = False) -> None:
+        """Publish state if it changed (besides its clock fields) or publish_every_s has passed (holding `_io`)."""
+        now_s = time.monotonic()
+        timely = now_s - self._last_sent_s < self.settings.publish_every_s
+        if state is self._last_seen and timely and not force:
+            return  # this state was looked at already
+        comparable = {k: v for k, v in state.items() if k not in CLOCK_FIELDS}
+        if force or comparable != self._last_sent or not timely:
+            if not self._publish_state(state):
+                return  # not sent: the worker tries again
+            self._last_sent, self._last_sent_s = comparable, now_s
+        self._last_seen = state
+
+    def _say_offline(self) -> None:
+        """At the end, in the worker: `offline` (retained, waited for up to CLOSE_WAIT_S), then DISCONNECT."""
+        client = self._client
+        self._io.acquire()  # for good: `_closing` already keeps the tick away
+        try:
+            if self._connected and client.socket() is not None:
+                info = client.publish(self.availability_topic, "offline", qos=1, retain=True)
+                deadline_s = time.monotonic() + CLOSE_WAIT_S
+                while not info.is_published() and client.socket() is not None:
+                    left_s = deadline_s - time.monotonic()
+                    if left_s <= 0:
+                        break
+                    readable, writable = self._wait([client.socket()], left_s, write=client.want_write())
+                    if readable:
+                        client.loop_read()
+                    if writable and client.socket() is not None:
+                        client.loop_write()
+            client.disconnect()
+        except Exception as exc:  # the service is ending: one line, and go on
+            log.warning("mqtt: closing the connection to %s: %s: %s", self.endpoint, type(exc).__name__, exc)
+        self._connected = False
 
     def _publish(self, topic: str, payload: str, *, retain: bool, qos: int = 0) -> bool:
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
@@ -542,7 +687,8 @@ class MqttFrontend:
 
     def _publish_state(self, state: dict[str, Any]) -> bool:
         try:
-            payload = json.dumps(state, separators=(",", ":"), allow_nan=False, default=str)
+            assert self._hub is not None
+            payload = self._hub.json_of(state)  # encoded once per state, shared with the page's /api/state
         except (TypeError, ValueError) as exc:
             if not self._encode_failed:
                 log.error("mqtt: the state cannot be sent as JSON (%s); it is left out until it can", exc)

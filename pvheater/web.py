@@ -30,13 +30,16 @@ nothing from elsewhere, so it works without internet.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hmac
 import html
+import ipaddress
 import json
 import logging
 import math
 import os
+import selectors
 import socket
 import socketserver
 import sqlite3
@@ -155,8 +158,47 @@ def web_frontend(cfg: Config, environ: Mapping[str, str] = os.environ) -> WebFro
     host, port = parse_listen(cfg.web.listen)
     return WebFrontend(
         host, port, token=load_token(cfg.web, environ), refresh_s=cfg.web.refresh_s,
-        history_file=cfg.history.file, row_every_s=cfg.history.row_every_s,
+        history_file=cfg.history.file, row_every_s=cfg.history.row_every_s, hostnames=cfg.web.hostnames or (),
     )
+
+
+def host_names(bound_host: str, configured: tuple[str, ...] = ()) -> frozenset[str]:
+    """The names (besides IP addresses) a request's Host may give: localhost, this machine's name, the
+    configured ones (lower case, no trailing dot)."""
+    names = {"localhost", bound_host.lower()}
+    machine = socket.gethostname().lower().rstrip(".")  # no DNS: the kernel's name
+    if machine:
+        short = machine.split(".")[0]
+        names |= {machine, short, f"{short}.local"}
+    names |= {name.lower().rstrip(".") for name in configured}
+    return frozenset(names)
+
+
+def host_allowed(host_header: str | None, names: frozenset[str]) -> bool:
+    """Whether a Host header names this page: absent (not a browser), an IP literal or one of names.
+
+    A web page elsewhere can point its own DNS name at this address (DNS rebinding); the browser then sends
+    that name as the Host, so requests under a name nobody configured are refused."""
+    if host_header is None:
+        return True
+    host = host_header.strip().lower()
+    if host.startswith("["):  # [v6]:port
+        end = host.find("]")
+        literal = host[1:end] if end > 0 else ""
+        try:
+            ipaddress.IPv6Address(literal.split("%")[0])
+        except ValueError:
+            return False
+        return True
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit():
+        host = name
+    host = host.rstrip(".")
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return host in names
+    return True
 
 
 # --- what the page shows ------------------------------------------------------------
@@ -563,13 +605,48 @@ class _Server(ThreadingHTTPServer):
         self.slots = threading.BoundedSemaphore(MAX_CLIENTS)
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
+        self._stopping = False
+        self._wake_r, self._wake_w = os.pipe()
+        try:
+            super().__init__(address, _Handler)
+        except BaseException:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            raise
+        self.timeout = 0.0  # handle_request() is called only when a connection waits
 
     def server_bind(self) -> None:
         """Bind without HTTPServer's reverse DNS lookup of the address (seconds on a Pi with no DNS, before the
         first control tick)."""
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+
+    def serve(self) -> None:
+        """Accept connections until stop(): one select on the listening socket and a wake-up pipe, no timeout.
+
+        (socketserver's serve_forever wakes every poll_interval to look for a shutdown request; idle, this
+        wakes only for a new connection.)"""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.socket, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stopping:
+                ready = selector.select()
+                if self._stopping:
+                    break
+                if any(key.fileobj is self.socket for key, _ in ready):
+                    self.handle_request()  # the socket is readable: accepts at once, serves in a new thread
+
+    def stop(self) -> None:
+        """Make serve() return (from another thread)."""
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"\0")
+
+    def server_close(self) -> None:
+        super().server_close()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve in a new thread when a slot is free; else close the connection at once."""
@@ -590,6 +667,18 @@ class _Server(ThreadingHTTPServer):
             self.slots.release()
 
 
+#: Longest request line or header line, bytes; most header lines in a request.
+MAX_HEADER_LINE_BYTES = 8192
+MAX_HEADERS = 64
+
+
+class _Headers(dict[str, str]):
+    """A request's headers by lower-case name (the first of a repeated one, as email.message does)."""
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(name.lower(), default)
+
+
 class _Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -602,6 +691,44 @@ class _Handler(BaseHTTPRequestHandler):
     #: Keep-alive: a phone refreshing every few seconds reuses its connection (no new thread per request); an
     #: idle one is closed after SOCKET_TIMEOUT_S, which frees its slot.
     protocol_version = "HTTP/1.1"
+
+    def parse_request(self) -> bool:
+        """Read the request line and the headers: METHOD PATH HTTP/1.x, then "Name: value" lines, all bounded.
+
+        Instead of http.server's parser (email.parser per request: most of the CPU a phone polling
+        /api/state costs); anything it does not take is answered 400 (431 for too long or too many)."""
+        self.command = None  # type: ignore[assignment]
+        self.request_version = "HTTP/1.0"  # for an error answer: with a status line, then closed
+        self.close_connection = True
+        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        words = self.requestline.split(" ")
+        if len(words) != 3 or words[2] not in ("HTTP/1.0", "HTTP/1.1") or not words[1].startswith("/"):
+            if self.requestline:
+                self.send_error(400, "expected a request line METHOD /PATH HTTP/1.1")
+            return False
+        self.command, self.path, self.request_version = words
+        headers = _Headers()
+        for _ in range(MAX_HEADERS + 1):
+            line = self.rfile.readline(MAX_HEADER_LINE_BYTES + 1)
+            if len(line) > MAX_HEADER_LINE_BYTES:
+                self.send_error(431, "header line too long")
+                return False
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, sep, value = str(line, "iso-8859-1").partition(":")
+            if not sep or not name or name != name.strip() or name[0] in " \t":
+                self.send_error(400, "malformed header line")
+                return False
+            headers.setdefault(name.lower(), value.strip())
+        else:
+            self.send_error(431, f"more than {MAX_HEADERS} header lines")
+            return False
+        self.headers = headers  # type: ignore[assignment]
+        connection = headers.get("Connection", "").lower()
+        self.close_connection = self.request_version != "HTTP/1.1" or connection == "close"
+        if headers.get("Expect", "").lower() == "100-continue" and not self.close_connection:
+            return bool(self.handle_expect_100())
+        return True
 
     def version_string(self) -> str:
         """The Server header: no Python version."""
@@ -628,8 +755,26 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.dumps(obj, allow_nan=False, separators=(",", ":")).encode("utf-8")
         self._send(status, body, "application/json")
 
+    def _host_refused(self) -> bool:
+        """Refuse (403) a request whose Host is not this page's (see host_allowed); True when refused."""
+        front = self.server.frontend
+        host = self.headers.get("Host")
+        allowed = front.host_verdicts.get(host)
+        if allowed is None:  # remembered: a phone sends the same Host every 2 s
+            allowed = host_allowed(host, front.host_names)
+            if len(front.host_verdicts) >= 64:
+                front.host_verdicts.clear()
+            front.host_verdicts[host] = allowed
+        if allowed:
+            return False
+        self.close_connection = True  # a body, if any, is left unread
+        self._json(403, {"ok": False, "error": "unknown Host: add this name to web.hostnames, or use the address"})
+        return True
+
     def do_GET(self) -> None:
         """The page, its script and style, the state, the summary and the chart."""
+        if self._host_refused():
+            return
         front = self.server.frontend
         path = urllib.parse.urlsplit(self.path).path
         if path == "/":
@@ -640,11 +785,15 @@ class _Handler(BaseHTTPRequestHandler):
             body, ctype = front.static(path)
             self._send(200, body, ctype, cache="max-age=300")
         elif path == "/api/state":
-            state = front.hub_state()
+            try:
+                state = front.hub_state_json()
+            except (TypeError, ValueError) as exc:  # a state JSON cannot carry (NaN): say so, once per request
+                self._json(500, {"ok": False, "error": f"the state cannot be sent as JSON ({exc})"})
+                return
             if state is None:
                 self._json(503, {"ok": False, "error": "no state yet: the first control tick has not run"})
             else:
-                self._json(200, state)
+                self._send(200, state, "application/json")
         elif path == "/api/summary":
             self._json(200, front.summary())
         elif path == "/chart.svg":
@@ -654,6 +803,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         """The mode and boost commands, with the token."""
+        if self._host_refused():
+            return
         front = self.server.frontend
         path = urllib.parse.urlsplit(self.path).path
         if path not in ("/api/mode", "/api/boost"):
@@ -746,8 +897,12 @@ class WebFrontend:
 
     def __init__(self, host: str, port: int, *, token: str | None = None, refresh_s: float = 2.0,
                  history_file: str | None = None, row_every_s: float = 60.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, hostnames: tuple[str, ...] = ()) -> None:
         self.host = host
+        #: The names a request's Host may give besides IP addresses (DNS-rebinding guard).
+        self.host_names = host_names(host, hostnames)
+        #: host_allowed's answers by Host header (bounded: cleared at 64).
+        self.host_verdicts: dict[str | None, bool] = {}
         self.port = port
         self.token = token
         self.refresh_s = refresh_s
@@ -779,8 +934,7 @@ class WebFrontend:
             raise PvHeaterError(f"web.listen: cannot listen on {self.host}:{self.port} "
                                 f"({exc.strerror or exc})") from None
         self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.5},
-                                        name="pvheater-web", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve, name="pvheater-web", daemon=True)
         self._thread.start()
         if self.host in ("0.0.0.0", "::"):
             log.warning("web.listen %s: the status page answers on every network this machine is on; "
@@ -793,16 +947,20 @@ class WebFrontend:
         server, self._server = self._server, None
         if server is None:
             return
-        server.shutdown()
-        server.server_close()
+        server.stop()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
+        server.server_close()
 
     # --- used by the request threads ---
 
     def hub_state(self) -> dict[str, Any] | None:
         """The newest state the tick published."""
         return None if self._hub is None else self._hub.latest()
+
+    def hub_state_json(self) -> bytes | None:
+        """That state as JSON (the bytes MQTT publishes: encoded once per state)."""
+        return None if self._hub is None else self._hub.latest_json()
 
     def hub_dispatch(self, request: dict[str, Any]) -> dict[str, Any]:
         """A command through the hub (never raises)."""

@@ -847,6 +847,16 @@ def test_pvheater_run_refuses_in_one_line_before_it_runs(tmp_path: Path, mqtt_ya
     assert proc.stderr.strip().splitlines() == [line], proc.stderr  # nothing ran: not even the start-up line
 
 
+def test_run_simulate_mqtt_without_paho_says_so_alone(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("log:\n  file: null\nservice:\n  socket_file: null\n", encoding="utf-8")
+    script = ("import sys\nsys.modules['paho'] = None\nfrom pvheater.cli import main\n"
+              "sys.exit(main(['run', '--simulate', '--mqtt', '127.0.0.1:1883', '--duration', '3']))\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stdout == ""  # no header, no "MQTT: broker" line, no tick ran
+    assert len(proc.stderr.strip().splitlines()) == 1 and "paho-mqtt is not installed" in proc.stderr, proc.stderr
+
+
 def test_mqtt_flag_needs_simulate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("log:\n  file: null\n", encoding="utf-8")

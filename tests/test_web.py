@@ -23,6 +23,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import replace
 from html.parser import HTMLParser
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -450,6 +451,89 @@ def test_requests_are_bounded(front: Any, monkeypatch: pytest.MonkeyPatch) -> No
         started = time.monotonic()
         assert idle.recv(100) == b""  # closed by the server
         assert time.monotonic() - started < 3.0
+    assert got == []
+
+
+def _status_with_host(port: int, host: str | None, method: str = "GET", path: str = "/api/state",
+                      body: bytes | None = None, headers: dict[str, str] | None = None) -> int:
+    """The status of one request whose Host header is `host` (None: no Host header at all)."""
+    conn = HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        if host is not None:
+            conn.putheader("Host", host)
+        for name, value in {**(headers or {}), "Content-Length": str(len(body or b""))}.items():
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_a_name_nobody_configured_is_refused_dns_rebinding(front: Any) -> None:
+    frontend, hub, got = front
+    hub.publish({"version": 1, "pv_w": 1.0})
+    port = frontend.port
+    machine = socket.gethostname()
+    for host in (f"127.0.0.1:{port}", "127.0.0.1", f"[::1]:{port}", "192.168.1.20:8080", f"localhost:{port}",
+                 f"{machine}:{port}", f"{machine.split('.')[0].upper()}.local:{port}", None):
+        assert _status_with_host(port, host) == 200, host
+    for host in (f"evil.example:{port}", "attacker.example", f"127.0.0.1.evil.example:{port}", "[evil]:80", ""):
+        assert _status_with_host(port, host) == 403, host
+        assert _status_with_host(port, host, path="/") == 403, host
+    form = {"Content-Type": "application/x-www-form-urlencoded", "X-Pvheater-Token": TOKEN}
+    assert _status_with_host(port, "evil.example", "POST", "/api/mode", b"mode=off", form) == 403
+    assert got == []  # a rebound page cannot change the mode even with the token
+    assert _status_with_host(port, f"127.0.0.1:{port}", "POST", "/api/mode", b"mode=off", form) == 200
+    assert got == [{"cmd": "mode", "mode": "off"}]
+    named = WebFrontend("127.0.0.1", 0, hostnames=("pvheater.fritz.box",))
+    named.start(Hub())
+    try:
+        assert _status_with_host(named.port, "PVHEATER.fritz.box.:80", path="/") == 200
+        assert _status_with_host(named.port, "other.fritz.box", path="/") == 403
+    finally:
+        named.close()
+
+
+def _raw_status(port: int, request: bytes) -> int | None:
+    """The status the server answers a raw request with (None: it closed without an answer)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(request)
+        answer = b""
+        with contextlib.suppress(OSError):
+            while b"\r\n" not in answer:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+    return int(answer.split(b" ")[1]) if answer.startswith(b"HTTP/1.") else None
+
+
+def test_malformed_requests_are_refused_and_headers_are_bounded(front: Any) -> None:
+    frontend, hub, got = front
+    hub.publish({"version": 1, "pv_w": 1.0})
+    port = frontend.port
+    ok = b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    assert _raw_status(port, ok) == 200
+    assert _raw_status(port, b"GET /api/state HTTP/1.0\r\n\r\n") == 200  # no Host: not a browser
+    for bad in (b"GET /api/state\r\n\r\n", b"GET  /api/state HTTP/1.1\r\n\r\n", b"GET /x HTTP/2.0\r\n\r\n",
+                b"GET http://evil/ HTTP/1.1\r\n\r\n", b"GET / HTTP/1.1\r\nHost 127.0.0.1\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost : 127.0.0.1\r\n\r\n", b"GET / HTTP/1.1\r\n folded\r\n\r\n"):
+        assert _raw_status(port, bad) == 400, bad
+    too_long = b"GET / HTTP/1.1\r\nX-A: " + b"a" * 9000 + b"\r\n\r\n"
+    assert _raw_status(port, too_long) == 431
+    too_many = b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(70)) + b"\r\n"
+    assert _raw_status(port, too_many) == 431
+    # the first of a repeated header counts (an evil second Host does not win, nor does a good second one)
+    assert _raw_status(port, b"GET / HTTP/1.1\r\nHost: evil.example\r\nHost: 127.0.0.1\r\n\r\n") == 403
+    # keep-alive: two requests on one connection, both answered
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 2)
+        answer = b""
+        deadline = time.monotonic() + 5
+        while answer.count(b"HTTP/1.1 200") < 2 and time.monotonic() < deadline:
+            answer += conn.recv(65536)
+    assert answer.count(b"HTTP/1.1 200") == 2
     assert got == []
 
 

@@ -45,9 +45,10 @@ from pvheater.errors import ConfigError
 from pvheater.service.instance import Instance
 from pvheater.service.loop import STATUS_LEGEND, TickReport, status_line
 from pvheater.service.rig import Rig
-from pvheater.service.runtime import configure_logging, exit_on_signal, run_service
+from pvheater.service.runtime import configure_logging, exit_on_signal, frontends_for, run_service
 
 if TYPE_CHECKING:
+    from pvheater.service.hub import Frontend
     from pvheater.sim.scenarios import ScenarioDay
 
 log = logging.getLogger("pvheater")
@@ -177,18 +178,24 @@ def _run_simulated(args: argparse.Namespace, run_cfg: Config) -> int:
     start_s = hhmm_seconds(args.start)
     duration_s = args.duration or DEFAULT_SIM_DURATION_S
     configure_logging(run_cfg.log, console_level="WARNING")
+    sim_cfg = simulation_config(run_cfg, args.mqtt)
     with contextlib.ExitStack() as stack:
-        rig = Rig.simulated(day, simulation_config(run_cfg, args.mqtt), start_s=start_s, realtime=True,
-                            dry_run=args.dry_run)
+        history_file: str | None = None
         if run_cfg.web.listen is not None and not args.dry_run:
             # The page's energy, chart and events come from a history: a temporary one, never a real service's.
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pvheater-sim-")))
-            rig.config = replace(rig.config, history=replace(rig.config.history, file=str(tmp / "history.db")))
-        return _run_simulated_rig(args, rig, day, start_s, duration_s)
+            history_file = str(tmp / "history.db")
+            sim_cfg = replace(sim_cfg, history=replace(sim_cfg.history, file=history_file))
+        # Built before anything starts or prints: a missing paho-mqtt or password is one line on its own.
+        frontends = [] if args.dry_run else frontends_for(sim_cfg)
+        rig = Rig.simulated(day, sim_cfg, start_s=start_s, realtime=True, dry_run=args.dry_run)
+        if history_file is not None:
+            rig.config = replace(rig.config, history=replace(rig.config.history, file=history_file))
+        return _run_simulated_rig(args, rig, day, start_s, duration_s, frontends)
 
 
 def _run_simulated_rig(args: argparse.Namespace, rig: Rig, day: ScenarioDay, start_s: float,
-                       duration_s: float) -> int:
+                       duration_s: float, frontends: list[Frontend]) -> int:
     sim = rig.simulation
     assert sim is not None
     cfg = rig.config
@@ -219,7 +226,7 @@ def _run_simulated_rig(args: argparse.Namespace, rig: Rig, day: ScenarioDay, sta
         print(f"MQTT: broker {m.host}:{m.port}, state on {m.base_topic}/state, Home Assistant device "
               f"node {m.node_id}" + ("" if m.discovery_prefix is not None else " (no discovery)"))
     code = run_service(rig, duration_s, config_path(args), args.cfg, on_tick=show,  # closes the rig
-                       keep_signals_ignored=bool(getattr(args, "process_entry", False)))
+                       keep_signals_ignored=bool(getattr(args, "process_entry", False)), frontends=frontends)
     # A dry run's simulated heater never moved: its wear is the servo's nothing, as the metrics say.
     _print_summary(sim.live, {} if rig.dry_run else rig.heater.actuator.wear())
     return code

@@ -2,7 +2,8 @@
 
 The tick publishes its state here once per tick (`publish`, one assignment
 under a lock, then the subscribers are called); front-ends read the newest
-state (`latest`) and send commands (`dispatch`) that are looked up in one
+state (`latest`, or `latest_json`: its JSON, encoded once per state however
+many front-ends ask) and send commands (`dispatch`) that are looked up in one
 table of handlers, so `pvheater mode`, an MQTT `set` topic and a button on
 the page all reach the same code. A command is a JSON-ready dict
 ``{"cmd": NAME, ...}``; the answer is ``{"ok": True, ...}`` or
@@ -17,6 +18,7 @@ closed by the service.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -52,6 +54,9 @@ class Hub:
         self._subscribers: list[Subscriber] = []
         self._failing: set[int] = set()
         self._publish_failed = False
+        #: The state the cached JSON belongs to, and that JSON (None: not encoded yet, or not encodable).
+        self._json_of: dict[str, Any] | None = None
+        self._json: bytes | None = None
 
     # --- the tick's side ---------------------------------------------------------
 
@@ -90,6 +95,23 @@ class Hub:
         """The newest published state (None before the first tick)."""
         with self._lock:
             return self._state
+
+    def json_of(self, state: dict[str, Any]) -> bytes:
+        """state as compact JSON bytes, the same for every front-end (MQTT's payload, the page's /api/state);
+        encoded once for the newest state. TypeError/ValueError when it cannot be (e.g. a NaN)."""
+        with self._lock:
+            if self._json_of is state and self._json is not None:
+                return self._json
+        text = json.dumps(state, separators=(",", ":"), allow_nan=False, default=str).encode("utf-8")
+        with self._lock:
+            if self._state is state:  # only the newest is worth keeping
+                self._json_of, self._json = state, text
+        return text
+
+    def latest_json(self) -> bytes | None:
+        """The newest state as JSON (json_of(latest())); None before the first tick."""
+        state = self.latest()
+        return None if state is None else self.json_of(state)
 
     def subscribe(self, subscriber: Subscriber) -> None:
         """Call subscriber(state) in the tick's thread after each publish (it must not block)."""

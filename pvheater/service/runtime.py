@@ -543,8 +543,12 @@ def run_service(
     on_tick: Callable[[TickReport], None] | None = None,
     instance: Instance | None = None,
     keep_signals_ignored: bool = False,
+    frontends: Sequence[Frontend] | None = None,
 ) -> int:
     """Run the service on a rig until stopped (or for duration_s); the rig is closed afterwards.
+
+    `frontends`: the MQTT client and the status page, built by the caller (frontends_for) before it
+    started anything; None: built here from the rig's config.
 
     `keep_signals_ignored`: the process ends when this returns (the console
     script): stop signals stay logged-and-ignored to the end, so a late one
@@ -565,7 +569,8 @@ def run_service(
     try:
         if instance is None:
             instance = Instance.acquire(cfg.service.pid_file, cfg.history.file)
-        frontends = [] if rig.dry_run else frontends_for(cfg)  # a missing library or password stops it here
+        if frontends is None:  # a missing library or password stops it here
+            frontends = [] if rig.dry_run else frontends_for(cfg)
         history = None if cfg.history.file is None else History(cfg.history.file)
         recorder = None
         if history is not None:
