@@ -78,7 +78,7 @@ class ResponseSettings:
     curvature_w2: float = 2.0e4
     #: A rise counts as the thermostat's close when it is at least this fraction of the curve at the command
     #: held (the curve's bottom is the least known part of it: the sense power sits there).
-    close_frac: float = 0.45
+    close_frac: float = 0.6
     #: How many windows a thermostat's close counts for in the least squares (from nothing to the curve at the
     #: command held: the bottom of the curve, where the sense power sits).
     anchor_weight: float = 4.0
@@ -108,6 +108,8 @@ class ResponseState:
     next_s: float | None = None
     #: Per lag 0..lag_samples: decaying votes of the clean responses that fitted best at that lag.
     lag_votes: tuple[float, ...] = ()
+    #: Flat windows in a row high on the curve, the knob climbing slowly: (lowest expected, consumption), W.
+    flat_run: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -308,7 +310,7 @@ def _monotone_spread(e: list[float], c: list[float]) -> float:
 
 
 def _set(state: ResponseState, status: str, time_s: float, reason: str) -> tuple[ResponseState, ResponseEvent | None]:
-    new = replace(state, status=status, status_s=time_s, suspect=False, zero_responses=0)
+    new = replace(state, status=status, status_s=time_s, suspect=False, zero_responses=0, flat_run=None)
     if status == state.status:
         return new, None
     return new, ResponseEvent(status, time_s, reason)
@@ -359,9 +361,17 @@ def _judge(
         # a flat response low on the curve: the curve's bottom does that (a dead zone), learned unless a drop of
         # about the heater's power is waiting for its verdict. Flat over a small span higher up says nothing yet
         # (a tank just full, the knob climbing slowly): the next sample tries a window with a bigger span
-        if hi_w >= s.verdict_high_frac * s.max_power_w:
-            return replace(state, next_s=None), None
-        return (state if state.suspect else _learn(state, window, s, _weight(window, s))), None
+        # -- together with the flat windows before it, as long as consumption stays where it was
+        if hi_w < s.verdict_high_frac * s.max_power_w:
+            return (state if state.suspect else _learn(state, window, s, _weight(window, s))), None
+        mean_c = sum(window[1]) / len(window[1])
+        run = state.flat_run
+        if run is None or abs(mean_c - run[1]) > s.house_tolerance_w:
+            run = (lo_w, mean_c)
+        run = (min(run[0], lo_w), run[1])
+        if hi_w - run[0] < s.verdict_span_frac * s.max_power_w:
+            return replace(state, next_s=None, flat_run=run), None
+        state, big = replace(state, flat_run=None), True
     if slope < s.none_ratio:
         zeros = state.zero_responses + 1
         if zeros >= 2 or state.suspect or state.status == NOT_DRAWING:
@@ -370,7 +380,7 @@ def _judge(
         return replace(state, zero_responses=zeros), None
     if slope > 2.5:
         return replace(state, rejected=state.rejected + 1), None  # more than the element can give: the house
-    state = replace(_learn(state, window, s, _weight(window, s)), zero_responses=0)
+    state = replace(_learn(state, window, s, _weight(window, s)), zero_responses=0, flat_run=None)
     gain = measured_heater_w(replace(state, status=DRAWING), s.max_power_w, s) / s.max_power_w
     status = LOW if gain < s.low_ratio else DRAWING
     why = "consumption follows the command" if status == DRAWING else f"draws {gain:.0%} of the expected power"
