@@ -58,6 +58,10 @@ CASES = (
          lambda t: 1600.0 if t < 30 else 900.0 if t < 50 else 1500.0,
          lambda t: 300.0 if t < 32 else 1000.0, lambda t: True, 1.0,
          (), never=(hr.NOT_DRAWING,)),
+    # the knob climbing 40 W/s (no window of six spans 400 W, the drop is not with the command steady): the flat
+    # windows in a row add up
+    Case("the thermostat opens while the knob climbs slowly", 60, lambda t: min(2000.0, 600.0 + 40.0 * t),
+         lambda t: 300.0, lambda t: t < 10, 1.0, ((hr.NOT_DRAWING, 12, 40),)),
     Case("thermostat closes while parked at the sense power", 90,
          lambda t: _ramp(t) if t < 30 else 200.0, lambda t: 300.0, lambda t: t >= 60, 1.0,
          ((hr.NOT_DRAWING, 10, 40), (hr.DRAWING, 60, 65))),

@@ -7,21 +7,29 @@ consumption is fitted as house + slope x expected, the expected power taken
 0..``lag_samples`` earlier (servo slew, the GX's publish): the cleanest fit
 tells the lag, and each such fit votes for its lag. A window whose residuals
 spread more than the house tolerance is dropped (the house moved at the same
-moment); the next change repeats it. A flat response (slope ~0) over a big
+moment); the next change repeats it -- unless the expected power went one way
+only (a relay close, a cut to zero, a climb) and consumption rises with it at
+one lag with flat plateaus: through a dead zone and an S-curve the response
+is bent, not straight, and those windows are the only ones that show the
+curve's bottom. A flat response (slope ~0) over a big
 span -- at the lag with the most votes, and at no lag a response -- says "not
 drawing" after two such windows, or after one right after a *spontaneous* drop
 of about the heater's power with the command steady (the thermostat opening
 looks like that; so does a kettle ending, which the next window -- the loop
 lowers the knob to the sense power -- tells apart). While not drawing, a
-spontaneous rise of about the expected power, or a window that follows the
-command, says the thermostat closed.
+spontaneous rise of about the curve at the command held (close_frac of it,
+over up to three samples), or a window that follows the command, says the
+thermostat closed; that rise, from nothing to the curve at the sense power's
+command, is learned as an anchor of the curve's bottom.
 
 The online correction of the curve (mains voltage, linkage wear, a
 straight-line default against a regulator's dead zone and S-curve): each clean
 window adds to a least squares of the slopes per band of expected power
 (consumption minus its window mean = sum of slope x the band's share of the
-expected power, centred), older windows fading, neighbouring bands pulled
-alike, the whole pulled softly to the rated power at full. Its integral is
+expected power, centred), older windows fading, each band pulled weakly
+towards its neighbours' trend (the data, not the straight line, shape the
+parts the knob rarely visits), none negative, the whole pulled softly to the
+rated power at full; windows from nothing count anchor_weight times. Its integral is
 the measured heater power, and its inverse the command for a wanted power.
 Pure: the caller passes every sample and its time.
 """
@@ -29,6 +37,7 @@ Pure: the caller passes every sample and its time.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from itertools import pairwise
 
 DRAWING, NOT_DRAWING, LOW, UNKNOWN = "drawing", "not drawing", "drawing less than expected", "unknown"
 
@@ -41,7 +50,7 @@ class ResponseSettings:
     max_power_w: float = 2000.0
     bands: int = 8
     #: Smallest expected change that counts as an observation, W.
-    min_step_w: float = 150.0
+    min_step_w: float = 80.0
     #: Most samples between a change and its effect in consumption (servo slew, GX publish; the fit finds the
     #: lag 0..lag_samples); samples per fit.
     lag_samples: int = 2
@@ -58,13 +67,21 @@ class ResponseSettings:
     #: The bands' least squares: what each window's weight is kept per new window, and the pull of each band's
     #: slope towards 1 (the calibration), in W^2 of basis (a band crossed by one step of its width outweighs it).
     forget: float = 0.995
-    prior_w2: float = 2.0e4
+    prior_w2: float = 2.0e3
     #: The pull of the sum of the slopes towards the number of bands (full knob = max_power_w), per band pair, in
     #: W^2 of basis over the band width squared: it sets the bands the windows rarely cross (the relay's step from
     #: 0 spans several at once; mains voltage moves the whole curve, which the windows then outweigh).
     full_weight: float = 1.0
     #: The pull of neighbouring bands' slopes towards each other, W^2 of basis.
-    smooth_w2: float = 2.0e5
+    smooth_w2: float = 2.0e3
+    #: The pull of each band's slope towards the mean of its neighbours' (the curve's bend), W^2 of basis.
+    curvature_w2: float = 2.0e4
+    #: A rise counts as the thermostat's close when it is at least this fraction of the curve at the command
+    #: held (the curve's bottom is the least known part of it: the sense power sits there).
+    close_frac: float = 0.6
+    #: How many windows a thermostat's close counts for in the least squares (from nothing to the curve at the
+    #: command held: the bottom of the curve, where the sense power sits).
+    anchor_weight: float = 4.0
     #: A spontaneous step counts when it is at least this fraction of the expected power.
     spontaneous_frac: float = 0.6
 
@@ -91,6 +108,8 @@ class ResponseState:
     next_s: float | None = None
     #: Per lag 0..lag_samples: decaying votes of the clean responses that fitted best at that lag.
     lag_votes: tuple[float, ...] = ()
+    #: Flat windows in a row high on the curve, the knob climbing slowly: (lowest expected, consumption), W.
+    flat_run: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +223,7 @@ def _regress(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, 
     # votes for its lag. "No response" is believed only at the lag with the most votes (a lag that puts the
     # step early can see consumption already flat after it: slope 0) and when no lag shows a response
     fits: dict[int, tuple[float, float, bool, list[float]]] = {}  # lag -> (residual spread, slope, clean, expected)
+    voted = _voted_lag(state, s)
     for lag in range(s.lag_samples + 1):
         e_l = [x[2] for x in samples[len(samples) - w - lag: len(samples) - lag]]
         span = max(e_l) - min(e_l)
@@ -215,6 +235,16 @@ def _regress(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, 
         fits[lag] = (spread, slope, spread <= s.house_tolerance_w + 0.1 * span * max(slope, 0.0), e_l)
     if not fits:
         return state, None
+    if not any(f[2] for f in fits.values()):
+        # a relay close, a cut to zero, a climb: through the regulator's dead zone and S-curve the response is
+        # bent, not a straight line -- still clean when consumption rises with the expected power at one lag,
+        # plateaus flat (a house that moved breaks the order or a plateau; so does a wrong lag, by less than
+        # the right one). These windows show the curve's bottom.
+        bent = {lag: _monotone_spread(f[3], c) for lag, f in fits.items() if _one_way(f[3])}
+        if bent:
+            lag = min(bent, key=lambda k: bent[k])
+            if bent[lag] <= s.house_tolerance_w / 2:
+                fits[lag] = (bent[lag], fits[lag][1], True, fits[lag][3])
     drawing = {lag: f for lag, f in fits.items() if f[2] and f[1] >= s.none_ratio}
     best: tuple[float, list[float]] | None = None
     if drawing:
@@ -224,7 +254,7 @@ def _regress(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, 
         votes = [0.9 * v + (1.0 if k == lag else 0.0) for k, v in enumerate(votes)]
         state = replace(state, lag_votes=tuple(votes))
     else:
-        f = fits.get(_voted_lag(state, s))
+        f = fits.get(voted)
         if f is not None and f[2]:
             best = (f[1], f[3])
         elif f is None:
@@ -253,8 +283,34 @@ def _fit(e: list[float], c: list[float]) -> tuple[float, float]:
     return max(resid) - min(resid), slope
 
 
+def _one_way(e: list[float]) -> bool:
+    """The expected power only rose or only fell over the window (a relay close, a cut, a climb, a ramp down)."""
+    rises = [b - a for a, b in pairwise(e)]
+    return all(d >= 0.0 for d in rises) or all(d <= 0.0 for d in rises)
+
+
+def _monotone_spread(e: list[float], c: list[float]) -> float:
+    """Spread of the residuals of the best non-decreasing fit of c over e (pool adjacent violators), W."""
+    order = sorted(range(len(e)), key=lambda i: (e[i], c[i]))
+    blocks: list[list[float]] = []  # [sum, count, highest expected]: one level per block
+    for i in order:
+        same = bool(blocks) and e[i] - blocks[-1][2] < 1.0  # one expected power, one level
+        blocks.append([c[i], 1.0, e[i]])
+        while len(blocks) > 1 and (same or blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]):
+            top = blocks.pop()
+            blocks[-1][0] += top[0]
+            blocks[-1][1] += top[1]
+            blocks[-1][2] = top[2]
+            same = False
+    fitted: list[float] = []
+    for total, count, _ in blocks:
+        fitted += [total / count] * int(count)
+    resid = [c[i] - f for i, f in zip(order, fitted, strict=True)]
+    return max(resid) - min(resid)
+
+
 def _set(state: ResponseState, status: str, time_s: float, reason: str) -> tuple[ResponseState, ResponseEvent | None]:
-    new = replace(state, status=status, status_s=time_s, suspect=False, zero_responses=0)
+    new = replace(state, status=status, status_s=time_s, suspect=False, zero_responses=0, flat_run=None)
     if status == state.status:
         return new, None
     return new, ResponseEvent(status, time_s, reason)
@@ -272,10 +328,20 @@ def _spontaneous(state: ResponseState, s: ResponseSettings) -> tuple[ResponseSta
     step_w = recent[-1][1] - recent[-2][1]
     t = recent[-1][0]
     r = ratio_at(state, e, s)
-    lo, hi = s.spontaneous_frac * e * min(r, 1.0), 1.5 * e * max(r, 1.0) + s.house_tolerance_w
+    # at least the house's own wobble: a curve learned flat there (a dead zone) makes no step of nothing
+    lo = max(s.spontaneous_frac * e * min(r, 1.0), s.house_tolerance_w)
+    hi = 1.5 * e * max(r, 1.0) + s.house_tolerance_w
     if state.status == NOT_DRAWING:
-        if lo <= step_w <= hi:
-            return _set(state, DRAWING, t, f"consumption rose {step_w:.0f} W: thermostat closed")
+        # a close's rise may split over two samples (the GX averages): the rise from the lowest of the last few
+        base_w = min(x[1] for x in recent[:-1])
+        rise_w = recent[-1][1] - base_w
+        if max(s.close_frac * e * min(r, 1.0), s.house_tolerance_w) <= rise_w <= hi:
+            # the rise is the curve at the command held (from nothing): an anchor of the curve's bottom, where
+            # the sense power sits and the knob's moves rarely go
+            flat = [x[1] for x in recent[:-1] if x[1] - base_w <= s.house_tolerance_w / 4]
+            window = ([0.0] * len(flat) + [e], [*flat, recent[-1][1]])
+            learned = _learn(state, window, s, s.anchor_weight)
+            return _set(learned, DRAWING, t, f"consumption rose {rise_w:.0f} W: thermostat closed")
         return None
     if lo <= -step_w <= hi:
         # judge from just after the drop: a kettle ending leaves the heater drawing, a thermostat does not
@@ -292,9 +358,20 @@ def _judge(
     lo_w, hi_w = min(window[0]), max(window[0])
     big = hi_w - lo_w >= s.verdict_span_frac * s.max_power_w and hi_w >= s.verdict_high_frac * s.max_power_w
     if slope < s.none_ratio and state.status != NOT_DRAWING and not big:
-        # a flat response low on the curve or over a small span: the curve's ends do that (a dead zone), learned
-        # unless a drop of about the heater's power is waiting for its verdict
-        return (state if state.suspect else _learn(state, window, s)), None
+        # a flat response low on the curve: the curve's bottom does that (a dead zone), learned unless a drop of
+        # about the heater's power is waiting for its verdict. Flat over a small span higher up says nothing yet
+        # (a tank just full, the knob climbing slowly): the next sample tries a window with a bigger span
+        # -- together with the flat windows before it, as long as consumption stays where it was
+        if hi_w < s.verdict_high_frac * s.max_power_w:
+            return (state if state.suspect else _learn(state, window, s, _weight(window, s))), None
+        mean_c = sum(window[1]) / len(window[1])
+        run = state.flat_run
+        if run is None or abs(mean_c - run[1]) > s.house_tolerance_w:
+            run = (lo_w, mean_c)
+        run = (min(run[0], lo_w), run[1])
+        if hi_w - run[0] < s.verdict_span_frac * s.max_power_w:
+            return replace(state, next_s=None, flat_run=run), None
+        state, big = replace(state, flat_run=None), True
     if slope < s.none_ratio:
         zeros = state.zero_responses + 1
         if zeros >= 2 or state.suspect or state.status == NOT_DRAWING:
@@ -303,13 +380,18 @@ def _judge(
         return replace(state, zero_responses=zeros), None
     if slope > 2.5:
         return replace(state, rejected=state.rejected + 1), None  # more than the element can give: the house
-    state = replace(_learn(state, window, s), zero_responses=0)
+    state = replace(_learn(state, window, s, _weight(window, s)), zero_responses=0, flat_run=None)
     gain = measured_heater_w(replace(state, status=DRAWING), s.max_power_w, s) / s.max_power_w
     status = LOW if gain < s.low_ratio else DRAWING
     why = "consumption follows the command" if status == DRAWING else f"draws {gain:.0%} of the expected power"
     if state.status == NOT_DRAWING:
         why = "consumption follows the command again: thermostat closed"
     return _set(state, status, t, why)
+
+
+def _weight(window: tuple[list[float], list[float]], s: ResponseSettings) -> float:
+    """A window from nothing (relay close, a cut to zero) anchors the curve's level: anchor_weight; else 1."""
+    return s.anchor_weight if min(window[0]) <= 0.0 else 1.0
 
 
 def _basis(expected_w: float, s: ResponseSettings) -> list[float]:
@@ -320,9 +402,12 @@ def _basis(expected_w: float, s: ResponseSettings) -> list[float]:
     return out
 
 
-def _learn(state: ResponseState, window: tuple[list[float], list[float]], s: ResponseSettings) -> ResponseState:
+def _learn(
+    state: ResponseState, window: tuple[list[float], list[float]], s: ResponseSettings, weight: float = 1.0
+) -> ResponseState:
     """Add a clean window to the bands' least squares (consumption - its mean = sum of slope x centred basis,
-    the house constant within the window), older windows fading; solve for the slopes, pulled towards 1."""
+    the house constant within the window, the window counted `weight` times), older windows fading; solve for
+    the slopes, pulled towards 1."""
     e, c = window
     n, k = len(e), s.bands
     rows = [_basis(x, s) for x in e]
@@ -339,9 +424,9 @@ def _learn(state: ResponseState, window: tuple[list[float], list[float]], s: Res
         for i in range(k):
             if x[i] == 0.0:
                 continue
-            moment[i] += x[i] * dy
+            moment[i] += weight * x[i] * dy
             for j in range(k):
-                normal[i * k + j] += x[i] * x[j]
+                normal[i * k + j] += weight * x[i] * x[j]
     prior = s.prior_w2
     full = s.full_weight * (s.max_power_w / k) ** 2  # the curve adds up to the rated power: a soft constraint
     a = [[normal[i * k + j] + (prior if i == j else 0.0) + full for j in range(k)] for i in range(k)]
@@ -351,9 +436,33 @@ def _learn(state: ResponseState, window: tuple[list[float], list[float]], s: Res
         a[i + 1][i + 1] += s.smooth_w2
         a[i][i + 1] -= s.smooth_w2
         a[i + 1][i] -= s.smooth_w2
-    slopes = [min(max(v, 0.0), 2.5) for v in _solve(a, b)]
+    for i in range(k - 2):  # a bend spread over neighbours: the slope's trend carries on where windows are rare
+        for p, dp in ((i, 1.0), (i + 1, -2.0), (i + 2, 1.0)):
+            for q, dq in ((i, 1.0), (i + 1, -2.0), (i + 2, 1.0)):
+                a[p][q] += s.curvature_w2 * dp * dq
+    slopes = _solve_non_negative(a, b)
     return replace(state, normal=tuple(normal), moment=tuple(moment), ratios=tuple(slopes),
                    observations=state.observations + 1)
+
+
+def _solve_non_negative(a: list[list[float]], b: list[float]) -> list[float]:
+    """The least squares' slopes, none below 0 (a band that comes out negative is held at 0 and the rest solved
+    again) nor above 2.5."""
+    n = len(b)
+    free = list(range(n))
+    x = [0.0] * n
+    for _ in range(n):
+        sub = _solve([[a[i][j] for j in free] for i in free], [b[i] for i in free])
+        x = [0.0] * n
+        for i, v in zip(free, sub, strict=True):
+            x[i] = v
+        negative = [i for i in free if x[i] < 0.0]
+        if not negative:
+            break
+        free = [i for i in free if i not in negative]
+        if not free:
+            break
+    return [min(max(v, 0.0), 2.5) for v in x]
 
 
 def _solve(a: list[list[float]], b: list[float]) -> list[float]:
