@@ -338,26 +338,3 @@ def test_the_limit_of_hidden_pv_moves_with_the_house_load() -> None:
     assert state.limit_w == pytest.approx(900.0 + 1900.0)
     assert r.power_w == pytest.approx(900.0 + 1900.0 - C.deadband_w)  # held just below the moved limit
 
-
-def test_discharge_while_exporting_what_the_heater_shed_is_the_inverter_lagging_a_cut() -> None:
-    # the heater was cut by 1000 W: the inverter still gives the old load, exporting 700 W while the battery
-    # gives 800 W: only the discharge beyond that export is a deficit
-    discharge = 800.0 - C.battery_discharge_allowance_w
-    spare, saturated = spare_power_w(meas(0, grid=-700, battery=-800), 0.0, C, shed_w=1000.0)
-    assert spare == pytest.approx(-(discharge - 700.0)) and not saturated
-    spare, _ = spare_power_w(meas(0, grid=-900, battery=-800), 0.0, C, shed_w=1000.0)
-    assert spare == 0.0  # exporting more than the battery gives: no deficit, and no surplus either
-    spare, _ = spare_power_w(meas(0, grid=-700, battery=-800), 0.0, C, shed_w=300.0)
-    assert spare == pytest.approx(-(discharge - 300.0))  # only what the heater shed nets
-    # nothing shed: a battery feeding the grid on purpose; the heater takes the battery's power, back off it all
-    spare, _ = spare_power_w(meas(0, grid=-700, battery=-800), 0.0, C)
-    assert spare == pytest.approx(-discharge)
-
-
-def test_a_cut_is_not_repeated_for_the_export_the_inverter_still_gives() -> None:
-    # cut 2000 -> 1200 W at t=10; the sample of t=11 shows the inverter still giving part of the old load
-    commands = ((8.0, 2000.0, 0.0), (9.0, 2000.0, 0.0), (10.0, 1200.0, 0.0))
-    state = ControllerState(integral_w=1200, power_w=1200, soc_ok=True, last_sample_s=10.0, accept_ref_w=0.0,
-                            commands=commands, lagged_w=1200)
-    state, r = step(state, full(11.0, consumption=1500.0, grid=-500.0, battery=-560.0, mode=2), BIG, 11.5, True)
-    assert r.power_w == pytest.approx(1200.0 - (560.0 - C.battery_discharge_allowance_w - 500.0))

@@ -5,9 +5,6 @@ waste, negative when the heater takes power it should not:
 
 - grid import above `grid_import_allowance_w` or battery discharge above
   `battery_discharge_allowance_w`: the negative excess (back off at once);
-  a discharge while the grid takes an export of what the heater shed within
-  the inverter's lag is the inverter still giving the old load: only the
-  discharge beyond that export counts;
 - PV hidden by the MPPT (MppOperationMode 1 with the charger in absorption or
   float, battery not discharging): `probe_w`, an assumed surplus, so the power
   rises at a bounded rate until the MPPT tracks again or the battery/grid gives;
@@ -143,7 +140,6 @@ def spare_power_w(
     import_lag_ok: bool = False,
     battery_share: float | None = None,
     heater_w: float = 0.0,
-    shed_w: float = 0.0,
 ) -> tuple[float | None, bool]:
     """The error signal (W, + = PV going to waste) and whether the battery is saturated.
 
@@ -151,11 +147,6 @@ def spare_power_w(
     inverter catching up with the last rise: hold (error 0) instead of backing
     off. With `battery_share` (early heating on a forecast) the battery's charge
     beyond that share of (battery + heater_w) is spare, whatever the policy.
-    `shed_w` is what the heater gave up within the inverter's lag before the
-    sample: an export up to that much, while the battery discharges, is the
-    inverter still giving the old load, and only the discharge beyond it is a
-    deficit (an export the heater did not shed -- a battery feeding the grid on
-    purpose -- nets nothing).
     Returns (None, False) when grid and battery power are both unknown.
     """
     grid_w = m.grid_w
@@ -167,11 +158,6 @@ def spare_power_w(
     hidden = m.pv_curtailed and battery >= -settings.battery_discharge_allowance_w
     import_w = max(0.0, grid - settings.grid_import_allowance_w)
     discharge_w = max(0.0, -battery - settings.battery_discharge_allowance_w)
-    lag_export_w = min(max(0.0, -grid), shed_w)
-    if discharge_w > 0 and lag_export_w > 0:
-        # Discharging while exporting what the heater just shed: the inverter still gives the old load (it
-        # lags behind a cut); only the discharge beyond that export is a deficit at the power of the sample.
-        return -max(0.0, discharge_w - lag_export_w), False
     if discharge_w > 0 or (import_w > 0 and not (hidden and import_lag_ok)):
         return -(import_w + discharge_w), False
     if import_w > 0:
@@ -224,8 +210,7 @@ def step(
     if reserve is not None and m.soc_pct is not None and m.soc_pct < c.min_soc_pct:
         share = reserve.battery_share  # early heating: the battery keeps what it needs to be full in time
     error_w, saturated = spare_power_w(
-        m, state.accept_ref_w, c, import_lag_ok=obs.lag_ok, battery_share=share, heater_w=state.power_w,
-        shed_w=obs.shed_w,
+        m, state.accept_ref_w, c, import_lag_ok=obs.lag_ok, battery_share=share, heater_w=state.power_w
     )
     if error_w is None:
         reason = "grid and battery power unknown"
@@ -324,8 +309,6 @@ class _Observation:
     lag_ok: bool
     #: Power asked for within _RISE_RECENT_S before the sample rose (a probe was going on).
     rising: bool
-    #: What the heater gave up within two inverter lags before the sample (the inverter may still give it), W.
-    shed_w: float
     lagged_w: float
     commands: tuple[tuple[float, float, float], ...]
 
@@ -379,8 +362,6 @@ def _observe(state: ControllerState, m: Measurements, c: ControlConfig, now_s: f
     since = (state.import_since_s if state.import_since_s is not None else now_s) if importing else None
     rises = [p for t, p, _ in commands if m.time_s - _RISE_RECENT_S <= t <= m.time_s]
     rising = len(rises) >= 2 and rises[-1] > min(rises) + c.deadband_w
-    recent = [p for t, p, _ in commands if m.time_s - 2.0 * tau_s <= t <= m.time_s]
-    shed_w = max(0.0, max(recent) - heater_then) if recent else 0.0
     return _Observation(
         new_sample=new_sample,
         heater_then_w=heater_then,
@@ -391,7 +372,6 @@ def _observe(state: ControllerState, m: Measurements, c: ControlConfig, now_s: f
         explained_import=importing and import_w <= lag_import + c.grid_import_allowance_w,
         lag_ok=since is not None and now_s - since < c.inverter_lag_s,
         rising=rising,
-        shed_w=shed_w,
         lagged_w=lagged,
         commands=commands,
     )
