@@ -84,6 +84,15 @@ class ResponseSettings:
     anchor_weight: float = 4.0
     #: A spontaneous step counts when it is at least this fraction of the expected power.
     spontaneous_frac: float = 0.6
+    #: Accept bent windows (monotone, not straight) as clean: only while the curve is the straight-line default,
+    #: whose dead zone and S-curve they show; a measured curve already bends the expected power, so a window
+    #: that is not straight in it is the house moving.
+    bent_windows: bool = True
+
+
+def settings_for(max_power_w: float, measured_curve: bool) -> ResponseSettings:
+    """The observer's settings for a heater of max_power_w whose calibration is measured or the straight line."""
+    return ResponseSettings(max_power_w=max_power_w, bent_windows=not measured_curve)
 
 
 @dataclass(frozen=True)
@@ -235,7 +244,7 @@ def _regress(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, 
         fits[lag] = (spread, slope, spread <= s.house_tolerance_w + 0.1 * span * max(slope, 0.0), e_l)
     if not fits:
         return state, None
-    if not any(f[2] for f in fits.values()):
+    if s.bent_windows and not any(f[2] for f in fits.values()):
         # a relay close, a cut to zero, a climb: through the regulator's dead zone and S-curve the response is
         # bent, not a straight line -- still clean when consumption rises with the expected power at one lag,
         # plateaus flat (a house that moved breaks the order or a plateau; so does a wrong lag, by less than

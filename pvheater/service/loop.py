@@ -275,11 +275,16 @@ class ControlLoop:
         #: With the tank full the knob waits at this power; the relay opens after tank_full_open_after_s (0: never).
         self.sense_power_w = config.heater.sense_power_pct / 100.0 * max_power_w
         self.tank_full_open_after_s = config.heater.tank_full_open_after_s
-        self.response_settings = heater_response.ResponseSettings(max_power_w=max_power_w)
+        self._response_settings = {m: heater_response.settings_for(max_power_w, m) for m in (False, True)}
         if self.hot_water is not None:
             self.hot_water.apply_config(config)
         #: Off-grid: the inverter's rating caps heater + house (None: a grid takes what the inverter cannot).
         self.cap_settings = limits.CapSettings.from_config(config)
+
+    @property
+    def response_settings(self) -> heater_response.ResponseSettings:
+        """The observer's settings: a measured calibration (more than two points) or the straight-line default."""
+        return self._response_settings[len(self.heater.calibration.points) > 2]
 
     def shutdown(self, now_s: float) -> None:
         """Relay open and knob to zero, e.g. on SIGTERM."""
