@@ -338,3 +338,22 @@ def test_the_limit_of_hidden_pv_moves_with_the_house_load() -> None:
     assert state.limit_w == pytest.approx(900.0 + 1900.0)
     assert r.power_w == pytest.approx(900.0 + 1900.0 - C.deadband_w)  # held just below the moved limit
 
+
+def _learned_at(soc_pct: float, power_w: float = 900.0) -> ControllerState:
+    """Heating steadily at power_w, the battery's acceptance (40 W) learned at soc_pct."""
+    return replace(settled(power_w, 800.0), accept_ref_w=40.0, accept_soc_pct=soc_pct)
+
+
+@pytest.mark.parametrize(("soc_pct", "yields"), [(97.0, True), (99.5, False)])
+def test_an_acceptance_learned_well_above_todays_soc_makes_the_heater_yield(soc_pct: float, yields: bool) -> None:
+    state = _learned_at(100.0)
+    sample = Measurements(time_s=11.0, values={
+        "battery_soc_pct": soc_pct, "grid_l1_w": 0.0, "battery_power_w": 300.0, "mppt_operation_mode": 2,
+        "mppt_state": 4, "ac_consumption_l1_w": 1700.0, "pv_dc_w": 2000.0,
+    })
+    state, r = step(state, sample, BIG, 11.0, True)
+    if yields:  # the battery takes 260 W more than at 100 %: the heater gives that up, and says why
+        assert r.power_w == pytest.approx(900.0 - 260.0)
+        assert "heater yields" in r.reason
+    else:
+        assert r.power_w == pytest.approx(900.0)

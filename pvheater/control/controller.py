@@ -61,6 +61,9 @@ if TYPE_CHECKING:
 
 #: Weight of a new sample in the battery-acceptance estimate.
 _ACCEPT_SMOOTHING = 0.3
+#: The acceptance learned at a SoC this much higher than now no longer holds (a battery near full accepts more
+#: the emptier it is), %-points.
+_ACCEPT_STALE_SOC_PCT = 1.0
 #: Longest gap between two samples the integral trusts, seconds.
 _MAX_DT_S = 5.0
 #: Limits of hidden PV found this close together count as the same (steady sun).
@@ -100,6 +103,8 @@ class ControllerState:
     power_w: float = 0.0
     soc_ok: bool = False
     accept_ref_w: float | None = None
+    #: The SoC at which the acceptance was last learned.
+    accept_soc_pct: float | None = None
     last_surplus_s: float | None = None
     hidden_since_s: float | None = None
     last_sample_s: float | None = None
@@ -209,6 +214,10 @@ def step(
     share = None
     if reserve is not None and m.soc_pct is not None and m.soc_pct < c.min_soc_pct:
         share = reserve.battery_share  # early heating: the battery keeps what it needs to be full in time
+    stale = _acceptance_stale(state, m, c, share)
+    load_ended = obs.house_step_w <= -c.feed_forward_min_w
+    if stale and obs.house_step_w < 0:
+        obs = replace(obs, house_step_w=0.0)  # a load that ends frees power for the battery first, not the heater
     error_w, saturated = spare_power_w(
         m, state.accept_ref_w, c, import_lag_ok=obs.lag_ok, battery_share=share, heater_w=state.power_w
     )
@@ -218,10 +227,28 @@ def step(
     if obs.explained_import and m.pv_curtailed and (m.battery_w or 0.0) >= -c.battery_discharge_allowance_w:
         error_w, saturated = c.probe_w, True  # the import is the inverter catching up with the last rise
 
-    accept_ref = state.accept_ref_w
-    if saturated and m.battery_w is not None and obs.import_since_s is None:
+    accept_ref, accept_soc = state.accept_ref_w, state.accept_soc_pct
+    stale_why = ""
+    if stale and not saturated and accept_ref is not None and m.battery_w is not None:
+        # The estimate was learned at a higher SoC: a battery charging beyond it (PV not held back, no
+        # export) may take more still. Yield that much (it doubles each sample while the battery takes it)
+        # until PV is held back again: then the battery takes no more and its acceptance is learned anew.
+        excess_w = m.battery_w - accept_ref
+        if excess_w > c.deadband_w and -excess_w < error_w:
+            error_w = -excess_w
+            stale_why = (
+                f"battery takes {m.battery_w:.0f} W, more than the {accept_ref:.0f} W it accepted at "
+                f"SoC {accept_soc:.0f} %: heater yields"
+            )
+    # While the estimate is stale, export just after a load ended or the heater moved is the inverter catching
+    # up, not a full battery: not learned from.
+    shedding = stale and not m.pv_curtailed and (load_ended or not obs.settled)
+    if saturated and m.battery_w is not None and obs.import_since_s is None and not shedding:
         battery = max(0.0, m.battery_w)
-        accept_ref = battery if accept_ref is None else accept_ref + _ACCEPT_SMOOTHING * (battery - accept_ref)
+        if accept_ref is None or stale:
+            accept_ref, accept_soc = battery, m.soc_pct  # learned anew
+        else:
+            accept_ref, accept_soc = accept_ref + _ACCEPT_SMOOTHING * (battery - accept_ref), m.soc_pct
     last_surplus = now_s if error_w > 0 or saturated else state.last_surplus_s
     hidden = m.pv_curtailed and error_w >= 0
     hidden_since = (state.hidden_since_s if state.hidden_since_s is not None else now_s) if hidden else None
@@ -254,6 +281,7 @@ def step(
         power_w=power,
         soc_ok=True,
         accept_ref_w=accept_ref,
+        accept_soc_pct=accept_soc,
         last_surplus_s=last_surplus,
         hidden_since_s=hidden_since,
         import_since_s=obs.import_since_s,
@@ -276,10 +304,18 @@ def step(
     )
     if not want:
         return new, HeatRequest(False, 0.0, "no surplus")
-    why = why or _describe(error_w, m)
+    why = stale_why or why or _describe(error_w, m)
     if capped and relay_on and power >= settings.max_power_w - 1e-9:
         why = f"{why} (capped at {settings.max_power_w:.0f} W)"
     return new, HeatRequest(True, power, why)
+
+
+def _acceptance_stale(state: ControllerState, m: Measurements, c: ControlConfig, share: float | None) -> bool:
+    """True when battery_first's acceptance estimate was learned at a SoC well above today's (it takes more now)."""
+    if c.policy != "battery_first" or share is not None or state.accept_ref_w is None:
+        return False
+    learned, soc = state.accept_soc_pct, m.soc_pct
+    return learned is not None and soc is not None and soc <= learned - _ACCEPT_STALE_SOC_PCT
 
 
 def _stopped(state: ControllerState, m: Measurements | None, reason: str) -> ControllerState:
@@ -300,6 +336,8 @@ class _Observation:
     house_w: float | None
     #: House change since the last new sample, W (0 when unknown or not a new sample).
     house_step_w: float
+    #: The power asked for did not move in the 2.5 s before the sample (no step of the inverter's own making).
+    settled: bool
     #: Grid import at this sample, and since when import lasts.
     import_w: float
     import_since_s: float | None
@@ -346,11 +384,11 @@ def _observe(state: ControllerState, m: Measurements, c: ControlConfig, now_s: f
     consumption = m.consumption_w
     house = None if consumption is None else max(0.0, consumption - heater_then)
     step_w = 0.0
+    moved = [p for t, p, _ in commands if m.time_s - 2.5 <= t <= m.time_s]
+    unsure_w = max(moved) - min(moved) if moved else 0.0
     if new_sample and house is not None and state.house_w is not None:
         # While the heater moved, the house load is known only within that movement: the step counts
         # beyond it (a 2 kW kettle ending is seen even while the heater backs off a few hundred watts).
-        moved = [p for t, p, _ in commands if m.time_s - 2.5 <= t <= m.time_s]
-        unsure_w = max(moved) - min(moved) if moved else 0.0
         raw_w = house - state.house_w
         if unsure_w < 0.5 * c.feed_forward_min_w:
             step_w = raw_w
@@ -367,6 +405,7 @@ def _observe(state: ControllerState, m: Measurements, c: ControlConfig, now_s: f
         heater_then_w=heater_then,
         house_w=house if new_sample else None,
         house_step_w=step_w,
+        settled=unsure_w < 0.5 * c.feed_forward_min_w,
         import_w=import_w,
         import_since_s=since,
         explained_import=importing and import_w <= lag_import + c.grid_import_allowance_w,
