@@ -70,7 +70,9 @@ def test_heater_and_house_never_exceed_the_rating_beyond_a_house_step(offgrid_da
             continue  # the house alone is more than the inverter (kettle + oven): not the heater's doing
         rises = [j for j in range(max(1, k - REACTION_S), k + 1) if r.house_w[j] > r.house_w[j - 1] + 50.0]
         assert rises, f"second {k}: heater {r.heater_w[k]:.0f} W + house {r.house_w[k]:.0f} W with no house step"
-        assert r.heater_w[k] <= r.heater_w[k - 1] + 1.0, f"second {k}: heater rising during an overload"
+        if rises[-1] < k:  # the step is seen (a publish later): from then on the heater must not rise; in the
+            # step's own second it may still follow a command made, within the rating, before the step
+            assert r.heater_w[k] <= r.heater_w[k - 1] + 1.0, f"second {k}: heater rising during an overload"
         if r.house_w[k] > RATING_W and r.heater_w[k] > 0.0:  # the house alone is too much: the heater goes to 0
             assert all(r.house_w[j] > r.house_w[j - 1] + 50.0 for j in rises)
     heated = [k for k in r.overload_s if r.heater_w[k] > 0.0]
