@@ -27,10 +27,7 @@ What the controller knows is used as well (each decision says why in its reason)
   rises explains (a first-order lag of `inverter_lag_s`) does not stop a probe;
 - *the house load* (AC consumption minus the heater's power then): a change of
   at least `feed_forward_min_w` goes to (or comes from) the heater at once --
-  when a kettle ends, the power it took is available again; while the heater
-  moves, the house is known only within that movement and the part of a step
-  beyond it counts; the limit of hidden PV moves with the house load (it is
-  PV's limit on heater + house);
+  when a kettle ends, the power it took is available again;
 - *the load PV covered while it was still held back* (heater + house, within
   `memory_s`): when PV is hidden again after a cloud or a load, the heater
   returns at once to that level (less `restore_margin_w`) and probes only the
@@ -387,13 +384,7 @@ def _observe(state: ControllerState, m: Measurements, c: ControlConfig, now_s: f
     moved = [p for t, p, _ in commands if m.time_s - 2.5 <= t <= m.time_s]
     unsure_w = max(moved) - min(moved) if moved else 0.0
     if new_sample and house is not None and state.house_w is not None:
-        # While the heater moved, the house load is known only within that movement: the step counts
-        # beyond it (a 2 kW kettle ending is seen even while the heater backs off a few hundred watts).
-        raw_w = house - state.house_w
-        if unsure_w < 0.5 * c.feed_forward_min_w:
-            step_w = raw_w
-        elif abs(raw_w) - unsure_w >= c.feed_forward_min_w:
-            step_w = math.copysign(abs(raw_w) - unsure_w, raw_w)
+        step_w = house - state.house_w if unsure_w < 0.5 * c.feed_forward_min_w else 0.0
     grid = m.grid_w or 0.0
     import_w = max(0.0, grid - c.grid_import_allowance_w)
     importing = m.grid_w is not None and m.grid_w > c.grid_import_allowance_w
@@ -416,15 +407,6 @@ def _observe(state: ControllerState, m: Measurements, c: ControlConfig, now_s: f
     )
 
 
-def _pulsing(state: ControllerState, obs: _Observation, c: ControlConfig, now_s: float) -> bool:
-    """A house load that ends within pulse_s of the last rise (an induction hob): its power is not given back."""
-    return (
-        state.house_rise_s is not None
-        and obs.house_step_w <= -c.feed_forward_min_w
-        and now_s - state.house_rise_s < c.pulse_s
-    )
-
-
 def _track_limit(
     state: ControllerState,
     c: ControlConfig,
@@ -442,9 +424,6 @@ def _track_limit(
     the hold stays short: the sun may come back any moment.
     """
     limit_w, limit_s, hold_s = state.limit_w, state.limit_s, state.hold_s
-    if limit_w is not None and abs(obs.house_step_w) >= c.feed_forward_min_w and not _pulsing(state, obs, c, now_s):
-        # The limit is PV's, on heater + house: a house load that ended (started) moves it up (down) for the heater.
-        limit_w = max(0.0, limit_w - obs.house_step_w)
     if error_w < 0 and state.error_w >= 0 and state.power_w > 0 and not cloud:
         # A deficit begins: the limit lies just below this power. Found again where it was
         # (steady sun): hold longer; somewhere else (clouds): probe again soon.
@@ -531,7 +510,11 @@ def _next_power(
     last_s = state.last_sample_s
     dt_s = 0.0 if last_s is None or not obs.new_sample else min(max(now_s - last_s, 0.0), _MAX_DT_S)
     base, why = state.power_w, ""
-    pulsing = _pulsing(state, obs, c, now_s)
+    pulsing = (
+        state.house_rise_s is not None
+        and obs.house_step_w <= -c.feed_forward_min_w
+        and now_s - state.house_rise_s < c.pulse_s
+    )
     if pulsing:
         why = f"house load {-obs.house_step_w:.0f} W off again within {c.pulse_s:g} s (pulsing): not given back"
     elif abs(obs.house_step_w) >= c.feed_forward_min_w:
