@@ -79,12 +79,13 @@ class Pty:
         deadline = time.monotonic() + timeout_s
         while self.proc.poll() is None and time.monotonic() < deadline:
             self._read(0.2)
-        while self._read(0.05):
+        if self.proc.poll() is None:  # still running after the timeout: a hang, which the return code shows
+            self.proc.kill()
+        rc = self.proc.wait(5)
+        while self._read(0.05):  # what it wrote last (the process has ended: the loop ends at EOF)
             pass
         os.close(self.master)
-        if self.proc.poll() is None:
-            self.proc.kill()
-        return self.proc.wait(5)
+        return rc
 
 
 def setup_cmd(*args: str) -> list[str]:
