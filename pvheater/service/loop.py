@@ -241,8 +241,6 @@ class ControlLoop:
         self._status_key: tuple[bool, int, str | None] | None = None
         #: The last snapshot read successfully: failed reads reuse it while it is younger than stale_after_s.
         self._last_m: Measurements | None = None
-        #: Failed reads ridden through in a row (0: the last read succeeded or was a fault).
-        self.held_reads = 0
         #: What the heater really draws, from the consumption's response to deliberate changes.
         self.response_state = heater_response.ResponseState()
         #: The heater's power by the GX (None before the first sample) and when the tank was found full.
@@ -352,13 +350,10 @@ class ControlLoop:
             if held is not None and now_s - held.time_s <= self.guard_settings.stale_after_s:
                 # a failed read while the last good snapshot is fresh: use it again (a repeated sample: hold)
                 m, fault, kind, held_read = held, None, None, str(exc)
-                self.held_reads += 1
             else:
                 self._last_m = None  # beyond the bound: a fault, and the snapshot is never used again
-                self.held_reads = 0
         else:
             self._last_m = m
-            self.held_reads = 0
         self._track_fault(kind, fault, now_s)
         frozen: str | None = None
         if m is not None:
