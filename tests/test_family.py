@@ -111,3 +111,54 @@ def test_closed_loop_on_a_family_plant_with_each_actuator(actuator: str) -> None
     if actuator == "ssr_burst":
         assert run.wear["ssr_switch_ons"] > 0 and 1 <= run.wear["longest_on_block"] <= 49
         assert netted < stepwise
+
+
+def _steady(seed: int, n: int = 300, **kw: object) -> tuple[F.FamilySpec, F.FamilyRun]:
+    """A family plant with PV a little above heater + house all along, and the given failures or outages."""
+    heater_w = F.random_spec(seed).heater_max_w
+    spec = F.directed_spec(seed, [heater_w + 600.0] * n, [200.0] * n, **kw)  # type: ignore[arg-type]
+    return spec, F.run_spec(spec, "pvheater")
+
+
+def _poll_s(spec: F.FamilySpec, k: int) -> float:
+    return F.START_S + spec.poll_offset_s + k  # the loop polls once a second from its offset
+
+
+@pytest.mark.parametrize("seed", [1, 6, 5])  # GX publishing every 1 s, 1 s, 2 s
+def test_one_or_two_failed_reads_in_a_row_keep_heating_with_no_switching(seed: int) -> None:
+    """The relay stays closed through one or two failed reads and the power is not raised on the old snapshot. With
+    a GX publishing every second the power holds all through; with one publishing every 2 s the snapshot held for
+    two failed reads can pass stale_after_s - zero_settle_s - poll.interval_s (3 s), where the knob parks at zero
+    for a tick as for any aging data (so that an open at the bound would break no current): back at the next read."""
+    spec, run = _steady(seed, read_failures=frozenset({100, 101, 160, 200, 201}))
+    assert run.switchings == 1 and run.under_load == 0  # on at the start, never off
+    s = run.run.series
+    first_on = run.relay.index(True)
+    assert all(run.relay[first_on:])
+    for k, last in ((100, 101), (160, 160), (200, 201)):
+        before = s.heater_w[F._index(run.run, _poll_s(spec, k) - 0.5)]
+        assert before > 0.5 * spec.heater_max_w
+        through = range(F._index(run.run, _poll_s(spec, k)), F._index(run.run, _poll_s(spec, last + 1)))
+        assert max(s.heater_w[i] for i in through) <= 1.02 * before + 20.0  # not raised on the held snapshot
+        if spec.gx_period_s == 1.0:
+            assert min(s.heater_w[i] for i in through) >= 0.9 * before  # held all through
+        back = F._index(run.run, _poll_s(spec, last + 1) + 0.75)  # the next good read is applied
+        assert s.heater_w[back] >= 0.9 * before
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_long_read_failure_opens_the_relay_when_an_outage_would(seed: int) -> None:
+    """20 failed reads in a row and a 20 s GX outage (nothing published) from the same moment: the relay opens at
+    the same instant (the staleness bound on the last good snapshot), at zero current, and closes again after."""
+    spec, _ = _steady(seed)
+    t0 = _poll_s(spec, 149) + 0.01  # just after the last good read
+    _, failing = _steady(seed, read_failures=frozenset(range(150, 170)))
+    _, outage = _steady(seed, outages_s=((t0, t0 + 20.0),))
+    k0 = F._index(failing.run, t0)
+    opened_fail = next(k for k in range(k0, len(failing.relay)) if not failing.relay[k])
+    opened_outage = next(k for k in range(k0, len(outage.relay)) if not outage.relay[k])
+    assert opened_fail == opened_outage
+    stale_s = 5.0  # relay.stale_after_s by default: the last good snapshot is up to a GX period older than t0
+    assert stale_s - spec.gx_period_s - spec.gx_jitter_s < (opened_fail - k0) * F.DT_S <= stale_s + 1.0
+    for run in (failing, outage):
+        assert run.switchings == 3 and run.under_load == 0  # on, off at the bound with the knob at zero, on again

@@ -54,18 +54,32 @@ def rig() -> SimulatedRig:
 
 
 def assert_off_while_missing(rig: SimulatedRig, steps: int) -> list[TickReport]:
-    """Step while the data are missing: the relay opens at the first tick and stays open.
+    """Step while the data are missing: the relay opens once the data are stale and stays open.
 
-    One failed read right after fresh data holds the power (the data are still
-    fresh): then the relay opens at the second tick.
+    While the last good snapshot is still younger than stale_after_s the failed
+    reads are ridden through: that snapshot is used again, the relay stays as it
+    was and the power never rises. The first tick beyond the bound is the
+    fail-safe (a fault, relay open), and every tick after it. Returns the reports
+    from the fail-safe on.
     """
-    reports = []
-    for k in range(steps):
+    stale_s = rig.config.relay.stale_after_s
+    reports: list[TickReport] = []
+    held_s: float | None = None
+    relay_before = relay_pin_closed(rig)
+    held_w = rig.loop.last.output.power_w if rig.loop.last is not None else 0.0
+    for _ in range(steps):
         report = rig.step(1.0)
-        if k == 0 and not report.failsafe:
-            assert report.fault is None and report.m is not None  # the held snapshot
-            assert report.now_s - report.m.time_s <= rig.config.relay.stale_after_s
+        if not reports and report.held_read is not None:
+            assert report.fault is None and report.m is not None  # the last good snapshot again
+            held_s = report.m.time_s
+            assert report.now_s - held_s <= stale_s
+            assert report.output.relay_on == relay_before and relay_pin_closed(rig) == relay_before
+            assert report.output.power_w <= held_w + 1e-9  # held, never raised
+            held_w = report.output.power_w
             continue
+        if not reports and held_s is not None:
+            assert report.now_s - held_s > stale_s  # open at the first tick beyond the bound, not later
+            assert report.now_s - held_s <= stale_s + rig.config.poll.interval_s
         reports.append(report)
         assert report.failsafe, report.output.reason
         assert not report.output.relay_on and not relay_pin_closed(rig)
@@ -112,6 +126,69 @@ def test_connection_drop_holds_the_power_and_reconnects(rig: SimulatedRig) -> No
     assert rig.step(1.0).fault is None  # reconnected after reconnect_min_s
     assert relay_pin_closed(rig)
     resumes(rig)
+
+
+def _fail_reads(rig: SimulatedRig, how: str, ticks: int) -> list[TickReport]:
+    """`ticks` ticks whose reads fail over the socket (an exception reply 0x0B, or the GX down), then it answers."""
+    if how == "gx_down":
+        rig.gx.stop()
+    else:
+        rig.gx.exception_override["system"] = 0x0B  # gateway target failed to respond: a busy GX
+    reports = [rig.step(1.0) for _ in range(ticks)]
+    if how == "gx_down":
+        rig.gx.start()
+    else:
+        del rig.gx.exception_override["system"]
+    return reports
+
+
+@pytest.mark.parametrize(("how", "ticks"), [("exception", 1), ("exception", 2), ("gx_down", 2)])
+def test_one_or_two_failed_reads_keep_heating_without_switching(
+    rig: SimulatedRig, how: str, ticks: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Failed reads while the last good data are younger than stale_after_s: the relay stays, the power holds."""
+    heat_up(rig)
+    for _ in range(30):
+        before = rig.step(1.0)  # settled
+    edges, toggles = rig.loop.guard_state.switch_times_s, rig.plant.relay_toggles
+    caplog.set_level(logging.INFO, logger="pvheater")
+    for report in _fail_reads(rig, how, ticks):
+        assert report.held_read is not None and report.fault is None and not report.failsafe
+        assert report.m is not None and report.now_s - report.m.time_s <= rig.config.relay.stale_after_s
+        assert report.output.relay_on and relay_pin_closed(rig)
+        assert report.output.power_w <= before.output.power_w + 1e-9  # held, never raised on old data
+        assert "read failed" in report.output.reason
+        assert rig.plant.heater_w > 1000  # still heating
+    for _ in range(20):
+        report = rig.step(1.0)
+        assert report.fault is None and report.output.relay_on and relay_pin_closed(rig)
+    assert report.held_read is None and rig.plant.heater_w > 1000
+    assert rig.loop.guard_state.switch_times_s == edges and rig.plant.relay_toggles == toggles  # no switching
+    assert errors(caplog) == []  # not a GX episode: nothing at ERROR
+
+
+@pytest.mark.parametrize("how", ["exception", "gx_down"])
+def test_failed_reads_beyond_stale_after_s_open_the_relay_at_the_bound_at_zero_current(
+    rig: SimulatedRig, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """However many reads fail in a row, the first tick with the last good data older than stale_after_s opens
+    the relay (the knob parked before it, so no current is broken); one ERROR line for the episode."""
+    heat_up(rig)
+    last_good_s = rig.step(1.0).m.time_s
+    caplog.set_level(logging.INFO, logger="pvheater")
+    stale_s = rig.config.relay.stale_after_s
+    reports = _fail_reads(rig, how, 12)
+    for r in reports:
+        if r.now_s - last_good_s <= stale_s:
+            assert r.held_read is not None and r.output.relay_on  # ridden through up to the bound
+        else:
+            assert r.fault is not None and r.failsafe and not r.output.relay_on  # the fail-safe from the bound on
+    opened = next(i for i, r in enumerate(reports) if not r.output.relay_on)
+    assert reports[opened].now_s - last_good_s > stale_s >= reports[opened - 1].now_s - last_good_s
+    assert reports[opened - 1].output.power_w == 0.0  # the knob was at zero before the relay opened
+    assert not rig.loop.guard_state.opened_loaded  # an open at zero current: no min_off_s rest needed
+    assert len(errors(caplog)) == 1 and errors(caplog)[0].startswith("GX unavailable, heater off")
+    resumes(rig, within_s=60)  # back within confirm_samples and the reconnect, not after min_off_s
 
 
 def test_gx_restart_mid_run_reconnects_and_resumes(rig: SimulatedRig) -> None:
@@ -312,7 +389,10 @@ def test_gx_away_for_ten_minutes_logs_at_most_ten_short_lines(caplog: pytest.Log
                 break
         lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO and r.name.startswith("pvheater")]
     assert len(lines) <= 10, "\n".join(lines)
-    assert [r.levelname for r in away].count("ERROR") == 1 and away[0].levelname == "ERROR"
+    levels = [r.levelname for r in away]
+    assert levels.count("ERROR") == 1
+    # before it only the status line of the ridden-through reads (the knob parks before the data go stale)
+    assert all("read failed" in r.getMessage() for r in away[:levels.index("ERROR")])
     reminders = [r.getMessage() for r in away if "still unavailable" in r.getMessage()]
     assert 3 <= len(reminders) <= 6  # one per backoff step, growing: not silent, not one a tick
     assert all(len(line) <= 120 for line in reminders)

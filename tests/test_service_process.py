@@ -155,7 +155,8 @@ def test_run_as_systemd_runs_it_notify_reload_and_stop(tmp_path: Path, notify: N
 
 def test_watchdog_pings_only_after_healthy_ticks(notify: NotifySocket) -> None:
     cfg = Config()
-    cfg = replace(cfg, gx=replace(cfg.gx, timeout_s=0.5, reconnect_min_s=0.5, reconnect_max_s=1.0))
+    cfg = replace(cfg, gx=replace(cfg.gx, timeout_s=0.5, reconnect_min_s=0.5, reconnect_max_s=1.0),
+                  relay=replace(cfg.relay, stale_after_s=1.0))  # failed reads are a fault 1 s after good data
     notifier = Notifier({"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "400000"})  # ping every 0.1 s
     assert notifier.watchdog_s == pytest.approx(0.4)
     with SimulatedRig(constant_day(3000, 300, seconds=3600), cfg, start_s=0.0, clock=time.monotonic) as rig:
@@ -163,9 +164,10 @@ def test_watchdog_pings_only_after_healthy_ticks(notify: NotifySocket) -> None:
         service.job()
         rig.gx.stop()  # GX gone: the loop still works, relay open
         time.sleep(0.15)
-        service.job()  # the first failed read holds the power (the data are fresh)
-        time.sleep(0.15)
-        report = service.job()
+        held = service.job()  # a failed read while the data are fresh: ridden through
+        assert held is not None and held.held_read is not None and held.fault is None
+        time.sleep(1.1)
+        report = service.job()  # the data are now older than stale_after_s: a GX fault, the loop still works
         assert report is not None and report.fault is not None and not report.loop_error
         notify.wait_for(lambda m: sum("WATCHDOG=1" in x for x in m) >= 3, timeout_s=5)
 

@@ -7,11 +7,16 @@ runs in real time on a Pi and in simulated time on the bench. `utc_s`, the
 trusted wall clock as UTC epoch seconds (None when untrusted), feeds the sun
 rule and the forecast reserve; the forecast comes from a provider in memory.
 
-Safety: a GX error makes the guard open the relay at once -- unless it is a
-single failed read after a good one and that snapshot is still younger than
-`stale_after_s`: then the snapshot is used again (a repeated sample: the power
-is held, nothing is confirmed twice); a second failure in a row is a fault.
-Any other error in
+Safety: a failed read (a GX error) is ridden through while the last good
+snapshot is still younger than `stale_after_s`: that snapshot is used again --
+a repeated sample, as when the GX has not published: the controller does not
+raise on it, the guard confirms nothing twice, the relay stays as it is and the
+knob holds (it goes to zero, as for any aging data, once the snapshot is older
+than stale_after_s - zero_settle_s - poll.interval_s, so that an open at the
+bound breaks no current). However many reads fail in a row, once the snapshot
+is older than stale_after_s the error is a fault and the guard opens the relay
+-- the tick at which an outage's aging data go stale, and the bound of the
+independent fail-safe below. Any other error in
 the loop opens the relay, returns the knob to zero and resets the guard. Each
 error episode is logged once when it starts and once when it ends. A picture
 whose fast-moving values stop changing (pvheater.control.freshness) counts as
@@ -132,6 +137,9 @@ class TickReport:
     hot_water: HotWaterTick | None = None
     #: The newest error text seen (GX or loop), kept after its episode ended; None: none yet.
     last_error: str | None = None
+    #: The read error ridden through on this tick (the last good snapshot, still fresh, was used again); None: the
+    #: read succeeded or the error was a fault.
+    held_read: str | None = None
 
     @property
     def failsafe(self) -> bool:
@@ -231,7 +239,7 @@ class ControlLoop:
         self._loop_error: str | None = None
         self._absent: frozenset[str] = frozenset()
         self._status_key: tuple[bool, int, str | None] | None = None
-        #: The last snapshot read, when the last read succeeded: one failed read while it is fresh reuses it.
+        #: The last snapshot read successfully: failed reads reuse it while it is younger than stale_after_s.
         self._last_m: Measurements | None = None
         #: What the heater really draws, from the consumption's response to deliberate changes.
         self.response_state = heater_response.ResponseState()
@@ -328,6 +336,7 @@ class ControlLoop:
     def _step(self, now_s: float, local_time: datetime.time | None, utc_s: float | None = None) -> TickReport:
         fault: str | None = None
         kind: str | None = None
+        held_read: str | None = None
         m: Measurements | None
         try:
             self.reading = True
@@ -339,8 +348,10 @@ class ControlLoop:
             m, fault, kind = None, str(exc), type(exc).__name__
             held = self._last_m
             if held is not None and now_s - held.time_s <= self.guard_settings.stale_after_s:
-                m, fault, kind = held, None, None  # one failed read while the data are fresh: hold the power
-            self._last_m = None  # a second failure in a row is a fault
+                # a failed read while the last good snapshot is fresh: use it again (a repeated sample: hold)
+                m, fault, kind, held_read = held, None, None, str(exc)
+            else:
+                self._last_m = None  # beyond the bound: a fault, and the snapshot is never used again
         else:
             self._last_m = m
         self._track_fault(kind, fault, now_s)
@@ -379,6 +390,9 @@ class ControlLoop:
             )
             if self.cap_settings is not None:
                 self.cap_state, output = limits.cap_step(self.cap_state, m, self.cap_settings, now_s, output)
+            if held_read is not None and m is not None:
+                age_s = now_s - m.time_s
+                output = replace(output, reason=f"{output.reason} (read failed: {age_s:.1f} s old data held)")
             self.heater.apply(output, now_s)
             self._track_recheck(output.relay_on, now_s)
             if m is not None and fault is None and frozen is None:
@@ -397,7 +411,7 @@ class ControlLoop:
             hw_tick = self.hot_water.last
         return TickReport(now_s, m, request, output, fault, measured_heater_w=self.measured_heater_w,
                           tank_full=self.tank_full_since_s is not None, hot_water=hw_tick,
-                          last_error=self.last_error)
+                          last_error=self.last_error, held_read=held_read)
 
     def _track_recheck(self, relay_on: bool, now_s: float) -> None:
         """A full tank's relay opened: nothing can be seen with it open, so when it closes again the knob waits at
