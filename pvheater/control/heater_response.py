@@ -17,10 +17,16 @@ drawing" after two such windows, or after one right after a *spontaneous* drop
 of about the heater's power with the command steady (the thermostat opening
 looks like that; so does a kettle ending, which the next window -- the loop
 lowers the knob to the sense power -- tells apart). While not drawing, a
-spontaneous rise of about the curve at the command held (close_frac of it,
-over up to three samples), or a window that follows the command, says the
-thermostat closed; that rise, from nothing to the curve at the sense power's
-command, is learned as an anchor of the curve's bottom.
+window that follows the command says the thermostat closed; so does a
+spontaneous rise (over up to three samples) once it is checked: a house load
+starting looks the same, and at the sense power the curve's bottom -- the
+least known part of it, a straight-line default's dead zone -- may give far
+less than it says. So a rise of at least the house's wobble (candidate_frac of
+the curve at the command held) starts a check: the loop cuts the knob to
+nothing (:func:`close_check_pending`), and a drop of check_frac of the rise
+within the lag says it was the element -- a house load does not fall with the
+knob. The drop, from the curve at the sense power's command to nothing, is
+learned as an anchor of the curve's bottom.
 
 The online correction of the curve (mains voltage, linkage wear, a
 straight-line default against a regulator's dead zone and S-curve): each clean
@@ -62,6 +68,9 @@ class ResponseSettings:
     none_ratio: float = 0.15
     verdict_span_frac: float = 0.2
     verdict_high_frac: float = 0.4
+    #: After a drop of about the heater's power (suspect), a flat window over which the corrected curve moves by
+    #: at least this much is the verdict "not drawing", whatever its span in the straight line's watts, W.
+    suspect_span_w: float = 150.0
     #: The full curve's gain below low_ratio: drawing less than expected.
     low_ratio: float = 0.8
     #: The bands' least squares: what each window's weight is kept per new window, and the pull of each band's
@@ -76,9 +85,16 @@ class ResponseSettings:
     smooth_w2: float = 2.0e3
     #: The pull of each band's slope towards the mean of its neighbours' (the curve's bend), W^2 of basis.
     curvature_w2: float = 2.0e4
-    #: A rise counts as the thermostat's close when it is at least this fraction of the curve at the command
-    #: held (the curve's bottom is the least known part of it: the sense power sits there).
-    close_frac: float = 0.6
+    #: While not drawing, a rise of consumption of at least this fraction of the curve at the command held (and
+    #: of house_tolerance_w) is checked as the thermostat's close (the curve's bottom is the least known part of
+    #: it, and the sense power sits there: a straight-line default may read 200 W where the element gives 70 W).
+    candidate_frac: float = 0.25
+    #: The check: with the knob cut to nothing consumption falls by at least this fraction of the rise (and of
+    #: half house_tolerance_w) within the lag (the one with the most votes) and a sample: the element; else a
+    #: house load started.
+    check_frac: float = 0.6
+    #: After a check that found a house load, no new check for this long (sample time), s.
+    check_block_s: float = 10.0
     #: How many windows a thermostat's close counts for in the least squares (from nothing to the curve at the
     #: command held: the bottom of the curve, where the sense power sits).
     anchor_weight: float = 4.0
@@ -119,6 +135,11 @@ class ResponseState:
     lag_votes: tuple[float, ...] = ()
     #: Flat windows in a row high on the curve, the knob climbing slowly: (lowest expected, consumption), W.
     flat_run: tuple[float, float] | None = None
+    #: A rise while not drawing, being checked as the thermostat's close (the loop cuts the knob meanwhile):
+    #: (sample time of the rise, rise W, expected power held W, consumption with it held W, samples with the cut).
+    close_check: tuple[float, float, float, float, int] | None = None
+    #: No new close check before this sample time.
+    check_block_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +217,12 @@ def measured_heater_w(state: ResponseState, expected_w: float, s: ResponseSettin
     return _integral(state, expected_w, s)
 
 
+def close_check_pending(state: ResponseState) -> bool:
+    """True while a rise is being checked as the thermostat's close: the loop cuts the knob to nothing (relay kept
+    closed) until it is decided -- a fall with the knob says the element, none a house load."""
+    return state.close_check is not None
+
+
 def suspect_for_s(state: ResponseState) -> float:
     """How long (sample time) a drop has been waiting for its verdict; 0 when there is none."""
     if not state.suspect or state.suspect_s is None or not state.samples:
@@ -211,6 +238,8 @@ def step(
         return state, None  # no value, or the same snapshot again
     samples = (*state.samples, (time_s, float(consumption_w), float(expected_w)))[-_KEEP:]
     state = replace(state, samples=samples)
+    if state.close_check is not None:
+        return _check_close(state, s)
     spont = _spontaneous(state, s)
     if spont is not None:
         return spont
@@ -344,13 +373,10 @@ def _spontaneous(state: ResponseState, s: ResponseSettings) -> tuple[ResponseSta
         # a close's rise may split over two samples (the GX averages): the rise from the lowest of the last few
         base_w = min(x[1] for x in recent[:-1])
         rise_w = recent[-1][1] - base_w
-        if max(s.close_frac * e * min(r, 1.0), s.house_tolerance_w) <= rise_w <= hi:
-            # the rise is the curve at the command held (from nothing): an anchor of the curve's bottom, where
-            # the sense power sits and the knob's moves rarely go
-            flat = [x[1] for x in recent[:-1] if x[1] - base_w <= s.house_tolerance_w / 4]
-            window = ([0.0] * len(flat) + [e], [*flat, recent[-1][1]])
-            learned = _learn(state, window, s, s.anchor_weight)
-            return _set(learned, DRAWING, t, f"consumption rose {rise_w:.0f} W: thermostat closed")
+        blocked = state.check_block_s is not None and t < state.check_block_s
+        if not blocked and max(s.candidate_frac * e * min(r, 1.0), s.house_tolerance_w) <= rise_w <= hi:
+            # the element, or a house load starting? The loop cuts the knob: the next samples tell
+            return replace(state, close_check=(t, rise_w, e, recent[-1][1], 0)), None
         return None
     if lo <= -step_w <= hi:
         # judge from just after the drop: a kettle ending leaves the heater drawing, a thermostat does not
@@ -360,12 +386,43 @@ def _spontaneous(state: ResponseState, s: ResponseSettings) -> tuple[ResponseSta
     return None
 
 
+def _check_close(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, ResponseEvent | None]:
+    """A rise while not drawing, checked: the knob cut to nothing (by the loop) drops consumption by about the rise
+    within the lag -- the thermostat closed, and the drop is the curve at the command held (an anchor of the
+    curve's bottom) -- or it does not: a house load started, the tank is still full."""
+    assert state.close_check is not None
+    since_s, rise_w, held_w, on_w, cut_n = state.close_check
+    t, c, e = state.samples[-1]
+    if e >= s.min_step_w / 2 and cut_n == 0:
+        if t - since_s > s.lag_samples + 1:  # the knob was not cut (relay opened, loop stopped): no verdict
+            return replace(state, close_check=None), None
+        return replace(state, close_check=(since_s, rise_w, held_w, c, 0)), None  # not cut yet: the level held
+    cut_n += 1
+    drop_w = on_w - c
+    if max(s.check_frac * rise_w, s.house_tolerance_w / 2) <= drop_w <= rise_w + s.house_tolerance_w:
+        window = ([held_w, held_w, 0.0, 0.0], [on_w, on_w, c, c])
+        learned = _learn(replace(state, close_check=None), window, s, s.anchor_weight)
+        why = f"consumption rose {rise_w:.0f} W and fell {drop_w:.0f} W with the knob cut: thermostat closed"
+        return _set(learned, DRAWING, t, why)
+    if cut_n > _voted_lag(state, s) or e >= s.min_step_w / 2:
+        # no fall with the knob within the lag (a house that falls later is not the knob): a house load started,
+        # or the knob came back before the lag showed it
+        return replace(state, close_check=None, check_block_s=t + s.check_block_s), None
+    return replace(state, close_check=(since_s, rise_w, held_w, on_w, cut_n)), None
+
+
 def _judge(
     state: ResponseState, slope: float, t: float, window: tuple[list[float], list[float]], s: ResponseSettings
 ) -> tuple[ResponseState, ResponseEvent | None]:
     """Judge a fitted slope (measured watts per expected watt) over a window of (expected, consumption)."""
     lo_w, hi_w = min(window[0]), max(window[0])
     big = hi_w - lo_w >= s.verdict_span_frac * s.max_power_w and hi_w >= s.verdict_high_frac * s.max_power_w
+    if slope < s.none_ratio and state.suspect and not big:
+        # a drop of about the heater's power waits for its verdict, and the knob's move (to the sense power) is
+        # small in the straight line's watts -- the thermostat opened with the knob low (evening, a cloud) -- but
+        # by the corrected curve the heater should have moved by well more than the house's wobble: it does not
+        curve_w = _integral(state, hi_w, s) - _integral(state, lo_w, s)
+        big = curve_w >= s.suspect_span_w and slope * (hi_w - lo_w) < s.none_ratio * curve_w
     if slope < s.none_ratio and state.status != NOT_DRAWING and not big:
         # a flat response low on the curve: the curve's bottom does that (a dead zone), learned unless a drop of
         # about the heater's power is waiting for its verdict. Flat over a small span higher up says nothing yet

@@ -502,6 +502,10 @@ class ControlLoop:
             return HeatRequest(False, 0.0, "tank full: relay open")
         if not request.want_heat:
             return request
+        if heater_response.close_check_pending(self.response_state):
+            # consumption rose: the thermostat closing, or a house load? With the knob cut the element's power
+            # falls away, a house load's does not (relay kept closed; the observer decides within the GX's lag)
+            return HeatRequest(True, 0.0, "tank full: consumption rose, knob cut to check the thermostat")
         why = "tank full" if full_since is not None else "heater stopped drawing?"
         return HeatRequest(True, request.power_w, f"{why}: knob at the sense power")
 
