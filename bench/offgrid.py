@@ -159,8 +159,9 @@ def trade_off(rows: list[Row], default_w: float, rating_w: float) -> list[str]:
         "house above the rating by at most S - 150 W - reserve, for that one second (the next sample cuts the "
         "heater). Against the default: " + "; ".join(costs) + ". Removing every heater-caused second takes a "
         f"reserve of the largest step less the margin ({largest - MARGIN_W:.0f} W here), which on a "
-        f"{rating_w:.0f} W Multi leaves the heater at most {max(0.0, rating_w - largest):.0f} W less the house's "
-        "own base load: next to no heat. Smarter reserves do not change that here: one learned from the largest house "
+        f"{rating_w:.0f} W Multi leaves the heater the rating less that step less the house's base load "
+        f"({max(0.0, rating_w - largest):.0f} W before the base load): next to no heat, as the largest reserve's "
+        "rows show. Smarter reserves do not change that here: one learned from the largest house "
         f"steps seen would learn {largest:.0f} W (the steps table) and is the same as that row; one held only "
         "while the Multi is near its limit would key on the VE.Bus overload and high-temperature warnings "
         "(/Alarms/Overload and /Alarms/HighTemperature, registers 36 and 34: 0 ok, 1 warning, 2 alarm), which "
@@ -181,7 +182,8 @@ def trade_off(rows: list[Row], default_w: float, rating_w: float) -> list[str]:
         "(kettle beside oven, heater at 0) -- a far larger load on the Multi that no reserve touches.", "",
         f"**The default is {default_w:.0f} W** (the 150 W margin only): the heater-caused seconds are one per "
         "large house step, each within the Multi's peak, and every reserve that shrinks them costs heat in "
-        "proportion (above), while only a reserve that leaves no heat at all removes them. Set the reserve "
+        "proportion (above: a few points of capture per 100 W), while only a reserve that leaves no heat at all "
+        "removes them. Set the reserve "
         "when the Multi has less peak in hand (a hot room, an old unit, loads with big inrush beside the "
         "heater) or to never exceed the continuous rating: your largest appliance less 150 W.",
     ]
