@@ -76,6 +76,8 @@ class GxConfig:
     )
     #: The phase (1-3) the heater is wired to.
     heater_phase: int = setting(1, min=1, max=3)
+    #: Off-grid: W of the inverter's rating kept free for appliances switching on unannounced (a kettle).
+    off_grid_reserve_w: float = setting(0.0, min=0.0, max=100000.0)
 
     def check(self) -> list[tuple[str, str]]:
         """Cross-field checks: (key, message) pairs."""
@@ -86,6 +88,12 @@ class GxConfig:
         if not valid_host(self.host):
             return [("host", "expected an IP address or a host name (dot-separated labels of 1 to 63 letters, "
                      f"digits, '-' or '_', at most 253 characters), got {_clip(self.host)}")]
+        if self.inverter_rating_w is not None and self.off_grid_reserve_w >= self.inverter_rating_w:
+            return [(
+                "off_grid_reserve_w",
+                "must be less than gx.inverter_rating_w, or the heater never runs off-grid "
+                f"(got {self.off_grid_reserve_w:g} >= {self.inverter_rating_w:g})",
+            )]
         if self.reconnect_min_s > self.reconnect_max_s:
             return [(
                 "reconnect_min_s",

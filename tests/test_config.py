@@ -58,6 +58,11 @@ def test_int_accepted_for_float(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, "gx:\n  timeout_s: 2\n")).gx.timeout_s == 2.0
 
 
+def test_off_grid_reserve_below_the_rating_is_taken(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "gx:\n  off_grid: true\n  inverter_rating_w: 2400\n  off_grid_reserve_w: 1000\n"))
+    assert cfg.gx.off_grid_reserve_w == 1000.0
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -78,6 +83,15 @@ def test_int_accepted_for_float(tmp_path: Path) -> None:
         ),
         ("servo:\n  knob_full_deg: 200\n", "servo.knob_full_deg: must lie between"),
         ("gx:\n  reconnect_min_s: 100\n  reconnect_max_s: 10\n", "gx.reconnect_min_s: must not exceed"),
+        ("gx:\n  off_grid_reserve_w: -5\n", "gx.off_grid_reserve_w: expected a number from 0.0 to 100000.0, got -5"),
+        ("gx:\n  off_grid_reserve_w: lots\n", "gx.off_grid_reserve_w: expected a number from 0.0 to 100000.0"),
+        ("gx:\n  off_grid_reserve_w: null\n", "gx.off_grid_reserve_w: expected a number"),
+        ("gx:\n  off_grid_reserve_w: .nan\n", "gx.off_grid_reserve_w: expected a finite number"),
+        (
+            "gx:\n  off_grid: true\n  inverter_rating_w: 2400\n  off_grid_reserve_w: 2400\n",
+            "gx.off_grid_reserve_w: must be less than gx.inverter_rating_w, or the heater never runs off-grid "
+            "(got 2400 >= 2400)",
+        ),
         ("- a\n- b\n", "top level: expected a mapping"),
     ],
 )
