@@ -122,7 +122,8 @@ def section(
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     ran = f"{len(rows) - kept} days in {wall_s:.0f} s (`nice -n 10 {command}`)"
     if kept:
-        ran += f"; the other {kept} rows are kept from the section's previous run (--actuator runs only those named)"
+        ran += (f"; the other {kept} rows are kept from the section's previous run"
+                " (--scenario and --actuator rerun only those named)")
     lines += ["", ran + ".", END]
     return "\n".join(lines)
 
@@ -149,6 +150,28 @@ def existing_rows(text: str) -> dict[tuple[str, str], tuple[str, ...]]:
         if line.startswith("| ") and len(cells) == len(HEADER) and cells[0] != HEADER[0]:
             rows[(cells[0], cells[1])] = cells
     return rows
+
+
+def merged_rows(
+    fresh: dict[tuple[str, str], tuple[str, ...]],
+    before: dict[tuple[str, str], tuple[str, ...]],
+    variants: tuple[bool, ...],
+) -> tuple[list[tuple[str, ...]], int]:
+    """Every scenario's rows in canonical order: the fresh ones, else the report's earlier ones; and how many kept.
+
+    A run of some scenarios or some actuators keeps the rows it did not rerun, so the table stays whole.
+    """
+    rows, kept = [], 0
+    for s in scenario_names():
+        for c in variants:
+            for a in ACTUATORS:
+                key = (s, a + (" (calibrated)" if c else ""))
+                if key in fresh:
+                    rows.append(fresh[key])
+                elif key in before:
+                    rows.append(before[key])
+                    kept += 1
+    return rows, kept
 
 
 def command_line(argv: list[str]) -> str:
@@ -192,17 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         fresh = {(r[0], r[1]): r for r in pool.map(_task, tasks)}
     out = Path(args.out)
     old = out.read_text(encoding="utf-8") if out.is_file() else "# Benchmarks\n"
-    before = existing_rows(old)
-    rows, kept = [], 0
-    for s in scenarios:
-        for c in variants:
-            for a in ACTUATORS:
-                key = (s, a + (" (calibrated)" if c else ""))
-                if key in fresh:
-                    rows.append(fresh[key])
-                elif key in before:
-                    rows.append(before[key])
-                    kept += 1
+    rows, kept = merged_rows(fresh, existing_rows(old), variants)
     new = section(rows, time.perf_counter() - t0, command_line(argv if argv is not None else sys.argv[1:]), kept)
     out.write_text(replace_section(old, new, BEGIN, END), encoding="utf-8")
     print(f"wrote the actuators section of {out}", file=sys.stderr)
