@@ -147,7 +147,10 @@ def whole_day_rows() -> list[str]:
     return rows
 
 
-def render(outs: list[PlantOutcome], days: list[str], first_seed: int, plants: int, wall_s: float) -> str:
+def render(
+    outs: list[PlantOutcome], days: list[str], first_seed: int, plants: int, wall_s: float,
+    days_kept: bool = False,
+) -> str:
     """The Markdown section."""
     lines = [
         BEGIN,
@@ -185,12 +188,32 @@ def render(outs: list[PlantOutcome], days: list[str], first_seed: int, plants: i
         "Whole days (the scenarios above) with the loop; limit = max(2 % of the heater energy, 1.5 x the",
         "late oracle's draw); switchings under load: relay edges at more than 50 W of regulator output.",
         "",
-        "| scenario | capture % | draw kWh | limit kWh | switchings | under load | servo moves | servo deg |",
+        DAYS_HEADER,
         "|---|---:|---:|---:|---:|---:|---:|---:|",
         *days,
+        *([] if not days_kept else ["", "The whole-day rows are kept from the section's previous run (`--no-days`)."]),
         END,
     ]
     return "\n".join(lines)
+
+
+DAYS_HEADER = "| scenario | capture % | draw kWh | limit kWh | switchings | under load | servo moves | servo deg |"
+
+
+def kept_day_rows(report: str) -> list[str]:
+    """The whole-day rows of the report's family section as they stand (for a `--no-days` run)."""
+    if BEGIN not in report or END not in report:
+        return []
+    body = report.split(BEGIN, 1)[1].split(END, 1)[0]
+    if DAYS_HEADER not in body:
+        return []
+    table = body.split(DAYS_HEADER, 1)[1].splitlines()[2:]  # after the header's own line end and the rule
+    rows = []
+    for line in table:
+        if not line.startswith("| "):
+            break
+        rows.append(line)
+    return rows
 
 
 ACT_BEGIN = "<!-- family-actuators:begin (bench/family.py --actuator writes this section) -->"
@@ -270,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="first plant's seed (default 0)")
     parser.add_argument("--plants", type=int, default=240, help="number of plants (default 240)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
-    parser.add_argument("--no-days", action="store_true", help="skip the whole days")
+    parser.add_argument("--no-days", action="store_true", help="skip the whole days (their rows in --out are kept)")
     parser.add_argument(
         "--actuator", action="append", choices=ACTUATORS,
         help="run the loop with these actuators (repeatable) and write the per-actuator section instead",
@@ -284,9 +307,11 @@ def main(argv: list[str] | None = None) -> int:
         print(section)
         return 0
     outs = run_family(args.seed, args.plants, args.jobs)
-    days = [] if args.no_days else whole_day_rows()
-    section = render(outs, days, args.seed, args.plants, time.perf_counter() - t0)
-    write_section(Path(args.out), section, BEGIN, END)
+    out = Path(args.out)
+    days = kept_day_rows(out.read_text(encoding="utf-8") if out.is_file() else "") if args.no_days else whole_day_rows()
+    wall_s = time.perf_counter() - t0
+    section = render(outs, days, args.seed, args.plants, wall_s, days_kept=args.no_days and bool(days))
+    write_section(out, section, BEGIN, END)
     print(section)
     return 0
 

@@ -46,3 +46,28 @@ def test_a_rerun_of_some_scenarios_keeps_every_other_row_of_the_actuator_table(m
     assert {r[capture] for r in rows if r[0] not in rerun} == {"90.0"}
     text = bench.section(rows, 5.0, "python bench/actuators.py --scenario x", kept)
     assert f"the other {kept} rows are kept" in text
+
+
+def test_a_rerun_keeps_the_sections_hand_written_notes_and_replaces_the_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = _load("report", monkeypatch)
+    begin, end = "<!-- x:begin -->", "<!-- x:end -->"
+    path = tmp_path / "BENCHMARKS.md"
+    notes = "<!-- notes -->\nTried: a faster probe; it cost 2 points.\n<!-- /notes -->"
+    path.write_text(f"# B\n\n{begin}\n## X\n\n{notes}\n\n| a | 1 |\n{end}\n\n## after\n", encoding="utf-8")
+    report.write_section(path, f"{begin}\n## X\n\n| a | 2 |\n{end}", begin, end)
+    text = path.read_text(encoding="utf-8")
+    assert "| a | 2 |" in text and "| a | 1 |" not in text
+    assert text.count("Tried: a faster probe") == 1
+    assert text.index("## X") < text.index("Tried:") < text.index("| a | 2 |") < text.index(end) < text.index("## after")
+
+
+def test_a_family_run_without_days_keeps_the_whole_day_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    family = _load("family", monkeypatch)
+    rows = ["| clear | 97.5 | 0.073 | 0.249 ok | 2 | 0 | 3330 | 13670 |",
+            "| clouds | 92.8 | 0.130 | 0.140 ok | 2 | 0 | 5757 | 36392 |"]
+    old = "\n".join([family.BEGIN, "## Plant family", "", family.DAYS_HEADER, "|---|---:|", *rows, "", "text",
+                     family.END])
+    assert family.kept_day_rows("# B\n\n" + old + "\n") == rows
+    assert family.kept_day_rows("# B\n") == []
