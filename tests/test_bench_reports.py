@@ -60,7 +60,8 @@ def test_a_rerun_keeps_the_sections_hand_written_notes_and_replaces_the_numbers(
     text = path.read_text(encoding="utf-8")
     assert "| a | 2 |" in text and "| a | 1 |" not in text
     assert text.count("Tried: a faster probe") == 1
-    assert text.index("## X") < text.index("Tried:") < text.index("| a | 2 |") < text.index(end) < text.index("## after")
+    order = [text.index(x) for x in ("## X", "Tried:", "| a | 2 |", end, "## after")]
+    assert order == sorted(order)
 
 
 def test_a_family_run_without_days_keeps_the_whole_day_rows(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,3 +72,17 @@ def test_a_family_run_without_days_keeps_the_whole_day_rows(monkeypatch: pytest.
                      family.END])
     assert family.kept_day_rows("# B\n\n" + old + "\n") == rows
     assert family.kept_day_rows("# B\n") == []
+
+
+def test_the_main_bench_keeps_every_section_the_other_bench_scripts_wrote(monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    run_bench = _load("run_bench", monkeypatch)
+    report = (Path(__file__).parents[1] / "BENCHMARKS.md").read_text(encoding="utf-8")
+    sections = [m.group(0) for m in re.finditer(r"<!-- ([\w-]+):begin.*?<!-- \1:end -->", report, re.S)]
+    sections += [m.group(0) for m in re.finditer(r"<!-- ([\w-]+) -->.*?<!-- /\1 -->", report, re.S)
+                 if m.group(1) != "notes"]
+    assert len(sections) >= 8  # soak, gx-safety, family, actuators, family-actuators, tank, hotwater, ...
+    rewritten = run_bench.keep_other_sections("# Benchmarks\n\nthe template's part\n", report)
+    missing = [s.splitlines()[0] for s in sections if s not in rewritten]
+    assert not missing, f"bench/run_bench.py would drop: {missing}"
