@@ -132,3 +132,31 @@ def test_a_bent_response_from_nothing_is_clean_a_moving_house_is_not(
 ) -> None:
     spread = hr._monotone_spread([float(x) for x in expected], [float(x) for x in consumption])
     assert (spread <= S.house_tolerance_w) is clean, spread
+
+
+def _feed_rows(state: hr.ResponseState, t0_s: float, rows: list[tuple[float, float]], s: hr.ResponseSettings,
+          ) -> tuple[hr.ResponseState, float]:
+    t = t0_s
+    for expected_w, consumption_w in rows:
+        state, _ = hr.step(state, t, consumption_w, expected_w, s)
+        t += 1.0
+    return state, t
+
+
+@pytest.mark.parametrize("climb_w", [(0.0, 0.0, 310.0, 410.0, 537.0, 668.0), (0.0, 0.0, 0.0, 250.0, 500.0, 700.0)])
+def test_a_measured_curve_does_not_learn_an_open_thermostat_as_its_dead_zone(climb_w: tuple[float, ...]) -> None:
+    # a measured calibration (it has the regulator's dead zone in it) and a heater that draws what it says;
+    # then the relay closes with the thermostat open: from nothing up a third of the curve, consumption flat
+    s = hr.settings_for(2000.0, measured_curve=True)
+    house_w = 245.0
+    first = [0.0, 0.0, 0.0, 400.0, 900.0, 1400.0, 1400.0, 1400.0, 1400.0, 1400.0]
+    state, t = _feed_rows(hr.ResponseState(), 0.0, [(e, house_w + e) for e in first], s)
+    assert state.status == hr.DRAWING
+    sense_w = 200.0
+    before = hr.command_for(state, sense_w, s, 4.0 * sense_w)
+    state, t = _feed_rows(state, t + 30.0, [(0.0, house_w)] * 4 + [(e, house_w) for e in climb_w] * 2, s)
+    after = hr.command_for(state, sense_w, s, 4.0 * sense_w)
+    # the sense power's command stays where the measured curve put it: a close there draws about the sense power
+    # (learned as a dead zone, the bottom third of the curve went flat and the command went to ~570 W)
+    assert after <= 1.25 * sense_w, (before, after, state.ratios)
+    assert abs(after - before) <= 0.25 * sense_w, (before, after)

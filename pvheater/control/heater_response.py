@@ -429,7 +429,13 @@ def _judge(
         # (a tank just full, the knob climbing slowly): the next sample tries a window with a bigger span
         # -- together with the flat windows before it, as long as consumption stays where it was
         if hi_w < s.verdict_high_frac * s.max_power_w:
-            return (state if state.suspect else _learn(state, window, s, _weight(window, s))), None
+            if state.suspect or (not s.bent_windows and _integral(state, hi_w, s) - _integral(state, lo_w, s)
+                                 >= s.suspect_span_w):
+                # a measured curve has its dead zone in it already: flat where it rises by well more than the
+                # house's wobble is the element off (a thermostat open), not a bottom to learn -- learned, it
+                # would put the sense power's command far up the curve, and a close would draw that much
+                return state, None
+            return _learn(state, window, s, _weight(window, s)), None
         mean_c = sum(window[1]) / len(window[1])
         run = state.flat_run
         if run is None or abs(mean_c - run[1]) > s.house_tolerance_w:

@@ -54,8 +54,10 @@ log = logging.getLogger("pvheater")
 
 #: Longest wait of shutdown() for the pins lock (held only while a tick applies its output).
 PINS_WAIT_S = 1.0
-#: After the thermostat closed the power climbs back from the sense power at most this fast (the inverter keeps up).
-CLOSE_RAMP_W_PER_S = 80.0
+#: After the thermostat closed the power climbs back from the sense power at most this fast: an inverter with a
+#: first-order lag follows a ramp that many watts behind per second of lag, taken from battery + grid (3 s of lag:
+#: 120 W, plus a GX period's step) -- twice that overran the sense power + 200 W on a slow ESS with PV held back.
+CLOSE_RAMP_W_PER_S = 40.0
 #: The sense command is at most this many times the sense power (the learned curve says how much it takes).
 SENSE_COMMAND_MAX = 4.0
 #: A drop of consumption like the heater's power that the next changes have not judged within this long parks the
