@@ -183,3 +183,25 @@ def test_hub_commands_validate_queue_and_apply_at_the_next_tick() -> None:
     assert not forced and not request.want_heat and request.power_w == 0.0
     assert hw.state.mode == "off" and hw.state.boost is None  # mode off ends the boost
     assert hub.dispatch({"cmd": "boost", "minutes": 10})["error"].startswith("boost refused: mode is off")
+
+
+def test_a_command_right_after_a_mode_change_is_checked_against_the_new_mode() -> None:
+    from pvheater.errors import PvHeaterError
+    from pvheater.service.hot_water import HotWater
+
+    hw = HotWater(Config())
+    hw.set_mode("off")
+    hw.advise(HeatRequest(False, 0.0, "x"), None, 1.0, None, None, False, None)
+    assert hw.state.mode == "off"
+    with pytest.raises(PvHeaterError, match="boost refused: mode is off"):
+        hw.boost(45.0)
+    # `pvheater mode auto && pvheater boost 45m`: both answered before the service's next tick
+    hw.set_mode("auto")
+    assert hw.boost(45.0).endswith("(from the next tick)")
+    assert hw.cancel_boost() == "boost cancelled (from the next tick)"
+    hw.advise(HeatRequest(False, 0.0, "x"), None, 2.0, None, None, False, None)
+    assert hw.state.mode == "auto" and hw.state.boost is None
+    assert hw.cancel_boost() == "no boost running"
+    hw.set_mode("off")  # queued: a boost asked now meets the mode it will find
+    with pytest.raises(PvHeaterError, match="boost refused: mode is off"):
+        hw.boost(45.0)

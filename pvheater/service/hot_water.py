@@ -24,6 +24,7 @@ tick) as solar. The counters start over at local midnight.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import threading
@@ -104,7 +105,7 @@ class HotWater:
     def set_mode(self, mode: str) -> str:
         """Queue a mode change; PvHeaterError (one line) for an unknown mode. Returns the answer's message."""
         try:
-            _, message = hotwater.set_mode(self.state, mode)
+            _, message = hotwater.set_mode(self._projected(), mode)
         except ValueError as exc:
             raise PvHeaterError(str(exc)) from None
         self._queue(lambda state, now_s: hotwater.set_mode(state, mode))
@@ -113,7 +114,7 @@ class HotWater:
     def boost(self, minutes: float | None = None, temp_c: float | None = None) -> str:
         """Queue a boost for minutes and/or to temp_c; PvHeaterError when refused. Returns the answer's message."""
         try:
-            _, message = hotwater.start_boost(self.state, self.settings, 0.0, minutes, temp_c)
+            _, message = hotwater.start_boost(self._projected(), self.settings, 0.0, minutes, temp_c)
         except ValueError as exc:
             raise PvHeaterError(f"boost refused: {exc}") from None
         self._queue(lambda state, now_s: hotwater.start_boost(state, self.settings, now_s, minutes, temp_c))
@@ -121,10 +122,23 @@ class HotWater:
 
     def cancel_boost(self) -> str:
         """Queue the end of a running boost."""
-        if self.state.boost is None and not self._pending:
+        if self._projected().boost is None:
             return "no boost running"
         self._queue(lambda state, now_s: hotwater.cancel_boost(state))
         return "boost cancelled (from the next tick)"
+
+    def _projected(self) -> HotWaterState:
+        """The state once the queued commands are applied: what a new command is checked against.
+
+        `pvheater mode auto` and a `pvheater boost` right after it (before the next tick) must not see the old mode.
+        """
+        with self._lock:
+            pending = list(self._pending)
+        state = self.state
+        for change in pending:
+            with contextlib.suppress(ValueError):  # refused at its tick too (see advise): it changes nothing
+                state, _ = change(state, 0.0)
+        return state
 
     def _queue(self, change: Callable[[HotWaterState, float], tuple[HotWaterState, str]]) -> None:
         with self._lock:
