@@ -102,6 +102,9 @@ def test_run_simulate_prints_each_second_once_with_a_legend(tmp_path: Path) -> N
     assert stamps == sorted(set(stamps)), stamps  # one line per second, none twice
     ticks = [line for line in lines if "| relay" in line]
     assert all("| house ~" in line and "heater asked" in line for line in ticks)
+    # beside the command, what the GX's consumption says the heater draws (0 W while the relay is open)
+    assert all("measured " in line for line in ticks), ticks
+    assert all("measured 0 W" in line for line in ticks if "relay off" in line), ticks
 
 
 def test_status_line_reads_plainly_without_data_and_leaves_a_slot_for_measured_power() -> None:

@@ -352,7 +352,9 @@ def test_sigterm_while_the_gx_hangs_opens_the_relay_at_once_and_exits_within_5_s
     proc = pvheater_run.start(cfg_file)
     log = tmp_path / "run.log"
     try:
-        pvheater_run.wait_for_log("relay ON", timeout_s=30)  # the heater runs on good data
+        content = pvheater_run.wait_for_log("relay ON", timeout_s=30)  # the heater runs on good data
+        lines = [line for line in content.splitlines() if "relay ON" in line]
+        assert all("heater asked" in line and "measured " in line for line in lines), lines  # both, side by side
         proxy.silent.set()
         swallowed = proxy.requests_swallowed
         deadline = time.monotonic() + 10

@@ -218,7 +218,8 @@ def _run_simulated_rig(args: argparse.Namespace, rig: Rig, day: ScenarioDay, sta
         # so truncating it printed one second twice and skipped the next.
         first_tick_s[:] = first_tick_s or [report.now_s]
         clock = format_hms(start_s + round(report.now_s - first_tick_s[0]))
-        print(f"{clock}  {status_line(report.m, report.output, rig.heater.servo_angle_deg)}", flush=True)
+        line = status_line(report.m, report.output, rig.heater.servo_angle_deg, report.measured_heater_w)
+        print(f"{clock}  {line}", flush=True)
 
     sim.live.start()
     if args.mqtt is not None:

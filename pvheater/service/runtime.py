@@ -230,7 +230,7 @@ class Service:
                 report = self.loop.tick(now_s, self.local_time(), self.wall_clock())
             finally:
                 self._in_tick = False
-        status = status_line(report.m, report.output, self.loop.heater.servo_angle_deg)
+        status = status_line(report.m, report.output, self.loop.heater.servo_angle_deg, report.measured_heater_w)
         took_s = time.monotonic() - now_s
         if report.loop_error:
             self.notifier.status(f"loop error, heater off: {report.fault}")
