@@ -60,7 +60,8 @@ def test_status_of_a_running_service_then_of_its_history(tmp_path: Path, pvheate
         while time.monotonic() < deadline:
             done = status(tmp_path, "--json")
             data = json.loads(done.stdout) if done.stdout.strip() else {}
-            if data.get("source") == "service" and data["state"]["relay_on"]:
+            if (data.get("source") == "service" and data["state"]["relay_on"]
+                    and data["state"]["heater_measured_w"] is not None):
                 break
             time.sleep(0.3)
         assert data.get("running") is True, data
@@ -81,6 +82,7 @@ def test_status_of_a_running_service_then_of_its_history(tmp_path: Path, pvheate
         assert "+ = importing from the grid, - = exporting" in screen
         assert "commanded: relay closed, servo " in screen
         assert "by the calibration at that angle (an estimate, not measured)" in screen
+        assert "measured: what the GX's consumption says the heater draws (0 W: tank full)" in screen
         assert "today        " in screen and "kWh into the heater" in screen
 
         gx.stop()  # a problem for the history's "last problem"

@@ -9,7 +9,9 @@ or rejected config reload) from the history. Signs: battery + = charging,
 grid + = importing. The heater's power is what the relay and the servo were
 commanded to; the "by calibration" figure is that angle through the heater's
 calibration -- an estimate, not a measurement (the GX sees house and heater
-together). `--json` prints the same as one JSON object.
+together); "measured" is what the GX's consumption says the heater draws, from
+how it answered the heater's own changes (0 W with the tank full), once known.
+`--json` prints the same as one JSON object.
 """
 
 from __future__ import annotations
@@ -230,6 +232,9 @@ def format_screen(r: dict[str, Any]) -> str:
                 lines.append(f"  heater       {'':>9}   relay closed, servo {servo}{asked}")
             lines.append(f"               {_w(s.get('heater_calibrated_w')):>9}   by the calibration at that angle "
                          "(an estimate, not measured)")
+            if s.get("heater_measured_w") is not None:
+                lines.append(f"               {_w(s['heater_measured_w']):>9}   measured: what the GX's consumption "
+                             "says the heater draws (0 W: tank full)")
         lines.append(f"  reason       {s.get('reason') or '-'}")
         if s.get("fault"):
             lines.append(f"  fault        {s['fault']}")
