@@ -43,7 +43,7 @@ from pvheater.config import Config, default_config_path, parse_listen, valid_hos
 from pvheater.control.timeofday import format_hms, hhmm_seconds
 from pvheater.errors import ConfigError
 from pvheater.service.instance import Instance
-from pvheater.service.loop import STATUS_LEGEND, TickReport, status_line
+from pvheater.service.loop import STATUS_LEGEND, TickReport
 from pvheater.service.rig import Rig
 from pvheater.service.runtime import configure_logging, exit_on_signal, frontends_for, run_service
 
@@ -218,8 +218,7 @@ def _run_simulated_rig(args: argparse.Namespace, rig: Rig, day: ScenarioDay, sta
         # so truncating it printed one second twice and skipped the next.
         first_tick_s[:] = first_tick_s or [report.now_s]
         clock = format_hms(start_s + round(report.now_s - first_tick_s[0]))
-        line = status_line(report.m, report.output, rig.heater.servo_angle_deg, report.measured_heater_w)
-        print(f"{clock}  {line}", flush=True)
+        print(f"{clock}  {report.status(rig.heater.servo_angle_deg)}", flush=True)
 
     sim.live.start()
     if args.mqtt is not None:

@@ -148,6 +148,10 @@ class TickReport:
         """True when the relay is held open because data are missing, stale or implausible, or the loop failed."""
         return self.loop_error or self.fault is not None or self.output.failsafe
 
+    def status(self, angle_deg: float | None) -> str:
+        """This tick's status line (status_line) with the servo at angle_deg: the heater asked and measured."""
+        return status_line(self.m, self.output, angle_deg, self.measured_heater_w)
+
 
 #: What the status line's fields mean (printed at start-up, in `pvheater run --help` and in README's legend).
 STATUS_LEGEND = (

@@ -41,7 +41,7 @@ from pvheater.service.channel import Channel, channel_for
 from pvheater.service.hot_water import HotWater, register
 from pvheater.service.hub import Frontend, Hub
 from pvheater.service.instance import Instance
-from pvheater.service.loop import STATUS_LEGEND, ControlLoop, HeaterPort, TickReport, status_line
+from pvheater.service.loop import STATUS_LEGEND, ControlLoop, HeaterPort, TickReport
 from pvheater.service.rig import Rig, trusted_local_time
 from pvheater.service.state import tick_state
 from pvheater.systemd import Notifier
@@ -230,7 +230,7 @@ class Service:
                 report = self.loop.tick(now_s, self.local_time(), self.wall_clock())
             finally:
                 self._in_tick = False
-        status = status_line(report.m, report.output, self.loop.heater.servo_angle_deg, report.measured_heater_w)
+        status = report.status(self.loop.heater.servo_angle_deg)
         took_s = time.monotonic() - now_s
         if report.loop_error:
             self.notifier.status(f"loop error, heater off: {report.fault}")
