@@ -290,6 +290,7 @@ KEPT_SECTIONS = (
     ("<!-- hotwater:begin", "<!-- hotwater:end -->", None),
     ("<!-- frontends -->", "<!-- /frontends -->", None),
     ("<!-- offgrid:begin", "<!-- offgrid:end -->", None),
+    ("<!-- stats-short:begin", "<!-- stats-short:end -->", None),
 )
 
 

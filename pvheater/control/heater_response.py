@@ -104,6 +104,13 @@ class ResponseSettings:
     #: whose dead zone and S-curve they show; a measured curve already bends the expected power, so a window
     #: that is not straight in it is the house moving.
     bent_windows: bool = True
+    #: For this long after the relay closes (or the knob leaves nothing), consumption less the house seen just
+    #: before (nothing expected, steady) is the heater's power: a level observation wherever the command holds
+    #: within level_hold_frac for the lag and two samples, counted level_weight times (the windows' differences
+    #: tell the curve's shape; these tell its level -- a flat top of the knob is not a weaker element), s.
+    level_window_s: float = 45.0
+    level_hold_frac: float = 0.03
+    level_weight: float = 8.0
 
 
 def settings_for(max_power_w: float, measured_curve: bool) -> ResponseSettings:
@@ -140,6 +147,10 @@ class ResponseState:
     close_check: tuple[float, float, float, float, int] | None = None
     #: No new close check before this sample time.
     check_block_s: float | None = None
+    #: The last change from nothing expected: (sample time, the house's consumption just before it, W).
+    close_base: tuple[float, float] | None = None
+    #: No new level observation before this sample time (they do not share samples).
+    next_level_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -237,13 +248,82 @@ def step(
     if consumption_w is None or (state.samples and time_s <= state.samples[-1][0]):
         return state, None  # no value, or the same snapshot again
     samples = (*state.samples, (time_s, float(consumption_w), float(expected_w)))[-_KEEP:]
-    state = replace(state, samples=samples)
+    state = _track_base(replace(state, samples=samples), s)
     if state.close_check is not None:
         return _check_close(state, s)
     spont = _spontaneous(state, s)
     if spont is not None:
         return spont
-    return _regress(state, s)
+    state, event = _regress(state, s)
+    state, level_event = _level(state, s)
+    return state, event or level_event
+
+
+def _track_base(state: ResponseState, s: ResponseSettings) -> ResponseState:
+    """At a change from nothing expected (the relay closing, the knob leaving zero), keep the house's consumption
+    from the samples before it -- those past the lag, steady within half the house tolerance; forget it when the
+    house steps."""
+    samples = state.samples
+    if state.close_base is not None and _house_stepped(samples, s):
+        return replace(state, close_base=None)  # the house moved since: consumption less it says nothing now
+    if len(samples) < 2 or samples[-2][2] > 0.0 or samples[-1][2] <= 0.0:
+        return state
+    zeros: list[float] = []
+    for _, c, e in reversed(samples[:-1]):
+        if e > 0.0:
+            break
+        zeros.append(c)
+    # the latest three; not the first samples after a cut (they may still hold the heater)
+    settled = zeros[: min(3, len(zeros) - s.lag_samples)]
+    if len(settled) < 2 or max(settled) - min(settled) > s.house_tolerance_w / 2:
+        return state  # a short cut: the house seen before it (if it has not moved since) still holds
+    return replace(state, close_base=(samples[-1][0], sum(settled) / len(settled)), next_level_s=None)
+
+
+def _house_stepped(samples: tuple[tuple[float, float, float], ...], s: ResponseSettings) -> bool:
+    """Consumption stepped by more than the house tolerance and than the command's moves over the lag could make
+    (at the curve's steepest): the house."""
+    n = s.lag_samples + 2
+    if len(samples) < n:
+        return False
+    e = [x[2] for x in samples[-n:]]
+    return abs(samples[-1][1] - samples[-2][1]) > s.house_tolerance_w + 2.5 * (max(e) - min(e))
+
+
+def _level(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, ResponseEvent | None]:
+    """Shortly after a change from nothing, with the command held: consumption less the house before it is the
+    heater's power at the command -- learned as a level observation (when it is plausible: no less than a
+    response, no more than the element could give at that command, which a house load starting would be)."""
+    base = state.close_base
+    if base is None or state.status == NOT_DRAWING or state.suspect:
+        return state, None
+    samples = state.samples
+    t = samples[-1][0]
+    if t - base[0] > s.level_window_s:
+        return replace(state, close_base=None), None
+    n = s.lag_samples + 2
+    if len(samples) < n or (state.next_level_s is not None and t < state.next_level_s):
+        return state, None
+    e = [x[2] for x in samples[-n:]]
+    c = [x[1] for x in samples[-(n - s.lag_samples):]]  # after the lag, whatever it is: the command held
+    e_w = sum(e) / n
+    if e_w < s.min_step_w or max(e) - min(e) > 2 * s.level_hold_frac * e_w:
+        return state, None
+    if max(c) - min(c) > s.house_tolerance_w / 2:
+        return state, None
+    heater_w = sum(c) / len(c) - base[1]
+    if not s.none_ratio * e_w <= heater_w <= 1.25 * e_w + s.house_tolerance_w:
+        return replace(state, next_level_s=t + n), None
+    state = replace(_learn_level(state, e_w, heater_w, s), next_level_s=t + n)
+    if state.status not in (DRAWING, LOW):
+        return state, None
+    gain = measured_heater_w(state, s.max_power_w, s) / s.max_power_w
+    status = LOW if gain < s.low_ratio else DRAWING
+    if status == state.status:
+        return state, None
+    why = (f"consumption less the house before the close: {heater_w:.0f} W at {e_w:.0f} W expected"
+           f" ({gain:.0%} at full)")
+    return _set(state, status, t, why)
 
 
 def _regress(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, ResponseEvent | None]:
@@ -485,14 +565,27 @@ def _learn(
     rows = [_basis(x, s) for x in e]
     mean_row = [sum(r[j] for r in rows) / n for j in range(k)]
     mean_c = sum(c) / n
+    centred = [([r[j] - mean_row[j] for j in range(k)], y - mean_c) for r, y in zip(rows, c, strict=True)]
+    return _add_rows(state, centred, s, weight)
+
+
+def _learn_level(state: ResponseState, expected_w: float, heater_w: float, s: ResponseSettings) -> ResponseState:
+    """Add a level observation -- the heater gave heater_w at expected_w (consumption less the house seen before
+    the relay closed) -- as one row of the least squares, counted level_weight times."""
+    return _add_rows(state, [(_basis(expected_w, s), heater_w)], s, s.level_weight)
+
+
+def _add_rows(
+    state: ResponseState, rows: list[tuple[list[float], float]], s: ResponseSettings, weight: float
+) -> ResponseState:
+    """Fade the least squares, add rows (basis, watts) counted `weight` times, and solve for the slopes."""
+    k = s.bands
     keep = s.forget
     normal = list(state.normal) if state.normal else [0.0] * (k * k)
     moment = list(state.moment) if state.moment else [0.0] * k
     normal = [keep * v for v in normal]
     moment = [keep * v for v in moment]
-    for r, y in zip(rows, c, strict=True):
-        x = [r[j] - mean_row[j] for j in range(k)]
-        dy = y - mean_c
+    for x, dy in rows:
         for i in range(k):
             if x[i] == 0.0:
                 continue

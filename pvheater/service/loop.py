@@ -449,7 +449,8 @@ class ControlLoop:
         """Feed the heater-response observer (None: no usable snapshot, the samples start over); log "tank full"
         and the thermostat closing once each."""
         if m is None:
-            self.response_state = dataclasses.replace(self.response_state, samples=(), suspect=False, next_s=None)
+            self.response_state = dataclasses.replace(self.response_state, samples=(), suspect=False, next_s=None,
+                                                      close_base=None)
         else:
             self.response_state, event = heater_response.step(
                 self.response_state, m.time_s, m.consumption_w, expected_w, self.response_settings
