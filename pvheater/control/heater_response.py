@@ -35,8 +35,11 @@ window adds to a least squares of the slopes per band of expected power
 expected power, centred), older windows fading, each band pulled weakly
 towards its neighbours' trend (the data, not the straight line, shape the
 parts the knob rarely visits), none negative, the whole pulled softly to the
-rated power at full; windows from nothing count anchor_weight times. Its integral is
-the measured heater power, and its inverse the command for a wanted power.
+rated power at full; windows from nothing count anchor_weight times. The windows tell the curve's shape, not
+its level: for level_window_s after a change from nothing (the relay's close), consumption less the house seen
+just before it is the heater's power wherever the command holds high on the knob -- a level observation,
+counted level_weight times, until the house visibly steps (then the house before the close says nothing any
+more). Its integral is the measured heater power, and its inverse the command for a wanted power.
 Pure: the caller passes every sample and its time.
 """
 
@@ -106,8 +109,10 @@ class ResponseSettings:
     bent_windows: bool = True
     #: For this long after the relay closes (or the knob leaves nothing), consumption less the house seen just
     #: before (nothing expected, steady) is the heater's power: a level observation wherever the command holds
-    #: within level_hold_frac for the lag and two samples, counted level_weight times (the windows' differences
-    #: tell the curve's shape; these tell its level -- a flat top of the knob is not a weaker element), s.
+    #: within level_hold_frac for the lag and two samples, at verdict_high_frac of the element or more, counted
+    #: level_weight times (the windows' differences tell the curve's shape; these tell its level -- a flat top of
+    #: the knob is not a weaker element). Lower on the knob a level sits where the day's moves rarely go, and
+    #: the windows carry its error (the house's wobble) up to where the heater works: not taken, s.
     level_window_s: float = 45.0
     level_hold_frac: float = 0.03
     level_weight: float = 8.0
@@ -256,7 +261,7 @@ def step(
         return spont
     state, event = _regress(state, s)
     state, level_event = _level(state, s)
-    return state, event or level_event
+    return state, level_event or event  # the later one is the state's
 
 
 def _track_base(state: ResponseState, s: ResponseSettings) -> ResponseState:
@@ -307,7 +312,7 @@ def _level(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, Re
     e = [x[2] for x in samples[-n:]]
     c = [x[1] for x in samples[-(n - s.lag_samples):]]  # after the lag, whatever it is: the command held
     e_w = sum(e) / n
-    if e_w < s.min_step_w or max(e) - min(e) > 2 * s.level_hold_frac * e_w:
+    if e_w < s.verdict_high_frac * s.max_power_w or max(e) - min(e) > 2 * s.level_hold_frac * e_w:
         return state, None
     if max(c) - min(c) > s.house_tolerance_w / 2:
         return state, None
