@@ -76,3 +76,4 @@ def test_no_level_is_taken_while_the_heater_does_not_draw() -> None:
         assert state.status not in (hr.DRAWING, hr.LOW), k
     assert state.close_base == (5.0, 300.0)  # the house was seen; nothing above it is a level to learn
     assert hr.ratio_at(state, 2000.0, S) > 0.8
+

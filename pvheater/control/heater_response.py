@@ -37,7 +37,7 @@ towards its neighbours' trend (the data, not the straight line, shape the
 parts the knob rarely visits), none negative, the whole pulled softly to the
 rated power at full; windows from nothing count anchor_weight times. The windows tell the curve's shape, not
 its level: for level_window_s after a change from nothing (the relay's close), consumption less the house seen
-just before it is the heater's power wherever the command holds high on the knob -- a level observation,
+just before it is the heater's power wherever the command holds -- a level observation,
 counted level_weight times, until the house visibly steps (then the house before the close says nothing any
 more). Its integral is the measured heater power, and its inverse the command for a wanted power.
 Pure: the caller passes every sample and its time.
@@ -85,9 +85,9 @@ class ResponseSettings:
     #: 0 spans several at once; mains voltage moves the whole curve, which the windows then outweigh).
     full_weight: float = 1.0
     #: The pull of neighbouring bands' slopes towards each other, W^2 of basis.
-    smooth_w2: float = 2.0e3
+    smooth_w2: float = 5.0e2
     #: The pull of each band's slope towards the mean of its neighbours' (the curve's bend), W^2 of basis.
-    curvature_w2: float = 2.0e4
+    curvature_w2: float = 2.0e3
     #: While not drawing, a rise of consumption of at least this fraction of the curve at the command held (and
     #: of house_tolerance_w) is checked as the thermostat's close (the curve's bottom is the least known part of
     #: it, and the sense power sits there: a straight-line default may read 200 W where the element gives 70 W).
@@ -109,13 +109,11 @@ class ResponseSettings:
     bent_windows: bool = True
     #: For this long after the relay closes (or the knob leaves nothing), consumption less the house seen just
     #: before (nothing expected, steady) is the heater's power: a level observation wherever the command holds
-    #: within level_hold_frac for the lag and two samples, at verdict_high_frac of the element or more, counted
-    #: level_weight times (the windows' differences tell the curve's shape; these tell its level -- a flat top of
-    #: the knob is not a weaker element). Lower on the knob a level sits where the day's moves rarely go, and
-    #: the windows carry its error (the house's wobble) up to where the heater works: not taken, s.
+    #: within level_hold_frac for the lag and two samples, counted level_weight times (the windows' differences
+    #: tell the curve's shape; these tell its level -- a flat top of the knob is not a weaker element), s.
     level_window_s: float = 45.0
     level_hold_frac: float = 0.03
-    level_weight: float = 8.0
+    level_weight: float = 3.0
 
 
 def settings_for(max_power_w: float, measured_curve: bool) -> ResponseSettings:
@@ -312,7 +310,7 @@ def _level(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, Re
     e = [x[2] for x in samples[-n:]]
     c = [x[1] for x in samples[-(n - s.lag_samples):]]  # after the lag, whatever it is: the command held
     e_w = sum(e) / n
-    if e_w < s.verdict_high_frac * s.max_power_w or max(e) - min(e) > 2 * s.level_hold_frac * e_w:
+    if e_w < s.min_step_w or max(e) - min(e) > 2 * s.level_hold_frac * e_w:
         return state, None
     if max(c) - min(c) > s.house_tolerance_w / 2:
         return state, None
