@@ -114,6 +114,8 @@ class ResponseSettings:
     level_window_s: float = 45.0
     level_hold_frac: float = 0.03
     level_weight: float = 3.0
+    #: A level further than this fraction from the curve the windows learned is the house having moved, W/W.
+    level_doubt_frac: float = 0.5
 
 
 def settings_for(max_power_w: float, measured_curve: bool) -> ResponseSettings:
@@ -284,13 +286,19 @@ def _track_base(state: ResponseState, s: ResponseSettings) -> ResponseState:
 
 
 def _house_stepped(samples: tuple[tuple[float, float, float], ...], s: ResponseSettings) -> bool:
-    """Consumption stepped by more than the house tolerance and than the command's moves over the lag could make
-    (at the curve's steepest): the house."""
+    """Consumption stepped by more than the house tolerance against the command's moves over the lag (the other
+    way, or with the command held), or by more than those moves could make at the curve's steepest: the house."""
     n = s.lag_samples + 2
     if len(samples) < n:
         return False
     e = [x[2] for x in samples[-n:]]
-    return abs(samples[-1][1] - samples[-2][1]) > s.house_tolerance_w + 2.5 * (max(e) - min(e))
+    step_w = samples[-1][1] - samples[-2][1]
+    moves = [b - a for a, b in pairwise(e)]
+    if step_w < -s.house_tolerance_w and all(d >= 0.0 for d in moves):
+        return True  # consumption fell while the command held or rose: a load ended
+    if step_w > s.house_tolerance_w and all(d <= 0.0 for d in moves):
+        return True  # rose while the command held or fell: a load started
+    return abs(step_w) > s.house_tolerance_w + 2.5 * (max(e) - min(e))
 
 
 def _level(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, ResponseEvent | None]:
@@ -317,6 +325,11 @@ def _level(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, Re
     heater_w = sum(c) / len(c) - base[1]
     if not s.none_ratio * e_w <= heater_w <= 1.25 * e_w + s.house_tolerance_w:
         return replace(state, next_level_s=t + n), None
+    curve_w = _integral(state, e_w, s)
+    if state.observations and abs(heater_w - curve_w) > s.level_doubt_frac * curve_w + s.house_tolerance_w:
+        # far from what the day's windows learned: the house moved with the knob (a kettle that ends as the
+        # heater climbs back -- the loop's own feed-forward makes them coincide); the house before says nothing
+        return replace(state, close_base=None), None
     state = replace(_learn_level(state, e_w, heater_w, s), next_level_s=t + n)
     if state.status not in (DRAWING, LOW):
         return state, None
