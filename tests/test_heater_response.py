@@ -183,3 +183,19 @@ def test_not_drawing_measures_zero() -> None:
     state = hr.ResponseState(status=hr.NOT_DRAWING)
     assert hr.measured_heater_w(state, 1500.0, S) == 0.0
     assert hr.measured_heater_w(hr.ResponseState(), 1500.0, S) == 1500.0
+
+
+@pytest.mark.parametrize("measured_curve", [False, True])
+def test_a_thermostat_that_opens_as_the_loop_raises_the_knob_is_tank_full(measured_curve: bool) -> None:
+    # recorded on tank_small with its calibration: the element (513 W) stops at the sample where the loop
+    # starts raising the knob (it raises because the element stopped: export); consumption falls while the
+    # command rises to full -- the drop cannot be the heater's own response
+    s = hr.settings_for(2000.0, measured_curve)
+    table = [(513.0, 822.0)] * 12 + [(606.0, 818.0), (1059.0, 305.0), (1238.0, 305.0), (1472.0, 305.0),
+                                     (1778.0, 316.0)] + [(2000.0, 316.0)] * 20
+    state = hr.ResponseState()
+    statuses = []
+    for k, (expected_w, consumption_w) in enumerate(table):
+        state, _ = hr.step(state, float(k), consumption_w, expected_w, s)
+        statuses.append(state.status)
+    assert hr.NOT_DRAWING in statuses[:25], statuses

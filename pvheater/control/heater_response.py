@@ -114,8 +114,10 @@ class ResponseSettings:
     level_window_s: float = 45.0
     level_hold_frac: float = 0.03
     level_weight: float = 3.0
-    #: A level further than this fraction from the curve the windows learned is the house having moved, W/W.
+    #: A level further than this fraction from the curve the windows learned is the house having moved, W/W --
+    #: once level_doubt_after observations have shaped the curve (the first windows, a fast climb, can be far off).
     level_doubt_frac: float = 0.5
+    level_doubt_after: int = 10
 
 
 def settings_for(max_power_w: float, measured_curve: bool) -> ResponseSettings:
@@ -326,7 +328,8 @@ def _level(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, Re
     if not s.none_ratio * e_w <= heater_w <= 1.25 * e_w + s.house_tolerance_w:
         return replace(state, next_level_s=t + n), None
     curve_w = _integral(state, e_w, s)
-    if state.observations and abs(heater_w - curve_w) > s.level_doubt_frac * curve_w + s.house_tolerance_w:
+    established = state.observations >= s.level_doubt_after
+    if established and abs(heater_w - curve_w) > s.level_doubt_frac * curve_w + s.house_tolerance_w:
         # far from what the day's windows learned: the house moved with the knob (a kettle that ends as the
         # heater climbs back -- the loop's own feed-forward makes them coincide); the house before says nothing
         return replace(state, close_base=None), None
@@ -457,9 +460,15 @@ def _spontaneous(state: ResponseState, s: ResponseSettings) -> tuple[ResponseSta
         return None
     recent = samples[-(s.lag_samples + 2):]
     e = recent[-1][2]
-    if max(x[2] for x in recent) - min(x[2] for x in recent) > 0.15 * e or e < s.min_step_w / 2:
-        return None  # the command moved by more than a trim: the step may be its own
     step_w = recent[-1][1] - recent[-2][1]
+    if max(x[2] for x in recent) - min(x[2] for x in recent) > 0.15 * e or e < s.min_step_w / 2:
+        # the command moved by more than a trim: the step may be its own -- unless consumption fell while the
+        # command only rose (a thermostat opening as the loop raises the knob: the loop raises *because* the
+        # element stopped): judged against what the heater drew before the rise
+        rose_only = all(b[2] >= a[2] for a, b in pairwise(recent))
+        if not (rose_only and step_w < 0.0 and state.status != NOT_DRAWING and recent[0][2] >= s.min_step_w / 2):
+            return None
+        e = recent[0][2]
     t = recent[-1][0]
     r = ratio_at(state, e, s)
     # at least the house's own wobble: a curve learned flat there (a dead zone) makes no step of nothing
