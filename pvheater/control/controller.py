@@ -75,6 +75,8 @@ _COMMANDS_KEPT = 12
 _SERVO_DELAY_S = 0.2
 #: A deficit found within this long of a rise is the probe's limit (not a cloud), s.
 _RISE_RECENT_S = 6.0
+#: After a load ended, the ESS catches up within inverter_lag_s plus this (GX and poll delays), s.
+_CATCH_UP_EXTRA_S = 2.0
 #: A return to the remembered load that meets no deficit for this long was right, s.
 _RESTORE_OK_S = 8.0
 
@@ -133,6 +135,8 @@ class ControllerState:
     restore_wait_s: float = 0.0
     #: PV of the last new sample, W.
     pv_w: float | None = None
+    #: When the house load last fell by feed_forward_min_w or more (sample time).
+    house_fall_s: float | None = None
 
 
 def spare_power_w(
@@ -240,6 +244,12 @@ def step(
     # While the estimate is stale, export just after a load ended or the heater moved is the inverter catching
     # up, not a full battery: not learned from.
     shedding = stale and not m.pv_curtailed and (load_ended or not obs.settled)
+    # Export within a moment of a load's end (inverter_lag_s and the GX's delay) is the ESS catching up, stale
+    # estimate or not: the battery's charge is still climbing back, it is not full. Learned from, such moments
+    # put the estimate far below what the battery takes, and the heater then holds the battery's share.
+    fall_s = m.time_s if load_ended else state.house_fall_s
+    catching_up = fall_s is not None and m.time_s - fall_s <= c.inverter_lag_s + _CATCH_UP_EXTRA_S
+    shedding = shedding or (catching_up and not m.pv_curtailed)
     if saturated and m.battery_w is not None and obs.import_since_s is None and not shedding:
         battery = max(0.0, m.battery_w)
         if accept_ref is None or stale:
@@ -298,6 +308,7 @@ def step(
         restore_block_s=block_s,
         restore_wait_s=wait_s,
         pv_w=m.pv_w if obs.new_sample else state.pv_w,
+        house_fall_s=fall_s,
     )
     if not want:
         return new, HeatRequest(False, 0.0, "no surplus")
