@@ -32,17 +32,10 @@ from pvheater.sim.metrics import compute_metrics
 from pvheater.sim.plant import heater_power_w
 from pvheater.sim.regulators import zero_ten_power_fraction
 from pvheater.sim.results import RunResult
-from pvheater.sim.scenarios import ScenarioDay, build_day, scenario_names
+from pvheater.sim.scenarios import ScenarioDay, build_day, scenario_names, with_actuator
 
 REPO = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- actuators:begin -->", "<!-- actuators:end -->"
-
-
-def with_actuator(day: ScenarioDay, actuator: str) -> ScenarioDay:
-    """The same day with the heater driven by another actuator."""
-    hp = day.params.heater
-    heater = replace(hp, regulator=replace(hp.regulator, actuator=actuator))
-    return replace(day, params=replace(day.params, heater=heater))
 
 
 def true_calibration(day: ScenarioDay, actuator: str, folder: Path) -> Path:

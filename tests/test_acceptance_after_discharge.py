@@ -10,8 +10,6 @@ plant model, every actuator, the `three_phase` day from 10:30 (the load runs
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from pvheater.config import Config
@@ -19,13 +17,7 @@ from pvheater.control.timeofday import hhmm_seconds
 from pvheater.sim.controller_strategy import ControllerStrategy
 from pvheater.sim.day import run_day
 from pvheater.sim.metrics import heater_caused_draw_kwh
-from pvheater.sim.scenarios import ScenarioDay, build_day
-
-
-def with_actuator(day: ScenarioDay, actuator: str) -> ScenarioDay:
-    hp = day.params.heater
-    heater = replace(hp, regulator=replace(hp.regulator, actuator=actuator))
-    return replace(day, params=replace(day.params, heater=heater))
+from pvheater.sim.scenarios import build_day, with_actuator
 
 
 @pytest.mark.parametrize("actuator", ["servo", "pwm_0_10v", "ssr_burst"])

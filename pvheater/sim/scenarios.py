@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pvheater.control.timeofday import hhmm_seconds as hhmm
 from pvheater.sim.params import BatteryParams, HeaterPlantParams, InverterParams, PlantParams
@@ -374,6 +374,13 @@ def get_scenario(name: str) -> Scenario:
         return SCENARIOS[name] if name in SCENARIOS else TANK_SCENARIOS[name]
     except KeyError:
         raise ValueError(f"unknown scenario {name!r} (expected one of: {', '.join(SCENARIOS)})") from None
+
+
+def with_actuator(day: ScenarioDay, actuator: str) -> ScenarioDay:
+    """The same day with the heater driven by another actuator (servo, pwm_0_10v, ssr_burst)."""
+    hp = day.params.heater
+    heater = replace(hp, regulator=replace(hp.regulator, actuator=actuator))
+    return replace(day, params=replace(day.params, heater=heater))
 
 
 def build_day(scenario: Scenario | str, seed: int | None = None, seconds: int = DAY_S) -> ScenarioDay:
