@@ -306,7 +306,8 @@ def _house_stepped(samples: tuple[tuple[float, float, float], ...], s: ResponseS
 def _level(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, ResponseEvent | None]:
     """Shortly after a change from nothing, with the command held: consumption less the house before it is the
     heater's power at the command -- learned as a level observation (when it is plausible: no less than a
-    response, no more than the element could give at that command, which a house load starting would be)."""
+    response, no more than the element's rating -- a straight-line default reads an S-curve's middle well below
+    what it gives)."""
     base = state.close_base
     if base is None or state.status == NOT_DRAWING or state.suspect:
         return state, None
@@ -325,7 +326,7 @@ def _level(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, Re
     if max(c) - min(c) > s.house_tolerance_w / 2:
         return state, None
     heater_w = sum(c) / len(c) - base[1]
-    if not s.none_ratio * e_w <= heater_w <= 1.25 * e_w + s.house_tolerance_w:
+    if not s.none_ratio * e_w <= heater_w <= 1.1 * s.max_power_w:  # the element's rating (+10 % mains) at most
         return replace(state, next_level_s=t + n), None
     curve_w = _integral(state, e_w, s)
     established = state.observations >= s.level_doubt_after
