@@ -241,15 +241,13 @@ def step(
                 f"battery takes {m.battery_w:.0f} W, more than the {accept_ref:.0f} W it accepted at "
                 f"SoC {accept_soc:.0f} %: heater yields"
             )
-    # While the estimate is stale, export just after a load ended or the heater moved is the inverter catching
-    # up, not a full battery: not learned from.
-    shedding = stale and not m.pv_curtailed and (load_ended or not obs.settled)
     # Export within a moment of a load's end (inverter_lag_s and the GX's delay) is the ESS catching up, stale
     # estimate or not: the battery's charge is still climbing back, it is not full. Learned from, such moments
-    # put the estimate far below what the battery takes, and the heater then holds the battery's share.
+    # put the estimate far below what the battery takes, and the heater then holds the battery's share. While
+    # the estimate is stale, so is export just after the heater moved. Neither is learned from.
     fall_s = m.time_s if load_ended else state.house_fall_s
     catching_up = fall_s is not None and m.time_s - fall_s <= c.inverter_lag_s + _CATCH_UP_EXTRA_S
-    shedding = shedding or (catching_up and not m.pv_curtailed)
+    shedding = not m.pv_curtailed and (catching_up or (stale and not obs.settled))
     if saturated and m.battery_w is not None and obs.import_since_s is None and not shedding:
         battery = max(0.0, m.battery_w)
         if accept_ref is None or stale:
