@@ -118,6 +118,13 @@ class ResponseSettings:
     #: once level_doubt_after observations have shaped the curve (the first windows, a fast climb, can be far off).
     level_doubt_frac: float = 0.5
     level_doubt_after: int = 10
+    #: The last level observation corrects the measured power near its command (the curve's shape from the
+    #: windows, its level there from the level): fully at it, fading to nothing level_near_frac of the heater's
+    #: power away and level_memory_s after it (sample time).
+    level_near_frac: float = 0.15
+    level_memory_s: float = 600.0
+    #: Votes (decaying) for one lag from which windows are fitted only at it and its neighbours.
+    lag_settled_votes: float = 3.0
 
 
 def settings_for(max_power_w: float, measured_curve: bool) -> ResponseSettings:
@@ -158,6 +165,8 @@ class ResponseState:
     close_base: tuple[float, float] | None = None
     #: No new level observation before this sample time (they do not share samples).
     next_level_s: float | None = None
+    #: The last level observation: (sample time, expected W, the heater's power W).
+    last_level: tuple[float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +179,8 @@ class ResponseEvent:
 
 
 _KEEP = 12
+#: The steepest a band's slope may be, measured W per expected W (more is the house).
+_MAX_RATIO = 2.5
 
 
 def _band(expected_w: float, s: ResponseSettings) -> int:
@@ -232,7 +243,16 @@ def measured_heater_w(state: ResponseState, expected_w: float, s: ResponseSettin
     """The heater's power by the observer: 0 while not drawing, else the corrected curve at the expected power."""
     if state.status == NOT_DRAWING or expected_w <= 0.0:
         return 0.0
-    return _integral(state, expected_w, s)
+    curve_w = _integral(state, expected_w, s)
+    level = state.last_level
+    if level is None or not state.samples:
+        return curve_w
+    level_s, level_expected_w, level_w = level
+    near = 1.0 - abs(expected_w - level_expected_w) / (s.level_near_frac * s.max_power_w)
+    recent = 1.0 - (state.samples[-1][0] - level_s) / s.level_memory_s
+    if near <= 0.0 or recent <= 0.0:
+        return curve_w
+    return max(0.0, curve_w + near * recent * (level_w - _integral(state, level_expected_w, s)))
 
 
 def close_check_pending(state: ResponseState) -> bool:
@@ -334,10 +354,10 @@ def _level(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, Re
         # far from what the day's windows learned: the house moved with the knob (a kettle that ends as the
         # heater climbs back -- the loop's own feed-forward makes them coincide); the house before says nothing
         return replace(state, close_base=None), None
-    state = replace(_learn_level(state, e_w, heater_w, s), next_level_s=t + n)
+    state = replace(_learn_level(state, e_w, heater_w, s), next_level_s=t + n, last_level=(t, e_w, heater_w))
     if state.status not in (DRAWING, LOW):
         return state, None
-    gain = measured_heater_w(state, s.max_power_w, s) / s.max_power_w
+    gain = _integral(state, s.max_power_w, s) / s.max_power_w
     status = LOW if gain < s.low_ratio else DRAWING
     if status == state.status:
         return state, None
@@ -362,7 +382,7 @@ def _regress(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, 
     # step early can see consumption already flat after it: slope 0) and when no lag shows a response
     fits: dict[int, tuple[float, float, bool, list[float]]] = {}  # lag -> (residual spread, slope, clean, expected)
     voted = _voted_lag(state, s)
-    for lag in range(s.lag_samples + 1):
+    for lag in _plausible_lags(state, voted, s):
         e_l = [x[2] for x in samples[len(samples) - w - lag: len(samples) - lag]]
         span = max(e_l) - min(e_l)
         mid = min(e_l) + span / 2
@@ -378,7 +398,8 @@ def _regress(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, 
         # bent, not a straight line -- still clean when consumption rises with the expected power at one lag,
         # plateaus flat (a house that moved breaks the order or a plateau; so does a wrong lag, by less than
         # the right one). These windows show the curve's bottom.
-        bent = {lag: _monotone_spread(f[3], c) for lag, f in fits.items() if _one_way(f[3])}
+        bent = {lag: _monotone_spread(f[3], c) for lag, f in fits.items()
+                if _one_way(f[3]) and _steps_plausible(f[3], c, s)}
         if bent:
             lag = min(bent, key=lambda k: bent[k])
             if bent[lag] <= s.house_tolerance_w / 2:
@@ -402,6 +423,23 @@ def _regress(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, 
         return replace(state, rejected=state.rejected + 1), None  # the house moved: the next change repeats it
     slope, e = best
     return _judge(state, slope, t, (e, c), s)
+
+
+def _plausible_lags(state: ResponseState, voted: int, s: ResponseSettings) -> range:
+    """The lags a window is fitted at: every one until the votes agree, then the voted lag and its neighbours
+    (the GX's period and phase move it by a sample; a fit two samples off pairs the command's step with a house
+    load's -- the loop cuts the knob as a hob pulses on, and the hob's end lines up with that cut later)."""
+    votes = state.lag_votes
+    if not votes or votes[voted] < s.lag_settled_votes:
+        return range(s.lag_samples + 1)
+    return range(max(0, voted - 1), min(s.lag_samples, voted + 1) + 1)
+
+
+def _steps_plausible(e: list[float], c: list[float], s: ResponseSettings) -> bool:
+    """No single step of consumption in a bent window beyond what the expected power's whole span could make at
+    the steepest the curve may be (the bands' cap) and the house's wobble: a bigger one is a house load."""
+    most_w = _MAX_RATIO * (max(e) - min(e)) + s.house_tolerance_w
+    return all(abs(b - a) <= most_w for a, b in pairwise(c))
 
 
 def _voted_lag(state: ResponseState, s: ResponseSettings) -> int:
@@ -556,10 +594,10 @@ def _judge(
             how = "after a drop of its power" if state.suspect else f"{zeros} changes without a response"
             return _set(state, NOT_DRAWING, t, f"heater does not draw ({how}): tank full")
         return replace(state, zero_responses=zeros), None
-    if slope > 2.5:
+    if slope > _MAX_RATIO:
         return replace(state, rejected=state.rejected + 1), None  # more than the element can give: the house
     state = replace(_learn(state, window, s, _weight(window, s)), zero_responses=0, flat_run=None)
-    gain = measured_heater_w(replace(state, status=DRAWING), s.max_power_w, s) / s.max_power_w
+    gain = _integral(state, s.max_power_w, s) / s.max_power_w
     status = LOW if gain < s.low_ratio else DRAWING
     why = "consumption follows the command" if status == DRAWING else f"draws {gain:.0%} of the expected power"
     if state.status == NOT_DRAWING:
@@ -653,7 +691,7 @@ def _solve_non_negative(a: list[list[float]], b: list[float]) -> list[float]:
         free = [i for i in free if i not in negative]
         if not free:
             break
-    return [min(max(v, 0.0), 2.5) for v in x]
+    return [min(max(v, 0.0), _MAX_RATIO) for v in x]
 
 
 def _solve(a: list[list[float]], b: list[float]) -> list[float]:
