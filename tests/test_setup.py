@@ -114,6 +114,7 @@ def test_a_newcomer_runs_setup_against_the_gx_simulator_and_the_config_reads_the
         child.answer("Heater power at full knob, W", "2500")
         child.answer("Move the servo now", "y")
         child.expect("Enter when done")
+        child.expect(" deg (")  # the jog's status line: the terminal is in raw mode, keys are keys
         child.send("+++")  # 3 deg
         child.send("z")
         child.send("s")  # steps of 5 deg
@@ -180,6 +181,7 @@ def test_setup_simulate_then_ctrl_c_in_the_jog_writes_nothing_and_restores_the_t
             child.answer(prompt, "")
         child.answer("Move the servo now", "")
         child.expect("Enter when done")
+        child.expect(" deg (")  # the jog's status line: the terminal is in raw mode, keys are keys
         child.send("++\x03")
         child.expect("setup aborted: nothing written")
     finally:
@@ -195,6 +197,7 @@ def test_a_hang_up_during_the_jog_writes_nothing_and_releases_the_pins(tmp_path:
             child.answer(prompt, "")
         child.answer("Move the servo now", "y")
         child.expect("Enter when done")
+        child.expect(" deg (")  # the jog's status line: the terminal is in raw mode, keys are keys
         child.send("+")
         child.expect("servo    1.0 deg")
         os.kill(child.proc.pid, signal.SIGHUP)  # what a dropped SSH link sends
