@@ -13,9 +13,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pvheater import history as history_module
 from pvheater.calibration.curve import Calibration
 from pvheater.cli import main
 from pvheater.control.measurements import Measurements
@@ -413,3 +415,25 @@ def test_measured_heater_power_and_tank_full_hours(tmp_path: Path) -> None:
     assert day.tank_full_at == "11:00"
     assert day.tank_full_h == pytest.approx(0.5, abs=1e-3)
     assert [k for k, _ in events(db) if k.startswith("tank")] == ["tank_full", "tank_closed"]
+
+
+def test_writer_reuses_one_connection_with_a_bounded_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The page cache is what grew the soak's RSS as the file grew: one connection, its cache bounded.
+    real_connect = sqlite3.connect
+    opened: list[sqlite3.Connection] = []
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = real_connect(*args, check_same_thread=False, **kwargs)  # read back from this thread below
+        opened.append(conn)
+        return conn
+
+    monkeypatch.setattr(history_module.sqlite3, "connect", connect)
+    with History(tmp_path / "h.db") as history:
+        d = Driver(history)
+        for _ in range(3):
+            d.run(300, 500.0)
+            assert history.flush()
+        assert len(opened) == 1 and history._conn is opened[0]
+        assert opened[0].execute("PRAGMA cache_size").fetchone()[0] == -history_module.WRITER_CACHE_KIB
