@@ -240,7 +240,8 @@ def command_for(state: ResponseState, true_w: float, s: ResponseSettings, most_w
 
 
 def measured_heater_w(state: ResponseState, expected_w: float, s: ResponseSettings) -> float:
-    """The heater's power by the observer: 0 while not drawing, else the corrected curve at the expected power."""
+    """The heater's power by the observer: 0 while not drawing, else the corrected curve at the expected power,
+    shifted towards the last level observation near its command (see ResponseSettings.level_near_frac)."""
     if state.status == NOT_DRAWING or expected_w <= 0.0:
         return 0.0
     curve_w = _integral(state, expected_w, s)
@@ -320,7 +321,7 @@ def _house_stepped(samples: tuple[tuple[float, float, float], ...], s: ResponseS
         return True  # consumption fell while the command held or rose: a load ended
     if step_w > s.house_tolerance_w and all(d <= 0.0 for d in moves):
         return True  # rose while the command held or fell: a load started
-    return abs(step_w) > s.house_tolerance_w + 2.5 * (max(e) - min(e))
+    return abs(step_w) > s.house_tolerance_w + _MAX_RATIO * (max(e) - min(e))
 
 
 def _level(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, ResponseEvent | None]:
@@ -676,7 +677,7 @@ def _add_rows(
 
 def _solve_non_negative(a: list[list[float]], b: list[float]) -> list[float]:
     """The least squares' slopes, none below 0 (a band that comes out negative is held at 0 and the rest solved
-    again) nor above 2.5."""
+    again) nor above _MAX_RATIO."""
     n = len(b)
     free = list(range(n))
     x = [0.0] * n
