@@ -5,11 +5,15 @@ Usage (from the checkout, with pvheater installed):
 
     python bench/actuators.py                 # rewrites the "Actuators" section of ./BENCHMARKS.md
     python bench/actuators.py --out FILE.md --scenario clear
+    python bench/actuators.py --seeds 4       # also each day on 3 more seeds, and the means over the 4
 
 Every run is the real control loop (the `pvheater` strategy, battery first,
 default config, linear default calibration of each actuator) on the same
 seeded day; only `heater.actuator` and the plant's heater model differ
-(pvheater/sim/regulators.py). The numbers are deterministic.
+(pvheater/sim/regulators.py). The numbers are deterministic. With --seeds K every day is also run on K - 1
+other seeds of its scenario (its own seed + 1000, + 2000, ...: other clouds and house loads, the same plant),
+and a second table gives each actuator's mean capture and draw over the K days, with how many of them it is
+behind the servo's day of the same seed.
 """
 
 from __future__ import annotations
@@ -58,9 +62,12 @@ def true_calibration(day: ScenarioDay, actuator: str, folder: Path) -> Path:
     return path
 
 
-def one_row(scenario: str, actuator: str, baseline: RunResult, calibration: Path | None) -> tuple[str, ...]:
-    """One scenario with one actuator (its linear default, or a calibration file), as a table row."""
-    day = with_actuator(build_day(scenario), actuator)
+def one_row(
+    scenario: str, actuator: str, baseline: RunResult, calibration: Path | None, seed: int | None = None
+) -> tuple[str, ...]:
+    """One scenario (on its own seed, or another) with one actuator (its linear default, or a calibration file),
+    as a table row."""
+    day = with_actuator(build_day(scenario, seed), actuator)
     cfg = Config()
     if calibration is not None:
         cfg = replace(cfg, heater=replace(cfg.heater, calibration_file=str(calibration)))
@@ -89,7 +96,8 @@ HEADER = (
 
 
 def section(
-    rows: list[tuple[str, ...]], wall_s: float, command: str = "python bench/actuators.py", kept: int = 0
+    rows: list[tuple[str, ...]], wall_s: float, command: str = "python bench/actuators.py", kept: int = 0,
+    seeds: str = "", days: int | None = None,
 ) -> str:
     """The Markdown section, between its markers."""
     lines = [
@@ -113,23 +121,89 @@ def section(
         "|" + "|".join(["---", "---"] + ["---:"] * (len(HEADER) - 2)) + "|",
     ]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    ran = f"{len(rows) - kept} days in {wall_s:.0f} s (`nice -n 10 {command}`)"
+    ran = f"{len(rows) - kept if days is None else days} days in {wall_s:.0f} s (`nice -n 10 {command}`)"
     if kept:
         ran += (f"; the other {kept} rows are kept from the section's previous run"
                 " (--scenario and --actuator rerun only those named)")
-    lines += ["", ran + ".", END]
+    lines += ["", ran + "."]
+    if seeds:
+        lines += ["", seeds]
+    lines.append(END)
     return "\n".join(lines)
 
 
-def _task(task: tuple[str, str, bool]) -> tuple[str, ...]:
-    """Worker: one scenario with one actuator, against its heater-off day."""
-    scenario, actuator, calibrated = task
-    baseline = run_day(build_day(scenario), None)
+def _task(task: tuple[str, str, bool, int | None]) -> tuple[str, ...]:
+    """Worker: one scenario (on its own seed when seed is None) with one actuator, against its heater-off day."""
+    scenario, actuator, calibrated, seed = task
+    baseline = run_day(build_day(scenario, seed), None)
     with tempfile.TemporaryDirectory() as tmp:
-        cal = true_calibration(build_day(scenario), actuator, Path(tmp)) if calibrated else None
-        row = one_row(scenario, actuator, baseline, cal)
-    print(" | ".join(row), file=sys.stderr, flush=True)
+        cal = true_calibration(build_day(scenario, seed), actuator, Path(tmp)) if calibrated else None
+        row = one_row(scenario, actuator, baseline, cal, seed)
+    print(f"seed {seed}: " + " | ".join(row), file=sys.stderr, flush=True)
     return row
+
+
+SEEDS_BEGIN, SEEDS_END = "<!-- actuator-seeds -->", "<!-- /actuator-seeds -->"
+SEED_STEP = 1000
+
+
+def other_seeds(scenario: str, count: int) -> list[int]:
+    """The count - 1 seeds beside a scenario's own on which --seeds runs it again."""
+    own = build_day(scenario).seed
+    return [own + SEED_STEP * i for i in range(1, count)]
+
+
+def seeds_block(per_seed: dict[tuple[str, str], list[tuple[str, ...]]], count: int) -> str:
+    """The means over several seeds: per scenario and actuator, mean capture and draw, and on how many of the
+    seeds it is behind the servo's day of the same seed (capture lower by 0.05 points or more, draw higher
+    by 0.5 Wh or more: what the table's rounding can show)."""
+    cap_i, draw_i = HEADER.index("capture %"), HEADER.index("draw kWh")
+
+    def cap(row: tuple[str, ...]) -> float | None:
+        return None if row[cap_i] == "-" else float(row[cap_i])
+
+    head = ["scenario"] + [f"{a} capture % / draw kWh" for a in ACTUATORS] + [
+        f"{a} behind the servo (capture, draw)" for a in ACTUATORS if a != "servo"]
+    lines = [
+        SEEDS_BEGIN,
+        f"**The same days on {count} seeds** (each scenario's own and {count - 1} more: other clouds and house",
+        "loads on the same plant): the means, and on how many of the seeds pwm_0_10v and ssr_burst are behind the",
+        "servo's day of the same seed (capture lower or draw higher than the table's rounding).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
+    ]
+    verdict = {a: [0, 0, 0] for a in ACTUATORS if a != "servo"}  # means behind: capture, draw; scenarios
+    for s in scenario_names():
+        if (s, "servo") not in per_seed:
+            continue
+        cells = [s]
+        means: dict[str, tuple[float | None, float]] = {}
+        for a in ACTUATORS:
+            rows = per_seed.get((s, a), [])
+            caps = [c for c in (cap(r) for r in rows) if c is not None]
+            draw = sum(float(r[draw_i]) for r in rows) / len(rows)
+            mean_cap = sum(caps) / len(caps) if caps else None
+            means[a] = (mean_cap, draw)
+            cells.append(("-" if mean_cap is None else f"{mean_cap:.2f}") + f" / {draw:.4f}")
+        servo_rows = per_seed[(s, "servo")]
+        for a in verdict:
+            behind_cap = behind_draw = 0
+            for mine, theirs in zip(per_seed.get((s, a), []), servo_rows, strict=True):
+                c_m, c_s = cap(mine), cap(theirs)
+                behind_cap += c_m is not None and c_s is not None and c_m <= c_s - 0.05
+                behind_draw += float(mine[draw_i]) >= float(theirs[draw_i]) + 0.0005
+            cells.append(f"{behind_cap} / {behind_draw} of {len(servo_rows)}")
+            (mc, md), (sc, sd) = means[a], means["servo"]
+            verdict[a][0] += mc is not None and sc is not None and mc < sc
+            verdict[a][1] += md > sd
+            verdict[a][2] += 1
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    summary = "; ".join(f"{a}: mean capture below the servo's on {v[0]}, mean draw above it on {v[1]} of {v[2]}"
+                        f" scenarios" for a, v in verdict.items())
+    lines += [f"Means {summary}. From the run of the table above.", SEEDS_END]
+    return "\n".join(lines)
 
 
 def existing_rows(text: str) -> dict[tuple[str, str], tuple[str, ...]]:
@@ -195,7 +269,15 @@ def main(argv: list[str] | None = None) -> int:
         "--actuator", action="append", choices=ACTUATORS,
         help="run only these (repeatable); the other actuators' rows of the report are kept",
     )
+    parser.add_argument(
+        "--seeds", type=int, default=1,
+        help="also run every day on this many seeds in all (its own first) and write their means (default 1)",
+    )
     args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    if args.seeds > 1 and args.actuator and "servo" not in args.actuator:
+        parser.error("--seeds compares with the servo: add --actuator servo")
     scenarios = [s for s in scenario_names() if s in args.scenario] if args.scenario else scenario_names()
     unknown = sorted(set(args.scenario or ()) - set(scenarios))
     if unknown:
@@ -203,13 +285,24 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     variants = (False, True) if args.calibrated else (False,)
     chosen = args.actuator or list(ACTUATORS)
-    tasks = [(s, a, c) for s in scenarios for c in variants for a in ACTUATORS if a in chosen]
+    tasks: list[tuple[str, str, bool, int | None]] = [
+        (s, a, c, seed) for s in scenarios for seed in [None, *other_seeds(s, args.seeds)]
+        for c in variants for a in ACTUATORS if a in chosen]
     with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        fresh = {(r[0], r[1]): r for r in pool.map(_task, tasks)}
+        results = list(pool.map(_task, tasks))
+    fresh = {(r[0], r[1]): r for t, r in zip(tasks, results, strict=True) if t[3] is None}
     out = Path(args.out)
     old = out.read_text(encoding="utf-8") if out.is_file() else "# Benchmarks\n"
     rows, kept = merged_rows(fresh, existing_rows(old), variants)
-    new = section(rows, time.perf_counter() - t0, command_line(argv if argv is not None else sys.argv[1:]), kept)
+    command = command_line(argv if argv is not None else sys.argv[1:])
+    seeds = ""
+    if args.seeds > 1:
+        per_seed: dict[tuple[str, str], list[tuple[str, ...]]] = {}
+        for t, r in zip(tasks, results, strict=True):
+            if not t[2]:
+                per_seed.setdefault((t[0], t[1]), []).append(r)
+        seeds = seeds_block(per_seed, args.seeds)
+    new = section(rows, time.perf_counter() - t0, command, kept, seeds, len(tasks))
     out.write_text(replace_section(old, new, BEGIN, END), encoding="utf-8")
     print(f"wrote the actuators section of {out}", file=sys.stderr)
     return 0

@@ -86,3 +86,32 @@ def test_the_main_bench_keeps_every_section_the_other_bench_scripts_wrote(monkey
     rewritten = run_bench.keep_other_sections("# Benchmarks\n\nthe template's part\n", report)
     missing = [s.splitlines()[0] for s in sections if s not in rewritten]
     assert not missing, f"bench/run_bench.py would drop: {missing}"
+
+
+def test_the_means_over_seeds_count_each_seed_where_an_actuator_is_behind_the_servo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bench = _load("actuators", monkeypatch)
+    draw = bench.HEADER.index("draw kWh")
+
+    def row(actuator: str, capture: str, draw_kwh: str) -> tuple[str, ...]:
+        cells = list(_row(bench, "clear", actuator, capture))
+        cells[draw] = draw_kwh
+        return tuple(cells)
+
+    per_seed = {
+        ("clear", "servo"): [row("servo", "97.0", "0.050"), row("servo", "96.0", "0.060")],
+        # seed 1: behind in capture only; seed 2: ahead in capture, behind in draw by 2 Wh
+        ("clear", "pwm_0_10v"): [row("pwm_0_10v", "96.9", "0.050"), row("pwm_0_10v", "96.5", "0.062")],
+        # within the table's rounding on both seeds: not behind
+        ("clear", "ssr_burst"): [row("ssr_burst", "97.0", "0.050"), row("ssr_burst", "96.0", "0.060")],
+    }
+    block = bench.seeds_block(per_seed, 2)
+    line = next(x for x in block.splitlines() if x.startswith("| clear |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1:4] == ["96.50 / 0.0550", "96.70 / 0.0560", "96.50 / 0.0550"]
+    assert cells[4:] == ["1 / 1 of 2", "0 / 0 of 2"]
+    assert "pwm_0_10v: mean capture below the servo's on 0, mean draw above it on 1 of 1 scenarios" in block
+    assert "ssr_burst: mean capture below the servo's on 0, mean draw above it on 0 of 1 scenarios" in block
+    text = bench.section([row("servo", "97.0", "0.050")], 1.0, seeds=block, days=6)
+    assert text.index(block) < text.index(bench.END) and "6 days in 1 s" in text
