@@ -199,3 +199,36 @@ def test_a_thermostat_that_opens_as_the_loop_raises_the_knob_is_tank_full(measur
         state, _ = hr.step(state, float(k), consumption_w, expected_w, s)
         statuses.append(state.status)
     assert hr.NOT_DRAWING in statuses[:25], statuses
+
+
+#: dc_feedin, seed 3005, the 0-10 V input, 12:47: the observer's curve then (8 bands, straight-line default), and
+#: the GX samples (expected W, consumption W) from 1 s before a 1.1 kW house load ended with the element at 744 W.
+_HAND_OVER_RATIOS = (0.087, 0.684, 1.359, 1.633, 1.650, 1.197, 0.826, 0.576)
+_HAND_OVER_BEFORE = [(870.0, 2046.0)] * 13
+
+
+def _hand_over_statuses(table: list[tuple[float, float]]) -> list[str]:
+    state = hr.ResponseState(samples=tuple((float(k), c, e) for k, (e, c) in enumerate(_HAND_OVER_BEFORE[:-1])),
+                             status=hr.DRAWING, ratios=_HAND_OVER_RATIOS, observations=22, lag_votes=(7.7, 0.0, 0.0))
+    statuses = []
+    for k, (e, c) in enumerate(_HAND_OVER_BEFORE[-1:] + table, start=len(_HAND_OVER_BEFORE) - 1):
+        state, _ = hr.step(state, float(k), c, e, S)
+        statuses.append(state.status)
+    return statuses
+
+
+def test_a_house_load_that_ends_as_the_loop_hands_its_power_to_the_heater_is_not_a_full_tank() -> None:
+    # the loop put the knob to full at once (the load's power handed over) and consumption rose with it; then it
+    # backed off down the regulator's flat top (2000 -> 1572 W expected, ~120 W real): that flat back-off, right
+    # after a drop of about the heater's power, was read as "tank full" and the knob sat at the sense power for
+    # 21 minutes while 1.7 kW went to the grid
+    table = [(870.0, 946.0), (2000.0, 2202.0), (1972.0, 2224.0), (1920.0, 2223.0), (1849.0, 2218.0),
+             (1772.0, 2205.0), (1699.0, 2181.0), (1641.0, 2155.0), (1606.0, 2130.0)] + [(1572.0, 2105.0)] * 30
+    assert hr.NOT_DRAWING not in _hand_over_statuses(table)
+
+
+def test_the_same_knob_moves_after_a_thermostat_opens_are_a_full_tank() -> None:
+    # the element (744 W) stops instead; the loop raises the knob on the export it leaves: consumption stays
+    table = [(870.0, 1302.0), (2000.0, 1310.0), (1972.0, 1296.0), (1920.0, 1305.0), (1849.0, 1300.0),
+             (1772.0, 1302.0), (1699.0, 1298.0), (1641.0, 1301.0), (1606.0, 1300.0)] + [(1572.0, 1302.0)] * 30
+    assert hr.NOT_DRAWING in _hand_over_statuses(table)[:15]

@@ -499,6 +499,10 @@ def _spontaneous(state: ResponseState, s: ResponseSettings) -> tuple[ResponseSta
     if len(samples) < s.lag_samples + 2:
         return None
     recent = samples[-(s.lag_samples + 2):]
+    if state.suspect and state.status != NOT_DRAWING and _follows_a_rise(state, recent, s):
+        # the loop raised the knob after the drop (a house load's end hands its power to the heater at once) and
+        # consumption rose with it: an element that follows the knob is drawing, the drop was the house
+        return replace(state, suspect=False, next_s=None), None
     e = recent[-1][2]
     step_w = recent[-1][1] - recent[-2][1]
     if max(x[2] for x in recent) - min(x[2] for x in recent) > 0.15 * e or e < s.min_step_w / 2:
@@ -529,6 +533,22 @@ def _spontaneous(state: ResponseState, s: ResponseSettings) -> tuple[ResponseSta
     if state.suspect and state.suspect_s is not None and t - state.suspect_s > 25.0:
         return replace(state, suspect=False), None  # no plateau to judge by: give the drop up
     return None
+
+
+def _follows_a_rise(
+    state: ResponseState, recent: tuple[tuple[float, float, float], ...], s: ResponseSettings
+) -> bool:
+    """Consumption rose from its lowest recent sample by at least spontaneous_frac of what the corrected curve
+    gives for the command's rise since then (and by more than the house's wobble): the element follows the knob.
+    A thermostat that opened does not -- the loop raising the knob on the export it leaves moves nothing."""
+    low = min(range(len(recent) - 1), key=lambda i: recent[i][1])
+    after = recent[low + 1:]
+    e_from, e_to = recent[low][2], max(x[2] for x in after)
+    if e_to - e_from < s.min_step_w:
+        return False
+    curve_rise_w = _integral(state, e_to, s) - _integral(state, e_from, s)
+    rise_w = max(x[1] for x in after) - recent[low][1]
+    return rise_w >= max(s.spontaneous_frac * curve_rise_w, s.house_tolerance_w)
 
 
 def _check_close(state: ResponseState, s: ResponseSettings) -> tuple[ResponseState, ResponseEvent | None]:
