@@ -16,7 +16,9 @@ span -- at the lag with the most votes, and at no lag a response -- says "not
 drawing" after two such windows, or after one right after a *spontaneous* drop
 of about the heater's power with the command steady (the thermostat opening
 looks like that; so does a kettle ending, which the next window -- the loop
-lowers the knob to the sense power -- tells apart). While not drawing, a
+lowers the knob to the sense power -- tells apart; and when the loop hands the
+ended load's power to the heater at once, consumption rising with the knob
+clears the suspicion at once). While not drawing, a
 window that follows the command says the thermostat closed; so does a
 spontaneous rise (over up to three samples) once it is checked: a house load
 starting looks the same, and at the sense power the curve's bottom -- the
