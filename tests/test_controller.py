@@ -160,6 +160,27 @@ def test_probe_holds_below_a_limit_just_found() -> None:
     assert r.power_w > 600
 
 
+def test_reason_says_the_probe_waits_below_the_limit() -> None:
+    # the status line must not say "raising" while the hold keeps the power still below a limit just found,
+    # nor once the heater is at full power
+    state = ControllerState(integral_w=600, power_w=600, soc_ok=True, last_sample_s=0, accept_ref_w=0)
+    state, r = step(state, meas(1, battery=-200), SETTINGS, 1, True)  # deficit at 600 W: the limit
+    steps = []
+    for t in range(2, 2 + 16):
+        before = state.power_w
+        state, r = step(state, meas(t, mode=1, state=5), SETTINGS, t, True)
+        steps.append((r.power_w - before, r.power_w, r.reason))
+    top = SETTINGS.max_power_w
+    waiting = [why for rise, power, why in steps if rise <= 0 and power < top]
+    rising = [why for rise, power, why in steps if rise > 0 and power < top]
+    at_top = [why for _, power, why in steps if power >= top]
+    assert waiting and all(why.startswith("PV held back by the MPPT: staying below the limit found at 600 W")
+                           for why in waiting)
+    assert "probing again in" in waiting[0]
+    assert rising and all(why == "PV held back by the MPPT: raising" for why in rising)
+    assert at_top and all(why == "PV held back by the MPPT: heater at full power" for why in at_top)
+
+
 def test_grid_import_while_pv_hidden_is_inverter_lag_for_a_while() -> None:
     # settled at 800 W (the lag model expects no import from it), yet the grid imports
     state = ControllerState(integral_w=800, power_w=800, soc_ok=True, last_sample_s=0, accept_ref_w=0, lagged_w=800)

@@ -310,7 +310,7 @@ def step(
     )
     if not want:
         return new, HeatRequest(False, 0.0, "no surplus")
-    why = stale_why or why or _describe(error_w, m)
+    why = stale_why or why or _describe(error_w, m, relay_on and power >= settings.max_power_w - 1e-9)
     if capped and relay_on and power >= settings.max_power_w - 1e-9:
         why = f"{why} (capped at {settings.max_power_w:.0f} W)"
     return new, HeatRequest(True, power, why)
@@ -547,18 +547,27 @@ def _next_power(
         why = f"PV held back again: back to {restore:.0f} W (PV covered that {ago:.0f} s ago)"
         return integral, power, now_s, why
     ceiling = max(base, state.power_w) + _raise_rate_w_per_s(c, hidden_since, now_s) * dt_s
-    limit_w, limit_s, _hold = limit
+    limit_w, limit_s, hold_s = limit
+    held = ""
     if hidden and limit_s is not None and limit_w is not None:
         # PV is hidden, but the limit was found a moment ago: stay below it for a while
         # rather than probing again at once (each probe takes a little from the battery);
         # the next probe starts slowly again.
-        ceiling = min(ceiling, max(state.power_w, limit_w - c.deadband_w))
+        below = max(state.power_w, limit_w - c.deadband_w)
+        if below < ceiling:
+            ceiling = below
+            held = (
+                f"PV held back by the MPPT: staying below the limit found at {limit_w:.0f} W "
+                f"{now_s - limit_s:.0f} s ago, probing again in {max(0.0, limit_s + hold_s - now_s):.0f} s"
+            )
         hidden_since = now_s
     if hidden and error_w >= c.probe_w and obs.new_sample:
         power = integral = min(max(power, ceiling), top)  # the probe follows its (exponential) rate, not the PI
     if power > ceiling:
         power = ceiling
         integral = min(integral, ceiling)  # anti-windup against the rise limit
+    if held and not why and power <= state.power_w + 1e-9:
+        why = held  # the probe waits below the limit: say so, not "raising"
     return integral, power, hidden_since, why
 
 
@@ -578,11 +587,11 @@ def _raise_rate_w_per_s(c: ControlConfig, hidden_since_s: float | None, now_s: f
     return start * (full / start) ** ramp
 
 
-def _describe(error_w: float, m: Measurements) -> str:
+def _describe(error_w: float, m: Measurements, at_top: bool = False) -> str:
     if error_w < 0:
         return f"backing off {-error_w:.0f} W"
     if m.pv_curtailed:
-        return "PV held back by the MPPT: raising"
+        return "PV held back by the MPPT: heater at full power" if at_top else "PV held back by the MPPT: raising"
     if error_w > 0:
         return f"surplus {error_w:.0f} W"
     return "holding"
