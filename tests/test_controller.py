@@ -232,6 +232,32 @@ def test_a_pulsing_load_is_not_given_back() -> None:
     assert "pulsing" in r.reason
 
 
+@pytest.mark.parametrize(
+    ("house_before_w", "house_after_w", "rise_s", "lifted"),
+    [
+        (2200.0, 200.0, None, True),  # a kettle ends during the hold: its 2 kW go to the heater at once
+        (1700.0, 200.0, 5.0, False),  # a pulsing hob goes off: not given back, the limit stays
+        (700.0, 200.0, None, False),  # a fall of about the heater's own power: the tank's thermostat may have opened
+    ],
+)
+def test_a_load_that_ends_lifts_the_limit_of_hidden_pv(
+    house_before_w: float, house_after_w: float, rise_s: float | None, lifted: bool
+) -> None:
+    # PV held back; the probe found its limit at 600 W a moment ago (the heater holds below it, family plant 6: a
+    # 2 kW load ended during such a hold and the heater stayed at 610 W for 16 s); the limit is what PV covers
+    # beside the house, so the load's end moves it up by the load -- unless the load is pulsing, or the fall
+    # looks like the element stopping
+    state = replace(settled(560.0, house_before_w), limit_w=600.0, limit_s=8.0, hold_s=40.0, house_rise_s=rise_s)
+    state, r = step(state, full(11.0, consumption=house_after_w + 560.0), BIG, 11.0, True)
+    step_w = house_before_w - house_after_w
+    if lifted:
+        assert state.limit_w == pytest.approx(600.0 + step_w)
+        assert r.power_w >= 560.0 + step_w - 1e-6, r.reason
+    else:
+        assert state.limit_w == pytest.approx(600.0)
+        assert r.power_w <= 600.0 - C.deadband_w + 1e-6, r.reason
+
+
 def test_a_deficit_is_cut_from_the_power_of_its_sample_time() -> None:
     # 1000 W until t=10, 1500 W from t=10; the sample of t=9.9 shows the deficit of 1000 W
     commands = ((8.0, 1000.0, 0.0), (9.0, 1000.0, 0.0), (10.0, 1500.0, 0.0))

@@ -79,6 +79,8 @@ _RISE_RECENT_S = 6.0
 _CATCH_UP_EXTRA_S = 2.0
 #: A return to the remembered load that meets no deficit for this long was right, s.
 _RESTORE_OK_S = 8.0
+#: A fall of the house load between these multiples of the heater's power may be the tank's thermostat opening.
+_LIKE_HEATER = (0.4, 1.6)
 
 
 @dataclass(frozen=True)
@@ -433,6 +435,11 @@ def _track_limit(
     the hold stays short: the sun may come back any moment.
     """
     limit_w, limit_s, hold_s = state.limit_w, state.limit_s, state.hold_s
+    pulsing = state.house_rise_s is not None and now_s - state.house_rise_s < c.pulse_s
+    ended = obs.house_step_w <= -c.feed_forward_min_w
+    if limit_w is not None and ended and not pulsing and not _like_the_heater(obs):
+        # the limit is what PV covers beside the house: a load that ends leaves the heater that much more room
+        limit_w = max(0.0, limit_w - obs.house_step_w)
     if error_w < 0 and state.error_w >= 0 and state.power_w > 0 and not cloud:
         # A deficit begins: the limit lies just below this power. Found again where it was
         # (steady sun): hold longer; somewhere else (clouds): probe again soon.
@@ -444,6 +451,14 @@ def _track_limit(
     if limit_s is not None and now_s - limit_s > hold_s:
         limit_s = None
     return limit_w, limit_s, hold_s
+
+
+def _like_the_heater(obs: _Observation) -> bool:
+    """True when a fall of the house load is about the heater's own power: the tank's thermostat may have opened
+    (the element stops, and the consumption falls as if a house load had ended)."""
+    drop_w = -obs.house_step_w
+    low, high = _LIKE_HEATER
+    return drop_w > 0 and low * obs.heater_then_w <= drop_w <= high * obs.heater_then_w
 
 
 def _track_covered(

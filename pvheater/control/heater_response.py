@@ -522,7 +522,11 @@ def _spontaneous(state: ResponseState, s: ResponseSettings) -> tuple[ResponseSta
         # command only rose (a thermostat opening as the loop raises the knob: the loop raises *because* the
         # element stopped): judged against what the heater drew before the rise
         rose_only = all(b[2] >= a[2] for a, b in pairwise(recent))
-        if not (rose_only and step_w < 0.0 and state.status != NOT_DRAWING and recent[0][2] >= s.min_step_w / 2):
+        # or fell by far more than the command's own moves can make (the probe's trim back as the element stops)
+        own_w = _integral(state, max(x[2] for x in recent), s) - _integral(state, min(x[2] for x in recent), s)
+        beyond = -step_w >= 2.0 * own_w + s.house_tolerance_w
+        if not ((rose_only or beyond) and step_w < 0.0 and state.status != NOT_DRAWING
+                and recent[0][2] >= s.min_step_w / 2):
             return None
         e = recent[0][2]
     t = recent[-1][0]
@@ -629,6 +633,13 @@ def _judge(
         return replace(state, zero_responses=zeros), None
     if slope > _MAX_RATIO:
         return replace(state, rejected=state.rejected + 1), None  # more than the element can give: the house
+    if state.suspect and slope * (hi_w - lo_w) < s.house_tolerance_w:
+        # a drop of about the heater's power waits for its verdict, and consumption moved within the house's
+        # wobble (the knob's small move to the sense power, the house 30 W lower at the same moment): less than
+        # half what the corrected curve moves there is no response -- the verdict; more proves nothing either way
+        if slope * (hi_w - lo_w) < 0.5 * (_integral(state, hi_w, s) - _integral(state, lo_w, s)):
+            return _set(state, NOT_DRAWING, t, "heater does not draw (after a drop of its power): tank full")
+        return replace(state, rejected=state.rejected + 1), None
     state = replace(_learn(state, window, s, _weight(window, s)), zero_responses=0, flat_run=None)
     gain = _integral(state, s.max_power_w, s) / s.max_power_w
     status = LOW if gain < s.low_ratio else DRAWING
