@@ -14,9 +14,11 @@ is bent, not straight, and those windows are the only ones that show the
 curve's bottom. A flat response (slope ~0) over a big
 span -- at the lag with the most votes, and at no lag a response -- says "not
 drawing" after two such windows, or after one right after a *spontaneous* drop
-of about the heater's power with the command steady (the thermostat opening
-looks like that; so does a kettle ending, which the next window -- the loop
-lowers the knob to the sense power -- tells apart; and when the loop hands the
+of about the heater's power with the command steady, only rising, or moving by
+far less than the drop (the thermostat opening looks like that; so does a
+kettle ending, which the next window -- the loop lowers the knob to the sense
+power -- tells apart, a response within the house's wobble telling nothing
+and less than half the curve's move the verdict; and when the loop hands the
 ended load's power to the heater at once, consumption rising with the knob
 clears the suspicion at once). While not drawing, a
 window that follows the command says the thermostat closed; so does a
@@ -41,7 +43,8 @@ rated power at full; windows from nothing count anchor_weight times. The windows
 its level: for level_window_s after a change from nothing (the relay's close), consumption less the house seen
 just before it is the heater's power wherever the command holds -- a level observation,
 counted level_weight times, until the house visibly steps (then the house before the close says nothing any
-more). Its integral is the measured heater power, and its inverse the command for a wanted power.
+more). Its integral is the measured heater power, and its inverse the command for a wanted power. A measured
+calibration pulls each band MEASURED_PRIOR_X times as hard as the straight-line default does.
 Pure: the caller passes every sample and its time.
 """
 
