@@ -435,9 +435,8 @@ def _track_limit(
     the hold stays short: the sun may come back any moment.
     """
     limit_w, limit_s, hold_s = state.limit_w, state.limit_s, state.hold_s
-    pulsing = state.house_rise_s is not None and now_s - state.house_rise_s < c.pulse_s
     ended = obs.house_step_w <= -c.feed_forward_min_w
-    if limit_w is not None and ended and not pulsing and not _like_the_heater(obs):
+    if limit_w is not None and ended and not _pulsing_end(state, obs, c, now_s) and not _like_the_heater(obs):
         # the limit is what PV covers beside the house: a load that ends leaves the heater that much more room
         limit_w = max(0.0, limit_w - obs.house_step_w)
     if error_w < 0 and state.error_w >= 0 and state.power_w > 0 and not cloud:
@@ -451,6 +450,15 @@ def _track_limit(
     if limit_s is not None and now_s - limit_s > hold_s:
         limit_s = None
     return limit_w, limit_s, hold_s
+
+
+def _pulsing_end(state: ControllerState, obs: _Observation, c: ControlConfig, now_s: float) -> bool:
+    """True when a house load ends within pulse_s of the last rise: a pulsing load (a hob), not given back."""
+    return (
+        state.house_rise_s is not None
+        and obs.house_step_w <= -c.feed_forward_min_w
+        and now_s - state.house_rise_s < c.pulse_s
+    )
 
 
 def _like_the_heater(obs: _Observation) -> bool:
@@ -534,12 +542,7 @@ def _next_power(
     last_s = state.last_sample_s
     dt_s = 0.0 if last_s is None or not obs.new_sample else min(max(now_s - last_s, 0.0), _MAX_DT_S)
     base, why = state.power_w, ""
-    pulsing = (
-        state.house_rise_s is not None
-        and obs.house_step_w <= -c.feed_forward_min_w
-        and now_s - state.house_rise_s < c.pulse_s
-    )
-    if pulsing:
+    if _pulsing_end(state, obs, c, now_s):
         why = f"house load {-obs.house_step_w:.0f} W off again within {c.pulse_s:g} s (pulsing): not given back"
     elif abs(obs.house_step_w) >= c.feed_forward_min_w:
         base = min(max(base - obs.house_step_w, 0.0), top)

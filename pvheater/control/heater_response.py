@@ -142,8 +142,8 @@ MEASURED_PRIOR_X = 100.0
 def settings_for(max_power_w: float, measured_curve: bool) -> ResponseSettings:
     """The observer's settings for a heater of max_power_w whose calibration is measured or the straight line."""
     if measured_curve:
-        base = ResponseSettings(max_power_w=max_power_w, bent_windows=False)
-        return replace(base, prior_w2=MEASURED_PRIOR_X * base.prior_w2)
+        return ResponseSettings(max_power_w=max_power_w, bent_windows=False,
+                                prior_w2=MEASURED_PRIOR_X * ResponseSettings.prior_w2)
     return ResponseSettings(max_power_w=max_power_w, bent_windows=True)
 
 
