@@ -41,6 +41,8 @@ def meas(
         ({"grid": 20}, None, "battery_first", 0.0, False),  # import within allowance
         ({"grid": -600}, None, "battery_first", 550.0, True),  # DC feed-in export
         ({"battery": 200}, 500.0, "battery_first", -300.0, False),  # heater takes battery's share
+        ({"battery": -300}, 500.0, "battery_first", -770.0, False),  # discharging: and the battery's share
+        ({"battery": -300}, 500.0, "heater_first", -270.0, False),  # heater first: the discharge only
         ({"battery": 600}, 500.0, "battery_first", 0.0, False),  # battery gets more than before: fine
         ({"battery": 800}, None, "heater_first", 800.0, False),  # heater first takes the charge
         ({"battery": 800}, None, "battery_first", 0.0, False),  # battery first leaves it
@@ -381,3 +383,35 @@ def test_an_acceptance_learned_well_above_todays_soc_makes_the_heater_yield(soc_
         assert "heater yields" in r.reason
     else:
         assert r.power_w == pytest.approx(900.0)
+
+
+def test_discharge_while_exporting_what_the_heater_shed_is_judged_as_the_inverter_settles() -> None:
+    # the heater was cut by 1000 W: the inverter still gives the old load, exporting 700 W while the battery
+    # gives 800 W; once it settles, the battery gives 100 W: only that is a deficit
+    spare, saturated = spare_power_w(meas(0, grid=-700, battery=-800), 0.0, C, shed_w=1000.0)
+    assert spare == pytest.approx(-(100.0 - C.battery_discharge_allowance_w)) and not saturated
+    spare, _ = spare_power_w(meas(0, grid=-700, battery=-800), 0.0, C, shed_w=300.0)
+    assert spare == pytest.approx(-(500.0 - C.battery_discharge_allowance_w))  # only what the heater shed
+    # nothing shed: a battery feeding the grid on purpose; the heater takes the battery's power, back off it all
+    spare, _ = spare_power_w(meas(0, grid=-700, battery=-800), 0.0, C)
+    assert spare == pytest.approx(-(800.0 - C.battery_discharge_allowance_w))
+    # settled, the battery charges 100 W less than the 400 W it accepted while PV was wasted: its share
+    spare, _ = spare_power_w(meas(0, grid=-700, battery=-400), 400.0, C, shed_w=1000.0)
+    assert spare == pytest.approx(-100.0)
+    # the export is not spare while the battery discharges: the inverter is shedding it
+    spare, _ = spare_power_w(meas(0, grid=-900, battery=-300), 0.0, C, shed_w=1000.0)
+    assert spare == 0.0
+
+
+@pytest.mark.parametrize("shed", [True, False])
+def test_a_cut_is_not_repeated_for_the_export_the_inverter_still_gives(shed: bool) -> None:
+    # cut 2000 -> 1200 W at t=10; the sample of t=11 shows the inverter still giving part of the old load
+    before = 2000.0 if shed else 1200.0
+    commands = ((8.0, before, 0.0), (9.0, before, 0.0), (10.0, 1200.0, 0.0))
+    state = ControllerState(integral_w=1200, power_w=1200, soc_ok=True, last_sample_s=10.0, accept_ref_w=0.0,
+                            commands=commands, lagged_w=1200)
+    _, r = step(state, full(11.0, consumption=1500.0, grid=-500.0, battery=-560.0, mode=2), BIG, 11.5, True)
+    # the 500 W export is what the cut shed: the battery gives 60 W once the inverter settles; with no cut the
+    # export nets nothing and the whole discharge is backed off
+    left_w = (60.0 if shed else 560.0) - C.battery_discharge_allowance_w
+    assert r.power_w == pytest.approx(1200.0 - left_w)

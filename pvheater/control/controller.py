@@ -4,7 +4,13 @@ The error signal is the *spare power* in watts, positive when PV is going to
 waste, negative when the heater takes power it should not:
 
 - grid import above `grid_import_allowance_w` or battery discharge above
-  `battery_discharge_allowance_w`: the negative excess (back off at once);
+  `battery_discharge_allowance_w`: the negative excess (back off at once),
+  with `battery_first` plus the charge the battery accepted while PV was
+  wasted (a discharge leaves the battery without its share too); a discharge
+  while the grid takes an export of what the heater shed within two inverter
+  lags is the inverter still giving the old load: the picture is judged as it
+  settles, with that export back in the battery (so a cut is not repeated for
+  the part the inverter is still shedding);
 - PV hidden by the MPPT (MppOperationMode 1 with the charger in absorption or
   float, battery not discharging): `probe_w`, an assumed surplus, so the power
   rises at a bounded rate until the MPPT tracks again or the battery/grid gives;
@@ -148,6 +154,7 @@ def spare_power_w(
     import_lag_ok: bool = False,
     battery_share: float | None = None,
     heater_w: float = 0.0,
+    shed_w: float = 0.0,
 ) -> tuple[float | None, bool]:
     """The error signal (W, + = PV going to waste) and whether the battery is saturated.
 
@@ -155,6 +162,10 @@ def spare_power_w(
     inverter catching up with the last rise: hold (error 0) instead of backing
     off. With `battery_share` (early heating on a forecast) the battery's charge
     beyond that share of (battery + heater_w) is spare, whatever the policy.
+    `shed_w` is what the heater gave up within two inverter lags before the
+    sample: an export up to that much while the battery discharges is counted
+    back into the battery (the inverter lags behind the cut); an export the
+    heater did not shed (a battery feeding the grid on purpose) is not.
     Returns (None, False) when grid and battery power are both unknown.
     """
     grid_w = m.grid_w
@@ -163,11 +174,20 @@ def spare_power_w(
         return None, False
     grid = grid_w or 0.0
     battery = battery_w or 0.0
+    lag_export_w = min(max(0.0, -grid), shed_w)
+    if lag_export_w > 0 and battery < -settings.battery_discharge_allowance_w:
+        # Discharging while exporting what the heater just shed: the inverter still gives the old load (it
+        # lags behind a cut). Judge the picture it settles to, with that export back in the battery.
+        grid += lag_export_w
+        battery += lag_export_w
     hidden = m.pv_curtailed and battery >= -settings.battery_discharge_allowance_w
     import_w = max(0.0, grid - settings.grid_import_allowance_w)
     discharge_w = max(0.0, -battery - settings.battery_discharge_allowance_w)
     if discharge_w > 0 or (import_w > 0 and not (hidden and import_lag_ok)):
-        return -(import_w + discharge_w), False
+        shortfall_w = 0.0
+        if discharge_w > 0 and battery_share is None and settings.policy == "battery_first" and accept_ref_w:
+            shortfall_w = max(0.0, accept_ref_w)  # nor does the battery get the charge it accepted: its share
+        return -(import_w + discharge_w + shortfall_w), False
     if import_w > 0:
         return 0.0, True  # the inverter is catching up; more PV is there
     export_w = max(0.0, -grid)
@@ -222,7 +242,8 @@ def step(
     if stale and obs.house_step_w < 0:
         obs = replace(obs, house_step_w=0.0)  # a load that ends frees power for the battery first, not the heater
     error_w, saturated = spare_power_w(
-        m, state.accept_ref_w, c, import_lag_ok=obs.lag_ok, battery_share=share, heater_w=state.power_w
+        m, state.accept_ref_w, c, import_lag_ok=obs.lag_ok, battery_share=share, heater_w=state.power_w,
+        shed_w=obs.shed_w,
     )
     if error_w is None:
         reason = "grid and battery power unknown"
@@ -355,6 +376,8 @@ class _Observation:
     lag_ok: bool
     #: Power asked for within _RISE_RECENT_S before the sample rose (a probe was going on).
     rising: bool
+    #: What the heater gave up within two inverter lags before the sample (the inverter may still give it), W.
+    shed_w: float
     lagged_w: float
     commands: tuple[tuple[float, float, float], ...]
 
@@ -402,6 +425,8 @@ def _observe(state: ControllerState, m: Measurements, c: ControlConfig, now_s: f
     since = (state.import_since_s if state.import_since_s is not None else now_s) if importing else None
     rises = [p for t, p, _ in commands if m.time_s - _RISE_RECENT_S <= t <= m.time_s]
     rising = len(rises) >= 2 and rises[-1] > min(rises) + c.deadband_w
+    recent = [p for t, p, _ in commands if m.time_s - 2.0 * tau_s <= t <= m.time_s]
+    shed_w = max(0.0, max(recent) - heater_then) if recent else 0.0
     return _Observation(
         new_sample=new_sample,
         heater_then_w=heater_then,
@@ -413,6 +438,7 @@ def _observe(state: ControllerState, m: Measurements, c: ControlConfig, now_s: f
         explained_import=importing and import_w <= lag_import + c.grid_import_allowance_w,
         lag_ok=since is not None and now_s - since < c.inverter_lag_s,
         rising=rising,
+        shed_w=shed_w,
         lagged_w=lagged,
         commands=commands,
     )
