@@ -402,6 +402,11 @@ def _command_at(
     return found[1], found[2]
 
 
+def _asked_within(commands: tuple[tuple[float, float, float], ...], time_s: float, span_s: float) -> list[float]:
+    """The powers asked for in the span_s before time_s (oldest first)."""
+    return [p for t, p, _ in commands if time_s - span_s <= t <= time_s]
+
+
 def _observe(state: ControllerState, m: Measurements, c: ControlConfig, now_s: float, relay_on: bool) -> _Observation:
     """Compare the sample with the controller's own commands: heater then, house load, import explained by lag."""
     new_sample = state.last_sample_s is None or m.time_s > state.last_sample_s
@@ -415,7 +420,7 @@ def _observe(state: ControllerState, m: Measurements, c: ControlConfig, now_s: f
     consumption = m.consumption_w
     house = None if consumption is None else max(0.0, consumption - heater_then)
     step_w = 0.0
-    moved = [p for t, p, _ in commands if m.time_s - 2.5 <= t <= m.time_s]
+    moved = _asked_within(commands, m.time_s, 2.5)
     unsure_w = max(moved) - min(moved) if moved else 0.0
     if new_sample and house is not None and state.house_w is not None:
         step_w = house - state.house_w if unsure_w < 0.5 * c.feed_forward_min_w else 0.0
@@ -423,9 +428,9 @@ def _observe(state: ControllerState, m: Measurements, c: ControlConfig, now_s: f
     import_w = max(0.0, grid - c.grid_import_allowance_w)
     importing = m.grid_w is not None and m.grid_w > c.grid_import_allowance_w
     since = (state.import_since_s if state.import_since_s is not None else now_s) if importing else None
-    rises = [p for t, p, _ in commands if m.time_s - _RISE_RECENT_S <= t <= m.time_s]
+    rises = _asked_within(commands, m.time_s, _RISE_RECENT_S)
     rising = len(rises) >= 2 and rises[-1] > min(rises) + c.deadband_w
-    recent = [p for t, p, _ in commands if m.time_s - 2.0 * tau_s <= t <= m.time_s]
+    recent = _asked_within(commands, m.time_s, 2.0 * tau_s)
     shed_w = max(0.0, max(recent) - heater_then) if recent else 0.0
     return _Observation(
         new_sample=new_sample,
