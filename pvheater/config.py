@@ -148,7 +148,7 @@ class ControlConfig:
     deadband_w: float = setting(40.0, min=0.0, max=500.0)
     #: A deficit (heater taking battery/grid power) smaller than this is left alone.
     deficit_tolerance_w: float = setting(
-        10.0, min=0.0, max=500.0
+        20.0, min=0.0, max=500.0
     )
     #: Proportional gain (W per W of error).
     kp: float = setting(0.3, min=0.0, max=2.0)

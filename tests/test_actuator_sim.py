@@ -74,7 +74,8 @@ def test_closed_loop_heats_the_surplus_and_zeroes_the_actuator_when_the_gx_goes_
         heater_w = (rig.plant.energy().heater_wh - energy) * 60.0
         assert heater_w > 1500.0, f"{actuator}: {heater_w:.0f} W"  # the surplus is ~1.9 kW at a full battery
         metrics = rig.live.metrics()
-        assert metrics is not None and metrics.draw_kwh < 0.01
+        # taken from the battery in these 5 minutes: servo and 0-10 V ~4 Wh, the SSR's whole-cycle bursts ~10 Wh
+        assert metrics is not None and metrics.draw_kwh < 0.015
         rig.gx.stop()  # the GX goes silent: the guard opens the relay and the actuator goes to zero
         for _ in range(15):
             rig.step(1.0)

@@ -221,6 +221,43 @@ def test_kettle_end_gives_its_power_back_at_once() -> None:
     assert "house load 2000 W ended" in r.reason
 
 
+def test_a_load_that_ends_under_a_cloud_frees_first_what_the_battery_gave_it() -> None:
+    # the kettle (2 kW) ran under a cloud: the heater was cut to nothing and the battery gave 1358 W of it. It
+    # ends: one sample later the inverter still discharges 349 W while exporting 1046 W (it lags behind the
+    # load's end as it does behind a cut), and of the 1984 W freed 1358 W were the battery's
+    state = replace(settled(0.0, 2250.0), error_w=-1358.0)
+    state, r = step(state, full(11.0, consumption=266.0, grid=-1046.0, battery=-349.0, pv=1083.0, mode=2), BIG,
+                    11.0, True)
+    assert r.power_w == pytest.approx(1984.0 - 1358.0)
+    assert "house load 1984 W ended" in r.reason
+    # the next sample, the inverter still settling (within two lags of the end): not a deficit either
+    state, r = step(state, full(12.0, consumption=266.0 + 626.0, grid=-420.0, battery=-100.0, pv=1083.0, mode=2),
+                    BIG, 12.0, True)
+    assert r.power_w >= 626.0 - 1e-6, r.reason
+
+
+@pytest.mark.parametrize(
+    ("cut_s", "deficit_w", "holds"),
+    [
+        (10.0, 40.0, True),  # 1 s after a cut: a small deficit is the inverter still settling
+        (10.0, 100.0, False),  # a bigger one is backed off all the same
+        (None, 40.0, False),  # no cut before it: beyond deficit_tolerance_w, backed off
+        (7.0, 40.0, False),  # the cut was longer than inverter_lag_s ago
+    ],
+)
+def test_a_small_deficit_just_after_a_cut_is_the_inverter_settling(
+    cut_s: float | None, deficit_w: float, holds: bool
+) -> None:
+    commands = tuple((float(t), 1200.0 if cut_s is not None and t < cut_s else 1100.0, 0.0) for t in range(11))
+    state = replace(settled(1100.0, 300.0), commands=commands)
+    battery_w = -(C.battery_discharge_allowance_w + deficit_w)
+    _, r = step(state, full(11.0, consumption=1400.0, battery=battery_w, mode=2), BIG, 11.0, True)
+    if holds:
+        assert r.power_w == pytest.approx(1100.0), r.reason
+    else:
+        assert r.power_w == pytest.approx(1100.0 - deficit_w), r.reason
+
+
 def test_house_load_start_takes_the_power_from_the_heater_at_once() -> None:
     state = settled(2300.0, 200.0)
     state, r = step(state, full(11.0, consumption=4500.0, battery=-1500.0, mode=2), BIG, 11.0, True)
@@ -410,8 +447,8 @@ def test_a_cut_is_not_repeated_for_the_export_the_inverter_still_gives(shed: boo
     commands = ((8.0, before, 0.0), (9.0, before, 0.0), (10.0, 1200.0, 0.0))
     state = ControllerState(integral_w=1200, power_w=1200, soc_ok=True, last_sample_s=10.0, accept_ref_w=0.0,
                             commands=commands, lagged_w=1200)
-    _, r = step(state, full(11.0, consumption=1500.0, grid=-500.0, battery=-560.0, mode=2), BIG, 11.5, True)
-    # the 500 W export is what the cut shed: the battery gives 60 W once the inverter settles; with no cut the
+    _, r = step(state, full(11.0, consumption=1500.0, grid=-500.0, battery=-600.0, mode=2), BIG, 11.5, True)
+    # the 500 W export is what the cut shed: the battery gives 100 W once the inverter settles; with no cut the
     # export nets nothing and the whole discharge is backed off
-    left_w = (60.0 if shed else 560.0) - C.battery_discharge_allowance_w
+    left_w = (100.0 if shed else 600.0) - C.battery_discharge_allowance_w
     assert r.power_w == pytest.approx(1200.0 - left_w)

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from pvheater.config import Config, ControlConfig
@@ -87,6 +88,9 @@ _CATCH_UP_EXTRA_S = 2.0
 _RESTORE_OK_S = 8.0
 #: A fall of the house load between these multiples of the heater's power may be the tank's thermostat opening.
 _LIKE_HEATER = (0.4, 1.6)
+#: Within inverter_lag_s of a cut a deficit below this is the inverter still settling to it, not a reason to cut
+#: again (each such cut is a servo move, and the probe back another), W.
+_SETTLING_TOLERANCE_W = 60.0
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,8 @@ class ControllerState:
     pv_w: float | None = None
     #: When the house load last fell by feed_forward_min_w or more (sample time).
     house_fall_s: float | None = None
+    #: How much it fell then, W.
+    house_fall_w: float = 0.0
 
 
 def spare_power_w(
@@ -162,10 +168,11 @@ def spare_power_w(
     inverter catching up with the last rise: hold (error 0) instead of backing
     off. With `battery_share` (early heating on a forecast) the battery's charge
     beyond that share of (battery + heater_w) is spare, whatever the policy.
-    `shed_w` is what the heater gave up within two inverter lags before the
-    sample: an export up to that much while the battery discharges is counted
-    back into the battery (the inverter lags behind the cut); an export the
-    heater did not shed (a battery feeding the grid on purpose) is not.
+    `shed_w` is what the heater gave up, and a house load that ended, within
+    two inverter lags before the sample: an export up to that much while the
+    battery discharges is counted back into the battery (the inverter lags
+    behind the cut or the load's end); an export nothing shed (a battery
+    feeding the grid on purpose) is not.
     Returns (None, False) when grid and battery power are both unknown.
     """
     grid_w = m.grid_w
@@ -282,6 +289,8 @@ def step(
     hidden_since = (state.hidden_since_s if state.hidden_since_s is not None else now_s) if hidden else None
     if -c.deficit_tolerance_w < error_w < c.deadband_w:
         error_w = 0.0  # hold: spare PV below the deadband, or a deficit within tolerance
+    if -_SETTLING_TOLERANCE_W < error_w < 0.0 and _cut_within(obs.commands, now_s, c.inverter_lag_s):
+        error_w = 0.0  # hold: a small deficit just after a cut is the inverter still settling to it
 
     # PV fell since the last sample: a deficit now is a cloud coming, not the limit of hidden PV
     cloud = m.pv_w is not None and state.pv_w is not None and m.pv_w < state.pv_w - c.restore_margin_w
@@ -330,6 +339,7 @@ def step(
         restore_wait_s=wait_s,
         pv_w=m.pv_w if obs.new_sample else state.pv_w,
         house_fall_s=fall_s,
+        house_fall_w=-obs.house_step_w if load_ended else state.house_fall_w,
     )
     if not want:
         return new, HeatRequest(False, 0.0, "no surplus")
@@ -376,7 +386,8 @@ class _Observation:
     lag_ok: bool
     #: Power asked for within _RISE_RECENT_S before the sample rose (a probe was going on).
     rising: bool
-    #: What the heater gave up within two inverter lags before the sample (the inverter may still give it), W.
+    #: What the heater gave up, and a house load that ended, within two inverter lags before the sample (the
+    #: inverter may still give it), W.
     shed_w: float
     lagged_w: float
     commands: tuple[tuple[float, float, float], ...]
@@ -400,6 +411,12 @@ def _command_at(
     if found is None:
         return (commands[0][1], commands[0][2]) if commands else (default_w, 0.0)
     return found[1], found[2]
+
+
+def _cut_within(commands: tuple[tuple[float, float, float], ...], now_s: float, span_s: float) -> bool:
+    """True when the power asked for fell within the span_s before now_s (a cut, or a back-off)."""
+    asked = _asked_within(commands, now_s, span_s)
+    return any(b < a - 1.0 for a, b in pairwise(asked))
 
 
 def _asked_within(commands: tuple[tuple[float, float, float], ...], time_s: float, span_s: float) -> list[float]:
@@ -432,6 +449,11 @@ def _observe(state: ControllerState, m: Measurements, c: ControlConfig, now_s: f
     rising = len(rises) >= 2 and rises[-1] > min(rises) + c.deadband_w
     recent = _asked_within(commands, m.time_s, 2.0 * tau_s)
     shed_w = max(0.0, max(recent) - heater_then) if recent else 0.0
+    # a house load that ended frees its power the same way: the inverter still gives it for a moment
+    if step_w <= -c.feed_forward_min_w:
+        shed_w += -step_w
+    elif state.house_fall_s is not None and m.time_s - state.house_fall_s <= 2.0 * tau_s:
+        shed_w += state.house_fall_w
     return _Observation(
         new_sample=new_sample,
         heater_then_w=heater_then,
@@ -576,7 +598,11 @@ def _next_power(
     if _pulsing_end(state, obs, c, now_s):
         why = f"house load {-obs.house_step_w:.0f} W off again within {c.pulse_s:g} s (pulsing): not given back"
     elif abs(obs.house_step_w) >= c.feed_forward_min_w:
-        base = min(max(base - obs.house_step_w, 0.0), top)
+        freed_w = -obs.house_step_w
+        if freed_w > 0:
+            # a load that ends frees first what battery and grid gave it (the deficit of the last sample)
+            freed_w = max(0.0, freed_w - max(0.0, -state.error_w))
+        base = min(max(base + freed_w, 0.0), top)
         verb = "ended" if obs.house_step_w < 0 else "started"
         why = f"house load {abs(obs.house_step_w):.0f} W {verb}: heater {base - state.power_w:+.0f} W at once"
     integral = min(max(state.integral_w + (base - state.power_w) + c.ki_per_s * error_w * dt_s, 0.0), top)
