@@ -7,10 +7,10 @@ waste, negative when the heater takes power it should not:
   `battery_discharge_allowance_w`: the negative excess (back off at once),
   with `battery_first` plus the charge the battery accepted while PV was
   wasted (a discharge leaves the battery without its share too); a discharge
-  while the grid takes an export of what the heater shed within two inverter
-  lags is the inverter still giving the old load: the picture is judged as it
-  settles, with that export back in the battery (so a cut is not repeated for
-  the part the inverter is still shedding);
+  while the grid takes an export of what the heater shed, or a house load
+  freed, within two inverter lags is the inverter still giving the old load:
+  the picture is judged as it settles, with that export back in the battery
+  (so a cut is not repeated for the part the inverter is still shedding);
 - PV hidden by the MPPT (MppOperationMode 1 with the charger in absorption or
   float, battery not discharging): `probe_w`, an assumed surplus, so the power
   rises at a bounded rate until the MPPT tracks again or the battery/grid gives;
@@ -20,7 +20,8 @@ waste, negative when the heater takes power it should not:
   the battery's share; with `heater_first` any charge power is spare.
 
 A PI acts on that error (a deadband for spare power, a smaller tolerance for
-deficits, anti-windup by clamping the integral to the
+deficits -- wider within `inverter_lag_s` of a cut, while the inverter
+settles to it -- anti-windup by clamping the integral to the
 heater's range, rises limited to `raise_w_per_s`). No I/O, no clock: `now_s`
 comes in as an argument.
 
@@ -33,7 +34,8 @@ What the controller knows is used as well (each decision says why in its reason)
   rises explains (a first-order lag of `inverter_lag_s`) does not stop a probe;
 - *the house load* (AC consumption minus the heater's power then): a change of
   at least `feed_forward_min_w` goes to (or comes from) the heater at once --
-  when a kettle ends, the power it took is available again;
+  when a kettle ends, the power it took is available again, less what battery
+  and grid gave it (the last sample's deficit);
 - *the load PV covered while it was still held back* (heater + house, within
   `memory_s`): when PV is hidden again after a cloud or a load, the heater
   returns at once to that level (less `restore_margin_w`) and probes only the
