@@ -520,23 +520,24 @@ def _spontaneous(state: ResponseState, s: ResponseSettings) -> tuple[ResponseSta
         return replace(state, suspect=False, next_s=None), None
     e = recent[-1][2]
     step_w = recent[-1][1] - recent[-2][1]
-    # what the command's own moves over these samples make by the corrected curve
-    own_w = _integral(state, max(x[2] for x in recent), s) - _integral(state, min(x[2] for x in recent), s)
-    # with the command steady, a drop counts beyond what the trim at the voted lag makes in this very step: at a
-    # steep part of the curve (a dead zone's edge) a trim moves consumption by far more than its share of the power
-    lag = _voted_lag(state, s)
-    trim_w = abs(_integral(state, recent[-1 - lag][2], s) - _integral(state, recent[-2 - lag][2], s))
     if max(x[2] for x in recent) - min(x[2] for x in recent) > 0.15 * e or e < s.min_step_w / 2:
         # the command moved by more than a trim: the step may be its own -- unless consumption fell while the
         # command only rose (a thermostat opening as the loop raises the knob: the loop raises *because* the
         # element stopped): judged against what the heater drew before the rise
         rose_only = all(b[2] >= a[2] for a, b in pairwise(recent))
         # or fell by far more than the command's own moves can make (the probe's trim back as the element stops)
+        own_w = _integral(state, max(x[2] for x in recent), s) - _integral(state, min(x[2] for x in recent), s)
         beyond = -step_w >= 2.0 * own_w + s.house_tolerance_w
         if not ((rose_only or beyond) and step_w < 0.0 and state.status != NOT_DRAWING
                 and recent[0][2] >= s.min_step_w / 2):
             return None
         e, trim_w = recent[0][2], 0.0
+    else:
+        # the command steady: a drop counts beyond what the trim at the voted lag makes in this very step -- at a
+        # steep part of the curve (a dead zone's edge) a trim moves consumption by far more than its share of the
+        # power
+        lag = _voted_lag(state, s)
+        trim_w = abs(_integral(state, recent[-1 - lag][2], s) - _integral(state, recent[-2 - lag][2], s))
     t = recent[-1][0]
     r = ratio_at(state, e, s)
     # at least the house's own wobble: a curve learned flat there (a dead zone) makes no step of nothing
