@@ -248,6 +248,7 @@ def step(
         share = reserve.battery_share  # early heating: the battery keeps what it needs to be full in time
     stale = _acceptance_stale(state, m, c, share)
     load_ended = obs.house_step_w <= -c.feed_forward_min_w
+    fall_w = -obs.house_step_w if load_ended else state.house_fall_w  # what the inverter sheds, whoever gets it
     if stale and obs.house_step_w < 0:
         obs = replace(obs, house_step_w=0.0)  # a load that ends frees power for the battery first, not the heater
     error_w, saturated = spare_power_w(
@@ -341,7 +342,7 @@ def step(
         restore_wait_s=wait_s,
         pv_w=m.pv_w if obs.new_sample else state.pv_w,
         house_fall_s=fall_s,
-        house_fall_w=-obs.house_step_w if load_ended else state.house_fall_w,
+        house_fall_w=fall_w,
     )
     if not want:
         return new, HeatRequest(False, 0.0, "no surplus")
