@@ -399,7 +399,7 @@ class ControlLoop:
             if held_read is not None and m is not None:
                 age_s = now_s - m.time_s
                 output = replace(output, reason=f"{output.reason} (read failed: {age_s:.1f} s old data held)")
-            self.heater.apply(output, now_s)
+            self.heater.apply(self._drive(output, now_s), now_s)
             self._track_recheck(output.relay_on, now_s)
             if m is not None and fault is None and frozen is None:
                 self.fresh_s = m.time_s if self.fresh_s is None else max(self.fresh_s, m.time_s)
@@ -472,18 +472,35 @@ class ControlLoop:
             self.response_state, expected_w, self.response_settings
         )
 
-    def _heater_cap_w(self, now_s: float) -> float | None:
-        """The cap for controller.step: the sense power while the tank is full (or looks it), then a climb back
-        at CLOSE_RAMP_W_PER_S after the thermostat closed (the inverter keeps up)."""
+    def _heater_cap_w(self, now_s: float, sense_w: float | None = None) -> float | None:
+        """The cap for controller.step (element watts): the sense power while the tank is full (or looks it), then
+        a climb back at CLOSE_RAMP_W_PER_S after the thermostat closed (the inverter keeps up). With `sense_w` (the
+        sense command) the same cap for the command: a curve learned wrong cannot make a big close surge."""
+        start_w = self.sense_power_w if sense_w is None else sense_w
         if self.tank_full_since_s is not None or heater_response.suspect_for_s(self.response_state) >= SUSPECT_CAP_S:
-            return self.sense_command_w()
+            return start_w
         if self._closed_s is None:
             return None
-        cap_w = self.sense_command_w() + CLOSE_RAMP_W_PER_S * (now_s - self._closed_s)
+        cap_w = start_w + CLOSE_RAMP_W_PER_S * (now_s - self._closed_s)
         if cap_w >= self.controller_settings.max_power_w:
-            self._closed_s = None
+            if sense_w is None:
+                self._closed_s = None
             return None
         return cap_w
+
+    def _drive(self, output: HeaterOutput, now_s: float) -> HeaterOutput:
+        """The output for the actuator: the controller's watts (what the element should draw) as the command that
+        gives them by the observer's learned curve, so a cut of the measured deficit takes that much off the element
+        where the default straight line is far off (a dead zone, a phase-angle or log-taper curve). The straight
+        line until the observer has learned; within the sense command's cap while the tank is (or looks) full."""
+        if not output.relay_on or output.power_w <= 0.0:
+            return output
+        most_w = self.controller_settings.max_power_w
+        command_w = heater_response.command_for(self.response_state, output.power_w, self.response_settings, most_w)
+        cap_w = self._heater_cap_w(now_s, self.sense_command_w())
+        if cap_w is not None:
+            command_w = min(command_w, cap_w)
+        return replace(output, power_w=command_w)
 
     def sense_command_w(self) -> float:
         """The command that gives the sense power by the measured curve (above a straight-line default's dead zone),
