@@ -34,14 +34,16 @@ END = "<!-- family:end -->"
 TARGET_S = {"relay_close": 10.0, "cloud_end": 10.0, "load_end": 3.0, "outage_end": 10.0}
 
 
-def _evaluate(task: tuple[int, str]) -> PlantOutcome:
-    seed, actuator = task
-    return evaluate(seed, actuator=actuator)
+def _evaluate(task: tuple[int, str, bool]) -> PlantOutcome:
+    seed, actuator, calibrated = task
+    return evaluate(seed, actuator=actuator, calibrated=calibrated)
 
 
-def run_family(first_seed: int, plants: int, jobs: int, actuator: str = "servo") -> list[PlantOutcome]:
+def run_family(
+    first_seed: int, plants: int, jobs: int, actuator: str = "servo", calibrated: bool = True
+) -> list[PlantOutcome]:
     """Evaluate the plants first_seed .. first_seed + plants - 1 on `jobs` processes."""
-    tasks = [(s, actuator) for s in range(first_seed, first_seed + plants)]
+    tasks = [(s, actuator, calibrated) for s in range(first_seed, first_seed + plants)]
     if jobs <= 1:
         return [_evaluate(t) for t in tasks]
     methods = multiprocessing.get_all_start_methods()
@@ -286,6 +288,38 @@ def render_actuators(by_actuator: dict[str, list[PlantOutcome]], first_seed: int
     ])
 
 
+UNCAL_BEGIN = "<!-- family-uncalibrated:begin (bench/family.py --no-calibration writes this section) -->"
+UNCAL_END = "<!-- family-uncalibrated:end -->"
+
+
+def render_uncalibrated(outs: list[PlantOutcome], first_seed: int, plants: int, wall_s: float) -> str:
+    """The Markdown section of the family without a calibration table."""
+    return "\n".join([
+        UNCAL_BEGIN,
+        "## Plant family without a calibration (issue 11)",
+        "",
+        "The plant family above (same seeds, heater-off runs and floor) with the loop given no calibration",
+        "table: the straight-line default from the knob's zero to its full angle, as on a system nobody",
+        "calibrated. Only the heater observer's curve, learned from the GX's consumption during the run,",
+        "corrects it (the knob is set through that curve).",
+        "",
+        "```sh",
+        f"nice -n 10 python bench/family.py --no-calibration --seed {first_seed} --plants {plants} --jobs 2",
+        "```",
+        "",
+        f"Seeds {first_seed}..{first_seed + plants - 1}; {wall_s:.0f} s wall time.",
+        "",
+        "| family | value |",
+        "|---|---:|",
+        *family_rows(outs),
+        "",
+        "| event | n | median s | 90th pct s | within target | draw per event Wh: pvheater / floor |",
+        "|---|---:|---:|---:|---:|---:|",
+        *response_rows(outs),
+        UNCAL_END,
+    ])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the family and the whole days; write the section."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -298,8 +332,18 @@ def main(argv: list[str] | None = None) -> int:
         "--actuator", action="append", choices=ACTUATORS,
         help="run the loop with these actuators (repeatable) and write the per-actuator section instead",
     )
+    parser.add_argument(
+        "--no-calibration", action="store_true",
+        help="run the loop without a calibration table and write the uncalibrated section instead",
+    )
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
+    if args.no_calibration:
+        outs = run_family(args.seed, args.plants, args.jobs, calibrated=False)
+        section = render_uncalibrated(outs, args.seed, args.plants, time.perf_counter() - t0)
+        write_section(Path(args.out), section, UNCAL_BEGIN, UNCAL_END)
+        print(section)
+        return 0
     if args.actuator:
         by_actuator = {a: run_family(args.seed, args.plants, args.jobs, a) for a in dict.fromkeys(args.actuator)}
         section = render_actuators(by_actuator, args.seed, args.plants, time.perf_counter() - t0)

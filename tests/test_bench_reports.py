@@ -115,3 +115,14 @@ def test_the_means_over_seeds_count_each_seed_where_an_actuator_is_behind_the_se
     assert "ssr_burst: mean capture below the servo's on 0, mean draw above it on 0 of 1 scenarios" in block
     text = bench.section([row("servo", "97.0", "0.050")], 1.0, seeds=block, days=6)
     assert text.index(block) < text.index(bench.END) and "6 days in 1 s" in text
+
+
+def test_the_uncalibrated_family_section_runs_the_loop_without_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    family = _load("family", monkeypatch)
+    calibrated = family.run_family(9, 1, 1)
+    bare = family.run_family(9, 1, 1, calibrated=False)
+    # seed 9's log-taper knob is far from the straight line: without the table the loop heats another way
+    assert bare[0].controller.heater_kwh != pytest.approx(calibrated[0].controller.heater_kwh, rel=0.01)
+    section = family.render_uncalibrated(bare, 9, 1, 1.0)
+    assert section.startswith(family.UNCAL_BEGIN) and section.endswith(family.UNCAL_END)
+    assert "--no-calibration --seed 9 --plants 1" in section and "| event | n |" in section

@@ -652,6 +652,10 @@ def _judge(
         if slope * (hi_w - lo_w) < 0.5 * (_integral(state, hi_w, s) - _integral(state, lo_w, s)):
             return _set(state, NOT_DRAWING, t, "heater does not draw (after a drop of its power): tank full")
         return replace(state, rejected=state.rejected + 1), None
+    if state.status == NOT_DRAWING and slope * (hi_w - lo_w) < s.house_tolerance_w:
+        # the element off, and consumption moved with the knob by less than the house's wobble: a house that
+        # wobbled as the knob moved (say as the knob climbed back after a load ended) is no thermostat closing
+        return replace(state, rejected=state.rejected + 1), None
     state = replace(_learn(state, window, s, _weight(window, s)), zero_responses=0, flat_run=None)
     gain = _integral(state, s.max_power_w, s) / s.max_power_w
     status = LOW if gain < s.low_ratio else DRAWING

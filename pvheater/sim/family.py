@@ -665,13 +665,19 @@ def netted_draw_kwh(run: RunResult, base: RunResult, window_s: float = 1.0) -> f
     return joules * k * run.dt_s / 3_600_000.0
 
 
-def evaluate(seed: int, config: Config | None = None, actuator: str = "servo") -> PlantOutcome:
+def evaluate(
+    seed: int, config: Config | None = None, actuator: str = "servo", calibrated: bool = True
+) -> PlantOutcome:
     """Run the family plant `seed`: heater off, late oracle, pvheater; metrics and responses.
 
     With another actuator than the servo only the loop's run drives it (`with_actuator`); the heater-off
     baseline and the floor are the same runs as the servo's, so every actuator is held to the same floor.
+    Without `calibrated` the loop has no calibration table (the straight-line default, as on a system never
+    calibrated): only the heater observer's learned curve corrects it.
     """
     spec = random_spec(seed)
+    if not calibrated:
+        spec = replace(spec, calibration_points=())
     base = run_spec(spec, "off").run
     floor = run_spec(spec, "oracle_late")
     ctl = run_spec(with_actuator(spec, actuator), "pvheater", config)
