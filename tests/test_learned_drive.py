@@ -75,3 +75,30 @@ def test_an_uncalibrated_log_taper_plant_is_heated_near_the_floor_in_closed_loop
     assert floor.heater_kwh > 0.1
     assert ours.heater_kwh >= 0.8 * floor.heater_kwh
     assert ours.draw_kwh <= 2.0 * floor.draw_kwh + 0.002
+
+
+def _bisect_command(state: heater_response.ResponseState, true_w: float, s: heater_response.ResponseSettings,
+                    most_w: float) -> float:
+    lo, hi = 0.0, most_w
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if heater_response.measured_heater_w(replace(state, last_level=None), mid, s) < true_w:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+@pytest.mark.parametrize("ratios", [
+    (1.0,) * 8,
+    (0.0, 0.2, 0.9, 1.6, 1.8, 1.3, 0.8, 0.4),  # a dead zone, then a phase-angle S-curve
+    (0.05, 0.1, 0.2, 0.4, 0.8, 1.4, 2.0, 2.5),  # a log taper
+    (1.1,) * 8,  # a high mains voltage: full power before the full knob
+])
+def test_the_curve_is_inverted_exactly(ratios: tuple[float, ...]) -> None:
+    s = heater_response.ResponseSettings(max_power_w=2000.0)
+    state = heater_response.ResponseState(ratios=ratios, status=heater_response.DRAWING)
+    for true_w in (1.0, 37.0, 180.0, 250.0, 640.0, 999.0, 1500.0, 1990.0, 2100.0):
+        got = heater_response.command_for(state, true_w, s, 2000.0)
+        assert got == pytest.approx(_bisect_command(state, true_w, s, 2000.0), abs=1e-3)
+    assert heater_response.command_for(state, 0.0, s, 2000.0) == 0.0

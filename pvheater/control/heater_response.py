@@ -239,19 +239,23 @@ def ratio_at(state: ResponseState, expected_w: float, s: ResponseSettings) -> fl
 
 
 def command_for(state: ResponseState, true_w: float, s: ResponseSettings, most_w: float) -> float:
-    """The expected power (command) at which the corrected curve gives true_w, at most most_w (bisection)."""
+    """The lowest expected power (command) at which the corrected curve gives true_w, at most most_w.
+
+    The curve is straight within each band, so the band where it reaches true_w is solved directly (the loop
+    asks this every tick)."""
     if true_w <= 0.0:
         return 0.0
     if _integral(state, most_w, s) <= true_w:
         return most_w
-    lo, hi = 0.0, most_w
-    for _ in range(30):
-        mid = (lo + hi) / 2
-        if _integral(state, mid, s) < true_w:
-            lo = mid
-        else:
-            hi = mid
-    return hi
+    width = s.max_power_w / s.bands
+    total = 0.0
+    for i in range(s.bands):
+        slope = _slope(state, i)
+        if slope > 0.0 and total + slope * width >= true_w:
+            return min(i * width + (true_w - total) / slope, most_w)
+        total += slope * width
+    slope = _slope(state, s.bands - 1)  # beyond the bands the last one's slope goes on (as in _integral)
+    return min(s.max_power_w + (true_w - total) / slope, most_w) if slope > 0.0 else most_w
 
 
 def measured_heater_w(state: ResponseState, expected_w: float, s: ResponseSettings) -> float:

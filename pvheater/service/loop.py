@@ -497,9 +497,10 @@ class ControlLoop:
             return output
         most_w = self.controller_settings.max_power_w
         command_w = heater_response.command_for(self.response_state, output.power_w, self.response_settings, most_w)
-        cap_w = self._heater_cap_w(now_s, self.sense_command_w())
-        if cap_w is not None:
-            command_w = min(command_w, cap_w)
+        if self._heater_cap_w(now_s) is not None:  # the tank's cap is in force: the command's own, from the sense's
+            cap_w = self._heater_cap_w(now_s, self.sense_command_w())
+            if cap_w is not None:
+                command_w = min(command_w, cap_w)
         return replace(output, power_w=command_w)
 
     def sense_command_w(self) -> float:
