@@ -284,6 +284,7 @@ KEPT_SECTIONS = (
     ("<!-- soak -->", "<!-- /soak -->", "## Soak\n\nNot run yet (bench/soak.py writes it).\n"),
     ("<!-- gx-safety -->", "<!-- /gx-safety -->", None),
     ("<!-- family:begin", "<!-- family:end -->", None),
+    ("<!-- family-uncalibrated:begin", "<!-- family-uncalibrated:end -->", None),
     ("<!-- actuators:begin", "<!-- actuators:end -->", None),
     ("<!-- family-actuators:begin", "<!-- family-actuators:end -->", None),
     ("<!-- tank:begin", "<!-- tank:end -->", None),
