@@ -149,6 +149,21 @@ def whole_day_rows() -> list[str]:
     return rows
 
 
+def _command_and_table(outs: list[PlantOutcome], flags: str, first_seed: int, plants: int, wall_s: float) -> list[str]:
+    """The command that reproduces a family section, its seeds and wall time, and the distribution table."""
+    return [
+        "```sh",
+        f"nice -n 10 python bench/family.py {flags}--seed {first_seed} --plants {plants} --jobs 2",
+        "```",
+        "",
+        f"Seeds {first_seed}..{first_seed + plants - 1}; {wall_s:.0f} s wall time.",
+        "",
+        "| family | value |",
+        "|---|---:|",
+        *family_rows(outs),
+    ]
+
+
 def render(
     outs: list[PlantOutcome], days: list[str], first_seed: int, plants: int, wall_s: float,
     days_kept: bool = False,
@@ -167,15 +182,7 @@ def render(
         "**the floor**) and with the real loop (`ControlLoop`, default config, a calibration table measured",
         "on the plant within +-3 %). Capture and draw as in the results table above.",
         "",
-        "```sh",
-        f"nice -n 10 python bench/family.py --seed {first_seed} --plants {plants} --jobs 2",
-        "```",
-        "",
-        f"Seeds {first_seed}..{first_seed + plants - 1}; {wall_s:.0f} s wall time.",
-        "",
-        "| family | value |",
-        "|---|---:|",
-        *family_rows(outs),
+        *_command_and_table(outs, "", first_seed, plants, wall_s),
         "",
         "Responses: seconds from the event to the heater at 90 % of the available surplus (60 when not",
         "within 60 s); events with less than 300 W surplus or another disturbance in the 20 s after are",
@@ -303,15 +310,7 @@ def render_uncalibrated(outs: list[PlantOutcome], first_seed: int, plants: int, 
         "calibrated. Only the heater observer's curve, learned from the GX's consumption during the run,",
         "corrects it (the knob is set through that curve).",
         "",
-        "```sh",
-        f"nice -n 10 python bench/family.py --no-calibration --seed {first_seed} --plants {plants} --jobs 2",
-        "```",
-        "",
-        f"Seeds {first_seed}..{first_seed + plants - 1}; {wall_s:.0f} s wall time.",
-        "",
-        "| family | value |",
-        "|---|---:|",
-        *family_rows(outs),
+        *_command_and_table(outs, "--no-calibration ", first_seed, plants, wall_s),
         "",
         "| event | n | median s | 90th pct s | within target | draw per event Wh: pvheater / floor |",
         "|---|---:|---:|---:|---:|---:|",
