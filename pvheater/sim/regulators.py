@@ -45,6 +45,9 @@ class BurstParams:
 
     mains_hz: int = 50
     period_cycles: int = 50
+    #: False: a what-if SSR that could fire any fraction of a cycle (the request as it is, no whole cycles; not a
+    #: real device) -- bench/ssr_steps.py sets it to measure what the whole-cycle step costs.
+    whole_cycles: bool = True
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ class BurstHeater:
 
     def power_w(self, relay_on: bool, drive: float, dt_s: float) -> float:
         """Power over the step: whole cycles fired of those in the step (0 with the relay open)."""
-        if self.from_pin:
+        if self.from_pin or not self.params.whole_cycles:
             power = self.max_power_w * drive if relay_on else 0.0
         else:
             self.pattern.request(drive if relay_on else 0.0)
