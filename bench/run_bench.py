@@ -287,6 +287,7 @@ KEPT_SECTIONS = (
     ("<!-- family-uncalibrated:begin", "<!-- family-uncalibrated:end -->", None),
     ("<!-- actuators:begin", "<!-- actuators:end -->", None),
     ("<!-- family-actuators:begin", "<!-- family-actuators:end -->", None),
+    ("<!-- ssr-steps:begin", "<!-- ssr-steps:end -->", None),
     ("<!-- tank:begin", "<!-- tank:end -->", None),
     ("<!-- hotwater:begin", "<!-- hotwater:end -->", None),
     ("<!-- frontends -->", "<!-- /frontends -->", None),

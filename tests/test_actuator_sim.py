@@ -56,6 +56,15 @@ def test_burst_heater_is_whole_cycles_and_exact_on_average() -> None:
     assert heater.power_w(False, 0.37, 0.1) == 0.0
 
 
+def test_the_what_if_burst_heater_without_whole_cycles_gives_the_request_itself() -> None:
+    """bench/ssr_steps.py's what-if (BurstParams.whole_cycles False): no cycle step, the request as it is."""
+    heater = BurstHeater(2000.0, BurstParams(mains_hz=50, period_cycles=50, whole_cycles=False))
+    steps = [heater.power_w(True, 0.37, 0.1) for _ in range(20)]
+    assert steps == [pytest.approx(740.0)] * 20  # between two whole cycles (720 / 760 W), every step
+    assert heater.metered_w == pytest.approx(740.0)
+    assert heater.power_w(False, 0.37, 0.1) == 0.0
+
+
 # --- the real loop on mock pins -----------------------------------------------------------------------
 
 

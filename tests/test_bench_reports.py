@@ -126,3 +126,39 @@ def test_the_uncalibrated_family_section_runs_the_loop_without_the_table(monkeyp
     section = family.render_uncalibrated(bare, 9, 1, 1.0)
     assert section.startswith(family.UNCAL_BEGIN) and section.endswith(family.UNCAL_END)
     assert "--no-calibration --seed 9 --plants 1" in section and "| event | n |" in section
+
+
+def test_the_ssr_step_section_gives_each_variants_means_and_the_seeds_behind_the_servo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bench = _load("ssr_steps", monkeypatch)
+    names = list(bench.VARIANTS)
+    # two seeds of one day: (scenario, seed, variant, capture %, draw kWh)
+    results = [("clouds", 2, names[0], 95.0, 0.130), ("clouds", 1002, names[0], 94.0, 0.140)]
+    results += [("clouds", 2, names[1], 94.9, 0.130), ("clouds", 1002, names[1], 94.0, 0.142)]
+    results += [("clouds", s, n, 96.0, 0.120) for s in (2, 1002) for n in names[2:]]
+    section = bench.render(results, 2, 10.0, "python bench/ssr_steps.py --seeds 2")
+    line = next(x for x in section.splitlines() if x.startswith("| clouds |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    # ssr_burst: behind in capture on seed 2 (by 0.1 point), in draw on seed 1002 (by 2 Wh)
+    assert cells[1:3] == ["94.45 / 0.1360", "1 / 1 of 2"]
+    assert cells[3:5] == ["96.00 / 0.1200", "0 / 0 of 2"]
+    assert cells[-1] == "94.50 / 0.1350"
+    assert f"{names[1]} on 1 of 1 days" in section and f"{names[3]} on 0 of 1 days" in section
+    assert section.startswith(bench.BEGIN) and section.endswith(bench.END)
+
+
+def test_the_ssr_step_variants_differ_only_in_the_actuator_and_its_burst_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pvheater.sim.scenarios import build_day
+
+    bench = _load("ssr_steps", monkeypatch)
+
+    day = build_day("clear")
+    what_if, cfg50 = bench.variant_day(day, "ssr_burst, any fraction of a cycle")
+    reg = what_if.params.heater.regulator
+    assert (reg.actuator, reg.burst.period_cycles, reg.burst.whole_cycles) == ("ssr_burst", 50, False)
+    assert cfg50.burst.period_cycles == 50
+    longer, cfg100 = bench.variant_day(day, "ssr_burst, 100-cycle periods")
+    assert longer.params.heater.regulator.burst.period_cycles == cfg100.burst.period_cycles == 100
+    servo, _ = bench.variant_day(day, "servo")
+    assert servo.params.heater.regulator.actuator == "servo" and servo.params.battery == day.params.battery
