@@ -95,17 +95,43 @@ _LIKE_HEATER = (0.4, 1.6)
 _SETTLING_TOLERANCE_W = 60.0
 
 
+#: Actuators that give the commanded power at once and to the watt (`heater.actuator`): the 0-10 V input. The
+#: servo's small-move rule rounds its moves (a rise comes out bigger than its integral part, a cut deeper than
+#: asked), and the controller's rules for an exact actuator make up for what that rounding gave by accident
+#: (see ControllerSettings.exact_actuator). ssr_burst's whole cycles are a step of their own: with these rules its
+#: days came out the same within a tenth (BENCHMARKS.md, "Actuators"), so it keeps the plain ones.
+EXACT_ACTUATORS = frozenset({"pwm_0_10v"})
+#: An exact actuator holds a deficit only up to this share of `control.deficit_tolerance_w` (15 W of the default
+#: 20 W): the tolerance is there so the servo does not hunt over a degree or two, which a 0-10 V input cannot.
+EXACT_TOLERANCE_SHARE = 0.75
+
+
 @dataclass(frozen=True)
 class ControllerSettings:
     """What the controller needs from the config."""
 
     control: ControlConfig
     max_power_w: float
+    #: The actuator gives the commanded power exactly and at once (EXACT_ACTUATORS). Then a rise on a new sample
+    #: keeps its proportional part (the next sample's error falls into the deadband and would hand it back, so
+    #: each crossing of the deadband would gain only the integral's few watts), and a cut lands at no deficit:
+    #: the allowances decide whether to cut, not where to land (landing at the allowance leaves the battery
+    #: discharging just inside the deficit tolerance, held there). `for_actuator` also narrows the tolerance.
+    exact_actuator: bool = False
+
+    @classmethod
+    def for_actuator(cls, control: ControlConfig, max_power_w: float, actuator: str) -> ControllerSettings:
+        """The settings for a heater driven by `actuator` (heater.actuator): an exact one gets its rules and
+        EXACT_TOLERANCE_SHARE of the deficit tolerance."""
+        if actuator not in EXACT_ACTUATORS:
+            return cls(control, max_power_w)
+        narrow = replace(control, deficit_tolerance_w=EXACT_TOLERANCE_SHARE * control.deficit_tolerance_w)
+        return cls(narrow, max_power_w, exact_actuator=True)
 
     @classmethod
     def from_config(cls, config: Config) -> ControllerSettings:
-        """Take the control section and the heater's maximum power."""
-        return cls(control=config.control, max_power_w=config.heater.max_power_w)
+        """Take the control section, the heater's maximum power and its actuator."""
+        return cls.for_actuator(config.control, config.heater.max_power_w, config.heater.actuator)
 
 
 @dataclass(frozen=True)
@@ -294,6 +320,8 @@ def step(
         error_w = 0.0  # hold: spare PV below the deadband, or a deficit within tolerance
     if -_SETTLING_TOLERANCE_W < error_w < 0.0 and _cut_within(obs.commands, now_s, c.inverter_lag_s):
         error_w = 0.0  # hold: a small deficit just after a cut is the inverter still settling to it
+    if settings.exact_actuator and error_w < 0.0:
+        error_w -= _allowances_used_w(m, c)  # an exact actuator's cut lands at no deficit, not at the allowance
 
     # PV fell since the last sample: a deficit now is a cloud coming, not the limit of hidden PV
     cloud = m.pv_w is not None and state.pv_w is not None and m.pv_w < state.pv_w - c.restore_margin_w
@@ -646,7 +674,19 @@ def _next_power(
         integral = min(integral, ceiling)  # anti-windup against the rise limit
     if held and not why and power <= state.power_w + 1e-9:
         why = held  # the probe waits below the limit: say so, not "raising"
+    if settings.exact_actuator and error_w > 0.0 and obs.new_sample and power > integral:
+        integral = power  # the rise keeps its proportional part when the next error falls into the deadband
     return integral, power, hidden_since, why
+
+
+def _allowances_used_w(m: Measurements, c: ControlConfig) -> float:
+    """The battery-discharge and grid-import allowances that a sample's discharge and import go beyond, W."""
+    used = 0.0
+    if m.battery_w is not None and -m.battery_w > c.battery_discharge_allowance_w:
+        used += c.battery_discharge_allowance_w
+    if m.grid_w is not None and m.grid_w > c.grid_import_allowance_w:
+        used += c.grid_import_allowance_w
+    return used
 
 
 def _raise_rate_w_per_s(c: ControlConfig, hidden_since_s: float | None, now_s: float) -> float:

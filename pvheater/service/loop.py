@@ -283,7 +283,9 @@ class ControlLoop:
         """Take the controller and guard settings from config (at start and on a reload); state is kept."""
         # The heater cannot give more than its calibration's top point.
         max_power_w = min(config.heater.max_power_w, self.heater.calibration.max_power_w)
-        self.controller_settings = controller.ControllerSettings(config.control, max_power_w)
+        self.controller_settings = controller.ControllerSettings.for_actuator(
+            config.control, max_power_w, config.heater.actuator
+        )
         self.guard_settings = guard.GuardSettings.from_config(config)
         self.reserve_settings = ReserveSettings.from_config(config)
         #: With the tank full the knob waits at this power; the relay opens after tank_full_open_after_s (0: never).
