@@ -149,3 +149,49 @@ def test_a_thermostat_close_on_a_family_plant_takes_at_most_the_sense_power_and_
         peak_w = max(taken(series, i) - taken(base, i) for i in window)
         assert peak_w <= bound_w, (seed, t, peak_w, bound_w)
     assert checked >= 1, tanks[0].events
+
+
+def test_a_close_the_sense_power_cannot_show_is_found_by_the_closed_relay_recheck(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Tank full with the relay kept closed, the sense power so small (1 %, 20 W) that the thermostat's close does
+    not show in consumption: the periodic climb from the sense power (while PV is held back) finds the close and
+    heating resumes -- without it the knob would wait at 20 W for the rest of the day. Each climb on the full tank
+    ends after its window; the climb that finds the close takes no more than the sense power + 200 W."""
+    from dataclasses import replace
+
+    from pvheater.config import Config
+    from pvheater.service import loop as loop_module
+
+    monkeypatch.setattr(loop_module, "RECHECK_CLOSED_S", 120.0)
+    tank = TankParams(volume_l=5.0, start_c=58.0, loss_w_at_40k=400.0, draws=())
+    day = build_day(Scenario("small_lossy_tank", "test", seed=1, tank=tank))
+    cfg = Config()
+    cfg = replace(cfg, heater=replace(cfg.heater, sense_power_pct=1.0))
+    start_s = 12 * 3600
+    plant = Plant(day, start_s=start_s)
+    strategy = ControllerStrategy(day, cfg)
+    strategy.heater.calibration = plant_calibration(day.params.heater)
+    strategy.loop.log = logging.getLogger("test.tank.recheck")
+    sense_w = strategy.loop.sense_power_w
+    heater_w: list[float] = []
+    draw_w: list[float] = []
+    with caplog.at_level(logging.INFO, logger="test.tank.recheck"):
+        for s in range(start_s, start_s + 900):
+            strategy.decide(float(s), plant.measurements(), None)
+            plant.step(1.0, _act(strategy))
+            heater_w.append(plant.heater_w)
+            draw_w.append(max(0.0, -plant.battery_w) + max(0.0, plant.grid_w))
+    assert plant.tank is not None
+    opens = [t - start_s for t, closed in plant.tank.events if not closed]
+    closes = [t - start_s for t, closed in plant.tank.events if closed]
+    assert opens and closes and closes[0] > opens[0] + 120.0, plant.tank.events
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("still does not draw with the knob raised" in m for m in messages), messages  # a climb on the full tank
+    close_s = int(closes[0])
+    assert max(heater_w[close_s:close_s + 3]) <= sense_w + 1.0  # the close itself switches in the sense power only
+    window_s = int(loop_module.RECHECK_CLOSED_S + loop_module.RECHECK_CLOSED_WINDOW_S)
+    resumed = [k for k in range(close_s, min(len(heater_w), close_s + window_s + 60)) if heater_w[k] > 1000.0]
+    assert resumed, "the heater never heated again after the close the sense power could not show"
+    assert any("thermostat closed at" in m for m in messages), messages
+    assert max(draw_w[close_s:resumed[0] + 15]) <= sense_w + 200.0

@@ -65,6 +65,14 @@ SENSE_COMMAND_MAX = 4.0
 SUSPECT_CAP_S = 6.0
 #: With `heater.tank_full_open_after_s` set, a tank parked full with the relay open is checked again after this long.
 RECHECK_PARKED_S = 1800.0
+#: A tank parked full with the relay closed is checked again after this long, while PV is held back (a climb then
+#: takes no battery or grid power): the knob climbs from the sense power at CLOSE_RAMP_W_PER_S, up to
+#: RECHECK_CLOSED_FRAC of the element, for RECHECK_CLOSED_WINDOW_S, and the observer judges whether consumption
+#: follows. A thermostat that closed while the sense command gave too little to show it (a dead zone the curve has
+#: not learned) is found; on a full tank the element draws nothing and the climb costs nothing.
+RECHECK_CLOSED_S = 900.0
+RECHECK_CLOSED_WINDOW_S = 30.0
+RECHECK_CLOSED_FRAC = 0.4
 #: A status line is logged when the heater power moves by at least this much.
 STATUS_STEP_W = 100.0
 #: While the GX stays away: the first reminder after this long, then at doubling intervals up to REMINDER_MAX_S.
@@ -258,6 +266,9 @@ class ControlLoop:
         #: starts from the sense power and the observer judges the thermostat again.
         self._recheck = False
         self._recheck_closed = False
+        #: The closed-relay re-check of a full tank: when the climb under way started, and when the last one ended.
+        self._full_check_s: float | None = None
+        self._full_checked_s: float | None = None
         #: The newest error text (GX fault or loop error), kept after the episode (the state's last_error).
         self.last_error: str | None = None
 
@@ -369,6 +380,7 @@ class ControlLoop:
             self.freshness_state, frozen = freshness.step(self.freshness_state, m, self.freshness_settings)
         self._track_frozen(frozen, now_s)
         early = self._reserve(m, utc_s if local_time is not None else None)
+        self._track_full_check(m, now_s)
         expected_w = self._expected_heater_w()  # the command the snapshot m saw (before this tick's apply)
         settings = self.controller_settings
         if self.cap_settings is not None:  # the controller works within the off-grid cap (no wind-up above it)
@@ -437,6 +449,30 @@ class ControlLoop:
             self._recheck_closed = True
             self.tank_full_since_s = now_s
 
+    def _track_full_check(self, m: Measurements | None, now_s: float) -> None:
+        """The closed-relay re-check of a full tank (RECHECK_CLOSED_S): start it while PV is held back and the
+        battery gives nothing, end it after RECHECK_CLOSED_WINDOW_S without a close (parked at the sense power
+        again); a close found ends it through the observer's event."""
+        full_since = self.tank_full_since_s
+        if full_since is None or not self.heater.relay_on or m is None:
+            self._full_check_s = None
+            if full_since is None:
+                self._full_checked_s = None
+            return
+        if self._full_check_s is not None:
+            if now_s - self._full_check_s >= RECHECK_CLOSED_WINDOW_S:
+                self._full_check_s, self._full_checked_s = None, now_s
+                self.log.info("tank full: the heater still does not draw with the knob raised; knob back at %.0f W",
+                              self.sense_power_w)
+            return
+        last_s = full_since if self._full_checked_s is None else max(full_since, self._full_checked_s)
+        quiet = (m.battery_w or 0.0) >= -self.controller_settings.control.battery_discharge_allowance_w
+        if (now_s - last_s >= RECHECK_CLOSED_S and m.pv_curtailed and quiet
+                and not heater_response.close_check_pending(self.response_state)):
+            self._full_check_s = now_s
+            self.log.info("tank full for %s: the knob climbs from the sense power to check the thermostat",
+                          format_hms(now_s - full_since))
+
     def _expected_heater_w(self) -> float:
         """The heater power the calibration gives for the relay and the actuator's input in force now (the servo's
         angle, the 0-10 V duty or the SSR's fraction of cycles)."""
@@ -466,7 +502,8 @@ class ControlLoop:
                 elif self.tank_full_since_s is not None:
                     lasted = format_hms(now_s - self.tank_full_since_s)
                     self.tank_full_since_s = None
-                    self._closed_s = now_s
+                    self._closed_s = now_s if self._full_check_s is None else self._full_check_s  # the climb goes on
+                    self._full_check_s = None
                     self.log.info("thermostat closed at %s after %s tank full: %s", at, lasted, event.reason)
                 else:
                     self.log.info("heater at %s: %s", at, event.reason)
@@ -479,6 +516,9 @@ class ControlLoop:
         a climb back at CLOSE_RAMP_W_PER_S after the thermostat closed (the inverter keeps up). With `sense_w` (the
         sense command) the same cap for the command: a curve learned wrong cannot make a big close surge."""
         start_w = self.sense_power_w if sense_w is None else sense_w
+        if self.tank_full_since_s is not None and self._full_check_s is not None:  # the closed-relay re-check
+            top_w = max(start_w, RECHECK_CLOSED_FRAC * self.controller_settings.max_power_w)
+            return min(start_w + CLOSE_RAMP_W_PER_S * (now_s - self._full_check_s), top_w)
         if self.tank_full_since_s is not None or heater_response.suspect_for_s(self.response_state) >= SUSPECT_CAP_S:
             return start_w
         if self._closed_s is None:
@@ -533,6 +573,8 @@ class ControlLoop:
             # consumption rose: the thermostat closing, or a house load? With the knob cut the element's power
             # falls away, a house load's does not (relay kept closed; the observer decides within the GX's lag)
             return HeatRequest(True, 0.0, "tank full: consumption rose, knob cut to check the thermostat")
+        if full_since is not None and self._full_check_s is not None:
+            return HeatRequest(True, request.power_w, "tank full: knob climbing to check the thermostat")
         why = "tank full" if full_since is not None else "heater stopped drawing?"
         return HeatRequest(True, request.power_w, f"{why}: knob at the sense power")
 
