@@ -19,16 +19,32 @@ def _act(strategy: ControllerStrategy) -> Actuation:
     return Actuation(strategy.heater.relay_on, strategy.heater.calibration.zero_angle_deg if angle is None else angle)
 
 
+#: The small tests' tank plant starts at noon.
+START_S = 12 * 3600
+
+
+def _small_lossy_tank(start_c: float, **heater: float) -> tuple[Plant, ControllerStrategy]:
+    """A 5 l lossy tank (no draw-offs) starting at start_c at noon, and the loop on the regulator's own curve;
+    `heater` overrides the config's heater section (sense_power_pct, tank_full_open_after_s)."""
+    from dataclasses import replace
+
+    from pvheater.config import Config
+
+    tank = TankParams(volume_l=5.0, start_c=start_c, loss_w_at_40k=400.0, draws=())
+    day = build_day(Scenario("small_lossy_tank", "test", seed=1, tank=tank))
+    cfg = Config()
+    cfg = replace(cfg, heater=replace(cfg.heater, **heater))
+    strategy = ControllerStrategy(day, cfg)
+    strategy.heater.calibration = plant_calibration(day.params.heater)
+    return Plant(day, start_s=START_S), strategy
+
+
 def test_tank_full_parks_at_the_sense_power_and_the_close_switches_in_only_that(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # a small, lossy tank just below its setpoint at noon: it opens within a minute and closes minutes later
-    tank = TankParams(volume_l=5.0, start_c=58.0, loss_w_at_40k=400.0, draws=())
-    day = build_day(Scenario("small_lossy_tank", "test", seed=1, tank=tank))
-    start_s = 12 * 3600
-    plant = Plant(day, start_s=start_s)
-    strategy = ControllerStrategy(day)
-    strategy.heater.calibration = plant_calibration(day.params.heater)
+    plant, strategy = _small_lossy_tank(58.0)
+    start_s = START_S
     strategy.loop.log = logging.getLogger("test.tank")
     sense_w = strategy.loop.sense_power_w
     draw_w: dict[int, float] = {}
@@ -70,20 +86,11 @@ def test_a_thermostat_that_closes_while_the_relay_is_open_is_checked_again(
 ) -> None:
     """Tank full, the relay opens (tank_full_open_after_s), the tank cools and the thermostat closes unseen: after
     the parked re-check the heater heats again, starting from the sense power (no surge)."""
-    from dataclasses import replace
-
-    from pvheater.config import Config
     from pvheater.service import loop as loop_module
 
     monkeypatch.setattr(loop_module, "RECHECK_PARKED_S", 600.0)
-    tank = TankParams(volume_l=5.0, start_c=59.5, loss_w_at_40k=400.0, draws=())
-    day = build_day(Scenario("small_lossy_tank", "test", seed=1, tank=tank))
-    cfg = Config()
-    cfg = replace(cfg, heater=replace(cfg.heater, tank_full_open_after_s=60.0))
-    start_s = 12 * 3600
-    plant = Plant(day, start_s=start_s)
-    strategy = ControllerStrategy(day, cfg)
-    strategy.heater.calibration = plant_calibration(day.params.heater)
+    plant, strategy = _small_lossy_tank(59.5, tank_full_open_after_s=60.0)
+    start_s = START_S
     sense_w = strategy.loop.sense_power_w
     relay: list[bool] = []
     heater_w: list[float] = []
@@ -158,20 +165,11 @@ def test_a_close_the_sense_power_cannot_show_is_found_by_the_closed_relay_rechec
     not show in consumption: the periodic climb from the sense power (while PV is held back) finds the close and
     heating resumes -- without it the knob would wait at 20 W for the rest of the day. Each climb on the full tank
     ends after its window; the climb that finds the close takes no more than the sense power + 200 W."""
-    from dataclasses import replace
-
-    from pvheater.config import Config
     from pvheater.service import loop as loop_module
 
     monkeypatch.setattr(loop_module, "RECHECK_CLOSED_S", 120.0)
-    tank = TankParams(volume_l=5.0, start_c=58.0, loss_w_at_40k=400.0, draws=())
-    day = build_day(Scenario("small_lossy_tank", "test", seed=1, tank=tank))
-    cfg = Config()
-    cfg = replace(cfg, heater=replace(cfg.heater, sense_power_pct=1.0))
-    start_s = 12 * 3600
-    plant = Plant(day, start_s=start_s)
-    strategy = ControllerStrategy(day, cfg)
-    strategy.heater.calibration = plant_calibration(day.params.heater)
+    plant, strategy = _small_lossy_tank(58.0, sense_power_pct=1.0)
+    start_s = START_S
     strategy.loop.log = logging.getLogger("test.tank.recheck")
     sense_w = strategy.loop.sense_power_w
     heater_w: list[float] = []
